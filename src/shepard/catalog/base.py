@@ -1,0 +1,132 @@
+"""The Catalog contract: where job state lives. Every implementation must pass tests/catalog_suite.
+
+Times are epoch seconds (float) passed in by the caller, so tests script the clock.
+Every state change is fenced: it names the attempt it belongs to, and a change for an attempt
+that is no longer the job's current running attempt is refused (returns False / 0), so a worker
+that lost its lease can never overwrite what a newer attempt recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome
+
+
+class Catalog(Protocol):
+    def add_jobs(self, specs: Iterable[JobSpec], *, now: float, default_attempts: int) -> list[str]:
+        """Register every spec as a QUEUED job in ONE transaction; return the new ids in order.
+
+        Streams `specs` (never materialises more than a chunk of rows at once), so a million
+        specs from a generator stay within bounded memory. If anything fails, nothing is added.
+        `default_attempts` fills `max_attempts` where a spec leaves it None.
+        """
+        ...
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        now: float,
+        lease: float,
+        limit: int = 1,
+        job_ids: Sequence[str] | None = None,
+    ) -> list[Job]:
+        """Atomically move up to `limit` claimable jobs to RUNNING for `worker`; return them.
+
+        Claimable: QUEUED with `not_before` unset or <= now, oldest `seq` first; restricted to
+        `job_ids` when given. Each claimed job gets attempt += 1, lease_until = now + lease,
+        worker, and started_at = a START_TIME (int epoch seconds) strictly greater than the
+        started_at of any earlier attempt of that job (so output names never collide).
+        Concurrent callers (threads, processes, hosts) never receive the same job.
+        A RUNNING event is recorded per claimed job.
+        """
+        ...
+
+    def heartbeat(self, held: Sequence[tuple[str, int]], *, now: float, lease: float) -> set[str]:
+        """Extend the leases of (job_id, attempt) pairs still held; return the ids extended.
+
+        An id missing from the result means that attempt is no longer current (lease expired and
+        re-queued, cancelled, ...): its worker must stop and must not publish anything.
+        """
+        ...
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        retry_at: float | None = None,
+    ) -> JobStatus | None:
+        """Record how `attempt` ended. Fenced: returns None if `attempt` is not current/running.
+
+        If `outcome.status` is FAILED, `retry_at` is given, `outcome.retryable` and the job has
+        attempts left (attempt < max_attempts), the job goes back to QUEUED with
+        not_before = retry_at instead of FAILED. Returns the status the job ended up in.
+        Records an event carrying the reason.
+        """
+        ...
+
+    def expire_leases(self, *, now: float, retry_at: float | None = None) -> list[str]:
+        """Handle RUNNING jobs whose lease ended before `now` (their worker died or hung).
+
+        Each becomes QUEUED again (not_before = retry_at) if it has attempts left, else FAILED,
+        with reason "lease expired (worker lost)". Returns the ids handled.
+        """
+        ...
+
+    def cancel(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        now: float,
+        statuses: Sequence[JobStatus] = (JobStatus.QUEUED, JobStatus.RUNNING),
+    ) -> list[str]:
+        """Mark matching non-terminal jobs CANCELLED (all jobs in `statuses` when job_ids is None).
+
+        Returns the ids cancelled. A RUNNING job's worker learns it through `heartbeat`.
+        """
+        ...
+
+    def requeue(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        now: float,
+        statuses: Sequence[JobStatus] = (JobStatus.FAILED,),
+        since: float | None = None,
+        extra_attempts: int = 1,
+    ) -> list[str]:
+        """Put terminal jobs back to QUEUED as new attempts of the same ids (`shepard retry`).
+
+        max_attempts grows so that `extra_attempts` more attempts are allowed. `since` limits to
+        jobs finished at or after that time. Returns the ids requeued.
+        """
+        ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        """The job's history, oldest first (QUEUED at submission, then each transition)."""
+        ...
+
+    def counts(self) -> dict[JobStatus, int]:
+        """Number of jobs in each status (every status present, zero included)."""
+        ...
+
+    def page(
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        """Jobs in `seq` order, optionally filtered by status, keyset-paged by seq."""
+        ...
+
+    def close(self) -> None: ...
