@@ -70,6 +70,14 @@ class Catalog(Protocol):
         """
         ...
 
+    def release(self, job_id: str, attempt: int, *, now: float, detail: str) -> JobStatus | None:
+        """Give a RUNNING attempt back to the queue without spending an attempt (fenced).
+
+        Used when a sheep shuts down cleanly: the job becomes QUEUED at once and its
+        max_attempts grows by one, so the next claim's attempt number still goes up.
+        """
+        ...
+
     def expire_leases(self, *, now: float, retry_at: float | None = None) -> list[str]:
         """Handle RUNNING jobs whose lease ended before `now` (their worker died or hung).
 
@@ -113,8 +121,11 @@ class Catalog(Protocol):
         """The job's history, oldest first (QUEUED at submission, then each transition)."""
         ...
 
-    def counts(self) -> dict[JobStatus, int]:
-        """Number of jobs in each status (every status present, zero included)."""
+    def counts(self, *, batch: str | None = None) -> dict[JobStatus, int]:
+        """Number of jobs in each status (every status present, zero included).
+
+        With `batch`, only the jobs of that submission.
+        """
         ...
 
     def page(

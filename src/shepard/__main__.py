@@ -1,0 +1,3 @@
+from shepard.cli.main import run
+
+run()

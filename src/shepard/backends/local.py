@@ -1,0 +1,87 @@
+"""The local backend: a pool of worker threads on this machine, each running one job at a time.
+
+The runtime runs in-process; each payload is a child process (own process group). Several
+processes with a local backend on one flock cooperate through the catalog's leases.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from shepard.catalog.base import Catalog
+from shepard.model import Job, RetryPolicy
+from shepard.runtime import AttemptControl, RuntimeContext
+from shepard.sheep import SHUTDOWN, Clock, Heartbeat, run_claimed
+
+
+class LocalBackend:
+    """Runs up to `workers` jobs at once and keeps up to `workers` more claimed in reserve.
+
+    The reserve lets the dispatcher claim jobs in batches of `workers` (one catalog transaction
+    per batch instead of one per job) without ever leaving a worker idle.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        ctx: RuntimeContext,
+        catalog: Catalog,
+        policy: RetryPolicy,
+        *,
+        workers: int,
+        lease: float,
+        clock: Clock = time.time,
+    ) -> None:
+        self.ctx, self.catalog, self.policy, self.workers = ctx, catalog, policy, workers
+        self.clock = clock
+        self.wakeup = threading.Event()  # set whenever a job ends: the dispatcher may claim more
+        self._heartbeat = Heartbeat(catalog, lease, clock).start()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sheep")
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._closing = False
+
+    def capacity(self) -> int:
+        with self._lock:
+            if self._closing:
+                return 0
+            free = 2 * self.workers - self._inflight
+            return free if free >= self.workers or self._inflight < self.workers else 0
+
+    def submit(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            control = self._heartbeat.hold(job)
+            with self._lock:
+                self._inflight += 1
+            self._pool.submit(self._run, job, control)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        self._heartbeat.stop(job_ids, "cancelled")
+
+    def active(self) -> int:
+        with self._lock:
+            return self._inflight
+
+    def shutdown(self, *, kill: bool) -> None:
+        with self._lock:
+            self._closing = True
+        if kill:
+            self._heartbeat.stop(None, SHUTDOWN)
+        self._pool.shutdown(wait=True)
+        self._heartbeat.close()
+
+    def _run(self, job: Job, control: AttemptControl) -> None:
+        try:
+            if self._closing:  # accepted but never started: give it back untouched
+                control.stop_reason = SHUTDOWN
+                control.stop.set()
+            run_claimed(job, self.ctx, self.catalog, self.policy, control, self.clock)
+        finally:
+            self._heartbeat.drop(job.id)
+            with self._lock:
+                self._inflight -= 1
+            self.wakeup.set()

@@ -1,0 +1,17 @@
+"""The job catalog: where job state lives (SQLite for one machine, PostgreSQL for a fleet)."""
+
+from shepard.catalog.base import Catalog
+from shepard.catalog.sql import SqlCatalog
+
+__all__ = ["Catalog", "SqlCatalog", "open_catalog"]
+
+
+def open_catalog(url: str) -> SqlCatalog:
+    """Open (creating or upgrading its schema if needed) the catalog at `url`.
+
+    Accepted URLs: `sqlite:///ABSOLUTE/PATH.db`, `sqlite://` (in memory, private to this
+    process), `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB` (psycopg 3 is always used) or
+    `postgresql+psycopg://...`. Raises CatalogError if the URL is unsupported or the database
+    cannot be reached; the message never contains the password.
+    """
+    return SqlCatalog(url)

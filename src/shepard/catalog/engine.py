@@ -1,0 +1,148 @@
+"""Engines for catalog URLs, and the translation of database failures into CatalogError.
+
+Everything dialect-specific about *connecting* lives here, so `sql.py` has a single code path:
+- SQLite files use WAL (readers never block the writer), synchronous=NORMAL (durable across
+  process crashes, cheap commits) and write transactions that start with BEGIN IMMEDIATE, so
+  concurrent writers queue on the busy timeout instead of failing with "database is locked".
+- PostgreSQL always goes through psycopg 3, with a connect timeout and pre-ping, so a daemon
+  survives a server restart and an unreachable host fails fast with a readable message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import StaticPool
+
+from shepard.errors import CatalogError
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite writer waits for another process's write transaction before giving up."""
+
+PG_CONNECT_TIMEOUT_S = 10
+READ_ONLY = "shepard_read_only"
+"""Execution option: the transaction only reads, so SQLite may start it with a plain BEGIN."""
+
+_USAGE = "use sqlite:///ABSOLUTE/PATH.db, sqlite:// (in memory) or postgresql://USER@HOST/DB"
+
+
+def parse_url(url: str) -> URL:
+    """Parse a catalog URL; plain `postgresql://` is pinned to the psycopg 3 driver."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise CatalogError(f"invalid catalog URL {url!r}: {_USAGE}") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if (backend, parsed.get_driver_name()) not in (("sqlite", "pysqlite"), ("postgresql", "psycopg")):
+        shown = parsed.render_as_string(hide_password=True)
+        raise CatalogError(f"unsupported catalog URL {shown!r}: {_USAGE}")
+    return parsed
+
+
+def is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(url: URL) -> Engine:
+    """An Engine for a URL from `parse_url`, configured as the module docstring describes."""
+    if url.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if is_memory(url):
+        # One connection shared by every thread: the catalog serialises its transactions.
+        engine = sa.create_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        engine = sa.create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        )
+    _configure_sqlite(engine, wal=not is_memory(url))
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    """SQLAlchemy's documented recipe for explicit SQLite transactions, plus our pragmas."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the sqlite3 module from issuing its own (deferred) BEGIN; `_on_begin` does it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # busy_timeout first: switching to WAL needs a lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        if wal:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a writer that would otherwise upgrade a
+        # read lock mid-transaction can deadlock and fail at once, ignoring busy_timeout.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextlib.contextmanager
+def catalog_errors(url: URL) -> Iterator[None]:
+    """Turn database failures raised inside the block into CatalogError with a usable message."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise CatalogError(_scrub(describe(exc, url), url)) from exc
+    except sa.exc.TimeoutError as exc:  # the connection pool stayed exhausted
+        shown = url.render_as_string(hide_password=True)
+        raise CatalogError(f"no free connection to the catalog at {shown}: {exc}") from exc
+
+
+def describe(exc: sa.exc.DBAPIError, url: URL) -> str:
+    """A one-line explanation of a database failure, never including the password."""
+    shown = url.render_as_string(hide_password=True)
+    detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
+    lowered = detail.lower()
+    if url.get_backend_name() == "sqlite":
+        if "locked" in lowered:
+            return (
+                f"the catalog {shown} is locked by another process for more than "
+                f"{SQLITE_BUSY_TIMEOUT_S:g} s; is another shepard command holding it?"
+            )
+        if "unable to open" in lowered:
+            return (
+                f"cannot open the catalog {shown}: {detail}; "
+                "does its folder exist and is it writable?"
+            )
+    elif _unreachable(exc):
+        reason = detail.rsplit("failed:", 1)[-1].strip().rstrip(".")
+        hint = "; is PostgreSQL running?" if _sounds_down(lowered) else ""
+        return f"cannot reach the catalog at {shown}: {reason.lower()}{hint}"
+    return f"the catalog at {shown} failed: {detail}"
+
+
+def _unreachable(exc: sa.exc.DBAPIError) -> bool:
+    """True for connection-level failures (no SQLSTATE, class 08, or server shutting down)."""
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+
+
+def _sounds_down(message: str) -> bool:
+    return any(s in message for s in ("refused", "timeout", "timed out", "no route", "translate"))
+
+
+def _scrub(message: str, url: URL) -> str:
+    """Belt and braces: a driver message must never leak the password."""
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return message

@@ -1,0 +1,63 @@
+"""Bring a catalog database to the current schema (Alembic, run from inside the package).
+
+The common case, an up-to-date catalog, costs two small queries and never imports Alembic,
+which keeps CLI start-up fast. Otherwise the upgrade runs in one transaction that first takes
+a cross-process lock (pg_advisory_xact_lock on PostgreSQL; BEGIN IMMEDIATE on SQLite), then
+re-checks the version: when two processes open a new catalog at once, the second one waits
+and then finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from shepard.catalog.engine import READ_ONLY
+from shepard.catalog.schema import HEAD_REVISION, VERSION_TABLE
+from shepard.errors import CatalogError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+# Any constant works; it only has to be the same in every shepard process ("shep" in ASCII).
+_PG_LOCK_KEY = 0x73686570
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade the database behind `engine` to HEAD_REVISION unless it is already there."""
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY: True})
+        if current_revision(conn) == HEAD_REVISION:
+            return
+    with engine.begin() as conn:  # on SQLite this BEGIN IMMEDIATE is the lock
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        if current_revision(conn) != HEAD_REVISION:
+            _upgrade(conn)
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision recorded in the version table, or None for a database never migrated."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    version = sa.table(VERSION_TABLE, sa.column("version_num", sa.String()))
+    return conn.execute(sa.select(version.c.version_num)).scalar()
+
+
+def _upgrade(conn: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util import CommandError
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    try:
+        command.upgrade(config, "head")
+    except CommandError as exc:
+        found = current_revision(conn)
+        raise CatalogError(
+            f"the catalog's schema is at revision {found!r}, which this shepard does not know "
+            f"(it expects {HEAD_REVISION!r}); was it created by a newer shepard? ({exc})"
+        ) from exc

@@ -1,0 +1,56 @@
+"""The catalog's tables (SQLAlchemy Core). Migrations in `migrations/versions` build exactly this.
+
+Indexes are kept to the minimum the queries need, because every index slows the bulk insert
+of a million-job submission: `id` is unique (lookups by id), `(status, seq)` serves claiming
+(oldest queued first) and status-filtered paging, and `job_events.job_id` serves `events()`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+HEAD_REVISION = "0001"
+"""The newest migration; opening a catalog whose version table holds it skips Alembic."""
+
+VERSION_TABLE = "shepard_alembic_version"
+
+# seq must be SQLite's rowid alias (INTEGER PRIMARY KEY): a BIGINT key would be a second index.
+_SEQ_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("seq", _SEQ_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("params", sa.Text(), nullable=False),  # JSON object
+    sa.Column("bundle_key", sa.Text(), nullable=True),
+    sa.Column("attempt", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    sa.Column("timeout", sa.Float(), nullable=True),
+    sa.Column("batch", sa.String(), nullable=True),
+    sa.Column("submitted_at", sa.Float(), nullable=False),
+    sa.Column("not_before", sa.Float(), nullable=True),
+    sa.Column("started_at", sa.BigInteger(), nullable=True),
+    sa.Column("finished_at", sa.Float(), nullable=True),
+    sa.Column("lease_until", sa.Float(), nullable=True),
+    sa.Column("worker", sa.String(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("exit_code", sa.Integer(), nullable=True),
+    sa.Column("outputs", sa.Text(), nullable=True),  # JSON list of output keys
+    sa.Column("error_bundle", sa.Text(), nullable=True),
+    sa.Index("ix_jobs_status_seq", "status", "seq"),
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", _SEQ_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(36), nullable=False, index=True),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("at", sa.Float(), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=True),
+)

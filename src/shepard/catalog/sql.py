@@ -1,0 +1,416 @@
+"""SqlCatalog: the Catalog on SQLite or PostgreSQL, through one SQLAlchemy Core code path.
+
+Concurrency model: every method runs in its own short transaction on a pooled connection, so
+one instance can be shared by many threads, and many processes can share one database.
+- Claiming is one `UPDATE ... WHERE seq IN (SELECT ... LIMIT n) RETURNING ...`. On PostgreSQL
+  the subquery is `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
+  waiting; SQLite renders no FOR UPDATE, and its BEGIN IMMEDIATE serialises writers instead.
+- Every change made on behalf of an attempt is fenced by `id, attempt, status = 'running'`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from shepard.catalog import engine as _engine
+from shepard.catalog.migrate import ensure_schema
+from shepard.catalog.schema import job_events, jobs
+from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome, new_job_id
+
+INSERT_CHUNK = 20_000
+"""Rows per executemany in add_jobs: large enough to amortise the call, small enough for RAM."""
+
+_ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
+LEASE_EXPIRED = "lease expired (worker lost)"
+CANCELLED_BY_USER = "cancelled by user"
+REQUEUED_BY_USER = "requeued by user"
+
+_QUEUED, _RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+_FAILED, _CANCELLED = JobStatus.FAILED.value, JobStatus.CANCELLED.value
+_FENCE_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
+
+
+class SqlCatalog:
+    """A Catalog stored in the database at `url` (see `shepard.catalog.open_catalog`).
+
+    Opening brings the database to the current schema. Database failures surface as
+    CatalogError with a message naming the catalog (password hidden).
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = _engine.parse_url(url)
+        self._engine = _engine.create_engine(self._url)
+        # An in-memory SQLite database is one shared connection: transactions must not overlap.
+        self._serial: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if _engine.is_memory(self._url) else contextlib.nullcontext()
+        )
+        with self._serial, _engine.catalog_errors(self._url):
+            ensure_schema(self._engine)
+
+    @property
+    def url(self) -> str:
+        """The catalog URL with any password replaced by ***."""
+        return self._url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"SqlCatalog({self.url!r})"
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextlib.contextmanager
+    def _transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """One transaction on a pooled connection; commits on success, rolls back on error."""
+        with self._serial, _engine.catalog_errors(self._url), self._engine.connect() as conn:
+            if read_only:
+                conn.execution_options(**{_engine.READ_ONLY: True})
+            with conn.begin():
+                yield conn
+
+    # -- submission -------------------------------------------------------------------------
+
+    def add_jobs(self, specs: Iterable[JobSpec], *, now: float, default_attempts: int) -> list[str]:
+        """Insert QUEUED rows in chunks of INSERT_CHUNK, all inside one transaction.
+
+        No event row is written per job: `events()` derives the QUEUED entry from submitted_at,
+        which keeps a million-job submission to one insert per job.
+        """
+        ids: list[str] = []
+        insert = jobs.insert()
+        with self._transaction() as conn:
+            spec_iter = iter(specs)
+            while chunk := list(itertools.islice(spec_iter, INSERT_CHUNK)):
+                rows = [_new_row(spec, now, default_attempts) for spec in chunk]
+                conn.execute(insert, rows)
+                ids.extend(row["id"] for row in rows)
+        return ids
+
+    # -- the life of an attempt -------------------------------------------------------------
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        now: float,
+        lease: float,
+        limit: int = 1,
+        job_ids: Sequence[str] | None = None,
+    ) -> list[Job]:
+        if limit < 1 or (job_ids is not None and not job_ids):
+            return []
+        claimable = (
+            sa.select(jobs.c.seq)
+            .where(jobs.c.status == _QUEUED)
+            .where(sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+            .order_by(jobs.c.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+        )
+        if job_ids is not None:
+            claimable = claimable.where(jobs.c.id.in_(job_ids))
+        # START_TIME must exceed every earlier attempt's, even within the same second.
+        start = int(now)
+        started_at = sa.case((jobs.c.started_at >= start, jobs.c.started_at + 1), else_=start)
+        stmt = (
+            jobs.update()
+            .where(jobs.c.seq.in_(claimable.scalar_subquery()))
+            .values(
+                status=_RUNNING,
+                attempt=jobs.c.attempt + 1,
+                started_at=started_at,
+                lease_until=now + lease,
+                worker=worker,
+                not_before=None,
+                finished_at=None,
+            )
+            .returning(*jobs.c)
+        )
+        with self._transaction() as conn:
+            claimed = sorted((_to_job(row) for row in conn.execute(stmt).mappings()), key=_seq)
+            _record(conn, [(j.id, j.attempt) for j in claimed], JobStatus.RUNNING, now, worker)
+        return claimed
+
+    def heartbeat(self, held: Sequence[tuple[str, int]], *, now: float, lease: float) -> set[str]:
+        extended: set[str] = set()
+        if not held:
+            return extended
+        with self._transaction() as conn:
+            for chunk in _chunks(list(held), _ID_CHUNK):
+                stmt = (
+                    jobs.update()
+                    .where(sa.tuple_(jobs.c.id, jobs.c.attempt).in_(chunk))
+                    .where(jobs.c.status == _RUNNING)
+                    .values(lease_until=now + lease)
+                    .returning(jobs.c.id)
+                )
+                extended.update(conn.execute(stmt).scalars())
+        return extended
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        retry_at: float | None = None,
+    ) -> JobStatus | None:
+        if not outcome.status.terminal:
+            raise ValueError(f"an attempt cannot end as {outcome.status.value!r}")
+        fence = sa.and_(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.status == _RUNNING)
+        with self._transaction() as conn:
+            current = conn.execute(
+                sa.select(jobs.c.max_attempts).where(fence).with_for_update()
+            ).first()
+            if current is None:
+                return None
+            retry = (
+                outcome.status is JobStatus.FAILED
+                and retry_at is not None
+                and outcome.retryable
+                and attempt < current.max_attempts
+            )
+            status = JobStatus.QUEUED if retry else outcome.status
+            conn.execute(
+                jobs.update()
+                .where(fence)
+                .values(
+                    status=status.value,
+                    not_before=retry_at if retry else None,
+                    finished_at=None if retry else now,
+                    lease_until=None,
+                    reason=outcome.reason,
+                    exit_code=outcome.exit_code,
+                    outputs=json.dumps(list(outcome.outputs), separators=(",", ":")),
+                    # the last error bundle stays visible after a later attempt succeeds
+                    error_bundle=sa.func.coalesce(outcome.error_bundle, jobs.c.error_bundle),
+                )
+            )
+            if retry:
+                assert retry_at is not None  # implied by `retry`; narrows the type
+                detail: str | None = f"retry in {retry_at - now:g}s after: {outcome.reason}"
+            else:
+                detail = outcome.reason
+            _record(conn, [(job_id, attempt)], status, now, detail)
+        return status
+
+    def expire_leases(self, *, now: float, retry_at: float | None = None) -> list[str]:
+        expired = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_until < now)
+        requeue = (
+            jobs.update()
+            .where(expired, jobs.c.attempt < jobs.c.max_attempts)
+            .values(status=_QUEUED, not_before=retry_at, lease_until=None, reason=LEASE_EXPIRED)
+            .returning(*_FENCE_COLUMNS)
+        )
+        fail = (
+            jobs.update()
+            .where(expired, jobs.c.attempt >= jobs.c.max_attempts)
+            .values(status=_FAILED, finished_at=now, lease_until=None, reason=LEASE_EXPIRED)
+            .returning(*_FENCE_COLUMNS)
+        )
+        handled = []
+        with self._transaction() as conn:
+            for stmt, status in ((requeue, JobStatus.QUEUED), (fail, JobStatus.FAILED)):
+                rows = conn.execute(stmt).all()
+                _record(conn, [(r.id, r.attempt) for r in rows], status, now, LEASE_EXPIRED)
+                handled.extend(rows)
+        return [r.id for r in sorted(handled, key=_seq)]
+
+    # -- user actions -----------------------------------------------------------------------
+
+    def cancel(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        now: float,
+        statuses: Sequence[JobStatus] = (JobStatus.QUEUED, JobStatus.RUNNING),
+    ) -> list[str]:
+        wanted = [s.value for s in statuses if not s.terminal]
+        stmt = (
+            jobs.update()
+            .where(jobs.c.status.in_(wanted))
+            .values(
+                status=_CANCELLED, finished_at=now, lease_until=None, reason=CANCELLED_BY_USER
+            )
+            .returning(*_FENCE_COLUMNS)
+        )
+        return self._transition(stmt, job_ids, JobStatus.CANCELLED, now, CANCELLED_BY_USER)
+
+    def requeue(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        now: float,
+        statuses: Sequence[JobStatus] = (JobStatus.FAILED,),
+        since: float | None = None,
+        extra_attempts: int = 1,
+    ) -> list[str]:
+        """See Catalog.requeue. max_attempts becomes attempt + extra_attempts."""
+        if extra_attempts < 1:
+            raise ValueError(f"extra_attempts must be at least 1, not {extra_attempts}")
+        wanted = [s.value for s in statuses if s.terminal]
+        stmt = (
+            jobs.update()
+            .where(jobs.c.status.in_(wanted))
+            .values(
+                status=_QUEUED,
+                max_attempts=jobs.c.attempt + extra_attempts,
+                not_before=None,
+                finished_at=None,
+                lease_until=None,
+            )
+            .returning(*_FENCE_COLUMNS)
+        )
+        if since is not None:
+            stmt = stmt.where(jobs.c.finished_at >= since)
+        return self._transition(stmt, job_ids, JobStatus.QUEUED, now, REQUEUED_BY_USER)
+
+    def _transition(
+        self,
+        stmt: sa.Update,
+        job_ids: Sequence[str] | None,
+        status: JobStatus,
+        now: float,
+        detail: str,
+    ) -> list[str]:
+        """Run a bulk status UPDATE ... RETURNING (restricted to `job_ids` in chunks), record
+        an event per changed job, and return the changed ids in seq order."""
+        if job_ids is not None and not job_ids:
+            return []
+        restricted = (
+            [stmt]
+            if job_ids is None
+            else [stmt.where(jobs.c.id.in_(chunk)) for chunk in _chunks(list(job_ids), _ID_CHUNK)]
+        )
+        changed = []
+        with self._transaction() as conn:
+            for part in restricted:
+                changed.extend(conn.execute(part).all())
+            _record(conn, [(r.id, r.attempt) for r in changed], status, now, detail)
+        return [r.id for r in sorted(changed, key=_seq)]
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        with self._transaction(read_only=True) as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return None if row is None else _to_job(row)
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        """The synthesised QUEUED submission event, then the stored events in insertion order."""
+        stored = sa.select(job_events).where(job_events.c.job_id == job_id)
+        with self._transaction(read_only=True) as conn:
+            submitted = conn.execute(
+                sa.select(jobs.c.submitted_at).where(jobs.c.id == job_id)
+            ).scalar()
+            if submitted is None:
+                return []
+            rows = conn.execute(stored.order_by(job_events.c.id)).all()
+        first = JobEvent(job_id=job_id, attempt=0, status=JobStatus.QUEUED, at=submitted)
+        return [first] + [
+            JobEvent(job_id, r.attempt, JobStatus(r.status), r.at, r.detail) for r in rows
+        ]
+
+    def counts(self) -> dict[JobStatus, int]:
+        stmt = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        with self._transaction(read_only=True) as conn:
+            found = {status: n for status, n in conn.execute(stmt).tuples()}
+        return {status: found.get(status.value, 0) for status in JobStatus}
+
+    def page(
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        """Up to `limit` jobs with before_seq > seq > after_seq (bounds optional), in
+        descending seq order when newest_first else ascending. To page on, pass the last
+        returned seq as before_seq (newest_first) or after_seq (oldest first)."""
+        stmt = sa.select(jobs).limit(limit)
+        if status is not None:
+            stmt = stmt.where(jobs.c.status == status.value)
+        if before_seq is not None:
+            stmt = stmt.where(jobs.c.seq < before_seq)
+        if after_seq is not None:
+            stmt = stmt.where(jobs.c.seq > after_seq)
+        stmt = stmt.order_by(jobs.c.seq.desc() if newest_first else jobs.c.seq.asc())
+        with self._transaction(read_only=True) as conn:
+            return [_to_job(row) for row in conn.execute(stmt).mappings()]
+
+
+# -- row helpers ------------------------------------------------------------------------------
+
+
+def _new_row(spec: JobSpec, now: float, default_attempts: int) -> dict[str, Any]:
+    params = spec.params if isinstance(spec.params, dict) else dict(spec.params)
+    return {
+        "id": new_job_id(),
+        "status": _QUEUED,
+        "params": json.dumps(params, separators=(",", ":")),
+        "bundle_key": spec.bundle_key,
+        "attempt": 0,
+        "max_attempts": default_attempts if spec.max_attempts is None else spec.max_attempts,
+        "timeout": spec.timeout,
+        "batch": spec.batch,
+        "submitted_at": now,
+    }
+
+
+def _to_job(row: RowMapping) -> Job:
+    return Job(
+        id=row["id"],
+        seq=row["seq"],
+        status=JobStatus(row["status"]),
+        params=json.loads(row["params"]),
+        bundle_key=row["bundle_key"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        batch=row["batch"],
+        submitted_at=row["submitted_at"],
+        not_before=row["not_before"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        lease_until=row["lease_until"],
+        worker=row["worker"],
+        reason=row["reason"],
+        exit_code=row["exit_code"],
+        outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
+        error_bundle=row["error_bundle"],
+    )
+
+
+def _record(
+    conn: Connection,
+    held: Sequence[tuple[str, int]],
+    status: JobStatus,
+    now: float,
+    detail: str | None,
+) -> None:
+    """Append one event per (job_id, attempt) to the history."""
+    if held:
+        rows = [
+            {"job_id": job_id, "attempt": attempt, "status": status.value, "at": now, "detail": detail}
+            for job_id, attempt in held
+        ]
+        conn.execute(job_events.insert(), rows)
+
+
+def _seq(item: Any) -> int:
+    return int(item.seq)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,1 @@
+"""The `shepard` command line: thin over shepard.flock.Flock."""

@@ -1,0 +1,228 @@
+"""Commands that submit, run and inspect jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shepard.cli import render
+from shepard.cli.common import (
+    FlockOption,
+    JsonOption,
+    console,
+    err_console,
+    interruptible,
+    open_flock,
+    print_json,
+)
+from shepard.errors import ParamsError
+from shepard.flock import Flock, Submission
+from shepard.model import JobStatus
+from shepard.params import parse_params_json
+
+WaitOption = Annotated[
+    bool, typer.Option("--wait", "-w", help="Run the jobs here and wait until they end.")
+]
+
+
+def batch(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="Folder holding inputs.json or inputs.txt, or a ready zip bundle."),
+    ],
+    flock: FlockOption = Path("."),
+    wait: WaitOption = False,
+    zip_name: Annotated[
+        str | None, typer.Option("--zip-name", help="Name of the bundle in the inputs store.")
+    ] = None,
+) -> None:
+    """Zip FOLDER into an input bundle (or take a zip as is) and submit it as one job."""
+    f = open_flock(flock)
+    if folder.is_file():
+        sub = f.submit_bundle(folder, key=zip_name)
+    else:
+        sub = f.batch(folder, zip_name=zip_name)
+    console.print(f"submitted job {sub.ids[0]} (bundle {f.job(sub.ids[0]).bundle_key})")
+    if wait:
+        _wait(f, sub)
+
+
+def submit(
+    flock: FlockOption = Path("."),
+    json_text: Annotated[
+        str | None, typer.Option("--json", "-j", help="Parameters of one job, a JSON object.")
+    ] = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--json-file",
+            help="File of jobs: a JSON object, an array of objects, or one object per line "
+            "(JSON lines). '-' reads stdin.",
+        ),
+    ] = None,
+    range_: Annotated[
+        str | None,
+        typer.Option(
+            "--range",
+            help="NAME=START-END: one job per integer in the range (inclusive), with NAME set "
+            "to it, on top of the --json parameters.",
+        ),
+    ] = None,
+    attempts: Annotated[int | None, typer.Option(help="Attempts per job (retries).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    wait: WaitOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit parameter-only jobs (no bundle): their parameters become environment variables."""
+    f = open_flock(flock)
+    jobs = list(_param_sets(json_text, json_file, range_))
+    if not jobs:
+        raise ParamsError("nothing to submit: give --json, --json-file or --range")
+    sub = f.submit(jobs, max_attempts=attempts, timeout=timeout)
+    if as_json:
+        print_json({"batch": sub.batch, "ids": sub.ids})
+    elif len(sub.ids) == 1:
+        console.print(f"submitted job {sub.ids[0]}")
+    else:
+        console.print(f"submitted {len(sub.ids)} jobs (batch {sub.batch})")
+    if wait:
+        _wait(f, sub)
+
+
+def _param_sets(
+    json_text: str | None, json_file: Path | None, range_: str | None
+) -> Iterator[dict[str, object]]:
+    base: dict[str, object] = dict(parse_params_json(json_text, source="--json")) if json_text else {}
+    if range_:
+        name, start, end = _parse_range(range_)
+        for i in range(start, end + 1):
+            yield {**base, name: i}
+    elif json_text:
+        yield base
+    if json_file:
+        yield from _read_json_file(json_file)
+
+
+def _parse_range(text: str) -> tuple[str, int, int]:
+    name, _, span = text.partition("=")
+    lo, sep, hi = span.partition("-")
+    try:
+        start, end = int(lo), int(hi)
+    except ValueError:
+        start, end = 0, -1
+    if not name or not sep or end < start:
+        raise ParamsError(f"--range {text!r}: expected NAME=START-END with START <= END, e.g. ITEM=1-200")
+    return name, start, end
+
+
+def _read_json_file(path: Path) -> Iterator[dict[str, object]]:
+    """Jobs from a file: one JSON object, an array of objects, or JSON lines."""
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    source = "stdin" if str(path) == "-" else str(path)
+    body = text.strip()
+    try:
+        first, end = json.JSONDecoder().raw_decode(body)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"{source}: invalid JSON: {exc}") from exc
+    if body[end:].strip():  # more than one value: JSON lines
+        for n, line in enumerate(body.splitlines(), 1):
+            if line.strip():
+                yield dict(parse_params_json(line, source=f"{source} line {n}"))
+    elif isinstance(first, list):
+        for n, item in enumerate(first, 1):
+            yield from _checked(item, f"{source} item {n}")
+    else:
+        yield dict(parse_params_json(body, source=source))
+
+
+def _checked(item: object, source: str) -> Iterator[dict[str, object]]:
+    from shepard.params import validate_params
+
+    yield dict(validate_params(item, source=source))
+
+
+def _wait(f: Flock, sub: Submission) -> None:
+    started = time.monotonic()
+    with interruptible() as stop, render.job_progress(len(sub.ids)) as progress:
+        counts = f.wait(sub.batch, stop, on_progress=progress)
+    render.summary(f, counts, started)
+    if stop.is_set():
+        err_console.print("interrupted: unfinished jobs stay queued; `shepard up` resumes them")
+        raise typer.Exit(130)
+    if counts[JobStatus.FAILED] or counts[JobStatus.CANCELLED]:
+        raise typer.Exit(1)
+
+
+def up(
+    flock: FlockOption = Path("."),
+    workers: Annotated[
+        int | None, typer.Option(help="Worker slots (default: the flock's backend.workers).")
+    ] = None,
+) -> None:
+    """Run queued jobs in the foreground until Ctrl-C."""
+    f = open_flock(flock)
+    n = workers or f.config.backend.workers
+    console.print(f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)")
+    with interruptible() as stop:
+        f.run(stop, workers=n)
+    console.print(render.counts_table(f.counts()))
+
+
+def query(
+    flock: FlockOption = Path("."),
+    limit: Annotated[int, typer.Option(help="How many recent jobs to list.")] = 20,
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Job counts per status and the most recent jobs."""
+    f = open_flock(flock)
+    counts = f.counts()
+    jobs = f.recent(limit, status)
+    if as_json:
+        print_json(
+            {
+                "counts": {s.value: n for s, n in counts.items()},
+                "jobs": [
+                    {"id": j.id, "status": j.status.value, "attempt": j.attempt,
+                     "params": dict(j.params), "reason": j.reason}
+                    for j in jobs
+                ],
+            }
+        )
+        return
+    console.print(render.counts_table(counts))
+    if jobs:
+        console.print(render.jobs_table(jobs))
+
+
+def show(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    flock: FlockOption = Path("."),
+    as_json: JsonOption = False,
+) -> None:
+    """One job: parameters, status history, attempts, outputs, errors, logs."""
+    f = open_flock(flock)
+    info = render.job_dict(f.job(job_id), f.events(job_id), f)
+    if as_json:
+        print_json(info)
+    else:
+        render.print_job(info)
+
+
+def retrieve(
+    dest: Annotated[Path, typer.Argument(help="Local folder to copy results into.")],
+    flock: FlockOption = Path("."),
+    unzip: Annotated[bool, typer.Option(help="Also extract every result zip.")] = False,
+    errors: Annotated[bool, typer.Option(help="Also copy error bundles (into DEST/errors).")] = False,
+    job: Annotated[list[str] | None, typer.Option(help="Only these job ids.")] = None,
+) -> None:
+    """Copy result zips (and error bundles) to a local folder."""
+    f = open_flock(flock)
+    files = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or ())
+    console.print(f"{len(files)} file(s) in {dest}")

@@ -1,0 +1,109 @@
+"""The `shepard` command: entry point and command registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shepard import __version__
+from shepard.cli import jobs
+from shepard.cli.common import FlockOption, console, err_console, open_flock
+from shepard.config import BackendConfig, FlockConfig, PayloadConfig, RetryConfig
+from shepard.errors import ShepardError
+from shepard.flock import Flock
+
+app = typer.Typer(
+    name="shepard",
+    help="Turn any script or container image into a scalable, tracked batch workflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+worker_app = typer.Typer(help="Worker-side commands, called by backends.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"shepard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else os.environ.get("SHEPARD_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Folder to create the flock in.")],
+    name: Annotated[str | None, typer.Option(help="Flock name (default: folder name).")] = None,
+    payload_command: Annotated[
+        str | None,
+        typer.Option(help="Command every job runs (through /bin/sh -c), e.g. 'python3 job.py'."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Local worker slots (default: cores).")] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="Catalog URL (default: sqlite:///FOLDER/catalog.db).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    attempts: Annotated[int, typer.Option(help="Attempts per job.")] = 1,
+) -> None:
+    """Create a flock: FOLDER/flock.toml plus its stores and catalog."""
+    backend = BackendConfig(workers=workers) if workers else BackendConfig()
+    cfg = FlockConfig(
+        name=name or folder.resolve().name,
+        backend=backend,
+        catalog={"url": catalog} if catalog else {},  # type: ignore[arg-type]
+        payload=PayloadConfig(command=payload_command, timeout=timeout),
+        retry=RetryConfig(attempts=attempts),
+    )
+    flock = Flock.create(folder, cfg)
+    console.print(f"created flock [bold]{cfg.name}[/] in {flock.dir.folder}")
+    console.print(f"  catalog  {flock.dir.catalog_url}")
+    console.print(f"  stores   {flock.dir.storage_root}")
+    console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})")
+
+
+app.command()(jobs.batch)
+app.command()(jobs.submit)
+app.command("batch-via-api", hidden=True)(jobs.submit)
+app.command("batch_via_api", hidden=True)(jobs.submit)
+app.command()(jobs.up)
+app.command()(jobs.query)
+app.command()(jobs.show)
+app.command()(jobs.retrieve)
+
+
+@worker_app.command("run")
+def worker_run(
+    job_id: Annotated[str, typer.Argument(help="The job to run (must be queued).")],
+    flock: FlockOption = Path("."),
+) -> None:
+    """Claim one queued job and run it here (what a backend's task executes)."""
+    status = open_flock(flock).run_job(job_id)
+    if status is None:
+        err_console.print(f"job {job_id} was not claimable (taken, finished or cancelled)")
+        raise typer.Exit(3)
+    console.print(f"job {job_id}: {status.value}")
+
+
+def run() -> None:
+    """Console-script entry point: user errors print one clear line, never a traceback."""
+    try:
+        app()
+    except ShepardError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,147 @@
+"""Rich renderings: progress bars, tables, job details."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shepard.cli.common import console, err_console, when
+from shepard.flock import Flock, Progress as ProgressFn
+from shepard.model import Job, JobEvent, JobStatus
+
+STYLE = {
+    JobStatus.QUEUED: "cyan",
+    JobStatus.RUNNING: "yellow",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "magenta",
+}
+
+
+def counts_text(counts: dict[JobStatus, int]) -> str:
+    return "  ".join(f"[{STYLE[s]}]{s.value} {n}[/]" for s, n in counts.items() if n)
+
+
+@contextmanager
+def job_progress(total: int) -> Iterator[ProgressFn]:
+    """A progress bar over `total` jobs, fed with status counts."""
+    progress = Progress(
+        TextColumn("[bold]jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=False,
+    )
+    task = progress.add_task("", total=total)
+
+    def update(counts: dict[JobStatus, int]) -> None:
+        finished = sum(n for s, n in counts.items() if s.terminal)
+        progress.update(task, completed=finished, description=counts_text(counts))
+
+    with progress:
+        yield update
+
+
+def counts_table(counts: dict[JobStatus, int], title: str = "Jobs") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("status")
+    table.add_column("jobs", justify="right")
+    for status, n in counts.items():
+        table.add_row(f"[{STYLE[status]}]{status.value}[/]", str(n))
+    table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    return table
+
+
+def jobs_table(jobs: list[Job], title: str = "Recent jobs") -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("job id", "status", "attempt", "submitted", "params", "reason"):
+        table.add_column(col, overflow="fold")
+    for job in jobs:
+        params = " ".join(f"{k}={v}" for k, v in job.params.items())
+        table.add_row(
+            job.id,
+            f"[{STYLE[job.status]}]{job.status.value}[/]",
+            str(job.attempt),
+            when(job.submitted_at),
+            params[:60] + ("…" if len(params) > 60 else ""),
+            job.reason or "",
+        )
+    return table
+
+
+def job_dict(job: Job, events: list[JobEvent], flock: Flock) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "params": dict(job.params),
+        "bundle": job.bundle_key,
+        "batch": job.batch,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "submitted_at": job.submitted_at,
+        "start_time": job.started_at,
+        "finished_at": job.finished_at,
+        "worker": job.worker,
+        "reason": job.reason,
+        "exit_code": job.exit_code,
+        "outputs": [str(flock.store("outputs").path(k)) for k in job.outputs],
+        "error_bundle": job.error_bundle
+        and str(flock.store("errors").path(job.error_bundle)),
+        "logs": [
+            {"attempt": a, "stdout": str(out), "stderr": str(err)}
+            for a, out, err in flock.log_paths(job)
+        ],
+        "history": [
+            {"at": e.at, "attempt": e.attempt, "status": e.status.value, "detail": e.detail}
+            for e in events
+        ],
+    }
+
+
+def print_job(info: dict[str, Any]) -> None:
+    status = JobStatus(info["status"])
+    console.print(f"[bold]job[/] {info['id']}  [{STYLE[status]}]{status.value}[/]")
+    rows = [
+        ("batch", info["batch"]),
+        ("bundle", info["bundle"] or "- (parameters only)"),
+        ("attempt", f"{info['attempt']} of {info['max_attempts']}"),
+        ("submitted", when(info["submitted_at"])),
+        ("START_TIME", info["start_time"] or "-"),
+        ("finished", when(info["finished_at"])),
+        ("worker", info["worker"] or "-"),
+        ("reason", info["reason"] or "-"),
+        ("exit code", "-" if info["exit_code"] is None else info["exit_code"]),
+    ]
+    for name, value in rows:
+        console.print(f"  {name:<10} {value}")
+    console.print("  params")
+    for key, value in info["params"].items():
+        console.print(f"    {key} = {value!r}")
+    for label, items in (("outputs", info["outputs"]), ("error bundle", [info["error_bundle"]])):
+        for item in filter(None, items):
+            console.print(f"  {label:<10} {item}")
+    for log in info["logs"]:
+        console.print(f"  logs #{log['attempt']:<4} {log['stdout']}  {log['stderr']}")
+    history = Table(title="history", title_justify="left", box=None, padding=(0, 2))
+    for col in ("at", "attempt", "status", "detail"):
+        history.add_column(col)
+    for e in info["history"]:
+        history.add_row(when(e["at"]), str(e["attempt"]), e["status"], e["detail"] or "")
+    console.print(history)
+
+
+def summary(flock: Flock, counts: dict[JobStatus, int], started: float) -> None:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    total = sum(counts.values())
+    console.print(counts_table(counts, title=f"Summary ({total} jobs in {elapsed:.1f} s)"))
+    console.print(f"outputs: {flock.store('outputs').location}")
+    if counts[JobStatus.FAILED]:
+        console.print(f"error bundles: {flock.store('errors').location}")

@@ -1,0 +1,307 @@
+"""The library facade: everything a user (or the CLI, or the HTTP API) does with a flock."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from shepard import config
+from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
+from shepard.catalog import open_catalog
+from shepard.catalog.base import Catalog
+from shepard.config import FOLDERS, Flockdir, FlockConfig
+from shepard.errors import JobNotFound, ShepardError
+from shepard.model import Job, JobEvent, JobSpec, JobStatus, ParamValue
+from shepard.params import validate_params
+from shepard.runtime import RuntimeContext
+from shepard.storage import LocalStore
+
+Progress = Callable[[dict[JobStatus, int]], None]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The jobs one call registered, grouped under one batch label."""
+
+    batch: str
+    ids: list[str]
+
+
+class Flock:
+    """One flock: its config, stores, catalog and the operations on its jobs."""
+
+    def __init__(self, flockdir: Flockdir, *, clock: Callable[[], float] = time.time) -> None:
+        self.dir = flockdir
+        self.config: FlockConfig = flockdir.config
+        self.clock = clock
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Flock:
+        return cls(config.load(folder))
+
+    @classmethod
+    def create(cls, folder: Path, cfg: FlockConfig) -> Flock:
+        """Write `<folder>/flock.toml` (refusing to overwrite one) and create the stores."""
+        if (folder / config.CONFIG_NAME).exists():
+            raise ShepardError(f"{folder / config.CONFIG_NAME} already exists; not overwriting it")
+        config.write(folder, cfg)
+        flock = cls.open(folder)
+        for name in FOLDERS:
+            flock.dir.store_path(name).mkdir(parents=True, exist_ok=True)
+        flock.catalog  # noqa: B018 - create the catalog now so errors surface at init
+        return flock
+
+    # -- stores and catalog -------------------------------------------------------------
+
+    def store(self, name: str) -> LocalStore:
+        """The flock's store `name` (one of config.FOLDERS)."""
+        return LocalStore(self.dir.store_path(name))
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return open_catalog(self.dir.catalog_url)
+
+    def close(self) -> None:
+        if "catalog" in self.__dict__:
+            self.catalog.close()
+
+    def runtime_context(self) -> RuntimeContext:
+        payload = self.config.payload
+        return RuntimeContext(
+            inputs=self.store("inputs"),
+            outputs=self.store("outputs"),
+            errors=self.store("errors"),
+            quick_deploy=self.store("quick-deploy"),
+            logs=self.store("logs"),
+            secrets_dir=self.dir.store_path("secrets"),
+            workspace_root=self.dir.store_path("work"),
+            command=payload.command,
+            timeout=payload.timeout,
+            env=dict(payload.env),
+            efs=self.dir.filesystem("efs"),
+            lustre=self.dir.filesystem("lustre"),
+        )
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        params: Iterable[Mapping[str, object]],
+        *,
+        batch: str | None = None,
+        validate: bool = True,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> Submission:
+        """Register one parameter-only job per mapping, all in one transaction."""
+        label = batch or new_batch_label()
+
+        def specs() -> Iterable[JobSpec]:
+            for item in params:
+                checked = validate_params(item) if validate else _trusted(item)
+                yield JobSpec(checked, None, max_attempts, timeout, label)
+
+        ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)
+        return Submission(label, ids)
+
+    def submit_bundle(self, path: Path, *, key: str | None = None,
+                      batch: str | None = None) -> Submission:
+        """Validate a zip bundle, store it in the inputs store, register its job.
+
+        Nothing is stored or registered when the bundle is refused.
+        """
+        params = read_bundle_file(path, self.config.limits)
+        key = _zip_key(key or f"{uuid.uuid4()}.zip")
+        inputs = self.store("inputs")
+        if inputs.exists(key):
+            raise ShepardError(f"an input bundle named {key!r} already exists; choose another name")
+        inputs.put_file(key, path)
+        label = batch or new_batch_label()
+        spec = JobSpec(params, key, None, None, label)
+        try:
+            ids = self.catalog.add_jobs([spec], now=self.clock(), default_attempts=self._attempts)
+        except BaseException:
+            inputs.delete(key)
+            raise
+        return Submission(label, ids)
+
+    def batch(self, folder: Path, *, zip_name: str | None = None) -> Submission:
+        """Zip `folder` (which holds inputs.json or inputs.txt) and submit it as one job."""
+        work = self.dir.store_path("work")
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work, prefix=".batch-") as tmp:
+            bundle = make_bundle(folder, Path(tmp) / "bundle.zip", self.config.limits)
+            return self.submit_bundle(bundle, key=zip_name)
+
+    @property
+    def _attempts(self) -> int:
+        return self.config.retry.attempts
+
+    # -- looking --------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        job = self.catalog.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} in flock {self.config.name!r}")
+        return job
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        return self.catalog.events(job_id)
+
+    def counts(self, batch: str | None = None) -> dict[JobStatus, int]:
+        return self.catalog.counts(batch=batch)
+
+    def recent(self, limit: int = 20, status: JobStatus | None = None) -> list[Job]:
+        return self.catalog.page(status=status, limit=limit, newest_first=True)
+
+    def log_paths(self, job: Job) -> list[tuple[int, Path, Path]]:
+        """(attempt, stdout, stderr) log files of every attempt that left logs."""
+        logs = self.store("logs")
+        found = []
+        for attempt in range(1, job.attempt + 1):
+            out, err = (logs.path(f"{job.id}/{attempt}.{s}") for s in ("stdout", "stderr"))
+            if out.exists() or err.exists():
+                found.append((attempt, out, err))
+        return found
+
+    def retrieve(
+        self,
+        dest: Path,
+        *,
+        unzip: bool = False,
+        errors: bool = False,
+        job_ids: Iterable[str] = (),
+        on_file: Callable[[Path], None] | None = None,
+    ) -> list[Path]:
+        """Copy result zips (and error bundles into dest/errors/) to a local folder.
+
+        Files already present with the same size are skipped, so retrieve can be re-run to
+        fetch what is new. With `unzip`, each zip is also extracted (safely) into a folder of
+        the same name without `.zip`.
+        """
+        wanted = [f"@{job_id}_" for job_id in job_ids]
+        sources = [(self.store("outputs"), dest)]
+        if errors:
+            sources.append((self.store("errors"), dest / "errors"))
+        copied = []
+        for store, target in sources:
+            for key in store.list():
+                if wanted and not any(w in key for w in wanted):
+                    continue
+                path = target / key
+                if not path.exists() or path.stat().st_size != store.size(key):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    store.get_file(key, path)
+                if unzip and key.endswith(".zip"):
+                    extract_bundle(path, path.with_suffix(""), self.config.limits)
+                copied.append(path)
+                if on_file:
+                    on_file(path)
+        return copied
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        until: Callable[[], bool] | None = None,
+        workers: int | None = None,
+        kill_on_stop: bool = True,
+    ) -> None:
+        """Run queued jobs with the local backend until `stop` is set or `until()` is true."""
+        from shepard.backends.local import LocalBackend
+        from shepard.dispatcher import Dispatcher
+
+        lease = self.config.backend.lease
+        policy = self.config.retry.policy()
+        backend = LocalBackend(
+            self.runtime_context(), self.catalog, policy,
+            workers=workers or self.config.backend.workers, lease=lease, clock=self.clock,
+        )
+        dispatcher = Dispatcher(
+            self.catalog, backend, policy, worker_id=worker_id(), lease=lease,
+            wakeup=backend.wakeup, clock=self.clock,
+        )
+        try:
+            dispatcher.run(stop, until)
+        finally:
+            backend.shutdown(kill=kill_on_stop and stop.is_set())
+
+    def run_job(self, job_id: str) -> JobStatus | None:
+        """Claim and run one specific queued job here (what a remote engine's task does).
+
+        Returns the job's new status, or None when the job was not claimable (already taken,
+        finished or cancelled), in which case nothing ran.
+        """
+        from shepard.sheep import Heartbeat, run_claimed
+
+        lease = self.config.backend.lease
+        claimed = self.catalog.claim(
+            worker_id(), now=self.clock(), lease=lease, limit=1, job_ids=[job_id]
+        )
+        if not claimed:
+            return None
+        heartbeat = Heartbeat(self.catalog, lease, self.clock).start()
+        try:
+            control = heartbeat.hold(claimed[0])
+            policy = self.config.retry.policy()
+            return run_claimed(claimed[0], self.runtime_context(), self.catalog, policy, control)
+        finally:
+            heartbeat.close()
+
+    def wait(
+        self,
+        batch: str,
+        stop: threading.Event,
+        *,
+        on_progress: Progress | None = None,
+        run_here: bool = True,
+        poll: float = 0.25,
+    ) -> dict[JobStatus, int]:
+        """Block until every job of `batch` is terminal; run jobs here too when run_here."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                counts = self.counts(batch)
+                if on_progress:
+                    on_progress(counts)
+                if counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
+                    done.set()
+                    return
+                stop.wait(poll)
+
+        watcher = threading.Thread(target=watch, name="progress", daemon=True)
+        watcher.start()
+        if run_here:
+            self.run(stop, until=done.is_set)
+        watcher.join()
+        return self.counts(batch)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def new_batch_label() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _zip_key(name: str) -> str:
+    name = name if name.lower().endswith(".zip") else name + ".zip"
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ShepardError(f"invalid bundle name {name!r}: use a plain file name")
+    return name
+
+
+def _trusted(item: Mapping[str, object]) -> dict[str, ParamValue]:
+    return dict(item)  # type: ignore[arg-type]

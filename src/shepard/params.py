@@ -1,0 +1,221 @@
+"""Job parameters: the runtime contract for the names and values that become environment variables.
+
+A job's parameters are a flat JSON object. Every key becomes an environment variable of the
+payload, so keys must be valid variable names and must not clash with the variables the runtime
+sets itself (`RESERVED`, `EXTRA_RESERVED`, compared case-insensitively). Values must be scalars
+that have one obvious text form: strings, booleans and integers (`null` becomes `"None"`, and an
+integral float such as `3.0` becomes the integer `3`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+
+from shepard.errors import ParamsError
+from shepard.model import ParamValue
+
+RESERVED: frozenset[str] = frozenset(
+    {
+        "UUID",
+        "START_TIME",
+        "END_TIME",
+        "JOB_STATUS",
+        "EFS_INPUT_NAME",
+        "EFS_OUTPUT_NAME",
+        "LUSTRE_INPUT_NAME",
+        "LUSTRE_OUTPUT_NAME",
+        "ROOT_INPUT_NAME",
+        "ROOT_OUTPUT_NAME",
+        "INPUTS_BUCKET",
+        "OUTPUTS_BUCKET",
+        "ERROR_BUCKET",
+        "INPUT_ZIP_NAME",
+        "PATH",
+        "HOSTNAME",
+        "USES_EFS",
+        "USES_LUSTRE",
+        "LUSTRE_READ_ONLY_PATH",
+        "EFS_READ_ONLY_PATH",
+        "ULIMIT_FILENO",
+        "IS_INVOKED",
+        "ALLOW_DOCKER_ACCESS",
+    }
+)
+"""Variables the payload runtime sets for every job; a parameter may not use these names."""
+
+EXTRA_RESERVED: frozenset[str] = frozenset({"QUICK_DEPLOY_BUCKET", "ERRORS_BUCKET"})
+"""Further variables this runtime sets, reserved for the same reason."""
+
+_ALL_RESERVED = RESERVED | EXTRA_RESERVED
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SCALARS = "use a string, an integer, a boolean or null"
+
+
+def validate_params(obj: object, *, source: str = "parameters") -> dict[str, ParamValue]:
+    """Check `obj` against the parameter contract and return the normalised parameters.
+
+    `obj` must be a dict. Keys are kept exactly (case-sensitive, same order); `null` values
+    become `"None"` and integral floats become ints. Every problem found is reported in one
+    ParamsError (one line per problem) whose message starts with `source`.
+    """
+    if not isinstance(obj, dict):
+        raise ParamsError(f"{source} must be a JSON object, got {_json_kind(obj)}")
+    problems: list[str] = []
+    reserved: list[str] = []
+    result: dict[str, ParamValue] = {}
+    for key, value in obj.items():
+        key_problem = _key_problem(key)
+        if key_problem:
+            problems.append(key_problem)
+        elif key.upper() in _ALL_RESERVED:
+            reserved.append(key)
+        normalised, value_problem = _normalise_value(key, value)
+        if value_problem:
+            problems.append(value_problem)
+        elif normalised is not None and not key_problem:
+            result[key] = normalised
+    if reserved:
+        problems.append(_reserved_problem(reserved))
+    if problems:
+        raise ParamsError(f"invalid {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+    return result
+
+
+def env_value(value: ParamValue) -> str:
+    """The text a payload sees for `value`: `True`/`False`, decimal digits, or the string."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def parse_params_json(text: str, *, source: str) -> dict[str, ParamValue]:
+    """Parse `text` as a JSON object of parameters and validate it (see `validate_params`).
+
+    Raises ParamsError naming `source` for invalid JSON (with line and column), for a key that
+    appears twice in one object, and for every contract violation.
+    """
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise ParamsError(f"{source} is empty: it must hold a JSON object such as {{}}")
+    duplicates: list[str] = []
+    try:
+        obj = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, duplicates))
+    except json.JSONDecodeError as exc:
+        raise ParamsError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from exc
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ParamsError(f"{source} is not usable JSON: {exc}") from exc
+    if duplicates:
+        names = ", ".join(repr(d) for d in dict.fromkeys(duplicates))
+        raise ParamsError(
+            f"{source} repeats the key(s) {names} in one object: only one value would be kept, "
+            "so remove the duplicates"
+        )
+    return validate_params(obj, source=source)
+
+
+def find_key(params: Mapping[str, ParamValue], name: str) -> str | None:
+    """The text value (see `env_value`) of the key equal to `name` ignoring case, or None.
+
+    When several keys match (e.g. `tag` and `TAG`), the last one in `params` order wins.
+    """
+    wanted = name.upper()
+    found: str | None = None
+    for key, value in params.items():
+        if key.upper() == wanted:
+            found = env_value(value)
+    return found
+
+
+def _no_duplicates(pairs: list[tuple[str, object]], duplicates: list[str]) -> dict[str, object]:
+    """object_pairs_hook for json.loads that records keys repeated within one object."""
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            duplicates.append(key)
+        result[key] = value
+    return result
+
+
+def _key_problem(key: object) -> str | None:
+    """Why `key` cannot be an environment variable name, or None if it can."""
+    if not isinstance(key, str):
+        return f"key {key!r} is not a string"
+    if not key:
+        return "an empty key is not a valid variable name"
+    if not _NAME.fullmatch(key):
+        return (
+            f"key {key!r} is not a valid variable name: use only ASCII letters, digits and _, "
+            "and do not start with a digit"
+        )
+    return None
+
+
+def _normalise_value(key: object, value: object) -> tuple[ParamValue | None, str | None]:
+    """Return (normalised value, None) or (None, problem) for the value of `key`."""
+    if value is None:
+        return "None", None
+    if isinstance(value, bool):
+        return value, None
+    if isinstance(value, int):
+        return _checked_int(key, value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, f"{key!r}: {value} is not a finite number; {_SCALARS}"
+        if not value.is_integer():
+            return None, f"{key!r}: {value} is not a whole number; pass it as a string instead"
+        return _checked_int(key, int(value))
+    if isinstance(value, str):
+        return _checked_str(key, value)
+    if isinstance(value, dict):
+        return None, f"{key!r}: nested objects are not allowed; {_SCALARS}"
+    if isinstance(value, list | tuple):
+        return None, f"{key!r}: arrays are not allowed; {_SCALARS}"
+    return None, f"{key!r}: values of type {type(value).__name__} are not allowed; {_SCALARS}"
+
+
+def _checked_int(key: object, value: int) -> tuple[ParamValue | None, str | None]:
+    try:
+        str(value)
+    except ValueError:
+        return None, f"{key!r}: the integer is too large; pass it as a string instead"
+    return value, None
+
+
+def _checked_str(key: object, value: str) -> tuple[ParamValue | None, str | None]:
+    if "\x00" in value:
+        return None, f"{key!r}: the value contains a NUL byte, which no environment can hold"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, f"{key!r}: the value is not valid Unicode (it holds a lone surrogate)"
+    return value, None
+
+
+def _reserved_problem(keys: list[str]) -> str:
+    names = ", ".join(keys)
+    return (
+        f"reserved name(s) {names}: these variables are set by the runtime for every job; "
+        "rename the parameter(s)"
+    )
+
+
+def _json_kind(obj: object) -> str:
+    """How `obj` reads in JSON terms, for error messages."""
+    if obj is None:
+        return "null"
+    if isinstance(obj, bool):
+        return "a boolean"
+    if isinstance(obj, int | float):
+        return "a number"
+    if isinstance(obj, str):
+        return "a string"
+    if isinstance(obj, list | tuple):
+        return "a list"
+    return f"a {type(obj).__name__}"

@@ -1,0 +1,43 @@
+"""What the runtime needs to run one job attempt, independent of the backend that called it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shepard.storage import LocalStore, ObjectStore
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """The flock-level facts a job attempt runs with (built once per worker process)."""
+
+    inputs: ObjectStore  # registered input bundles (INPUTS_BUCKET)
+    outputs: ObjectStore  # result zips (OUTPUTS_BUCKET)
+    errors: ObjectStore  # error bundles (ERROR_BUCKET)
+    quick_deploy: ObjectStore  # quick-deploy folders (QUICK_DEPLOY_BUCKET)
+    logs: LocalStore  # per-attempt stdout/stderr: <job_id>/<attempt>.stdout|.stderr
+    secrets_dir: Path  # files copied into $ROOT_INPUT_NAME/secrets/ for every job
+    workspace_root: Path  # job workspaces: <workspace_root>/<UUID>/{input,output}
+    command: str | None  # the payload command, run with /bin/sh -c
+    timeout: float | None = None  # default per-attempt timeout (seconds); a job's own wins
+    env: Mapping[str, str] = field(default_factory=dict)  # flock-wide extra variables
+    efs: Path | None = None  # shared filesystem playing Shepard's EFS role
+    lustre: Path | None = None  # shared filesystem playing Shepard's Lustre role
+
+
+@dataclass
+class AttemptControl:
+    """How the caller steers a running attempt.
+
+    `stop` is set by the caller when the attempt must end early (cancelled, or its lease was
+    lost); the runtime then kills the payload's process group and publishes nothing.
+    `still_current()` is asked once, right before outputs are published; False means a newer
+    attempt owns the job, so this one must not publish.
+    """
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str = "cancelled"
+    still_current: Callable[[], bool] = lambda: True

@@ -1,0 +1,153 @@
+"""A job attempt's folders: where they are, creating them, walking them, removing them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shepard.runtime.context import RuntimeContext
+
+INPUT_DIR = "input"
+OUTPUT_DIR = "output"
+SECRETS_DIR = "secrets"
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+TreeEntry = tuple[str, os.DirEntry[str], int]
+"""(path relative to the walked folder with `/` separators, its DirEntry, its depth from 0)."""
+
+
+class SetupError(Exception):
+    """The attempt could not be prepared. The message says why, for the job's reason.
+
+    `retryable` is False when another attempt would fail the same way (bad configuration or
+    bad parameters), True when the cause may go away (missing object, full disk, ...).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """The folders of one job: `root` is `<workspace_root>/<UUID>` (the payload's working
+    directory); `efs` and `lustre` are `<mount>/<UUID>` when those filesystems are configured.
+    Each holds `input/` and `output/`; the root input also holds `secrets/`."""
+
+    root: Path
+    efs: Path | None = None
+    lustre: Path | None = None
+
+    @property
+    def input(self) -> Path:
+        """ROOT_INPUT_NAME."""
+        return self.root / INPUT_DIR
+
+    @property
+    def output(self) -> Path:
+        """ROOT_OUTPUT_NAME."""
+        return self.root / OUTPUT_DIR
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / INPUT_DIR / SECRETS_DIR
+
+    def folders(self) -> tuple[Path, ...]:
+        """The job's top folders (root, then efs and lustre when configured)."""
+        return tuple(f for f in (self.root, self.efs, self.lustre) if f is not None)
+
+    def output_folders(self) -> tuple[tuple[str, Path], ...]:
+        """(kind, folder) of every output folder; kind is `root`, `efs` or `lustre`."""
+        kinds = (("root", self.root), ("efs", self.efs), ("lustre", self.lustre))
+        return tuple((kind, f / OUTPUT_DIR) for kind, f in kinds if f is not None)
+
+
+def plan_workspace(ctx: RuntimeContext, job_id: str) -> Workspace:
+    """The Workspace of `job_id` under `ctx` (nothing is created).
+
+    Raises SetupError (not retryable) when `job_id` is not a plain folder name, so a bad id can
+    never make the runtime create or remove anything outside its folders.
+    """
+    if not _SAFE_ID.fullmatch(job_id):
+        raise SetupError(f"job id {job_id!r} is not a safe folder name", retryable=False)
+    return Workspace(
+        root=ctx.workspace_root / job_id,
+        efs=None if ctx.efs is None else ctx.efs / job_id,
+        lustre=None if ctx.lustre is None else ctx.lustre / job_id,
+    )
+
+
+def create_workspace(ws: Workspace) -> None:
+    """Create every folder's `input/` and `output/`, first removing what an earlier attempt of
+    the same job may have left behind (e.g. after a crash). Raises SetupError on failure."""
+    try:
+        for folder in ws.folders():
+            if os.path.lexists(folder):
+                remove_tree(folder)
+            os.makedirs(folder / INPUT_DIR)
+            os.mkdir(folder / OUTPUT_DIR)
+    except OSError as exc:
+        raise SetupError(f"cannot create the workspace: {exc}") from exc
+
+
+def remove_workspace(ws: Workspace) -> None:
+    """Remove all the job's folders. Best effort: never raises."""
+    for folder in ws.folders():
+        with contextlib.suppress(OSError):
+            remove_tree(folder)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` and everything below it, even folders the payload made read-only."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    failed: list[object] = []
+    shutil.rmtree(path, onerror=lambda *args: failed.append(args))
+    if failed:
+        _make_writable(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def walk_tree(folder: Path) -> Iterator[TreeEntry]:
+    """Every entry under `folder`, depth first, sorted by name, parents before children.
+
+    Symlinks are reported but never followed; unreadable folders are reported but not entered.
+    """
+    pending = [_children(folder, "", 0)]
+    while pending:
+        item = next(pending[-1], None)
+        if item is None:
+            pending.pop()
+            continue
+        yield item
+        rel, entry, depth = item
+        if entry.is_dir(follow_symlinks=False):
+            pending.append(_children(Path(entry.path), rel + "/", depth + 1))
+
+
+def _children(folder: Path, prefix: str, depth: int) -> Iterator[TreeEntry]:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return iter(())
+    return ((prefix + e.name, e, depth) for e in entries)
+
+
+def _make_writable(root: Path) -> None:
+    """Give the owner full access to every folder under `root` (so its content can go)."""
+    pending = [str(root)]
+    while pending:
+        folder = pending.pop()
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o700)
+            with os.scandir(folder) as it:
+                pending.extend(e.path for e in it if e.is_dir(follow_symlinks=False))

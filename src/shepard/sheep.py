@@ -1,0 +1,132 @@
+"""A sheep runs claimed jobs through the runtime, keeps their leases alive and reports outcomes.
+
+The same code serves every backend: the local backend's worker threads, and `shepard worker run`
+on a remote engine (a Slurm task, a Batch container), which is why reporting lives here and not
+in the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from shepard.catalog.base import Catalog
+from shepard.model import Job, JobStatus, Outcome, RetryPolicy
+from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+SHUTDOWN = "shutdown"  # stop reason: the sheep is going away; the job goes back to the queue
+
+
+class Heartbeat:
+    """Extends the leases of every held attempt with one catalog call per period.
+
+    An attempt the catalog no longer recognises (cancelled, or its lease expired and another
+    sheep took the job) gets its control's `stop` set, so the runtime kills the payload.
+    """
+
+    def __init__(self, catalog: Catalog, lease: float, clock: Clock = time.time) -> None:
+        self.catalog, self.lease, self.clock = catalog, lease, clock
+        self._held: dict[str, tuple[int, AttemptControl]] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def hold(self, job: Job) -> AttemptControl:
+        control = AttemptControl(still_current=lambda: self._still_current(job))
+        with self._lock:
+            self._held[job.id] = (job.attempt, control)
+        return control
+
+    def drop(self, job_id: str) -> None:
+        with self._lock:
+            self._held.pop(job_id, None)
+
+    def stop(self, job_ids: Iterable[str] | None, reason: str) -> None:
+        """Ask the runtime to stop these attempts (all held attempts when job_ids is None)."""
+        with self._lock:
+            ids = list(self._held) if job_ids is None else [i for i in job_ids if i in self._held]
+            controls = [self._held[i][1] for i in ids]
+        for control in controls:
+            control.stop_reason = reason
+            control.stop.set()
+
+    def beat(self) -> None:
+        with self._lock:
+            held = [(job_id, attempt) for job_id, (attempt, _) in self._held.items()]
+        if not held:
+            return
+        alive = self.catalog.heartbeat(held, now=self.clock(), lease=self.lease)
+        lost = [job_id for job_id, _ in held if job_id not in alive]
+        for job_id in lost:
+            job = self.catalog.get(job_id)
+            cancelled = job is not None and job.status is JobStatus.CANCELLED
+            self.stop([job_id], "cancelled" if cancelled else "lease lost")
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        period = max(0.2, self.lease / 4)
+        while not self._closed.wait(period):
+            try:
+                self.beat()
+            except Exception:  # a failed beat must not kill the sheep; the next one retries
+                log.exception("heartbeat failed")
+
+    def _still_current(self, job: Job) -> bool:
+        current = self.catalog.get(job.id)
+        return (
+            current is not None
+            and current.status is JobStatus.RUNNING
+            and current.attempt == job.attempt
+        )
+
+
+def run_claimed(
+    job: Job,
+    ctx: RuntimeContext,
+    catalog: Catalog,
+    policy: RetryPolicy,
+    control: AttemptControl,
+    clock: Clock = time.time,
+) -> JobStatus | None:
+    """Run one claimed attempt and record its outcome; return the job's new status.
+
+    None means the catalog refused the report because the attempt is no longer current.
+    """
+    if control.stop.is_set() and control.stop_reason == SHUTDOWN:
+        return release(catalog, job)
+    outcome = run_attempt(job, ctx, control)
+    if outcome.status is JobStatus.CANCELLED and control.stop_reason == SHUTDOWN:
+        return release(catalog, job)
+    return report(catalog, job, outcome, policy, clock())
+
+
+def report(
+    catalog: Catalog, job: Job, outcome: Outcome, policy: RetryPolicy, now: float
+) -> JobStatus | None:
+    """Record `outcome` for `job`'s current attempt, asking for a retry when the policy allows."""
+    retry_at = None
+    if (
+        outcome.status is JobStatus.FAILED
+        and outcome.retryable
+        and outcome.exit_code not in policy.no_retry_exit_codes
+    ):
+        retry_at = now + policy.delay(job.attempt)
+    return catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
+
+
+def release(catalog: Catalog, job: Job) -> JobStatus | None:
+    """Give a claimed attempt back to the queue without spending one of its attempts."""
+    return catalog.release(job.id, job.attempt, now=time.time(), detail="released: sheep shut down")

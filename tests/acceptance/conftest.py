@@ -1,0 +1,77 @@
+"""Acceptance tests drive the installed `shepard` executable as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHEPARD = str(Path(sys.executable).with_name("shepard"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class Cli:
+    """Runs `shepard` with SHEPARD_FLOCK pointing at one flock folder."""
+
+    def __init__(self, flock: Path, cwd: Path) -> None:
+        self.flock, self.cwd = flock, cwd
+        self.env = {**os.environ, "SHEPARD_FLOCK": str(flock), "COLUMNS": "200"}
+
+    def __call__(self, *args: str, ok: bool | None = True, timeout: float = 120,
+                 stdin: str | None = None) -> Result:
+        proc = subprocess.run(
+            [SHEPARD, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True,
+            timeout=timeout, input=stdin,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if ok is True:
+            assert proc.returncode == 0, f"shepard {' '.join(args)} failed: {result}"
+        elif ok is False:
+            assert proc.returncode != 0, f"shepard {' '.join(args)} should fail: {result}"
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [SHEPARD, *args], cwd=self.cwd, env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+
+    def init(self, command: str, *extra: str) -> None:
+        self("init", str(self.flock), "--payload-command", command, "--workers", "2", *extra)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "flock", tmp_path)
+
+
+def zip_names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as zf:
+        return zf.namelist()
+
+
+def zip_text(path: Path, name: str) -> str:
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(name).decode()
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """Parse `env -0` output (NUL-separated, so values may hold newlines)."""
+    pairs = (item.partition("=") for item in text.split("\0") if item)
+    return {k: v for k, _, v in pairs}

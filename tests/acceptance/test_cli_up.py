@@ -1,0 +1,81 @@
+"""`shepard up`: foreground sheep, cooperation between processes, recovery after kill -9."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import Cli
+
+pytestmark = pytest.mark.acceptance
+
+
+def wait_for(cli: Cli, predicate: object, timeout: float = 90) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts: dict[str, int] = cli("query", "--json").json()["counts"]
+        if predicate(counts):  # type: ignore[operator]
+            return counts
+        assert time.monotonic() < deadline, f"timed out; counts={counts}"
+        time.sleep(0.3)
+
+
+def set_lease(cli: Cli, seconds: float) -> None:
+    path = cli.flock / "flock.toml"
+    text = path.read_text().replace("[backend]\n", f"[backend]\nlease = {seconds}\n")
+    path.write_text(text)
+
+
+def test_two_up_processes_share_the_queue_without_running_a_job_twice(
+    cli: Cli, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    cli.init(f'echo "$UUID $$" >> {ledger}; sleep 0.05')
+    sheep = [cli.popen("up"), cli.popen("up")]
+    try:
+        cli("submit", "--range", "ITEM=1-60")
+        counts = wait_for(cli, lambda c: c["succeeded"] == 60)
+        assert counts["failed"] == 0
+    finally:
+        for proc in sheep:
+            proc.send_signal(signal.SIGINT)
+        codes = [proc.wait(timeout=30) for proc in sheep]
+    assert codes == [0, 0]
+    runs = collections.Counter(line.split()[0] for line in ledger.read_text().splitlines())
+    assert len(runs) == 60 and set(runs.values()) == {1}
+
+
+def test_jobs_survive_a_killed_up(cli: Cli, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    cli.init(f'echo "$UUID $START_TIME" >> {ledger}; sleep 2; echo ok > "$ROOT_OUTPUT_NAME/o"')
+    set_lease(cli, 3)
+    cli("submit", "--range", "ITEM=1-4")
+    first = cli.popen("up")
+    wait_for(cli, lambda c: c["running"] >= 2)
+    first.kill()  # kill -9: no chance to clean up or release anything
+    first.wait()
+    second = cli.popen("up")
+    try:
+        wait_for(cli, lambda c: c["succeeded"] == 4, timeout=120)
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=30)
+    outputs = list((cli.flock / "outputs").glob("result@*_root.zip"))
+    assert len(outputs) == 4, "exactly one output per job, from the attempt that finished"
+    jobs = cli("query", "--json").json()["jobs"]
+    assert max(j["attempt"] for j in jobs) == 2, "killed attempts run again as attempt 2"
+
+
+def test_interrupted_up_requeues_running_jobs(cli: Cli) -> None:
+    cli.init("sleep 30")
+    cli("submit", "--range", "ITEM=1-3")
+    proc = cli.popen("up")
+    wait_for(cli, lambda c: c["running"] == 2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    counts = cli("query", "--json").json()["counts"]
+    assert counts["queued"] == 3 and counts["running"] == 0 and counts["failed"] == 0
