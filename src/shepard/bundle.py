@@ -480,13 +480,12 @@ def _file_problem(root: Path, path: Path) -> str | None:
 def _check_plan(root: Path, plan: list[tuple[Path, str]], limits: LimitsConfig) -> None:
     """Refuse a folder with more entries or bytes than a bundle may hold, before zipping it."""
     total = sum(path.stat().st_size for path, _ in plan if path.is_file())
-    for what, value, limit in (
-        ("entries", len(plan), limits.max_entries),
-        ("bytes", total, limits.max_bundle_bytes),
-    ):
+    checks = (("entries", len(plan), "max_entries"), ("bytes", total, "max_bundle_bytes"))
+    for what, value, setting in checks:
+        limit = getattr(limits, setting)
         if value > limit:
             raise BundleError(
-                f"cannot bundle {str(root)!r}: {value} {what} exceed the limit {limit}"
+                f"cannot bundle {str(root)!r}: {value} {what} exceed limits.{setting} = {limit}"
             )
 
 
