@@ -10,6 +10,7 @@ the bundle, the problem and what to do about it (parameter problems included).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import lzma
 import os
@@ -156,7 +157,7 @@ def extract_bundle(path: Path, dest: Path, limits: LimitsConfig) -> None:
     Applies the checks of `read_bundle` to the entries (the inputs file is not required) and
     enforces the limits again on the bytes actually decompressed, so lying sizes are caught.
     Nothing is ever written outside `dest`. On BundleError `dest` may hold part of the bundle
-    (never the entry that failed); discard it.
+    (never the entry that failed); discard it. OSError if `dest` cannot be written.
     """
     name = str(path)
     with _open_local(path) as fh, _open_zip(fh, name) as zf:
@@ -210,11 +211,7 @@ def _check_archive(zf: zipfile.ZipFile, name: str, limits: LimitsConfig) -> _Ent
     """Check every entry and the declared sizes; return the entries by normalised path."""
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
-        raise _fail(
-            name,
-            f"has {len(infos)} entries, more than the limit of {limits.max_entries} "
-            "(limits.max_entries): pack small files together or raise the limit",
-        )
+        raise _fail(name, f"has {len(infos)} entries, {_over(limits, 'max_entries')}")
     entries: _Entries = {}
     for info in infos:
         parts = _entry_parts(info, name)
@@ -226,11 +223,7 @@ def _check_archive(zf: zipfile.ZipFile, name: str, limits: LimitsConfig) -> _Ent
     _check_nesting(entries, name)
     total = sum(info.file_size for info in infos)
     if total > limits.max_bundle_bytes:
-        raise _fail(
-            name,
-            f"expands to {total} bytes, more than the limit of {limits.max_bundle_bytes} "
-            "(limits.max_bundle_bytes): split the work into smaller bundles or raise the limit",
-        )
+        raise _fail(name, f"expands to {total} bytes, {_over(limits, 'max_bundle_bytes')}")
     _check_ratio(name, "the bundle", total, sum(info.compress_size for info in infos), limits)
     return entries
 
@@ -280,9 +273,8 @@ def _check_ratio(name: str, what: str, size: int, compressed: int, limits: Limit
     if ratio > limits.max_compression_ratio:
         raise _fail(
             name,
-            f"looks like a zip bomb: {what} expands {ratio:.0f} times ({compressed} bytes "
-            f"to {size}), more than limits.max_compression_ratio = "
-            f"{limits.max_compression_ratio:g}; raise that limit if the data is genuine",
+            f"looks like a zip bomb: {what} expands {ratio:.0f} times ({compressed} bytes to "
+            f"{size}), {_over(limits, 'max_compression_ratio')}",
         )
 
 
@@ -314,11 +306,10 @@ def _read_inputs(
 ) -> str:
     """The text of the inputs member, read with a bounded decompression."""
     limit = limits.max_inputs_bytes
-    if info.file_size > limit:
-        raise _fail(name, _too_big(info.filename, info.file_size, limit))
-    data = b"".join(_chunks(zf, info, name, limit + 1))
-    if len(data) > limit:
-        raise _fail(name, _too_big(info.filename, len(data), limit))
+    size = info.file_size
+    data = b"" if size > limit else b"".join(_chunks(zf, info, name, limit + 1))
+    if max(size, len(data)) > limit:
+        raise _fail(name, f"has a {size}-byte {info.filename}, {_over(limits, 'max_inputs_bytes')}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -327,11 +318,11 @@ def _read_inputs(
         ) from exc
 
 
-def _too_big(member: str, size: int, limit: int) -> str:
-    return (
-        f"has {member} of {size} bytes, more than limits.max_inputs_bytes = {limit}: "
-        "keep parameters small and put data in other files of the bundle"
-    )
+def _over(limits: LimitsConfig, setting: str) -> str:
+    """The end of a message about exceeding the limit `setting` of the flock config."""
+    value = getattr(limits, setting)
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"more than limits.{setting} = {shown}: make it smaller or raise that limit"
 
 
 def _chunks(
@@ -391,7 +382,8 @@ def _extract_entry(
         if written != info.file_size:
             raise _fail(name, f"has entry {info.filename!r} whose size is wrong: zip it again")
     except BaseException:
-        target.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            target.unlink()
         raise
     return written
 
@@ -403,9 +395,7 @@ def _check_actual(
     if written > info.file_size:
         raise _fail(name, f"has entry {info.filename!r} larger than it declares: zip it again")
     if total > limits.max_bundle_bytes:
-        raise _fail(
-            name, f"expands beyond limits.max_bundle_bytes = {limits.max_bundle_bytes} bytes"
-        )
+        raise _fail(name, f"expands to over {total} bytes, {_over(limits, 'max_bundle_bytes')}")
     _check_ratio(name, f"entry {info.filename!r}", written, info.compress_size, limits)
 
 
@@ -426,7 +416,7 @@ def _check_folder_inputs(root: Path, limits: LimitsConfig) -> None:
     except OSError as exc:
         raise BundleError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
     if len(data) > limits.max_inputs_bytes:
-        raise BundleError(f"{path}: {_too_big(path.name, len(data), limits.max_inputs_bytes)}")
+        raise BundleError(f"{path} is too big: {_over(limits, 'max_inputs_bytes')}")
     try:
         parse_params_json(data.decode("utf-8-sig"), source=str(path))
     except UnicodeDecodeError as exc:
@@ -482,10 +472,9 @@ def _check_plan(root: Path, plan: list[tuple[Path, str]], limits: LimitsConfig) 
     total = sum(path.stat().st_size for path, _ in plan if path.is_file())
     checks = (("entries", len(plan), "max_entries"), ("bytes", total, "max_bundle_bytes"))
     for what, value, setting in checks:
-        limit = getattr(limits, setting)
-        if value > limit:
+        if value > getattr(limits, setting):
             raise BundleError(
-                f"cannot bundle {str(root)!r}: {value} {what} exceed limits.{setting} = {limit}"
+                f"cannot bundle {str(root)!r}: {value} {what}, {_over(limits, setting)}"
             )
 
 

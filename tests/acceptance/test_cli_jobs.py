@@ -34,7 +34,7 @@ def test_init_writes_config_and_stores(cli: Cli) -> None:
 def test_bad_config_names_the_key(cli: Cli) -> None:
     cli.init("true")
     path = cli.flock / "flock.toml"
-    path.write_text(path.read_text() + "\n[backend]\nworkerz = 3\n")
+    path.write_text(path.read_text().replace("[backend]\n", "[backend]\nworkerz = 3\n"))
     result = cli("query", ok=False)
     assert "flock.toml" in result.err and "workerz" in result.err
     assert "Traceback" not in result.err

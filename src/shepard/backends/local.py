@@ -18,10 +18,10 @@ from shepard.sheep import SHUTDOWN, Clock, Heartbeat, run_claimed
 
 
 class LocalBackend:
-    """Runs up to `workers` jobs at once and keeps up to `workers` more claimed in reserve.
+    """Runs up to `workers` jobs at once; claims only as many jobs as it has idle workers.
 
-    The reserve lets the dispatcher claim jobs in batches of `workers` (one catalog transaction
-    per batch instead of one per job) without ever leaving a worker idle.
+    Not claiming ahead keeps `running` in the catalog meaning "running now", and leaves queued
+    jobs to other processes serving the same flock.
     """
 
     name = "local"
@@ -49,8 +49,7 @@ class LocalBackend:
         with self._lock:
             if self._closing:
                 return 0
-            free = 2 * self.workers - self._inflight
-            return free if free >= self.workers or self._inflight < self.workers else 0
+            return self.workers - self._inflight
 
     def submit(self, jobs: Sequence[Job]) -> None:
         for job in jobs:

@@ -11,6 +11,7 @@ Everything dialect-specific about *connecting* lives here, so `sql.py` has a sin
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,12 +36,16 @@ def parse_url(url: str) -> URL:
     """Parse a catalog URL; plain `postgresql://` is pinned to the psycopg 3 driver."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise CatalogError(f"invalid catalog URL {url!r}: {_USAGE}") from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # hide a password
+        raise CatalogError(f"invalid catalog URL {shown!r}: {_USAGE}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
-    if (backend, parsed.get_driver_name()) not in (("sqlite", "pysqlite"), ("postgresql", "psycopg")):
+    if (backend, parsed.get_driver_name()) not in (
+        ("sqlite", "pysqlite"),
+        ("postgresql", "psycopg"),
+    ):
         shown = parsed.render_as_string(hide_password=True)
         raise CatalogError(f"unsupported catalog URL {shown!r}: {_USAGE}")
     return parsed
@@ -123,9 +128,12 @@ def describe(exc: sa.exc.DBAPIError, url: URL) -> str:
                 "does its folder exist and is it writable?"
             )
     elif _unreachable(exc):
+        # psycopg says 'connection failed: connection to server at "h", port 1 failed: WHY'
         reason = detail.rsplit("failed:", 1)[-1].strip().rstrip(".")
-        hint = "; is PostgreSQL running?" if _sounds_down(lowered) else ""
-        return f"cannot reach the catalog at {shown}: {reason.lower()}{hint}"
+        reason = re.sub(r"^(FATAL|ERROR):\s+", "", reason)
+        if reason[:1].isupper() and reason[1:2].islower():
+            reason = reason[0].lower() + reason[1:]
+        return f"cannot reach the catalog at {shown}: {reason}{_hint(lowered)}"
     return f"the catalog at {shown} failed: {detail}"
 
 
@@ -137,8 +145,12 @@ def _unreachable(exc: sa.exc.DBAPIError) -> bool:
     return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
 
 
-def _sounds_down(message: str) -> bool:
-    return any(s in message for s in ("refused", "timeout", "timed out", "no route", "translate"))
+def _hint(message: str) -> str:
+    if any(s in message for s in ("refused", "timeout", "timed out", "no route")):
+        return "; is PostgreSQL running there?"
+    if any(s in message for s in ("resolve", "translate host")):
+        return "; check the host name"
+    return ""
 
 
 def _scrub(message: str, url: URL) -> str:

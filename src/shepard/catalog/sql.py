@@ -11,7 +11,6 @@ one instance can be shared by many threads, and many processes can share one dat
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,12 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from shepard.catalog import engine as _engine
+from shepard.catalog.bulk import insert_specs
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.schema import job_events, jobs
-from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome, new_job_id
-
-INSERT_CHUNK = 20_000
-"""Rows per executemany in add_jobs: large enough to amortise the call, small enough for RAM."""
+from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome
 
 _ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
 LEASE_EXPIRED = "lease expired (worker lost)"
@@ -78,20 +75,13 @@ class SqlCatalog:
     # -- submission -------------------------------------------------------------------------
 
     def add_jobs(self, specs: Iterable[JobSpec], *, now: float, default_attempts: int) -> list[str]:
-        """Insert QUEUED rows in chunks of INSERT_CHUNK, all inside one transaction.
+        """Insert QUEUED rows in chunks (see `bulk`), all inside one transaction.
 
         No event row is written per job: `events()` derives the QUEUED entry from submitted_at,
         which keeps a million-job submission to one insert per job.
         """
-        ids: list[str] = []
-        insert = jobs.insert()
         with self._transaction() as conn:
-            spec_iter = iter(specs)
-            while chunk := list(itertools.islice(spec_iter, INSERT_CHUNK)):
-                rows = [_new_row(spec, now, default_attempts) for spec in chunk]
-                conn.execute(insert, rows)
-                ids.extend(row["id"] for row in rows)
-        return ids
+            return insert_specs(conn, specs, now=now, default_attempts=default_attempts)
 
     # -- the life of an attempt -------------------------------------------------------------
 
@@ -202,6 +192,25 @@ class SqlCatalog:
             _record(conn, [(job_id, attempt)], status, now, detail)
         return status
 
+    def release(self, job_id: str, attempt: int, *, now: float, detail: str) -> JobStatus | None:
+        """Requeue a running attempt at once, granting one more attempt so that the attempt
+        it did not get to finish is not counted against the job. Fenced: None if not current."""
+        stmt = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.status == _RUNNING)
+            .values(
+                status=_QUEUED,
+                max_attempts=jobs.c.max_attempts + 1,
+                not_before=None,
+                lease_until=None,
+            )
+        )
+        with self._transaction() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                return None
+            _record(conn, [(job_id, attempt)], JobStatus.QUEUED, now, detail)
+        return JobStatus.QUEUED
+
     def expire_leases(self, *, now: float, retry_at: float | None = None) -> list[str]:
         expired = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_until < now)
         requeue = (
@@ -216,7 +225,7 @@ class SqlCatalog:
             .values(status=_FAILED, finished_at=now, lease_until=None, reason=LEASE_EXPIRED)
             .returning(*_FENCE_COLUMNS)
         )
-        handled = []
+        handled: list[sa.Row[Any]] = []
         with self._transaction() as conn:
             for stmt, status in ((requeue, JobStatus.QUEUED), (fail, JobStatus.FAILED)):
                 rows = conn.execute(stmt).all()
@@ -237,9 +246,7 @@ class SqlCatalog:
         stmt = (
             jobs.update()
             .where(jobs.c.status.in_(wanted))
-            .values(
-                status=_CANCELLED, finished_at=now, lease_until=None, reason=CANCELLED_BY_USER
-            )
+            .values(status=_CANCELLED, finished_at=now, lease_until=None, reason=CANCELLED_BY_USER)
             .returning(*_FENCE_COLUMNS)
         )
         return self._transition(stmt, job_ids, JobStatus.CANCELLED, now, CANCELLED_BY_USER)
@@ -290,7 +297,7 @@ class SqlCatalog:
             if job_ids is None
             else [stmt.where(jobs.c.id.in_(chunk)) for chunk in _chunks(list(job_ids), _ID_CHUNK)]
         )
-        changed = []
+        changed: list[sa.Row[Any]] = []
         with self._transaction() as conn:
             for part in restricted:
                 changed.extend(conn.execute(part).all())
@@ -314,15 +321,21 @@ class SqlCatalog:
             if submitted is None:
                 return []
             rows = conn.execute(stored.order_by(job_events.c.id)).all()
-        first = JobEvent(job_id=job_id, attempt=0, status=JobStatus.QUEUED, at=submitted)
+        first = JobEvent(job_id, 0, JobStatus.QUEUED, float(submitted))
         return [first] + [
-            JobEvent(job_id, r.attempt, JobStatus(r.status), r.at, r.detail) for r in rows
+            JobEvent(job_id, r.attempt, JobStatus(r.status), float(r.at), r.detail) for r in rows
         ]
 
-    def counts(self) -> dict[JobStatus, int]:
+    def counts(self, *, batch: str | None = None) -> dict[JobStatus, int]:
+        """Jobs per status (all statuses, zeros included), in one GROUP BY query.
+
+        `batch` has no index (it would slow every bulk insert), so filtering on it scans.
+        """
         stmt = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        if batch is not None:
+            stmt = stmt.where(jobs.c.batch == batch)
         with self._transaction(read_only=True) as conn:
-            found = {status: n for status, n in conn.execute(stmt).tuples()}
+            found: dict[str, int] = {status: n for status, n in conn.execute(stmt)}
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     def page(
@@ -352,21 +365,6 @@ class SqlCatalog:
 # -- row helpers ------------------------------------------------------------------------------
 
 
-def _new_row(spec: JobSpec, now: float, default_attempts: int) -> dict[str, Any]:
-    params = spec.params if isinstance(spec.params, dict) else dict(spec.params)
-    return {
-        "id": new_job_id(),
-        "status": _QUEUED,
-        "params": json.dumps(params, separators=(",", ":")),
-        "bundle_key": spec.bundle_key,
-        "attempt": 0,
-        "max_attempts": default_attempts if spec.max_attempts is None else spec.max_attempts,
-        "timeout": spec.timeout,
-        "batch": spec.batch,
-        "submitted_at": now,
-    }
-
-
 def _to_job(row: RowMapping) -> Job:
     return Job(
         id=row["id"],
@@ -376,19 +374,24 @@ def _to_job(row: RowMapping) -> Job:
         bundle_key=row["bundle_key"],
         attempt=row["attempt"],
         max_attempts=row["max_attempts"],
-        timeout=row["timeout"],
+        timeout=_float(row["timeout"]),
         batch=row["batch"],
-        submitted_at=row["submitted_at"],
-        not_before=row["not_before"],
+        submitted_at=float(row["submitted_at"]),
+        not_before=_float(row["not_before"]),
         started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        lease_until=row["lease_until"],
+        finished_at=_float(row["finished_at"]),
+        lease_until=_float(row["lease_until"]),
         worker=row["worker"],
         reason=row["reason"],
         exit_code=row["exit_code"],
         outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
         error_bundle=row["error_bundle"],
     )
+
+
+def _float(value: float | None) -> float | None:
+    # SQLite may hand back a REAL that holds a whole number as an int (e.g. from RETURNING).
+    return None if value is None else float(value)
 
 
 def _record(
@@ -401,7 +404,13 @@ def _record(
     """Append one event per (job_id, attempt) to the history."""
     if held:
         rows = [
-            {"job_id": job_id, "attempt": attempt, "status": status.value, "at": now, "detail": detail}
+            {
+                "job_id": job_id,
+                "attempt": attempt,
+                "status": status.value,
+                "at": now,
+                "detail": detail,
+            }
             for job_id, attempt in held
         ]
         conn.execute(job_events.insert(), rows)

@@ -77,7 +77,7 @@ def submit(
     attempts: Annotated[int | None, typer.Option(help="Attempts per job (retries).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
     wait: WaitOption = False,
-    as_json: JsonOption = False,
+    ids: Annotated[bool, typer.Option("--ids", help="Print only the job ids, one a line.")] = False,
 ) -> None:
     """Submit parameter-only jobs (no bundle): their parameters become environment variables."""
     f = open_flock(flock)
@@ -85,8 +85,8 @@ def submit(
     if not jobs:
         raise ParamsError("nothing to submit: give --json, --json-file or --range")
     sub = f.submit(jobs, max_attempts=attempts, timeout=timeout)
-    if as_json:
-        print_json({"batch": sub.batch, "ids": sub.ids})
+    if ids:
+        sys.stdout.write("".join(f"{job_id}\n" for job_id in sub.ids))
     elif len(sub.ids) == 1:
         console.print(f"submitted job {sub.ids[0]}")
     else:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import tempfile
 import zipfile
@@ -69,14 +68,15 @@ def write_error_bundle(
     key: str,
     report: AttemptReport,
     *,
-    logs: tuple[Path, Path],
+    logs: tuple[Path, Path] | None,
     folders: Sequence[Path],
-    secrets: Path,
+    secrets: Path | None,
     cap: int = LOG_TAIL_BYTES,
 ) -> None:
     """Build the error bundle of `report` and put it into `store` under `key`.
 
-    `logs` are the payload's (stdout, stderr) files (they need not exist); `folders` are the
+    `logs` are the payload's (stdout, stderr) files (None or missing files: the payload did not
+    start); `folders` are the
     job's workspace folders to list; `secrets` is the folder whose files are listed by name
     only. Raises StorageError/OSError when the bundle cannot be written or stored.
     """
@@ -84,8 +84,8 @@ def write_error_bundle(
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
-            _add_log(zf, "stdout.txt", logs[0], cap)
-            _add_log(zf, "stderr.txt", logs[1], cap)
+            _add_log(zf, "stdout.txt", None if logs is None else logs[0], cap)
+            _add_log(zf, "stderr.txt", None if logs is None else logs[1], cap)
             zf.writestr("exit_status.txt", exit_status_text(report))
             zf.writestr("workspace.txt", workspace_listing(folders, secrets))
         store_file(store, key, path)
@@ -107,10 +107,12 @@ def exit_status_text(report: AttemptReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def workspace_listing(folders: Sequence[Path], secrets: Path) -> str:
-    """A `tree`-like listing of `folders`: one line per entry, indented by depth, with sizes."""
+def workspace_listing(folders: Sequence[Path], secrets: Path | None) -> str:
+    """A `tree`-like listing of `folders`: one line per entry, indented by depth, with sizes.
+
+    Entries under `secrets` show their names only."""
     lines: list[str] = []
-    secret_prefix = str(secrets) + os.sep
+    secret_prefix = "\0" if secrets is None else str(secrets) + os.sep
     for folder in folders:
         if not folder.is_dir():
             lines.append(f"{folder}/ (missing)")
@@ -139,8 +141,10 @@ def _describe(entry: os.DirEntry[str], name_only: bool) -> str:
         return f"{entry.name}  (unreadable: {exc.strerror})"
 
 
-def _add_log(zf: zipfile.ZipFile, name: str, log: Path, cap: int) -> None:
+def _add_log(zf: zipfile.ZipFile, name: str, log: Path | None, cap: int) -> None:
     try:
+        if log is None:
+            raise FileNotFoundError(name)
         fh = open(log, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         zf.writestr(name, "(no output: the payload did not start)\n")
@@ -155,4 +159,7 @@ def _copy_tail(src: IO[bytes], dst: IO[bytes], cap: int) -> None:
         src.seek(size - cap)
         note = f"[truncated: the first {size - cap} bytes are left out; the last {cap} follow]\n"
         dst.write(note.encode())
-    shutil.copyfileobj(src, dst, 1 << 20)
+    left = cap  # the log may still grow if something outside the group writes to it
+    while left > 0 and (chunk := src.read(min(left, 1 << 20))):
+        dst.write(chunk)
+        left -= len(chunk)

@@ -7,12 +7,14 @@ attempts, so a late upload of a superseded attempt can never overwrite a newer o
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import stat
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import IO
 
 from shepard.model import Params
 from shepard.params import find_key
@@ -21,7 +23,9 @@ from shepard.runtime.workspace import Workspace, walk_tree
 from shepard.storage import LocalStore, ObjectStore
 
 MAX_TAG = 100
+IN_MEMORY_ZIP = 4 << 20  # outputs up to this many bytes are zipped in memory
 _UNSAFE_TAG_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def sanitize_tag(value: str) -> str:
@@ -45,34 +49,54 @@ def zip_outputs(ws: Workspace) -> list[tuple[str, Path]]:
     """
     zips: list[tuple[str, Path]] = []
     for kind, folder in ws.output_folders():
-        path = zip_folder(folder, ws.root)
+        path = zip_folder(folder, ws.root / f".shepard-result-{kind}.zip")
         if path is not None:
             zips.append((kind, path))
     return zips
 
 
-def zip_folder(folder: Path, tmp_dir: Path) -> Path | None:
-    """Zip the content of `folder` (paths relative to it) into a new file in `tmp_dir`.
+def zip_folder(folder: Path, dest: Path) -> Path | None:
+    """Zip the content of `folder` (paths relative to it) into the new file `dest` (or, when
+    `dest` exists, a new file with a random name next to it); return the zip's path.
 
     DEFLATE, zip64 allowed, folder entries included; symlinks are stored as links (never
     followed); FIFOs, sockets and devices are skipped. None (and no file) when `folder` holds
-    no file, symlink included, at any depth.
+    no file, symlink included, at any depth. Small outputs are zipped in memory and written
+    in one go (cheaper for the many tiny results of short jobs).
     """
-    fd, name = tempfile.mkstemp(prefix=".result-", suffix=".zip", dir=tmp_dir)
-    path = Path(name)
+    entries = [(_arcname(rel), entry) for rel, entry, _depth in walk_tree(folder)]
+    if all(entry.is_dir(follow_symlinks=False) for _name, entry in entries):
+        return None
+    in_memory = _total_size(entries) <= IN_MEMORY_ZIP
+    fd, path = _new_file(dest)
     try:
-        with (
-            os.fdopen(fd, "wb") as raw,
-            zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zf,
-        ):
-            has_files = _add_tree(zf, folder)
+        with os.fdopen(fd, "wb") as out:
+            if in_memory:
+                buffer = io.BytesIO()
+                _write_zip(buffer, entries)
+                out.write(buffer.getbuffer())
+            else:
+                _write_zip(out, entries)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    if not has_files:
-        path.unlink()
-        return None
     return path
+
+
+def _write_zip(out: IO[bytes], entries: list[tuple[str, os.DirEntry[str]]]) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zf:
+        for arcname, entry in entries:
+            _add_entry(zf, arcname, entry)
+
+
+def _total_size(entries: list[tuple[str, os.DirEntry[str]]]) -> int:
+    total = 0
+    for _name, entry in entries:
+        if entry.is_file(follow_symlinks=False):
+            total += entry.stat(follow_symlinks=False).st_size
+            if total > IN_MEMORY_ZIP:
+                break
+    return total
 
 
 def publish(store: ObjectStore, zips: list[tuple[str, Path]], keys: list[str]) -> None:
@@ -101,22 +125,20 @@ def store_file(store: ObjectStore, key: str, path: Path) -> None:
         store.put_file(key, path)
 
 
-def _add_tree(zf: zipfile.ZipFile, folder: Path) -> bool:
-    """Add everything under `folder` to `zf`; True if anything but folders was added."""
-    has_files = False
-    for rel, entry, _depth in walk_tree(folder):
-        arcname = _arcname(rel)
-        if entry.is_symlink():
-            _add_symlink(zf, entry.path, arcname)
-        elif entry.is_dir(follow_symlinks=False):
-            zf.write(entry.path, arcname)
-            continue
-        elif entry.is_file(follow_symlinks=False):
-            zf.write(entry.path, arcname)
-        else:
-            continue
-        has_files = True
-    return has_files
+def _new_file(path: Path) -> tuple[int, Path]:
+    try:
+        return os.open(path, _CREATE, 0o644), path
+    except FileExistsError:  # e.g. the payload made a file of that name
+        fd, name = tempfile.mkstemp(prefix=path.stem + "-", suffix=path.suffix, dir=path.parent)
+        return fd, Path(name)
+
+
+def _add_entry(zf: zipfile.ZipFile, arcname: str, entry: os.DirEntry[str]) -> None:
+    """Add a folder, regular file or symlink to `zf`; skip anything else (FIFOs, sockets)."""
+    if entry.is_symlink():
+        _add_symlink(zf, entry.path, arcname)
+    elif entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+        zf.write(entry.path, arcname)
 
 
 def _add_symlink(zf: zipfile.ZipFile, path: str, arcname: str) -> None:

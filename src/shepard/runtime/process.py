@@ -20,8 +20,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from shepard.errors import PayloadError
+from shepard.runtime.workspace import SetupError
 
 SHELL = "/bin/sh"
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
@@ -59,7 +61,8 @@ def run_payload(
     stdout/stderr are truncated and written by the child directly (parent folders are created).
     `deadline` is a time.monotonic() value, or None for no limit. On timeout or `stop`, the
     group gets SIGTERM, then SIGKILL after `grace` seconds. Raises PayloadError when the
-    process cannot be started.
+    process cannot be started (no shell, bad environment), SetupError when a log file cannot
+    be opened.
     """
     proc = _spawn(command, cwd, env, stdout, stderr)
     with _ExitWatch(proc) as watch:
@@ -74,33 +77,72 @@ def run_payload(
     return ProcessResult(ending, returncode)
 
 
+class _EnvSnapshot:
+    """os.environ decoded into a plain dict once and reused while os.environ is unchanged.
+
+    Reading os.environ item by item decodes every name and value on each access (tens of
+    microseconds per job); comparing its raw dict with a saved copy takes well under one.
+    """
+
+    current: ClassVar[tuple[dict[Any, Any], dict[str, str]] | None] = None
+
+
+def inherited_env() -> Mapping[str, str]:
+    """The current os.environ as a plain mapping, shared between calls: do not modify it."""
+    raw = getattr(os.environ, "_data", None)
+    if not isinstance(raw, dict):  # not CPython's os.environ: no shortcut
+        return dict(os.environ)
+    snapshot = _EnvSnapshot.current
+    if snapshot is None or snapshot[0] != raw:
+        snapshot = (dict(raw), dict(os.environ))  # raw first: a change in between shows next time
+        _EnvSnapshot.current = snapshot
+    return snapshot[1]
+
+
 def _spawn(
     command: str, cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
 ) -> subprocess.Popen[bytes]:
+    out_fd, err_fd = _open_logs(stdout, stderr)
     try:
-        stdout.parent.mkdir(parents=True, exist_ok=True)
-        stderr.parent.mkdir(parents=True, exist_ok=True)
-        out_fd = os.open(stdout, _LOG_FLAGS, 0o644)
-    except OSError as exc:
-        raise PayloadError(f"cannot open the log file {stdout}: {exc}") from exc
-    try:
-        err_fd = os.open(stderr, _LOG_FLAGS, 0o644)
-        try:
-            return subprocess.Popen(
-                [SHELL, "-c", command],
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out_fd,
-                stderr=err_fd,
-                start_new_session=True,
-            )
-        finally:
-            os.close(err_fd)
+        return subprocess.Popen(
+            [SHELL, "-c", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out_fd,
+            stderr=err_fd,
+            start_new_session=True,
+        )
     except (OSError, ValueError) as exc:
         raise PayloadError(f"cannot start the payload ({SHELL} -c ...): {exc}") from exc
     finally:
         os.close(out_fd)
+        os.close(err_fd)
+
+
+def _open_logs(stdout: Path, stderr: Path) -> tuple[int, int]:
+    """Create (truncate) both log files; raise SetupError naming the one that failed."""
+    fds: list[int] = []
+    try:
+        for folder in {stdout.parent, stderr.parent}:
+            _make_folder(folder)
+        for path in (stdout, stderr):
+            fds.append(os.open(path, _LOG_FLAGS, 0o644))
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise SetupError(f"cannot open the log file {exc.filename}: {exc.strerror}") from exc
+    return fds[0], fds[1]
+
+
+def _make_folder(folder: Path) -> None:
+    """Create `folder` if missing: one system call in the usual cases."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
 
 
 def _wait(watch: _ExitWatch, deadline: float | None, stop: threading.Event) -> Ending:

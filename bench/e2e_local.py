@@ -1,0 +1,84 @@
+"""End-to-end throughput of the local backend against `xargs -P` running the same command.
+
+    .venv/bin/python bench/e2e_local.py [--jobs 5000] [--workers N] [--rounds 3]
+
+Both sides run the trivial payload `echo "$ITEM" > <output>/o.txt` through /bin/sh, N at a
+time. xargs does no bookkeeping at all; Shepard registers the jobs in its SQLite catalog,
+claims them with leases, prepares a workspace per job, runs the payload, zips and stores the
+output, records the outcome and removes the workspace. The figure that matters is the ratio of
+throughputs, measured side by side in one run (median of the rounds). Target: >= 0.7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHEPARD = str(Path(sys.executable).with_name("shepard"))
+PAYLOAD = 'echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"'
+
+
+def run_xargs(jobs: int, workers: int, scratch: Path) -> float:
+    out = scratch / "xargs"
+    out.mkdir()
+    items = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
+    cmd = ["xargs", "-P", str(workers), "-I{}", "sh", "-c", f'echo "{{}}" > "{out}/{{}}.txt"']
+    began = time.perf_counter()
+    subprocess.run(cmd, input=items, check=True)
+    elapsed = time.perf_counter() - began
+    assert len(os.listdir(out)) == jobs
+    return elapsed
+
+
+def run_shepard(jobs: int, workers: int, scratch: Path) -> float:
+    flock = scratch / "flock"
+    env = {**os.environ, "SHEPARD_FLOCK": str(flock)}
+    subprocess.run(
+        [SHEPARD, "init", str(flock), "--payload-command", PAYLOAD, "--workers", str(workers)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    began = time.perf_counter()
+    subprocess.run(
+        [SHEPARD, "submit", "--range", f"ITEM=1-{jobs}", "--wait"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    elapsed = time.perf_counter() - began
+    produced = len(list((flock / "outputs").glob("result@*_root.zip")))
+    assert produced == jobs, f"{produced} outputs for {jobs} jobs"
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    xargs_times, shepard_times = [], []
+    for _ in range(args.rounds):
+        for runner, times in ((run_xargs, xargs_times), (run_shepard, shepard_times)):
+            scratch = Path(tempfile.mkdtemp(prefix="shepard-bench-"))
+            try:
+                times.append(runner(args.jobs, args.workers, scratch))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    x, s = statistics.median(xargs_times), statistics.median(shepard_times)
+    print(f"{args.jobs} trivial jobs, {args.workers} workers, median of {args.rounds} rounds")
+    print(f"  xargs -P {args.workers}      {x:7.2f} s   {args.jobs / x:8.0f} jobs/s")
+    print(f"  shepard (local) {s:7.2f} s   {args.jobs / s:8.0f} jobs/s   (CLI submit --wait)")
+    print(f"  ratio shepard/xargs: {x / s:.2f}  (target >= 0.70)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The bulk insert behind `add_jobs`: a million specs in seconds, in bounded memory.
+
+Per job the work is: take the spec from the caller's generator, make an id, and have the
+database insert the row. Two things make that fast:
+
+- A chunk of rows travels as ONE JSON array bound to ONE statement, `INSERT ... SELECT ...
+  FROM json_each(:rows)` (json_array_elements on PostgreSQL). The database unpacks it in C,
+  instead of the driver binding eight parameters per row with the GIL held, and the JSON of
+  the params needs no separate encoding step: it is copied out of the array as text.
+- Chunks are built on the calling thread while one helper thread runs the previous chunk's
+  INSERT, which releases the GIL for its whole duration, so on two cores the halves overlap.
+  (With executemany the driver drops and retakes the GIL for every row, and the helper would
+  crawl behind the busy builder thread.) At most two chunks exist at once. The helper uses the
+  caller's connection, one statement at a time, so it all stays ONE transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from shepard.model import JobSpec, JobStatus, new_job_id
+
+CHUNK = 20_000
+"""Rows per INSERT statement: large enough to amortise it, small enough to bound memory."""
+
+_QUEUED = JobStatus.QUEUED.value
+_COLUMNS = "id, status, params, bundle_key, max_attempts, timeout, batch, submitted_at"
+
+# Each element of the bound array is [id, params, bundle_key, max_attempts, timeout, batch];
+# ORDER BY the array index so that seq follows the order of the ids returned to the caller.
+_INSERT = {
+    "sqlite": f"""
+        INSERT INTO jobs ({_COLUMNS})
+        SELECT json_extract(value, '$[0]'), '{_QUEUED}', json_extract(value, '$[1]'),
+               json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+               json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?
+        FROM json_each(?)
+        ORDER BY key
+    """,
+    "postgresql": f"""
+        INSERT INTO jobs ({_COLUMNS})
+        SELECT r ->> 0, '{_QUEUED}', (r -> 1)::text,
+               r ->> 2, (r ->> 3)::integer,
+               (r ->> 4)::double precision, r ->> 5, %s
+        FROM json_array_elements(%s::json) WITH ORDINALITY AS rows (r, n)
+        ORDER BY n
+    """,
+}
+
+_to_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def insert_specs(
+    conn: Connection, specs: Iterable[JobSpec], *, now: float, default_attempts: int
+) -> list[str]:
+    """Insert QUEUED rows for `specs` on `conn` (inside the caller's transaction); return ids.
+
+    An error from the generator or the database propagates once the in-flight chunk is done;
+    the caller's transaction then rolls everything back.
+    """
+    sql = _INSERT[conn.dialect.name]
+    ids: list[str] = []
+    spec_iter = iter(specs)
+    with (
+        _cyclic_gc_paused(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepard-insert") as helper,
+    ):
+        in_flight: Future[Any] | None = None
+        while rows := [_row(s, default_attempts) for s in itertools.islice(spec_iter, CHUNK)]:
+            ids.extend(row[0] for row in rows)
+            payload = _to_json(rows)
+            del rows
+            if in_flight is not None:
+                in_flight.result()  # re-raises a database error; keeps two chunks at most
+            in_flight = helper.submit(conn.exec_driver_sql, sql, (now, payload))
+        if in_flight is not None:
+            in_flight.result()
+    return ids
+
+
+def _row(spec: JobSpec, default_attempts: int) -> tuple[Any, ...]:
+    params = spec.params if isinstance(spec.params, dict) else dict(spec.params)
+    attempts = default_attempts if spec.max_attempts is None else spec.max_attempts
+    return (new_job_id(), params, spec.bundle_key, attempts, spec.timeout, spec.batch)
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while rows are built (reference counting goes on).
+
+    Each chunk keeps 20,000 row tuples alive long enough to be promoted to the oldest
+    generation, which triggers a full collection of the whole heap every few chunks: over a
+    million rows that alone costs ~15% of the insert. The rows hold no reference cycles, so
+    pausing frees nothing late. Nested and concurrent pauses are counted; the collector is
+    re-enabled (if it was enabled) when the last one ends.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()

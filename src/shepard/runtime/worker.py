@@ -1,0 +1,249 @@
+"""`run_attempt`: one attempt of a claimed job, from an empty workspace to an Outcome.
+
+This is the runtime contract every backend shares. The steps, in order:
+1. create `<workspace_root>/<UUID>/{input,output}` (and `<efs|lustre>/<UUID>/{input,output}`),
+   first removing what an earlier attempt may have left;
+2. copy the secrets into `input/secrets/`, the quick-deploy folder (if the job names one) into
+   `input/<folder>/`, and the input bundle (not unpacked) into `input/`;
+3. run the payload: the flock's command through `/bin/sh -c` with the job's `<UUID>` folder as
+   working directory, or `sh run.sh` in `input/<folder>` for quick deploy; stdout and stderr
+   go to the logs store as `<job_id>/<attempt>.stdout|.stderr`;
+4. on exit 0, publish the non-empty output folders as result zips; on failure, store an error
+   bundle; on stop, publish nothing;
+5. always remove the job's folders.
+
+Outcomes (job-level problems never raise):
+- SUCCEEDED: exit_code 0; `outputs` holds the result keys (empty when nothing was written).
+- FAILED: `reason` is `exit code N`, `killed by signal SIGKILL`, `timeout after 30s`,
+  `setup: ...`, `outputs: ...`, `internal error: ...` (all with an error bundle), or
+  SUPERSEDED (nothing stored). `exit_code` follows Popen (negative N: killed by signal N) and
+  is None when the payload never ran. `retryable` is False for problems another attempt would
+  meet again (no command, bad QUICK_DEPLOY_DIRECTORY, unstartable payload) and when superseded.
+- CANCELLED: `control.stop` was set; `reason` is `control.stop_reason`; nothing is stored.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from shepard.errors import PayloadError, StorageError
+from shepard.model import Job, JobStatus, Outcome
+from shepard.runtime.context import AttemptControl, RuntimeContext
+from shepard.runtime.contract import attempt_timeout, build_env
+from shepard.runtime.errorbundle import (
+    AttemptReport,
+    error_bundle_key,
+    signal_name,
+    write_error_bundle,
+)
+from shepard.runtime.inputs import (
+    QUICK_DEPLOY_SCRIPT,
+    fetch_bundle,
+    fetch_quick_deploy,
+    quick_deploy_folder,
+)
+from shepard.runtime.outputs import output_key, publish, zip_outputs
+from shepard.runtime.process import (
+    KILL_GRACE,
+    Ending,
+    ProcessResult,
+    inherited_env,
+    run_payload,
+)
+from shepard.runtime.secrets import place_secrets
+from shepard.runtime.workspace import (
+    SetupError,
+    Workspace,
+    create_workspace,
+    plan_workspace,
+    remove_workspace,
+)
+
+SUPERSEDED = "superseded: a newer attempt owns this job"
+
+
+def run_attempt(
+    job: Job,
+    ctx: RuntimeContext,
+    control: AttemptControl,
+    *,
+    clock: Callable[[], float] = time.time,
+    grace: float = KILL_GRACE,
+    base_env: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Run the current attempt of the claimed `job` and say how it ended. Never raises for a
+    job-level problem (only BaseExceptions such as KeyboardInterrupt propagate, after the
+    payload's process group is killed and the workspace removed).
+
+    `job.started_at` is the attempt's START_TIME (`clock()` when unset). The timeout (the job's,
+    else `ctx.timeout`) counts from START_TIME: END_TIME is the deadline. `grace` is the time
+    between SIGTERM and SIGKILL; `base_env` (default os.environ) is the inherited environment.
+    """
+    env = inherited_env() if base_env is None else base_env
+    return _Attempt(job, ctx, control, clock, grace, env).run()
+
+
+class _Attempt:
+    def __init__(
+        self,
+        job: Job,
+        ctx: RuntimeContext,
+        control: AttemptControl,
+        clock: Callable[[], float],
+        grace: float,
+        base_env: Mapping[str, str],
+    ) -> None:
+        self.job, self.ctx, self.control = job, ctx, control
+        self.clock, self.grace, self.base_env = clock, grace, base_env
+        self.start_time = job.started_at if job.started_at is not None else int(clock())
+        self.ws: Workspace | None = None
+        self.logs: tuple[Path, Path] | None = None
+        self.returncode: int | None = None
+
+    def run(self) -> Outcome:
+        try:
+            return self._guarded()
+        finally:
+            if self.ws is not None:
+                remove_workspace(self.ws)
+
+    def _guarded(self) -> Outcome:
+        try:
+            return self._execute()
+        except SetupError as exc:
+            return self._fail(f"setup: {exc}", retryable=exc.retryable)
+        except PayloadError as exc:
+            return self._fail(f"setup: {exc}", retryable=False)
+        except Exception as exc:
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return self._fail(reason, detail=traceback.format_exc())
+
+    def _execute(self) -> Outcome:
+        ws = self.ws = plan_workspace(self.ctx, self.job.id)
+        stem = f"{self.job.id}/{self.job.attempt}"
+        stdout, stderr = self.ctx.logs.path(stem + ".stdout"), self.ctx.logs.path(stem + ".stderr")
+        self.logs = (stdout, stderr)
+        command, cwd, env = self._prepare(ws)
+        if self.control.stop.is_set():
+            return self._cancelled()
+        result = run_payload(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            deadline=self._deadline(),
+            stop=self.control.stop,
+            grace=self.grace,
+        )
+        self.returncode = result.returncode
+        return self._finish(result, ws)
+
+    def _prepare(self, ws: Workspace) -> tuple[str, Path, dict[str, str]]:
+        """Fill the workspace; return the command, its working directory and environment."""
+        job, ctx = self.job, self.ctx
+        create_workspace(ws)
+        _place_secrets(ctx.secrets_dir, ws.secrets)
+        command, cwd = self._payload(ws)
+        if job.bundle_key is not None:
+            fetch_bundle(ctx.inputs, job.bundle_key, ws.input)
+        env = build_env(job, ctx, start_time=self.start_time, paths=ws, base=self.base_env)
+        return command, cwd, env
+
+    def _payload(self, ws: Workspace) -> tuple[str, Path]:
+        """The command to run and its working directory."""
+        folder = quick_deploy_folder(self.job.params)
+        if folder is not None:
+            return f"sh {QUICK_DEPLOY_SCRIPT}", fetch_quick_deploy(
+                self.ctx.quick_deploy, folder, ws.input
+            )
+        if not self.ctx.command or not self.ctx.command.strip():
+            raise SetupError(
+                "no payload command: set payload.command for the flock "
+                "or give the job a QUICK_DEPLOY_DIRECTORY",
+                retryable=False,
+            )
+        return self.ctx.command, ws.root
+
+    def _deadline(self) -> float | None:
+        """time.monotonic() value at which the attempt times out (START_TIME + timeout)."""
+        timeout = attempt_timeout(self.job, self.ctx)
+        if timeout is None:
+            return None
+        remaining = min(timeout, self.start_time + timeout - self.clock())
+        return time.monotonic() + max(0.0, remaining)
+
+    def _finish(self, result: ProcessResult, ws: Workspace) -> Outcome:
+        if result.ending is Ending.STOPPED:
+            return self._cancelled()
+        if result.ending is Ending.TIMED_OUT:
+            return self._fail(f"timeout after {_seconds(attempt_timeout(self.job, self.ctx))}")
+        if result.returncode > 0:
+            return self._fail(f"exit code {result.returncode}")
+        if result.returncode < 0:
+            return self._fail(f"killed by signal {signal_name(-result.returncode)}")
+        return self._succeed(ws)
+
+    def _succeed(self, ws: Workspace) -> Outcome:
+        try:
+            zips = zip_outputs(ws)
+        except OSError as exc:
+            return self._fail(f"outputs: cannot zip the outputs: {exc}")
+        if self.control.stop.is_set():
+            return self._cancelled()
+        if not self.control.still_current():
+            return Outcome(JobStatus.FAILED, reason=SUPERSEDED, exit_code=0, retryable=False)
+        job = self.job
+        keys = [output_key(job.params, job.id, self.start_time, kind) for kind, _ in zips]
+        try:
+            publish(self.ctx.outputs, zips, keys)
+        except StorageError as exc:
+            return self._fail(f"outputs: {exc}")
+        return Outcome(JobStatus.SUCCEEDED, exit_code=0, outputs=tuple(keys))
+
+    def _cancelled(self) -> Outcome:
+        reason = self.control.stop_reason
+        return Outcome(JobStatus.CANCELLED, reason=reason, exit_code=self.returncode)
+
+    def _fail(self, reason: str, *, retryable: bool = True, detail: str | None = None) -> Outcome:
+        """A FAILED outcome, with an error bundle when one can be stored."""
+        job, ws = self.job, self.ws
+        key = error_bundle_key(job.id, self.start_time)
+        stored: str | None = key
+        report = AttemptReport(
+            job.id, job.attempt, self.start_time, self.clock(), reason, self.returncode, detail
+        )
+        try:
+            write_error_bundle(
+                self.ctx.errors,
+                key,
+                report,
+                logs=self.logs,
+                folders=ws.folders() if ws is not None else (),
+                secrets=ws.secrets if ws is not None else None,
+            )
+        except Exception as exc:
+            reason, stored = f"{reason} (the error bundle could not be stored: {exc})", None
+        return Outcome(
+            JobStatus.FAILED,
+            reason=reason,
+            exit_code=self.returncode,
+            error_bundle=stored,
+            retryable=retryable,
+        )
+
+
+def _place_secrets(source: Path, dest: Path) -> None:
+    try:
+        place_secrets(source, dest)
+    except OSError as exc:
+        raise SetupError(f"cannot place the secrets: {exc}") from exc
+
+
+def _seconds(value: float | None) -> str:
+    """`30s`, `1.5s`: a timeout as people write it."""
+    value = value or 0.0
+    return f"{int(value)}s" if float(value).is_integer() else f"{value}s"
