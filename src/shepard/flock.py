@@ -17,7 +17,7 @@ from shepard import config
 from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
-from shepard.config import FOLDERS, Flockdir, FlockConfig
+from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus, ParamValue
 from shepard.params import validate_params
@@ -112,8 +112,9 @@ class Flock:
         ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)
         return Submission(label, ids)
 
-    def submit_bundle(self, path: Path, *, key: str | None = None,
-                      batch: str | None = None) -> Submission:
+    def submit_bundle(
+        self, path: Path, *, key: str | None = None, batch: str | None = None
+    ) -> Submission:
         """Validate a zip bundle, store it in the inputs store, register its job.
 
         Nothing is stored or registered when the bundle is refused.
@@ -216,21 +217,28 @@ class Flock:
         until: Callable[[], bool] | None = None,
         workers: int | None = None,
         kill_on_stop: bool = True,
+        wakeup: threading.Event | None = None,
     ) -> None:
-        """Run queued jobs with the local backend until `stop` is set or `until()` is true."""
+        """Run queued jobs with the local backend until `stop` is set or `until()` is true.
+
+        Setting `wakeup` makes the dispatcher look again at once (new jobs, `until` changed).
+        """
         from shepard.backends.local import LocalBackend
         from shepard.dispatcher import Dispatcher
 
         lease = self.config.backend.lease
         policy = self.config.retry.policy()
+        wakeup = wakeup or threading.Event()
+        me = worker_id()
         backend = LocalBackend(
             self.runtime_context(), self.catalog, policy,
-            workers=workers or self.config.backend.workers, lease=lease, clock=self.clock,
-        )
+            workers=workers or self.config.backend.workers, lease=lease, worker_id=me,
+            wakeup=wakeup, clock=self.clock,
+        )  # fmt: skip
         dispatcher = Dispatcher(
-            self.catalog, backend, policy, worker_id=worker_id(), lease=lease,
-            wakeup=backend.wakeup, clock=self.clock,
-        )
+            self.catalog, backend, policy, worker_id=me, lease=lease, wakeup=wakeup,
+            clock=self.clock,
+        )  # fmt: skip
         try:
             dispatcher.run(stop, until)
         finally:
@@ -268,7 +276,7 @@ class Flock:
         poll: float = 0.25,
     ) -> dict[JobStatus, int]:
         """Block until every job of `batch` is terminal; run jobs here too when run_here."""
-        done = threading.Event()
+        done, wakeup = threading.Event(), threading.Event()
 
         def watch() -> None:
             while not stop.is_set():
@@ -277,13 +285,14 @@ class Flock:
                     on_progress(counts)
                 if counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
                     done.set()
+                    wakeup.set()
                     return
                 stop.wait(poll)
 
         watcher = threading.Thread(target=watch, name="progress", daemon=True)
         watcher.start()
         if run_here:
-            self.run(stop, until=done.is_set)
+            self.run(stop, until=done.is_set, wakeup=wakeup)
         watcher.join()
         return self.counts(batch)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from shepard.catalog.base import Catalog
 from shepard.model import Job, JobStatus, Outcome, RetryPolicy
 from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
+from shepard.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ class Heartbeat:
         return self
 
     def hold(self, job: Job) -> AttemptControl:
-        control = AttemptControl(still_current=lambda: self._still_current(job))
+        # No catalog read before publishing: result names carry START_TIME, unique per
+        # attempt, so a stale attempt cannot overwrite anything, and `report` withdraws
+        # what it published if the catalog then refuses its outcome.
+        control = AttemptControl()
         with self._lock:
             self._held[job.id] = (job.attempt, control)
         return control
@@ -84,14 +88,6 @@ class Heartbeat:
             except Exception:  # a failed beat must not kill the sheep; the next one retries
                 log.exception("heartbeat failed")
 
-    def _still_current(self, job: Job) -> bool:
-        current = self.catalog.get(job.id)
-        return (
-            current is not None
-            and current.status is JobStatus.RUNNING
-            and current.attempt == job.attempt
-        )
-
 
 def run_claimed(
     job: Job,
@@ -110,11 +106,16 @@ def run_claimed(
     outcome = run_attempt(job, ctx, control)
     if outcome.status is JobStatus.CANCELLED and control.stop_reason == SHUTDOWN:
         return release(catalog, job)
-    return report(catalog, job, outcome, policy, clock())
+    return report(catalog, job, outcome, policy, clock(), ctx.outputs)
 
 
 def report(
-    catalog: Catalog, job: Job, outcome: Outcome, policy: RetryPolicy, now: float
+    catalog: Catalog,
+    job: Job,
+    outcome: Outcome,
+    policy: RetryPolicy,
+    now: float,
+    outputs: ObjectStore,
 ) -> JobStatus | None:
     """Record `outcome` for `job`'s current attempt, asking for a retry when the policy allows."""
     retry_at = None
@@ -124,7 +125,12 @@ def report(
         and outcome.exit_code not in policy.no_retry_exit_codes
     ):
         retry_at = now + policy.delay(job.attempt)
-    return catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
+    status = catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
+    if status is None and outcome.outputs:
+        # A newer attempt owns the job (or it was cancelled): withdraw this attempt's results.
+        for key in outcome.outputs:
+            outputs.delete(key)
+    return status
 
 
 def release(catalog: Catalog, job: Job) -> JobStatus | None:

@@ -33,11 +33,17 @@ class Cli:
         self.flock, self.cwd = flock, cwd
         self.env = {**os.environ, "SHEPARD_FLOCK": str(flock), "COLUMNS": "200"}
 
-    def __call__(self, *args: str, ok: bool | None = True, timeout: float = 120,
-                 stdin: str | None = None) -> Result:
+    def __call__(
+        self, *args: str, ok: bool | None = True, timeout: float = 120, stdin: str | None = None
+    ) -> Result:
         proc = subprocess.run(
-            [SHEPARD, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True,
-            timeout=timeout, input=stdin,
+            [SHEPARD, *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if ok is True:
@@ -48,8 +54,12 @@ class Cli:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [SHEPARD, *args], cwd=self.cwd, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [SHEPARD, *args],
+            cwd=self.cwd,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
 
     def init(self, command: str, *extra: str) -> None:

@@ -13,7 +13,9 @@ from tests.acceptance.conftest import Cli, parse_env, zip_names, zip_text
 
 pytestmark = pytest.mark.acceptance
 
-ENV_DUMP = 'env -0 > "$ROOT_OUTPUT_NAME/env.txt"; ls -A "$ROOT_INPUT_NAME" > "$ROOT_OUTPUT_NAME/input.txt"'
+ENV_DUMP = (
+    'env -0 > "$ROOT_OUTPUT_NAME/env.txt"; ls -A "$ROOT_INPUT_NAME" > "$ROOT_OUTPUT_NAME/input.txt"'
+)
 
 
 def outputs(cli: Cli) -> list[Path]:
@@ -160,7 +162,7 @@ def make_zip(path: Path, entries: dict[str, bytes], **symlinks: str) -> Path:
             zf.writestr(name, data)
         for name, target in symlinks.items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
     return path
 

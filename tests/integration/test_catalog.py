@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from shepard.catalog import SqlCatalog, engine, open_catalog
 from shepard.catalog.migrate import MIGRATIONS
 from shepard.catalog.schema import HEAD_REVISION, VERSION_TABLE, metadata
+from shepard.catalog.sql import MAX_LOST
 from shepard.errors import CatalogError
 from shepard.model import JobEvent, JobSpec, JobStatus, Outcome, ParamValue
 
@@ -228,27 +229,35 @@ def test_not_retryable_failure_with_attempts_left_fails(catalog: SqlCatalog) -> 
     assert catalog.finish(retry_id, 1, FAILED_3, now=T0 + 1) is JobStatus.FAILED  # no retry_at
 
 
-def test_expire_leases_requeues_or_fails(catalog: SqlCatalog) -> None:
-    two_attempts, one_attempt, alive = (JobSpec({}, max_attempts=n) for n in (2, 1, 1))
-    again, last, alive_id = catalog.add_jobs(
-        [two_attempts, one_attempt, alive], now=T0, default_attempts=1
-    )
-    catalog.claim("w", now=T0, lease=LEASE, limit=2)  # again, last: lease until T0 + 60
+def test_expire_leases_requeues_lost_attempts_without_spending_them(catalog: SqlCatalog) -> None:
+    lost_id, alive_id = catalog.add_jobs([JobSpec({}), JobSpec({})], now=T0, default_attempts=1)
+    claim_one(catalog, T0, lost_id)  # lease until T0 + 60
     claim_one(catalog, T0 + 50, alive_id)  # lease until T0 + 110
-    handled = catalog.expire_leases(now=T0 + LEASE + 1, retry_at=T0 + 100)
-    assert handled == [again, last]
-    job_again, job_last, job_alive = (catalog.get(i) for i in (again, last, alive_id))
-    assert job_again is not None and job_last is not None and job_alive is not None
-    assert (job_again.status, job_again.not_before) == (JobStatus.QUEUED, T0 + 100)
-    assert (job_last.status, job_last.finished_at) == (JobStatus.FAILED, T0 + LEASE + 1)
-    assert job_again.reason == job_last.reason == "lease expired (worker lost)"
-    assert job_alive.status is JobStatus.RUNNING
-    assert [e.status for e in catalog.events(again)][-1] is JobStatus.QUEUED
-    # The lost workers are fenced out.
-    assert catalog.heartbeat([(again, 1), (last, 1)], now=T0 + 62, lease=LEASE) == set()
-    assert catalog.finish(last, 1, Outcome(JobStatus.SUCCEEDED), now=T0 + 62) is None
+    assert catalog.expire_leases(now=T0 + LEASE + 1, retry_at=T0 + 100) == [lost_id]
+    lost, alive = catalog.get(lost_id), catalog.get(alive_id)
+    assert lost is not None and alive is not None
+    assert (lost.status, lost.not_before, lost.max_attempts) == (JobStatus.QUEUED, T0 + 100, 2)
+    assert lost.reason == "lease expired (worker lost)"
+    assert alive.status is JobStatus.RUNNING
+    assert [e.status for e in catalog.events(lost_id)][-1] is JobStatus.QUEUED
+    # The lost worker is fenced out.
+    assert catalog.heartbeat([(lost_id, 1)], now=T0 + 62, lease=LEASE) == set()
+    assert catalog.finish(lost_id, 1, Outcome(JobStatus.SUCCEEDED), now=T0 + 62) is None
     assert catalog.expire_leases(now=T0 + LEASE + 1) == []
-    assert claim_one(catalog, T0 + 100) == (again, 2)
+    assert claim_one(catalog, T0 + 100) == (lost_id, 2)
+
+
+def test_a_job_that_keeps_losing_its_worker_fails(catalog: SqlCatalog) -> None:
+    [job_id] = catalog.add_jobs([JobSpec({})], now=T0, default_attempts=5)
+    now = T0
+    for attempt in range(1, MAX_LOST + 1):
+        assert claim_one(catalog, now, job_id) == (job_id, attempt)
+        now += LEASE + 1
+        assert catalog.expire_leases(now=now, retry_at=now) == [job_id]
+    job = catalog.get(job_id)
+    assert job is not None and job.status is JobStatus.FAILED
+    assert job.reason == f"lease expired (worker lost) {MAX_LOST} times"
+    assert job.finished_at == now
 
 
 def test_release_requeues_without_spending_an_attempt(catalog: SqlCatalog) -> None:

@@ -18,10 +18,12 @@ from shepard.sheep import SHUTDOWN, Clock, Heartbeat, run_claimed
 
 
 class LocalBackend:
-    """Runs up to `workers` jobs at once; claims only as many jobs as it has idle workers.
+    """Runs up to `workers` jobs at once; never claims more jobs than it has idle workers.
 
-    Not claiming ahead keeps `running` in the catalog meaning "running now", and leaves queued
-    jobs to other processes serving the same flock.
+    The dispatcher hands jobs to idle workers; a worker that finishes a job claims its next one
+    itself, right away, so a busy pool never waits for the dispatcher. Not claiming ahead keeps
+    `running` in the catalog meaning "running now" and leaves queued jobs to other processes
+    serving the same flock.
     """
 
     name = "local"
@@ -34,11 +36,13 @@ class LocalBackend:
         *,
         workers: int,
         lease: float,
+        worker_id: str,
+        wakeup: threading.Event | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.ctx, self.catalog, self.policy, self.workers = ctx, catalog, policy, workers
-        self.clock = clock
-        self.wakeup = threading.Event()  # set whenever a job ends: the dispatcher may claim more
+        self.lease, self.worker_id, self.clock = lease, worker_id, clock
+        self.wakeup = wakeup or threading.Event()  # set when a worker goes idle
         self._heartbeat = Heartbeat(catalog, lease, clock).start()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sheep")
         self._lock = threading.Lock()
@@ -74,13 +78,25 @@ class LocalBackend:
         self._heartbeat.close()
 
     def _run(self, job: Job, control: AttemptControl) -> None:
+        """Run `job`, then keep claiming and running the next queued job until none is left."""
         try:
-            if self._closing:  # accepted but never started: give it back untouched
-                control.stop_reason = SHUTDOWN
-                control.stop.set()
-            run_claimed(job, self.ctx, self.catalog, self.policy, control, self.clock)
+            current: Job | None = job
+            while current is not None:
+                if self._closing:  # accepted but never started: give it back untouched
+                    control.stop_reason = SHUTDOWN
+                    control.stop.set()
+                try:
+                    run_claimed(current, self.ctx, self.catalog, self.policy, control, self.clock)
+                finally:
+                    self._heartbeat.drop(current.id)
+                current = None if self._closing else self._claim_next()
+                if current is not None:
+                    control = self._heartbeat.hold(current)
         finally:
-            self._heartbeat.drop(job.id)
             with self._lock:
                 self._inflight -= 1
             self.wakeup.set()
+
+    def _claim_next(self) -> Job | None:
+        claimed = self.catalog.claim(self.worker_id, now=self.clock(), lease=self.lease)
+        return claimed[0] if claimed else None

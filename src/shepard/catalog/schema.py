@@ -2,7 +2,8 @@
 
 Indexes are kept to the minimum the queries need, because every index slows the bulk insert
 of a million-job submission: `id` is unique (lookups by id), `(status, seq)` serves claiming
-(oldest queued first) and status-filtered paging, and `job_events.job_id` serves `events()`.
+(oldest queued first) and status-filtered paging, `(batch, status)` serves the progress of one
+submission, and `job_events.job_id` serves `events()`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ jobs = sa.Table(
     sa.Column("exit_code", sa.Integer(), nullable=True),
     sa.Column("outputs", sa.Text(), nullable=True),  # JSON list of output keys
     sa.Column("error_bundle", sa.Text(), nullable=True),
+    # attempts that ended because their worker vanished (they do not count as attempts)
+    sa.Column("lost", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Index("ix_jobs_status_seq", "status", "seq"),
+    # progress of one submission (`counts(batch=...)`) without scanning the table; batch
+    # labels grow with time, so bulk inserts append at the index's right edge
+    sa.Index("ix_jobs_batch_status", "batch", "status"),
 )
 
 job_events = sa.Table(

@@ -27,6 +27,7 @@ from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome
 
 _ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
 LEASE_EXPIRED = "lease expired (worker lost)"
+MAX_LOST = 3  # a job whose worker vanishes this many times fails instead of running again
 CANCELLED_BY_USER = "cancelled by user"
 REQUEUED_BY_USER = "requeued by user"
 
@@ -49,6 +50,14 @@ class SqlCatalog:
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if _engine.is_memory(self._url) else contextlib.nullcontext()
         )
+        # SQLite allows one writer at a time, and a writer that finds the database locked
+        # sleeps in SQLite's busy handler for whole milliseconds. Queue this process's own
+        # writers on a lock instead, so only writers from other processes ever wait there.
+        self._writer: contextlib.AbstractContextManager[Any] = (
+            threading.Lock()
+            if self._url.get_backend_name() == "sqlite"
+            else contextlib.nullcontext()
+        )
         with self._serial, _engine.catalog_errors(self._url):
             ensure_schema(self._engine)
 
@@ -66,7 +75,13 @@ class SqlCatalog:
     @contextlib.contextmanager
     def _transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
         """One transaction on a pooled connection; commits on success, rolls back on error."""
-        with self._serial, _engine.catalog_errors(self._url), self._engine.connect() as conn:
+        writer = contextlib.nullcontext() if read_only else self._writer
+        with (
+            self._serial,
+            writer,
+            _engine.catalog_errors(self._url),
+            self._engine.connect() as conn,
+        ):
             if read_only:
                 conn.execution_options(**{_engine.READ_ONLY: True})
             with conn.begin():
@@ -96,35 +111,19 @@ class SqlCatalog:
     ) -> list[Job]:
         if limit < 1 or (job_ids is not None and not job_ids):
             return []
-        claimable = (
-            sa.select(jobs.c.seq)
-            .where(jobs.c.status == _QUEUED)
-            .where(sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
-            .order_by(jobs.c.seq)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
-        )
+        stmt = _CLAIM if job_ids is None else _CLAIM_IDS
+        params: dict[str, Any] = {
+            "now": now,
+            "start": int(now),
+            "lease_until": now + lease,
+            "worker": worker,
+            "limit": limit,
+        }
         if job_ids is not None:
-            claimable = claimable.where(jobs.c.id.in_(job_ids))
-        # START_TIME must exceed every earlier attempt's, even within the same second.
-        start = int(now)
-        started_at = sa.case((jobs.c.started_at >= start, jobs.c.started_at + 1), else_=start)
-        stmt = (
-            jobs.update()
-            .where(jobs.c.seq.in_(claimable.scalar_subquery()))
-            .values(
-                status=_RUNNING,
-                attempt=jobs.c.attempt + 1,
-                started_at=started_at,
-                lease_until=now + lease,
-                worker=worker,
-                not_before=None,
-                finished_at=None,
-            )
-            .returning(*jobs.c)
-        )
+            params["ids"] = list(job_ids)
         with self._transaction() as conn:
-            claimed = sorted((_to_job(row) for row in conn.execute(stmt).mappings()), key=_seq)
+            rows = conn.execute(stmt, params).mappings()
+            claimed = sorted((_to_job(row) for row in rows), key=_seq)
             _record(conn, [(j.id, j.attempt) for j in claimed], JobStatus.RUNNING, now, worker)
         return claimed
 
@@ -212,17 +211,33 @@ class SqlCatalog:
         return JobStatus.QUEUED
 
     def expire_leases(self, *, now: float, retry_at: float | None = None) -> list[str]:
+        """See Catalog.expire_leases. A lost attempt is not held against the job: it is re-run
+        (max_attempts grows by one) unless the job already lost MAX_LOST attempts, which points
+        at the job itself killing its worker (e.g. by exhausting memory); then it fails."""
         expired = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_until < now)
         requeue = (
             jobs.update()
-            .where(expired, jobs.c.attempt < jobs.c.max_attempts)
-            .values(status=_QUEUED, not_before=retry_at, lease_until=None, reason=LEASE_EXPIRED)
+            .where(expired, jobs.c.lost < MAX_LOST - 1)
+            .values(
+                status=_QUEUED,
+                not_before=retry_at,
+                lease_until=None,
+                reason=LEASE_EXPIRED,
+                lost=jobs.c.lost + 1,
+                max_attempts=jobs.c.max_attempts + 1,
+            )
             .returning(*_FENCE_COLUMNS)
         )
         fail = (
             jobs.update()
-            .where(expired, jobs.c.attempt >= jobs.c.max_attempts)
-            .values(status=_FAILED, finished_at=now, lease_until=None, reason=LEASE_EXPIRED)
+            .where(expired, jobs.c.lost >= MAX_LOST - 1)
+            .values(
+                status=_FAILED,
+                finished_at=now,
+                lease_until=None,
+                lost=jobs.c.lost + 1,
+                reason=f"{LEASE_EXPIRED} {MAX_LOST} times",
+            )
             .returning(*_FENCE_COLUMNS)
         )
         handled: list[sa.Row[Any]] = []
@@ -329,7 +344,7 @@ class SqlCatalog:
     def counts(self, *, batch: str | None = None) -> dict[JobStatus, int]:
         """Jobs per status (all statuses, zeros included), in one GROUP BY query.
 
-        `batch` has no index (it would slow every bulk insert), so filtering on it scans.
+        With `batch`, the count is answered from the (batch, status) index.
         """
         stmt = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
         if batch is not None:
@@ -360,6 +375,41 @@ class SqlCatalog:
         stmt = stmt.order_by(jobs.c.seq.desc() if newest_first else jobs.c.seq.asc())
         with self._transaction(read_only=True) as conn:
             return [_to_job(row) for row in conn.execute(stmt).mappings()]
+
+
+def _claim_statement(restricted: bool) -> sa.Update:
+    """UPDATE ... WHERE seq IN (oldest claimable ...) RETURNING *, built once with bind
+    parameters so each claim pays only for execution, not for building SQL."""
+    claimable = (
+        sa.select(jobs.c.seq)
+        .where(jobs.c.status == _QUEUED)
+        .where(sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= sa.bindparam("now")))
+        .order_by(jobs.c.seq)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    if restricted:
+        claimable = claimable.where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+    # START_TIME must exceed every earlier attempt's, even within the same second.
+    start = sa.bindparam("start", type_=sa.BigInteger())
+    started_at = sa.case((jobs.c.started_at >= start, jobs.c.started_at + 1), else_=start)
+    return (
+        jobs.update()
+        .where(jobs.c.seq.in_(claimable.scalar_subquery()))
+        .values(
+            status=_RUNNING,
+            attempt=jobs.c.attempt + 1,
+            started_at=started_at,
+            lease_until=sa.bindparam("lease_until", type_=sa.Float()),
+            worker=sa.bindparam("worker", type_=sa.String()),
+            not_before=None,
+            finished_at=None,
+        )
+        .returning(*jobs.c)
+    )
+
+
+_CLAIM, _CLAIM_IDS = _claim_statement(False), _claim_statement(True)
 
 
 # -- row helpers ------------------------------------------------------------------------------

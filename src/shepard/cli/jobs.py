@@ -98,7 +98,9 @@ def submit(
 def _param_sets(
     json_text: str | None, json_file: Path | None, range_: str | None
 ) -> Iterator[dict[str, object]]:
-    base: dict[str, object] = dict(parse_params_json(json_text, source="--json")) if json_text else {}
+    base: dict[str, object] = (
+        dict(parse_params_json(json_text, source="--json")) if json_text else {}
+    )
     if range_:
         name, start, end = _parse_range(range_)
         for i in range(start, end + 1):
@@ -117,7 +119,9 @@ def _parse_range(text: str) -> tuple[str, int, int]:
     except ValueError:
         start, end = 0, -1
     if not name or not sep or end < start:
-        raise ParamsError(f"--range {text!r}: expected NAME=START-END with START <= END, e.g. ITEM=1-200")
+        raise ParamsError(
+            f"--range {text!r}: expected NAME=START-END with START <= END, e.g. ITEM=1-200"
+        )
     return name, start, end
 
 
@@ -189,8 +193,13 @@ def query(
             {
                 "counts": {s.value: n for s, n in counts.items()},
                 "jobs": [
-                    {"id": j.id, "status": j.status.value, "attempt": j.attempt,
-                     "params": dict(j.params), "reason": j.reason}
+                    {
+                        "id": j.id,
+                        "status": j.status.value,
+                        "attempt": j.attempt,
+                        "params": dict(j.params),
+                        "reason": j.reason,
+                    }
                     for j in jobs
                 ],
             }
@@ -219,7 +228,9 @@ def retrieve(
     dest: Annotated[Path, typer.Argument(help="Local folder to copy results into.")],
     flock: FlockOption = Path("."),
     unzip: Annotated[bool, typer.Option(help="Also extract every result zip.")] = False,
-    errors: Annotated[bool, typer.Option(help="Also copy error bundles (into DEST/errors).")] = False,
+    errors: Annotated[
+        bool, typer.Option(help="Also copy error bundles (into DEST/errors).")
+    ] = False,
     job: Annotated[list[str] | None, typer.Option(help="Only these job ids.")] = None,
 ) -> None:
     """Copy result zips (and error bundles) to a local folder."""

@@ -54,7 +54,9 @@ def init(
         str | None,
         typer.Option(help="Command every job runs (through /bin/sh -c), e.g. 'python3 job.py'."),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Local worker slots (default: cores).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local worker slots (default: cores).")
+    ] = None,
     catalog: Annotated[
         str | None, typer.Option(help="Catalog URL (default: sqlite:///FOLDER/catalog.db).")
     ] = None,

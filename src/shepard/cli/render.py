@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shepard.cli.common import console, err_console, when
-from shepard.flock import Flock, Progress as ProgressFn
+from shepard.flock import Flock
+from shepard.flock import Progress as ProgressFn
 from shepard.model import Job, JobEvent, JobStatus
 
 STYLE = {
@@ -93,8 +94,7 @@ def job_dict(job: Job, events: list[JobEvent], flock: Flock) -> dict[str, Any]:
         "reason": job.reason,
         "exit_code": job.exit_code,
         "outputs": [str(flock.store("outputs").path(k)) for k in job.outputs],
-        "error_bundle": job.error_bundle
-        and str(flock.store("errors").path(job.error_bundle)),
+        "error_bundle": job.error_bundle and str(flock.store("errors").path(job.error_bundle)),
         "logs": [
             {"attempt": a, "stdout": str(out), "stderr": str(err)}
             for a, out, err in flock.log_paths(job)

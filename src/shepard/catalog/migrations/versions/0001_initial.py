@@ -43,9 +43,11 @@ def upgrade() -> None:
         sa.Column("exit_code", sa.Integer(), nullable=True),
         sa.Column("outputs", sa.Text(), nullable=True),
         sa.Column("error_bundle", sa.Text(), nullable=True),
+        sa.Column("lost", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.UniqueConstraint("id"),
     )
     op.create_index("ix_jobs_status_seq", "jobs", ["status", "seq"])
+    op.create_index("ix_jobs_batch_status", "jobs", ["batch", "status"])
     op.create_table(
         "job_events",
         sa.Column("id", _SEQ_TYPE, primary_key=True, autoincrement=True),
