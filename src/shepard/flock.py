@@ -21,7 +21,7 @@ from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus, ParamValue
 from shepard.params import validate_params
-from shepard.runtime import RuntimeContext
+from shepard.runtime import RuntimeContext, log_key
 from shepard.storage import LocalStore
 
 Progress = Callable[[dict[JobStatus, int]], None]
@@ -168,7 +168,7 @@ class Flock:
         logs = self.store("logs")
         found = []
         for attempt in range(1, job.attempt + 1):
-            out, err = (logs.path(f"{job.id}/{attempt}.{s}") for s in ("stdout", "stderr"))
+            out, err = (logs.path(log_key(job.id, attempt, s)) for s in ("stdout", "stderr"))
             if out.exists() or err.exists():
                 found.append((attempt, out, err))
         return found

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from shepard.catalog.base import Catalog
 from shepard.model import Job, JobStatus, Outcome, RetryPolicy
@@ -96,14 +97,17 @@ def run_claimed(
     policy: RetryPolicy,
     control: AttemptControl,
     clock: Clock = time.time,
+    slot: Path | None = None,
 ) -> JobStatus | None:
     """Run one claimed attempt and record its outcome; return the job's new status.
+
+    `slot`: the calling worker slot's own folder, reused as the job's root folder.
 
     None means the catalog refused the report because the attempt is no longer current.
     """
     if control.stop.is_set() and control.stop_reason == SHUTDOWN:
         return release(catalog, job)
-    outcome = run_attempt(job, ctx, control)
+    outcome = run_attempt(job, ctx, control, slot=slot)
     if outcome.status is JobStatus.CANCELLED and control.stop_reason == SHUTDOWN:
         return release(catalog, job)
     return report(catalog, job, outcome, policy, clock(), ctx.outputs)

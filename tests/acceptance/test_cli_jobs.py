@@ -56,8 +56,10 @@ def test_submit_json_runs_with_the_full_environment(cli: Cli) -> None:
     stamp = time.strftime("%Y/%m/%d-%H:%M:%S", time.gmtime(start))
     assert env["JOB_STATUS"] == f"calling_payload_code {stamp} U.T.C."
     assert env["IS_INVOKED"] == "True" and env["INPUT_ZIP_NAME"] == "None"
-    assert env["ROOT_INPUT_NAME"].endswith(f"{job_id}/input")
-    assert env["ROOT_OUTPUT_NAME"].endswith(f"{job_id}/output")
+    root = Path(env["ROOT_INPUT_NAME"]).parent
+    assert root.parent == cli.flock / "work"
+    assert env["ROOT_INPUT_NAME"] == f"{root}/input"
+    assert env["ROOT_OUTPUT_NAME"] == f"{root}/output"
     assert env["INPUTS_BUCKET"] == str(cli.flock / "inputs")
     assert env["OUTPUTS_BUCKET"] == str(cli.flock / "outputs")
     assert env["ERROR_BUCKET"] == str(cli.flock / "errors")

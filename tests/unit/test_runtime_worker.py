@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shepard.model import Job, JobStatus, Outcome, new_job_id
-from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
+from shepard.runtime import AttemptControl, RuntimeContext, log_key, run_attempt
 from shepard.storage import LocalStore
 
 GRACE = 0.2
@@ -478,11 +478,30 @@ def test_logs_are_kept_per_attempt(ctx: RuntimeContext) -> None:
         replace(job, attempt=2, started_at=(job.started_at or 0) + 1),
         replace(ctx, command="echo two"),
     )
-    logs = ctx.logs.root / job.id
-    assert (logs / "1.stdout").read_text() == "one\n"
-    assert (logs / "1.stderr").read_text() == "e1\n"
-    assert (logs / "2.stdout").read_text() == "two\n"
-    assert (logs / "2.stderr").read_text() == ""
+    def log(attempt: int, stream: str) -> str:
+        return ctx.logs.path(log_key(job.id, attempt, stream)).read_text()
+
+    assert log(1, "stdout") == "one\n"
+    assert log(1, "stderr") == "e1\n"
+    assert log(2, "stdout") == "two\n"
+    assert log(2, "stderr") == ""
+
+
+def test_a_reused_slot_is_emptied_before_and_after_each_job(
+    ctx: RuntimeContext, tmp_path: Path
+) -> None:
+    slot = tmp_path / "slot-0"
+    (slot / "input" / "secrets").mkdir(parents=True)
+    (slot / "input" / "secrets" / "old").write_text("stale secret")
+    (slot / "output").mkdir()
+    (slot / "output" / "stale.txt").write_text("from an earlier job")
+    (slot / "junk").write_text("left in the working folder")
+    listing = 'find . | sort > "$ROOT_OUTPUT_NAME/seen.txt"; echo x > scratch.txt'
+    outcome = run_attempt(make_job(), replace(ctx, command=listing), AttemptControl(), slot=slot)
+    assert outcome.status is JobStatus.SUCCEEDED
+    seen = members(ctx.outputs, outcome.outputs[0])["seen.txt"].decode().split()
+    assert seen == [".", "./input", "./input/secrets", "./output", "./output/seen.txt"]
+    assert sorted(p.name for p in slot.rglob("*")) == ["input", "output", "secrets"]
 
 
 # --- quick deploy ---------------------------------------------------------------------------

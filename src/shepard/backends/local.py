@@ -6,14 +6,20 @@ processes with a local backend on one flock cooperate through the catalog's leas
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from shepard.catalog.base import Catalog
 from shepard.model import Job, RetryPolicy
 from shepard.runtime import AttemptControl, RuntimeContext
+from shepard.runtime.workspace import remove_tree
 from shepard.sheep import SHUTDOWN, Clock, Heartbeat, run_claimed
 
 
@@ -48,6 +54,9 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._inflight = 0
         self._closing = False
+        self._slots = threading.local()
+        self._slot_names = itertools.count()
+        sweep_slots(ctx.workspace_root)
 
     def capacity(self) -> int:
         with self._lock:
@@ -76,6 +85,8 @@ class LocalBackend:
             self._heartbeat.stop(None, SHUTDOWN)
         self._pool.shutdown(wait=True)
         self._heartbeat.close()
+        for slot in self.ctx.workspace_root.glob(f"{_slot_prefix()}*"):
+            remove_tree(slot)
 
     def _run(self, job: Job, control: AttemptControl) -> None:
         """Run `job`, then keep claiming and running the next queued job until none is left."""
@@ -86,7 +97,10 @@ class LocalBackend:
                     control.stop_reason = SHUTDOWN
                     control.stop.set()
                 try:
-                    run_claimed(current, self.ctx, self.catalog, self.policy, control, self.clock)
+                    run_claimed(
+                        current, self.ctx, self.catalog, self.policy, control, self.clock,
+                        self._slot(),
+                    )  # fmt: skip
                 finally:
                     self._heartbeat.drop(current.id)
                 current = None if self._closing else self._claim_next()
@@ -97,6 +111,38 @@ class LocalBackend:
                 self._inflight -= 1
             self.wakeup.set()
 
+    def _slot(self) -> Path:
+        """This worker thread's own folder, reused as the root folder of each of its jobs."""
+        slot: Path | None = getattr(self._slots, "path", None)
+        if slot is None:
+            slot = self._slots.path = self.ctx.workspace_root / (
+                f"{_slot_prefix()}{next(self._slot_names)}"
+            )
+        return slot
+
     def _claim_next(self) -> Job | None:
         claimed = self.catalog.claim(self.worker_id, now=self.clock(), lease=self.lease)
         return claimed[0] if claimed else None
+
+
+def _slot_prefix(pid: int | None = None) -> str:
+    return f"slot-{socket.gethostname()}-{pid or os.getpid()}-"
+
+
+def sweep_slots(workspace_root: Path) -> None:
+    """Remove slot folders left by dead processes of this host (e.g. after kill -9)."""
+    pattern = re.compile(re.escape(f"slot-{socket.gethostname()}-") + r"(\d+)-\d+")
+    for folder in workspace_root.glob("slot-*"):
+        match = pattern.fullmatch(folder.name)
+        if match and not _alive(int(match.group(1))):
+            remove_tree(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

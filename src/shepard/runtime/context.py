@@ -18,7 +18,7 @@ class RuntimeContext:
     outputs: ObjectStore  # result zips (OUTPUTS_BUCKET)
     errors: ObjectStore  # error bundles (ERROR_BUCKET)
     quick_deploy: ObjectStore  # quick-deploy folders (QUICK_DEPLOY_BUCKET)
-    logs: LocalStore  # per-attempt stdout/stderr: <job_id>/<attempt>.stdout|.stderr
+    logs: LocalStore  # per-attempt stdout/stderr, keys from log_key()
     secrets_dir: Path  # files copied into $ROOT_INPUT_NAME/secrets/ for every job
     workspace_root: Path  # job workspaces: <workspace_root>/<UUID>/{input,output}
     command: str | None  # the payload command, run with /bin/sh -c
@@ -41,3 +41,13 @@ class AttemptControl:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = "cancelled"
     still_current: Callable[[], bool] = lambda: True
+
+
+def log_key(job_id: str, attempt: int, stream: str) -> str:
+    """Key of an attempt's `stream` ("stdout" or "stderr") in the logs store.
+
+    `<first 8 characters of the id>/<id>.<attempt>.<stream>`: job ids start with their
+    creation time, so the jobs of one submission share a few folders instead of making one
+    folder per job (folder creation is what short jobs pay most for on many filesystems).
+    """
+    return f"{job_id[:8]}/{job_id}.{attempt}.{stream}"

@@ -20,9 +20,13 @@ def place_secrets(source: Path, dest: Path) -> None:
     Each copy is created with mode 0600, so it is never readable by others, not even for a
     moment (modes are only ever narrowed by the umask). Symlinks to regular files are
     followed; folders and other entries are skipped. A missing `source` means no secrets:
-    `dest` is still created, empty. `dest` must not exist yet. OSError propagates.
+    `dest` is still created, empty. An existing `dest` (a reused slot) must be empty; its
+    mode is set back to 0700. OSError propagates.
     """
-    os.mkdir(dest, 0o700)
+    try:
+        os.mkdir(dest, 0o700)
+    except FileExistsError:
+        os.chmod(dest, 0o700)
     try:
         entries = os.scandir(source)
     except (FileNotFoundError, NotADirectoryError):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from shepard.errors import PayloadError, StorageError
 from shepard.model import Job, JobStatus, Outcome
-from shepard.runtime.context import AttemptControl, RuntimeContext
+from shepard.runtime.context import AttemptControl, RuntimeContext, log_key
 from shepard.runtime.contract import attempt_timeout, build_env
 from shepard.runtime.errorbundle import (
     AttemptReport,
@@ -73,6 +73,7 @@ def run_attempt(
     clock: Callable[[], float] = time.time,
     grace: float = KILL_GRACE,
     base_env: Mapping[str, str] | None = None,
+    slot: Path | None = None,
 ) -> Outcome:
     """Run the current attempt of the claimed `job` and say how it ended. Never raises for a
     job-level problem (only BaseExceptions such as KeyboardInterrupt propagate, after the
@@ -81,9 +82,11 @@ def run_attempt(
     `job.started_at` is the attempt's START_TIME (`clock()` when unset). The timeout (the job's,
     else `ctx.timeout`) counts from START_TIME: END_TIME is the deadline. `grace` is the time
     between SIGTERM and SIGKILL; `base_env` (default os.environ) is the inherited environment.
+    `slot`: a folder owned by the calling worker slot, used (emptied) as the job's root folder
+    instead of `<workspace_root>/<UUID>`.
     """
     env = inherited_env() if base_env is None else base_env
-    return _Attempt(job, ctx, control, clock, grace, env).run()
+    return _Attempt(job, ctx, control, clock, grace, env, slot).run()
 
 
 class _Attempt:
@@ -95,8 +98,9 @@ class _Attempt:
         clock: Callable[[], float],
         grace: float,
         base_env: Mapping[str, str],
+        slot: Path | None = None,
     ) -> None:
-        self.job, self.ctx, self.control = job, ctx, control
+        self.job, self.ctx, self.control, self.slot = job, ctx, control, slot
         self.clock, self.grace, self.base_env = clock, grace, base_env
         self.start_time = job.started_at if job.started_at is not None else int(clock())
         self.ws: Workspace | None = None
@@ -122,9 +126,10 @@ class _Attempt:
             return self._fail(reason, detail=traceback.format_exc())
 
     def _execute(self) -> Outcome:
-        ws = self.ws = plan_workspace(self.ctx, self.job.id)
-        stem = f"{self.job.id}/{self.job.attempt}"
-        stdout, stderr = self.ctx.logs.path(stem + ".stdout"), self.ctx.logs.path(stem + ".stderr")
+        ws = self.ws = plan_workspace(self.ctx, self.job.id, self.slot)
+        logs = self.ctx.logs
+        stdout = logs.path(log_key(self.job.id, self.job.attempt, "stdout"))
+        stderr = logs.path(log_key(self.job.id, self.job.attempt, "stderr"))
         self.logs = (stdout, stderr)
         command, cwd, env = self._prepare(ws)
         if self.control.stop.is_set():

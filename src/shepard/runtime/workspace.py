@@ -10,6 +10,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shepard.runtime.context import RuntimeContext
 
@@ -44,6 +45,7 @@ class Workspace:
     root: Path
     efs: Path | None = None
     lustre: Path | None = None
+    reused: bool = False  # root is a worker slot's folder, kept (emptied) between jobs
     input: Path = field(init=False)  # ROOT_INPUT_NAME
     output: Path = field(init=False)  # ROOT_OUTPUT_NAME
     secrets: Path = field(init=False)  # ROOT_INPUT_NAME/secrets
@@ -65,8 +67,12 @@ class Workspace:
         return tuple(found)
 
 
-def plan_workspace(ctx: RuntimeContext, job_id: str) -> Workspace:
+def plan_workspace(ctx: RuntimeContext, job_id: str, slot: Path | None = None) -> Workspace:
     """The Workspace of `job_id` under `ctx` (nothing is created).
+
+    With `slot`, the root is that folder (a worker slot's, reused job after job and emptied
+    in between) instead of `<workspace_root>/<UUID>`: creating and removing folders is the
+    dearest part of a short job on many filesystems.
 
     Raises SetupError (not retryable) when `job_id` is not a plain folder name, so a bad id can
     never make the runtime create or remove anything outside its folders.
@@ -74,9 +80,10 @@ def plan_workspace(ctx: RuntimeContext, job_id: str) -> Workspace:
     if not _SAFE_ID.fullmatch(job_id):
         raise SetupError(f"job id {job_id!r} is not a safe folder name", retryable=False)
     return Workspace(
-        root=ctx.workspace_root / job_id,
+        root=slot or ctx.workspace_root / job_id,
         efs=None if ctx.efs is None else ctx.efs / job_id,
         lustre=None if ctx.lustre is None else ctx.lustre / job_id,
+        reused=slot is not None,
     )
 
 
@@ -85,6 +92,9 @@ def create_workspace(ws: Workspace) -> None:
     the same job may have left behind (e.g. after a crash). Raises SetupError on failure."""
     try:
         for folder in ws.folders():
+            if ws.reused and folder == ws.root:
+                empty_slot(folder)
+                continue
             _fresh_folder(folder)
             os.mkdir(folder / INPUT_DIR)
             os.mkdir(folder / OUTPUT_DIR)
@@ -104,10 +114,37 @@ def _fresh_folder(folder: Path) -> None:
 
 
 def remove_workspace(ws: Workspace) -> None:
-    """Remove all the job's folders. Best effort: never raises."""
+    """Remove all the job's folders (a reused slot is emptied, not removed). Never raises."""
     for folder in ws.folders():
         with contextlib.suppress(Exception):
-            remove_tree(folder)
+            if ws.reused and folder == ws.root:
+                empty_slot(folder)
+            else:
+                remove_tree(folder)
+
+
+_SLOT_KEEP: dict[str, Any] = {INPUT_DIR: {SECRETS_DIR: {}}, OUTPUT_DIR: {}}
+
+
+def empty_slot(folder: Path) -> None:
+    """Make a slot folder hold just empty `input/`, `input/secrets/` and `output/`, removing
+    everything else but keeping those folders (no mkdir/rmdir for the common case)."""
+    os.makedirs(folder, exist_ok=True)
+    _empty(str(folder), _SLOT_KEEP)
+    for sub in (INPUT_DIR, OUTPUT_DIR):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder / sub)
+
+
+def _empty(path: str, keep: dict[str, Any]) -> None:
+    """Remove the entries of `path`, except folders named in `keep`, which are emptied."""
+    with os.scandir(path) as it:
+        entries = list(it)
+    for entry in entries:
+        if entry.name in keep and entry.is_dir(follow_symlinks=False):
+            _empty(entry.path, keep[entry.name])
+        else:
+            remove_tree(Path(entry.path))
 
 
 def remove_tree(path: Path) -> None:
