@@ -4,6 +4,7 @@ Shepard hands the job its parameters as environment variables: ITEM (which slice
 (how wide a slice is). The result goes to $ROOT_OUTPUT_NAME, which Shepard zips and collects.
 """
 
+import itertools
 import json
 import math
 import os
@@ -28,10 +29,15 @@ def main() -> None:
     began = time.perf_counter()
     primes = primes_in(lo, hi + 2)
     inside = [p for p in primes if p < hi]
-    twins = sum(1 for a, b in zip(primes, primes[1:]) if b - a == 2 and a < hi)
+    twins = sum(1 for a, b in itertools.pairwise(primes) if b - a == 2 and a < hi)
     result = {
-        "item": item, "from": lo, "to": hi, "primes": len(inside), "twin_pairs": twins,
-        "largest": inside[-1] if inside else None, "job": os.environ["UUID"],
+        "item": item,
+        "from": lo,
+        "to": hi,
+        "primes": len(inside),
+        "twin_pairs": twins,
+        "largest": inside[-1] if inside else None,
+        "job": os.environ["UUID"],
         "seconds": round(time.perf_counter() - began, 4),
     }
     out = os.path.join(os.environ["ROOT_OUTPUT_NAME"], f"primes-{item:05d}.json")

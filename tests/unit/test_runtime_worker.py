@@ -478,6 +478,7 @@ def test_logs_are_kept_per_attempt(ctx: RuntimeContext) -> None:
         replace(job, attempt=2, started_at=(job.started_at or 0) + 1),
         replace(ctx, command="echo two"),
     )
+
     def log(attempt: int, stream: str) -> str:
         return ctx.logs.path(log_key(job.id, attempt, stream)).read_text()
 
