@@ -154,38 +154,30 @@ class SqlCatalog:
     ) -> JobStatus | None:
         if not outcome.status.terminal:
             raise ValueError(f"an attempt cannot end as {outcome.status.value!r}")
-        fence = sa.and_(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.status == _RUNNING)
+        wants_retry = (
+            outcome.status is JobStatus.FAILED and retry_at is not None and outcome.retryable
+        )
+        params = {
+            "b_id": job_id,
+            "b_attempt": attempt,
+            "now": now,
+            "final": outcome.status.value,
+            "wants_retry": wants_retry,
+            "retry_at": retry_at,
+            "b_reason": outcome.reason,
+            "b_exit_code": outcome.exit_code,
+            "b_outputs": json.dumps(list(outcome.outputs), separators=(",", ":")),
+            "b_error_bundle": outcome.error_bundle,
+        }
         with self._transaction() as conn:
-            current = conn.execute(
-                sa.select(jobs.c.max_attempts).where(fence).with_for_update()
-            ).first()
-            if current is None:
+            found = conn.execute(_FINISH, params).scalar()
+            if found is None:
                 return None
-            retry = (
-                outcome.status is JobStatus.FAILED
-                and retry_at is not None
-                and outcome.retryable
-                and attempt < current.max_attempts
-            )
-            status = JobStatus.QUEUED if retry else outcome.status
-            conn.execute(
-                jobs.update()
-                .where(fence)
-                .values(
-                    status=status.value,
-                    not_before=retry_at if retry else None,
-                    finished_at=None if retry else now,
-                    lease_until=None,
-                    reason=outcome.reason,
-                    exit_code=outcome.exit_code,
-                    outputs=json.dumps(list(outcome.outputs), separators=(",", ":")),
-                    # the last error bundle stays visible after a later attempt succeeds
-                    error_bundle=sa.func.coalesce(outcome.error_bundle, jobs.c.error_bundle),
+            status = JobStatus(found)
+            if status is JobStatus.QUEUED:
+                detail: str | None = (
+                    f"retry in {(retry_at or now) - now:g}s after: {outcome.reason}"
                 )
-            )
-            if retry:
-                assert retry_at is not None  # implied by `retry`; narrows the type
-                detail: str | None = f"retry in {retry_at - now:g}s after: {outcome.reason}"
             else:
                 detail = outcome.reason
             _record(conn, [(job_id, attempt)], status, now, detail)
@@ -412,6 +404,45 @@ def _claim_statement(restricted: bool) -> sa.Update:
 _CLAIM, _CLAIM_IDS = _claim_statement(False), _claim_statement(True)
 
 
+def _finish_statement() -> sa.Update:
+    """One fenced UPDATE ... RETURNING status that ends an attempt, or re-queues the job when
+    a retry is wanted and attempts are left (decided in SQL, so no read comes first)."""
+    retry = sa.and_(
+        sa.bindparam("wants_retry", type_=sa.Boolean()), jobs.c.attempt < jobs.c.max_attempts
+    )
+    now = sa.bindparam("now", type_=sa.Float())
+    return (
+        jobs.update()
+        .where(
+            jobs.c.id == sa.bindparam("b_id"),
+            jobs.c.attempt == sa.bindparam("b_attempt"),
+            jobs.c.status == _RUNNING,
+        )
+        .values(
+            status=sa.case((retry, _QUEUED), else_=sa.bindparam("final", type_=sa.String())),
+            # explicit casts: PostgreSQL cannot infer the type of a NULL parameter in a CASE
+            not_before=sa.case(
+                (retry, sa.cast(sa.bindparam("retry_at", type_=sa.Float()), sa.Float())),
+                else_=sa.null(),
+            ),
+            finished_at=sa.case((retry, sa.null()), else_=sa.cast(now, sa.Float())),
+            lease_until=None,
+            reason=sa.bindparam("b_reason", type_=sa.Text()),
+            exit_code=sa.bindparam("b_exit_code", type_=sa.Integer()),
+            outputs=sa.bindparam("b_outputs", type_=sa.Text()),
+            # the last error bundle stays visible after a later attempt succeeds
+            error_bundle=sa.func.coalesce(
+                sa.bindparam("b_error_bundle", type_=sa.Text()), jobs.c.error_bundle
+            ),
+        )
+        .returning(jobs.c.status)
+    )
+
+
+_FINISH = _finish_statement()
+_INSERT_EVENT = job_events.insert()
+
+
 # -- row helpers ------------------------------------------------------------------------------
 
 
@@ -463,7 +494,7 @@ def _record(
             }
             for job_id, attempt in held
         ]
-        conn.execute(job_events.insert(), rows)
+        conn.execute(_INSERT_EVENT, rows)
 
 
 def _seq(item: Any) -> int:
