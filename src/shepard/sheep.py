@@ -82,7 +82,9 @@ class Heartbeat:
             self._thread.join()
 
     def _loop(self) -> None:
-        period = max(0.2, self.lease / 4)
+        # Beats also carry cancellations to running payloads, so keep them frequent enough
+        # for `shepard cancel` to act within seconds even with a long lease.
+        period = max(0.2, min(self.lease / 4, 2.0))
         while not self._closed.wait(period):
             try:
                 self.beat()
