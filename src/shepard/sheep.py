@@ -12,16 +12,27 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from shepard.catalog.base import Catalog
+from shepard.errors import CatalogError
 from shepard.model import Job, JobStatus, Outcome, RetryPolicy
+from shepard.recovery import before_attempt
 from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
 from shepard.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-SHUTDOWN = "shutdown"  # stop reason: the sheep is going away; the job goes back to the queue
+SHUTDOWN = "shutdown"
+
+
+class Runner(Protocol):
+    """Runs one attempt: `shepard.runtime.run_attempt` or something that delegates to it."""
+
+    def __call__(
+        self, job: Job, ctx: RuntimeContext, control: AttemptControl, *, slot: Path | None = None
+    ) -> Outcome: ...  # stop reason: the sheep is going away; the job goes back to the queue
 
 
 class Heartbeat:
@@ -100,16 +111,20 @@ def run_claimed(
     control: AttemptControl,
     clock: Clock = time.time,
     slot: Path | None = None,
+    runner: Runner = run_attempt,
 ) -> JobStatus | None:
     """Run one claimed attempt and record its outcome; return the job's new status.
 
     `slot`: the calling worker slot's own folder, reused as the job's root folder.
+    `runner`: what runs the attempt (in this process by default; see backends/procs.py).
 
     None means the catalog refused the report because the attempt is no longer current.
     """
     if control.stop.is_set() and control.stop_reason == SHUTDOWN:
         return release(catalog, job)
-    outcome = run_attempt(job, ctx, control, slot=slot)
+    if job.attempt > 1:  # an earlier attempt's sheep may have died after publishing
+        before_attempt(catalog, job, ctx.outputs)
+    outcome = runner(job, ctx, control, slot=slot)
     if outcome.status is JobStatus.CANCELLED and control.stop_reason == SHUTDOWN:
         return release(catalog, job)
     return report(catalog, job, outcome, policy, clock(), ctx.outputs)
@@ -131,7 +146,16 @@ def report(
         and outcome.exit_code not in policy.no_retry_exit_codes
     ):
         retry_at = now + policy.delay(job.attempt)
-    status = catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
+    try:
+        status = catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
+    except CatalogError as exc:
+        # Nothing is lost: the lease runs out and the job runs again as a new attempt, which
+        # first removes the results this one may have published (see recovery.py).
+        log.error(
+            "job %s attempt %d: could not record its outcome (%s): %s",
+            job.id, job.attempt, outcome.status.value, exc,
+        )  # fmt: skip
+        raise
     if status is None and outcome.outputs:
         # A newer attempt owns the job (or it was cancelled): withdraw this attempt's results.
         for key in outcome.outputs:

@@ -1,7 +1,9 @@
-"""The local backend: a pool of worker threads on this machine, each running one job at a time.
+"""The local backend: `workers` slots on this machine, each running one job at a time.
 
-The runtime runs in-process; each payload is a child process (own process group). Several
-processes with a local backend on one flock cooperate through the catalog's leases.
+Each slot is a thread of this process (claims, heartbeats, reports to the catalog) paired with
+a runner process of its own (workspace, payload, outputs; see procs.py); each payload is a
+child of that runner, in its own process group. Several processes with a local backend on one
+flock cooperate through the catalog's leases.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from shepard.backends.procs import RunnerProcess
 from shepard.catalog.base import Catalog
 from shepard.model import Job, RetryPolicy
 from shepard.runtime import AttemptControl, RuntimeContext
@@ -55,6 +58,7 @@ class LocalBackend:
         self._inflight = 0
         self._closing = False
         self._slots = threading.local()
+        self._runners: list[RunnerProcess] = []
         self._slot_names = itertools.count()
         sweep_slots(ctx.workspace_root)
 
@@ -85,6 +89,8 @@ class LocalBackend:
             self._heartbeat.stop(None, SHUTDOWN)
         self._pool.shutdown(wait=True)
         self._heartbeat.close()
+        for runner in self._runners:
+            runner.close()
         for slot in self.ctx.workspace_root.glob(f"{_slot_prefix()}*"):
             remove_tree(slot)
 
@@ -97,9 +103,10 @@ class LocalBackend:
                     control.stop_reason = SHUTDOWN
                     control.stop.set()
                 try:
+                    slot, runner = self._slot()
                     run_claimed(
                         current, self.ctx, self.catalog, self.policy, control, self.clock,
-                        self._slot(),
+                        slot, runner,
                     )  # fmt: skip
                 finally:
                     self._heartbeat.drop(current.id)
@@ -111,13 +118,15 @@ class LocalBackend:
                 self._inflight -= 1
             self.wakeup.set()
 
-    def _slot(self) -> Path:
-        """This worker thread's own folder, reused as the root folder of each of its jobs."""
-        slot: Path | None = getattr(self._slots, "path", None)
+    def _slot(self) -> tuple[Path, RunnerProcess]:
+        """This worker thread's folder (the root folder of each of its jobs) and runner."""
+        slot: tuple[Path, RunnerProcess] | None = getattr(self._slots, "slot", None)
         if slot is None:
-            slot = self._slots.path = self.ctx.workspace_root / (
-                f"{_slot_prefix()}{next(self._slot_names)}"
-            )
+            folder = self.ctx.workspace_root / f"{_slot_prefix()}{next(self._slot_names)}"
+            runner = RunnerProcess(self.ctx)
+            with self._lock:
+                self._runners.append(runner)
+            slot = self._slots.slot = (folder, runner)
         return slot
 
     def _claim_next(self) -> Job | None:
