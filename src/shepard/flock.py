@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +20,7 @@ from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus, ParamValue
-from shepard.params import validate_params
+from shepard.params import find_key, validate_params
 from shepard.runtime import RuntimeContext, log_key
 from shepard.storage import LocalStore
 
@@ -207,6 +207,65 @@ class Flock:
                 if on_file:
                     on_file(path)
         return copied
+
+    # -- user actions ---------------------------------------------------------------------
+
+    def cancel(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        statuses: Sequence[JobStatus] = (JobStatus.QUEUED, JobStatus.RUNNING),
+    ) -> list[str]:
+        """Cancel queued and running jobs (all of them in `statuses` when job_ids is None).
+
+        Returns the ids cancelled. A queued job never starts; the sheep running a running job
+        notices at its next heartbeat (within about 2 s) and kills the payload's process group,
+        and the runtime's late report of that attempt is refused by the catalog.
+        """
+        return self.catalog.cancel(job_ids, now=self.clock(), statuses=statuses)
+
+    def retry(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        statuses: Sequence[JobStatus] = (JobStatus.FAILED,),
+        since: float | None = None,
+        tag: str | None = None,
+        extra_attempts: int = 1,
+    ) -> list[str]:
+        """Queue terminal jobs again as new attempts of the same ids; return the ids requeued.
+
+        Only jobs in `statuses` (failed by default), finished at or after `since` (epoch
+        seconds), and whose TAG parameter equals `tag` ignoring case (the key's case is ignored
+        too), are taken; each may run `extra_attempts` more times.
+        """
+        if tag is not None:
+            wanted = tag.casefold()
+            job_ids = [
+                job.id
+                for job in self._jobs(job_ids, statuses)
+                if (find_key(job.params, "TAG") or "").casefold() == wanted
+            ]
+        return self.catalog.requeue(
+            job_ids, now=self.clock(), statuses=statuses, since=since,
+            extra_attempts=extra_attempts,
+        )  # fmt: skip
+
+    def _jobs(self, job_ids: Sequence[str] | None, statuses: Sequence[JobStatus]) -> Iterator[Job]:
+        """The named jobs, or every job in `statuses` (oldest first, paged)."""
+        if job_ids is not None:
+            for job_id in job_ids:
+                job = self.catalog.get(job_id)
+                if job is not None and job.status in statuses:
+                    yield job
+            return
+        for status in statuses:
+            after: int | None = None
+            while page := self.catalog.page(
+                status=status, limit=1000, after_seq=after, newest_first=False
+            ):
+                yield from page
+                after = page[-1].seq
 
     # -- running --------------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ class Cli:
     def __init__(self, flock: Path, cwd: Path) -> None:
         self.flock, self.cwd = flock, cwd
         self.env = {**os.environ, "SHEPARD_FLOCK": str(flock), "COLUMNS": "200"}
+        # never read or write the developer's own profiles
+        self.env.pop("SHEPARD_PROFILE", None)
+        self.env["SHEPARD_CONFIG_DIR"] = str(cwd / "config")
 
     def __call__(
         self, *args: str, ok: bool | None = True, timeout: float = 120, stdin: str | None = None

@@ -9,7 +9,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
+from shepard.keys import ENV_VAR
 from shepard.runtime.errorbundle import (
     AttemptReport,
     describe_returncode,
@@ -20,6 +22,7 @@ from shepard.runtime.errorbundle import (
 from shepard.runtime.outputs import MAX_TAG, sanitize_tag, zip_folder
 from shepard.runtime.secrets import place_secrets
 from shepard.runtime.workspace import remove_tree
+from shepard.secrets import SecretStore
 from shepard.storage import LocalStore
 
 
@@ -139,18 +142,19 @@ def test_workspace_listing(tmp_path: Path) -> None:
     ]
 
 
-def test_place_secrets(tmp_path: Path) -> None:
+def test_place_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, Fernet.generate_key().decode())
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "a").write_text("A")
+    SecretStore(src).put_all({"a": b"A", "b": b"B"})
     (src / "sub").mkdir()
+    (src / "plain").write_text("P")  # not encrypted: ignored
     (tmp_path / "target").write_text("T")
-    (src / "link").symlink_to(tmp_path / "target")
+    (src / "link.fernet").symlink_to(tmp_path / "target")  # not a stored secret: ignored
     place_secrets(src, tmp_path / "dest")
     dest = tmp_path / "dest"
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
-    assert sorted(p.name for p in dest.iterdir()) == ["a", "link"]
-    assert (dest / "link").read_text() == "T" and not (dest / "link").is_symlink()
+    assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]
+    assert (dest / "a").read_text() == "A" and (dest / "b").read_text() == "B"
     assert {stat.S_IMODE(p.stat().st_mode) for p in dest.iterdir()} == {0o600}
     place_secrets(tmp_path / "missing", tmp_path / "dest2")
     assert list((tmp_path / "dest2").iterdir()) == []

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
+from shepard.keys import ENV_VAR
 from shepard.model import Job, JobStatus, Outcome, new_job_id
 from shepard.runtime import AttemptControl, RuntimeContext, log_key, run_attempt
+from shepard.secrets import SecretStore
 from shepard.storage import LocalStore
 
 GRACE = 0.2
@@ -215,15 +218,14 @@ def test_missing_bundle_fails_clearly(ctx: RuntimeContext) -> None:
     assert not (ctx.workspace_root / job.id).exists()
 
 
-def write_secrets(ctx: RuntimeContext) -> None:
-    ctx.secrets_dir.mkdir()
-    (ctx.secrets_dir / "api.key").write_bytes(SECRET)
-    (ctx.secrets_dir / "db.txt").write_bytes(SECRET + b"-db")
-    (ctx.secrets_dir / "folder").mkdir()
+def write_secrets(ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, Fernet.generate_key().decode())
+    SecretStore(ctx.secrets_dir).put_all({"api.key": SECRET, "db.txt": SECRET + b"-db"})
+    (ctx.secrets_dir / "folder").mkdir()  # not a secret: ignored
 
 
-def test_secrets_are_private_copies(ctx: RuntimeContext) -> None:
-    write_secrets(ctx)
+def test_secrets_are_private_copies(ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_secrets(ctx, monkeypatch)
     command = (
         'cd "$ROOT_INPUT_NAME/secrets" && stat -c "%a %n" . * > "$ROOT_OUTPUT_NAME/modes.txt" '
         '&& cat api.key > "$ROOT_OUTPUT_NAME/key.txt"'
@@ -241,8 +243,10 @@ def test_secrets_folder_exists_without_secrets(ctx: RuntimeContext) -> None:
     assert len(outcome.outputs) == 1
 
 
-def test_secrets_never_reach_the_error_bundle(ctx: RuntimeContext) -> None:
-    write_secrets(ctx)
+def test_secrets_never_reach_the_error_bundle(
+    ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_secrets(ctx, monkeypatch)
     outcome = run(make_job(), replace(ctx, command="echo failing; exit 1"))
     files = members(ctx.errors, outcome.error_bundle or "")
     assert not any(SECRET in data for data in files.values())

@@ -15,10 +15,24 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from shepard.errors import ShepardError
 from shepard.flock import Flock
+from shepard.profiles import ProfileStore
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+def resolve_flock(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path:
+    """The flock folder: --flock > SHEPARD_FLOCK > the profile in effect's flock > '.'."""
+    if ctx.resilient_parsing:  # shell completion: no file access
+        return Path(".") if value is None else value
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if value is not None and (source is None or source.name != "DEFAULT"):
+        return value  # given on the command line or through SHEPARD_FLOCK
+    found = ProfileStore.from_env().active_flock()  # raises when the profile is unusable
+    return found[0] if found else Path(".")
+
 
 FlockOption = Annotated[
     Path,
@@ -26,8 +40,10 @@ FlockOption = Annotated[
         "--flock",
         "-f",
         envvar="SHEPARD_FLOCK",
-        help="Flock folder (holds flock.toml).",
-        show_default=True,
+        callback=resolve_flock,
+        help="Flock folder (holds flock.toml). Default: SHEPARD_FLOCK, else the flock of the "
+        "profile in effect (SHEPARD_PROFILE, else `shepard set-profile`), else '.'.",
+        show_default=False,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -35,6 +51,34 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 def open_flock(folder: Path) -> Flock:
     return Flock.open(folder)
+
+
+# Which commands take each profile option as their default (aliases included).
+PROFILE_DEFAULTS = {
+    "workers": ("up",),
+    "wait": ("batch", "submit", "batch-via-api", "batch_via_api"),
+}
+
+
+def apply_profile_defaults(ctx: typer.Context) -> None:
+    """Make the profile in effect's options (workers, wait) the defaults of the commands.
+
+    Options given on the command line still win. An unusable profile adds nothing here: the
+    commands that need its flock report the problem.
+    """
+    try:
+        active = ProfileStore.from_env().active()
+    except ShepardError:
+        return
+    if active is None:
+        return
+    default_map = dict(ctx.default_map or {})
+    for key, value in active.profile.values().items():
+        if value is None:
+            continue
+        for command in PROFILE_DEFAULTS.get(key, ()):
+            default_map[command] = {**default_map.get(command, {}), key: value}
+    ctx.default_map = default_map
 
 
 def print_json(data: Any) -> None:

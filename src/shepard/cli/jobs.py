@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from shepard.cli import render
 from shepard.cli.common import (
@@ -25,9 +28,11 @@ from shepard.errors import ParamsError
 from shepard.flock import Flock, Submission
 from shepard.model import JobStatus
 from shepard.params import parse_params_json
+from shepard.triggers import ScanResult, count_rejected, watching
 
 WaitOption = Annotated[
-    bool, typer.Option("--wait", "-w", help="Run the jobs here and wait until they end.")
+    bool,
+    typer.Option("--wait/--no-wait", "-w", help="Run the jobs here and wait until they end."),
 ]
 
 
@@ -168,14 +173,30 @@ def up(
     workers: Annotated[
         int | None, typer.Option(help="Worker slots (default: the flock's backend.workers).")
     ] = None,
+    no_inbox: Annotated[
+        bool,
+        typer.Option("--no-inbox", help="Do not turn bundles dropped into inbox/ into jobs."),
+    ] = False,
 ) -> None:
-    """Run queued jobs in the foreground until Ctrl-C."""
+    """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
     n = workers or f.config.backend.workers
     console.print(f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)")
-    with interruptible() as stop:
-        f.run(stop, workers=n)
+    wakeup = threading.Event()
+    inbox: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if not no_inbox:
+        console.print(f"turning bundles dropped into {f.dir.store_path('inbox')} into jobs")
+        inbox = watching(f, wakeup=wakeup, on_result=_report_inbox)
+    with interruptible() as stop, inbox:
+        f.run(stop, workers=n, wakeup=wakeup)
     console.print(render.counts_table(f.counts()))
+
+
+def _report_inbox(result: ScanResult) -> None:
+    if result.jobs:
+        console.print(f"inbox: registered {len(result.jobs)} bundle(s)")
+    for r in result.rejected:
+        err_console.print(f"[red]inbox: rejected {escape(r.name)}[/]: {escape(r.reason)}")
 
 
 def query(
@@ -183,15 +204,29 @@ def query(
     limit: Annotated[int, typer.Option(help="How many recent jobs to list.")] = 20,
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
     as_json: JsonOption = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Live counts with a progress bar, until Ctrl-C.")
+    ] = False,
+    until_done: Annotated[
+        bool,
+        typer.Option("--until-done", help="With --watch: end once nothing is queued or running."),
+    ] = False,
 ) -> None:
-    """Job counts per status and the most recent jobs."""
+    """Job counts per status and the most recent jobs (or live counts with --watch)."""
     f = open_flock(flock)
+    if watch or until_done:
+        from shepard.cli.ops import watch as watch_counts
+
+        watch_counts(f, until_done=until_done)
+        return
     counts = f.counts()
     jobs = f.recent(limit, status)
+    rejected = count_rejected(f)
     if as_json:
         print_json(
             {
                 "counts": {s.value: n for s, n in counts.items()},
+                "rejected": rejected,
                 "jobs": [
                     {
                         "id": j.id,
@@ -199,13 +234,18 @@ def query(
                         "attempt": j.attempt,
                         "params": dict(j.params),
                         "reason": j.reason,
+                        "start_time": j.started_at,
+                        "outputs": [str(f.store("outputs").path(k)) for k in j.outputs],
                     }
                     for j in jobs
                 ],
             }
         )
         return
-    console.print(render.counts_table(counts))
+    table = render.counts_table(counts)
+    table.add_section()
+    table.add_row("[red]rejected bundles[/] (inbox/rejected)", str(rejected))
+    console.print(table)
     if jobs:
         console.print(render.jobs_table(jobs))
 

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 from shepard import __version__
-from shepard.cli import jobs
-from shepard.cli.common import FlockOption, console, err_console, open_flock
+from shepard.cli import jobs, ops, profiles
+from shepard.cli.common import FlockOption, apply_profile_defaults, console, err_console, open_flock
+from shepard.cli.secrets import secretify
 from shepard.config import BackendConfig, FlockConfig, PayloadConfig, RetryConfig
 from shepard.errors import ShepardError
 from shepard.flock import Flock
@@ -37,6 +38,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
@@ -44,6 +46,7 @@ def main(
 ) -> None:
     level = logging.DEBUG if verbose else os.environ.get("SHEPARD_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_profile_defaults(ctx)
 
 
 @app.command()
@@ -87,6 +90,11 @@ app.command()(jobs.up)
 app.command()(jobs.query)
 app.command()(jobs.show)
 app.command()(jobs.retrieve)
+app.command()(ops.logs)
+app.command()(ops.cancel)
+app.command()(ops.retry)
+app.command()(secretify)
+profiles.register(app)
 
 
 @worker_app.command("run")

@@ -100,6 +100,10 @@ def input_zip_name(job: Job) -> str:
     return "None" if job.bundle_key is None else job.bundle_key.rsplit("/", 1)[-1]
 
 
+PRIVATE_NAMES = frozenset({"SHEPARD_SECRET_KEY"})
+"""Variables of the worker's own environment that a payload must never inherit."""
+
+
 def build_env(
     job: Job,
     ctx: RuntimeContext,
@@ -116,7 +120,7 @@ def build_env(
     every job parameter under its exact name with its `env_value`; then the runtime variables
     (see `runtime_variables`). `host` defaults to `current_host()`.
     """
-    env = {k: v for k, v in base.items() if k.upper() not in RUNTIME_NAMES}
+    env = {k: v for k, v in base.items() if k.upper() not in RUNTIME_NAMES | PRIVATE_NAMES}
     env.update((k, v) for k, v in ctx.env.items() if k.upper() not in RUNTIME_NAMES)
     env.update((k, env_value(v)) for k, v in job.params.items())
     env.update(runtime_variables(job, ctx, start_time=start_time, paths=paths, host=host))

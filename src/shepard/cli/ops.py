@@ -1,0 +1,281 @@
+"""Commands that act on jobs already submitted: logs, cancel, retry; and `query --watch`."""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import threading
+import time
+import typing
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shepard import joblogs
+from shepard.cli import render
+from shepard.cli.common import (
+    FlockOption,
+    JsonOption,
+    console,
+    err_console,
+    open_flock,
+    print_json,
+)
+from shepard.errors import ShepardError
+from shepard.flock import Flock
+from shepard.model import JobStatus
+
+WATCH_REFRESH = 0.5  # seconds between two looks at the counts
+LIST_AT_MOST = 50  # ids listed one per line; beyond, only the count
+
+
+def _long_only(option: typing.Any) -> typing.Any:
+    """The shared --flock option's settings without its short name (`logs` uses -f for
+    --follow)."""
+    info = copy.copy(typing.get_args(option)[1])
+    info.param_decls = tuple(d for d in info.param_decls if d.startswith("--"))
+    return info
+
+
+FlockLongOption = Annotated[Path, _long_only(FlockOption)]
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+def logs(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
+    flock: FlockLongOption = Path("."),
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Stream new output while the attempt runs; end when the job ends or is requeued.",
+        ),
+    ] = False,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr instead of stdout.")] = (
+        False
+    ),
+    attempt: Annotated[
+        int | None,
+        typer.Option(help="Which attempt (default: the running one, else the latest with logs)."),
+    ] = None,
+) -> None:
+    """Print a job attempt's stdout (or stderr), or follow it live with --follow."""
+    f = open_flock(flock)
+    stream = "stderr" if stderr else "stdout"
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    if not follow:
+        joblogs.copy_log(joblogs.pick_log(f, f.job(job_id), attempt=attempt, stream=stream), write)
+        return
+    stop = threading.Event()
+    try:
+        end = joblogs.follow(
+            f, job_id, write, attempt=attempt, stream=stream, stop=stop,
+            on_wait=lambda message: err_console.print(message, soft_wrap=True),
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if end is not None:
+        err_console.print(end.message, soft_wrap=True, markup=False)
+
+
+# -- cancel ----------------------------------------------------------------------------------
+
+
+class ActiveStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+
+
+def cancel(
+    job_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="JOB", help="Jobs to cancel.")
+    ] = None,
+    flock: FlockOption = Path("."),
+    all_: Annotated[bool, typer.Option("--all", help="Cancel every queued and running job.")] = (
+        False
+    ),
+    status: Annotated[
+        ActiveStatus | None,
+        typer.Option(help="Cancel every job in this status (with JOB ids: only those)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel jobs: queued ones never start, running ones are killed and end `cancelled`."""
+    ids = list(job_ids or [])
+    if all_ and (ids or status):
+        raise ShepardError("cancel: --all cannot be combined with JOB ids or --status")
+    if not (ids or all_ or status):
+        raise ShepardError("cancel: say which jobs: JOB ids, --all or --status queued|running")
+    statuses = [JobStatus(status.value)] if status else [JobStatus.QUEUED, JobStatus.RUNNING]
+    f = open_flock(flock)
+    running_before = JobStatus.RUNNING in statuses and f.counts()[JobStatus.RUNNING] > 0
+    cancelled = f.cancel(ids or None, statuses=statuses)
+    skipped = _not_changed(f, ids, cancelled)
+    if as_json:
+        print_json({"cancelled": cancelled, "not_cancelled": skipped})
+    else:
+        _report_ids("cancelled", cancelled)
+        if cancelled and running_before:
+            console.print("running ones are stopped by their sheep within a few seconds")
+        for why in skipped.values():
+            err_console.print(f"not cancelled: {why}", soft_wrap=True, markup=False)
+    if any(why.startswith("no job") for why in skipped.values()):
+        raise typer.Exit(1)
+
+
+# -- retry -----------------------------------------------------------------------------------
+
+
+def retry(
+    job_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="JOB", help="Only these jobs (default: all that match)."),
+    ] = None,
+    flock: FlockOption = Path("."),
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Retry failed jobs (the default with JOB ids).")
+    ] = False,
+    cancelled: Annotated[bool, typer.Option("--cancelled", help="Retry cancelled jobs.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only jobs that ended this recently (30m, 2h, 1d, 1h30m) or since this time "
+            "(ISO 8601; UTC unless it says otherwise)."
+        ),
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Only jobs whose TAG parameter is this (any case).")
+    ] = None,
+    attempts: Annotated[
+        int, typer.Option(min=1, max=100, help="Attempts each job gets from now on.")
+    ] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Run failed (and with --cancelled, cancelled) jobs again as new attempts of the same ids."""
+    ids = list(job_ids or [])
+    if not (failed or cancelled or ids):
+        raise ShepardError("retry: say which jobs: --failed, --cancelled and/or JOB ids")
+    statuses = [s for s, on in ((JobStatus.FAILED, failed), (JobStatus.CANCELLED, cancelled)) if on]
+    statuses = statuses or [JobStatus.FAILED]
+    f = open_flock(flock)
+    after = None if since is None else parse_since(since, time.time())
+    requeued = f.retry(
+        ids or None, statuses=statuses, since=after, tag=tag, extra_attempts=attempts
+    )
+    skipped = _not_changed(f, ids, requeued, statuses)
+    if as_json:
+        print_json({"requeued": requeued, "not_requeued": skipped})
+        return
+    if requeued:
+        _report_ids("requeued", requeued)
+        console.print("they run as new attempts when a sheep is up (`shepard up`)")
+    elif not ids:
+        console.print("nothing to retry")
+    for why in skipped.values():
+        err_console.print(f"not requeued: {why}", soft_wrap=True, markup=False)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float) -> float:
+    """Epoch seconds for `--since`: a duration before `now` (`30m`, `2h`, `1d`, `1h30m`, `45s`,
+    `1w`) or an ISO 8601 time (`2024-05-01T12:00`, `2024-05-01 12:00:00 UTC`, `...+02:00`;
+    UTC when no offset is given, like the times `shepard show` prints)."""
+    value = text.strip()
+    if value and _DURATION.sub("", value).strip() == "" and _DURATION.match(value):
+        seconds = sum(float(n) * _UNIT[u.lower()] for n, u in _DURATION.findall(value))
+        return now - seconds
+    iso = value[:-4].rstrip() if value.upper().endswith(" UTC") else value
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ShepardError(
+            f"--since {text!r}: expected a duration (30m, 2h, 1d, 1h30m) "
+            "or an ISO 8601 time (2024-05-01T12:00:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+# -- query --watch ---------------------------------------------------------------------------
+
+
+def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH) -> None:
+    """Show live counts with a progress bar until Ctrl-C, or (until_done) until nothing is
+    queued or running; then print the counts table."""
+    progress = Progress(
+        TextColumn("[bold]jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        refresh_per_second=1 / refresh,
+    )
+    task = progress.add_task("", total=None)
+    counts = f.counts()
+    try:
+        with progress:
+            while True:
+                done = sum(n for s, n in counts.items() if s.terminal)
+                text = render.counts_text(counts) or "no jobs"
+                progress.update(task, total=sum(counts.values()), completed=done, description=text)
+                if until_done and counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
+                    break
+                time.sleep(refresh)
+                counts = f.counts()
+    except KeyboardInterrupt:
+        pass
+    console.print(render.counts_table(counts))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _report_ids(verb: str, ids: list[str]) -> None:
+    console.print(f"{verb} {len(ids)} job(s)")
+    for job_id in ids[:LIST_AT_MOST]:
+        console.print(f"  {job_id}")
+    if len(ids) > LIST_AT_MOST:
+        console.print(f"  ... and {len(ids) - LIST_AT_MOST} more")
+
+
+def _not_changed(
+    f: Flock, ids: list[str], changed: list[str], wanted: list[JobStatus] | None = None
+) -> dict[str, str]:
+    """Why each named job that was not changed was left alone."""
+    done = set(changed)
+    why: dict[str, str] = {}
+    for job_id in dict.fromkeys(ids):
+        if job_id in done:
+            continue
+        job = f.catalog.get(job_id)
+        if job is None:
+            why[job_id] = f"no job {job_id!r} in flock {f.config.name!r}"
+        elif (
+            wanted is not None
+            and job.status is JobStatus.CANCELLED
+            and JobStatus.CANCELLED not in wanted
+        ):
+            why[job_id] = f"job {job_id} is cancelled (add --cancelled to retry it)"
+        elif wanted is not None and job.status in wanted:
+            why[job_id] = f"job {job_id} is {job.status.value} but did not match the filters"
+        else:
+            why[job_id] = f"job {job_id} is {job.status.value}"
+    return why

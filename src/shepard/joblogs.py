@@ -1,0 +1,194 @@
+"""The payload logs of a job's attempts: finding them and following them live (`shepard logs`).
+
+Each attempt's stdout and stderr are files in the flock's logs store (see `runtime.log_key`),
+written by the payload directly, so they can be read while it runs. Following polls the file
+and the catalog: it ends when the followed attempt is over, because the job reached a
+terminal state or went back to the queue (retry, lost worker, shutdown).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shepard.errors import ShepardError
+from shepard.model import Job, JobStatus
+from shepard.runtime import log_key
+
+if TYPE_CHECKING:
+    from shepard.flock import Flock
+
+STREAMS = ("stdout", "stderr")
+POLL = 0.2  # seconds between two looks at the log file and the catalog
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class LogRef:
+    """One log file of one attempt."""
+
+    job_id: str
+    attempt: int
+    stream: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class FollowEnd:
+    """Why following stopped: how the followed attempt ended and where the job is now."""
+
+    job_id: str
+    attempt: int  # the attempt followed (0: the job ended before it ever started)
+    status: JobStatus  # the job's status now
+    current: int  # the job's current (or last) attempt
+    detail: str | None  # the reason recorded when the followed attempt ended
+
+    @property
+    def requeued(self) -> bool:
+        """The followed attempt ended but the job went back to the queue (or runs again)."""
+        return not self.status.terminal
+
+    @property
+    def message(self) -> str:
+        job, detail = self.job_id, f": {self.detail}" if self.detail else ""
+        if self.requeued:
+            return (
+                f"job {job} was requeued after attempt {self.attempt}{detail}; "
+                f"follow its next attempt with `shepard logs {job} --follow`"
+            )
+        if self.attempt == 0:
+            return f"job {job} {self.status.value} before it started{detail}"
+        if self.attempt != self.current:
+            return (
+                f"attempt {self.attempt} of job {job} ended{detail}; "
+                f"the job {self.status.value} at attempt {self.current}"
+            )
+        return f"job {job} {self.status.value} (attempt {self.attempt}){detail}"
+
+
+def log_ref(flock: Flock, job_id: str, attempt: int, stream: str = "stdout") -> LogRef:
+    """Where `attempt`'s `stream` log lives (the file need not exist yet)."""
+    _check_stream(stream)
+    path = flock.store("logs").path(log_key(job_id, attempt, stream))
+    return LogRef(job_id, attempt, stream, path)
+
+
+def pick_log(
+    flock: Flock, job: Job, *, attempt: int | None = None, stream: str = "stdout"
+) -> LogRef:
+    """The log to show: `attempt`'s, else the latest attempt's that left logs.
+
+    Raises ShepardError saying why when there is none.
+    """
+    _check_stream(stream)
+    found = [a for a, _out, _err in flock.log_paths(job)]
+    if attempt is not None:
+        if attempt in found:
+            return log_ref(flock, job.id, attempt, stream)
+        if attempt < 1 or attempt > job.attempt:
+            runs = "has not run yet" if job.attempt == 0 else f"has had {job.attempt} attempt(s)"
+            raise ShepardError(f"job {job.id} has no attempt {attempt}: it {runs}")
+        raise ShepardError(f"job {job.id} has no logs for attempt {attempt}" + _others(found))
+    if not found:
+        if job.attempt == 0:
+            raise ShepardError(
+                f"job {job.id} has no logs yet: it is {job.status.value} and has not started"
+            )
+        raise ShepardError(
+            f"job {job.id} has no logs ({job.status.value}"
+            + (f": {job.reason})" if job.reason else ")")
+        )
+    return log_ref(flock, job.id, found[-1], stream)
+
+
+def copy_log(ref: LogRef, write: Callable[[bytes], None]) -> int:
+    """Write the whole log (as it is now); return the number of bytes written."""
+    return _pump(ref.path, 0, write)
+
+
+def follow(
+    flock: Flock,
+    job_id: str,
+    write: Callable[[bytes], None],
+    *,
+    attempt: int | None = None,
+    stream: str = "stdout",
+    stop: threading.Event | None = None,
+    poll: float = POLL,
+    on_wait: Callable[[str], None] | None = None,
+) -> FollowEnd | None:
+    """Write an attempt's log as it grows, until that attempt is over; say how it ended.
+
+    Without `attempt`: the running attempt; for a job that has not started yet, the attempt
+    that starts next (`on_wait` is told once that we are waiting); otherwise the latest
+    attempt that left logs (printed whole, then the end is reported at once).
+    Returns None when `stop` was set first.
+    """
+    stop = stop or threading.Event()
+    job = flock.job(job_id)
+    if attempt is None:
+        if job.status is JobStatus.QUEUED and job.attempt == 0:
+            if on_wait:
+                on_wait(f"job {job_id} is queued; waiting for it to start")
+            while job.status is JobStatus.QUEUED and job.attempt == 0:
+                if stop.wait(poll):
+                    return None
+                job = flock.job(job_id)
+            if job.attempt == 0:  # cancelled before it started
+                return FollowEnd(job_id, 0, job.status, 0, job.reason)
+        ref = (
+            log_ref(flock, job_id, job.attempt, stream)
+            if job.status is JobStatus.RUNNING
+            else pick_log(flock, job, stream=stream)
+        )
+    else:
+        ref = pick_log(flock, job, attempt=attempt, stream=stream)
+    offset = 0
+    while True:
+        offset = _pump(ref.path, offset, write)
+        if job.attempt != ref.attempt or job.status is not JobStatus.RUNNING:
+            # The attempt is over and its payload has exited: take what it wrote last.
+            _pump(ref.path, offset, write)
+            return _ending(flock, job, ref.attempt)
+        if stop.wait(poll):
+            return None
+        job = flock.job(job_id)
+
+
+def _ending(flock: Flock, job: Job, attempt: int) -> FollowEnd:
+    detail = job.reason
+    if not job.status.terminal or job.attempt != attempt:
+        # What ended this attempt is in its events (a retry, a lost worker, a shutdown, ...).
+        details = [
+            e.detail for e in flock.events(job.id)
+            if e.attempt == attempt and e.status is not JobStatus.RUNNING and e.detail
+        ]  # fmt: skip
+        detail = "; ".join(details) or None
+    return FollowEnd(job.id, attempt, job.status, job.attempt, detail)
+
+
+def _pump(path: Path, offset: int, write: Callable[[bytes], None]) -> int:
+    """Write what `path` holds from `offset` on; return the new offset (file missing: same)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while chunk := fh.read(_CHUNK):
+                write(chunk)
+                offset += len(chunk)
+    except FileNotFoundError:
+        pass
+    return offset
+
+
+def _check_stream(stream: str) -> None:
+    if stream not in STREAMS:
+        raise ShepardError(f"unknown log stream {stream!r}: use one of {', '.join(STREAMS)}")
+
+
+def _others(found: list[int]) -> str:
+    if not found:
+        return ""
+    return " (attempts with logs: " + ", ".join(str(a) for a in found) + ")"

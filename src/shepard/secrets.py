@@ -1,0 +1,390 @@
+"""A flock's secrets: files every job finds in `$ROOT_INPUT_NAME/secrets/`, encrypted at rest.
+
+The store is the flock's `secrets/` folder: one file `<name>.fernet` per secret, holding a
+Fernet token (AES-128-CBC with HMAC-SHA256, from the `cryptography` package) of the secret's
+bytes, encrypted with the key from `shepard.keys` (which never lives in the flock folder).
+Every write goes to a temporary file renamed into place, so a reader sees a whole token or
+none. Nothing is ever stored in plain text; other files in the folder are ignored (with a
+warning, once per process).
+
+Names are plain file names: no `/`, no leading dot (so no `.` or `..`), no control characters.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import InvalidToken
+
+from shepard.errors import ShepardError
+from shepard.keys import HINT, SecretKey, load_key
+
+SUFFIX = ".fernet"
+MAX_SECRET_BYTES = 64 << 20  # every worker keeps the plaintext in memory
+MAX_NAME_CHARS = 255 - len(SUFFIX)
+_TMP_PREFIX = ".tmp-"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_CLOEXEC
+
+log = logging.getLogger(__name__)
+
+Stamp = tuple[int, int, int]
+"""(mtime_ns, size, inode) of a stored secret's file: a new token means a new stamp."""
+
+
+class SecretError(ShepardError):
+    """A secrets operation was refused (bad name, unknown secret, nothing to store, ...)."""
+
+
+class SecretDecryptError(SecretError):
+    """A stored secret does not decrypt with the key at hand. Never holds secret content."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    name: str
+    size: int  # bytes of the secret itself (not of its encrypted file)
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """What `read_folder` found: the secrets to store and the entries it left out, with why."""
+
+    secrets: dict[str, bytes]
+    skipped: list[tuple[str, str]]
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a secret's name, or None when it can."""
+    if not name:
+        return "an empty name"
+    if "/" in name or "\\" in name:
+        return "a name holding a path separator"
+    if name.startswith("."):
+        return "a hidden name (names cannot start with '.')"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a name holding control characters"
+    if len(name) > MAX_NAME_CHARS:
+        return f"a name longer than {MAX_NAME_CHARS} characters"
+    return None
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a valid secret name; SecretError otherwise."""
+    problem = name_problem(name)
+    if problem:
+        raise SecretError(f"invalid secret name {name!r}: {problem}; use a plain file name")
+    return name
+
+
+def read_folder(folder: Path, *, max_bytes: int = MAX_SECRET_BYTES) -> FolderScan:
+    """Read every regular file directly in `folder` (symlinks to files are followed; nothing
+    is recursed into). Entries that cannot be secrets are listed in `skipped` with the reason.
+
+    Raises SecretError when `folder` is not a folder, holds no file to store, or a file is too
+    large; OSError when a file cannot be read.
+    """
+    if not folder.is_dir():
+        raise SecretError(f"{folder} is not a folder; nothing changed")
+    secrets: dict[str, bytes] = {}
+    skipped: list[tuple[str, str]] = []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir():
+            skipped.append((entry.name + "/", "a folder (secretify does not recurse)"))
+        elif not entry.is_file():
+            why = "a broken symlink" if entry.is_symlink() else "not a regular file"
+            skipped.append((entry.name, why))
+        elif problem := name_problem(entry.name):
+            skipped.append((entry.name, problem))
+        else:
+            size = entry.stat().st_size
+            if size > max_bytes:
+                raise SecretError(
+                    f"{entry.path} is {size} bytes; a secret may hold at most {max_bytes} "
+                    "bytes (every worker keeps its secrets in memory); nothing changed"
+                )
+            with open(entry.path, "rb") as fh:
+                secrets[entry.name] = fh.read()
+    if not secrets:
+        found = "; ".join(f"{name}: {why}" for name, why in skipped) or "it is empty"
+        raise SecretError(f"no file to store in {folder} ({found}); nothing changed")
+    return FolderScan(secrets, skipped)
+
+
+class SecretCache:
+    """Decrypted secrets kept in memory, per store folder and per file stamp, so a worker
+    decrypts each secret once rather than once per job. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folders: dict[str, dict[str, tuple[Stamp, bytes]]] = {}
+
+    def get(self, folder: str) -> Mapping[str, tuple[Stamp, bytes]]:
+        with self._lock:
+            return self._folders.get(folder, {})
+
+    def put(self, folder: str, current: dict[str, tuple[Stamp, bytes]]) -> None:
+        """Remember exactly `current` for `folder` (so removed secrets are forgotten)."""
+        with self._lock:
+            self._folders[folder] = current
+
+    def clear(self) -> None:
+        with self._lock:
+            self._folders.clear()
+
+
+_warned: set[str] = set()
+
+
+class SecretStore:
+    """The encrypted secrets in `folder` (a flock's `flock.dir.store_path("secrets")`).
+
+    `key` defaults to `shepard.keys.load_key()`, loaded the first time a secret is encrypted
+    or decrypted (so a flock without secrets never needs a key).
+    """
+
+    def __init__(self, folder: Path, key: SecretKey | None = None) -> None:
+        self.folder = Path(folder)
+        self._key = key
+
+    @property
+    def key(self) -> SecretKey:
+        if self._key is None:
+            self._key = load_key()
+        return self._key
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def names(self) -> builtins.list[str]:
+        """The stored secrets' names, sorted (no key needed)."""
+        return [name for name, _, _ in self._scan()]
+
+    def read(self, name: str) -> bytes:
+        """The decrypted content of secret `name`."""
+        path = self._path(check_name(name))
+        try:
+            token = path.read_bytes()
+        except FileNotFoundError:
+            raise self._unknown(name) from None
+        return self._decrypt(name, token)
+
+    def list(self) -> builtins.list[SecretInfo]:
+        """Every secret's name and size (decrypting them: this also proves the key works)."""
+        return [SecretInfo(name, len(self.read(name))) for name in self.names()]
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def put_all(self, secrets: Mapping[str, bytes]) -> builtins.list[str]:
+        """Make `secrets` the whole set: store them, then delete every other stored secret.
+        Returns the names deleted."""
+        if not secrets:
+            raise SecretError("no secrets given; nothing changed (remove secrets by name)")
+        before = self.names()
+        self._write(secrets)
+        gone = [name for name in before if name not in secrets]
+        for name in gone:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(name).unlink()
+        self._sync_folder()
+        return gone
+
+    def add(self, secrets: Mapping[str, bytes]) -> None:
+        """Store `secrets` next to the stored ones (same names are replaced).
+
+        The stored secrets must decrypt with the current key first, so one store never mixes
+        keys."""
+        if not secrets:
+            raise SecretError("no secrets given; nothing changed")
+        for name in self.names():
+            self.read(name)
+        self._write(secrets)
+        self._sync_folder()
+
+    def remove(self, names: Iterable[str]) -> None:
+        """Delete the named secrets; all must exist (else nothing is deleted)."""
+        wanted = [check_name(n) for n in names]
+        stored = set(self.names())
+        for name in wanted:
+            if name not in stored:
+                raise self._unknown(name)
+        for name in wanted:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(name).unlink()
+        self._sync_folder()
+
+    def rotate(self) -> int:
+        """Re-encrypt every secret with the key ring's first key (MultiFernet.rotate): after
+        this, older keys can be dropped. Returns how many secrets were rewritten."""
+        names = self.names()
+        tokens = {}
+        for name in names:
+            token = self._path(name).read_bytes()
+            try:
+                tokens[name] = self.key.fernet.rotate(token)
+            except InvalidToken:
+                raise self._undecryptable(name) from None
+        self._store_tokens(tokens)
+        self._sync_folder()
+        return len(tokens)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def materialise(self, dest: Path, cache: SecretCache | None = None) -> builtins.list[str]:
+        """Decrypt every secret into `dest` (created mode 0700, or an existing empty folder
+        set back to 0700); each file is created with O_EXCL and mode 0600, so it is never
+        readable by others, not even for a moment. Returns the names written.
+
+        With `cache`, secrets whose file has not changed since an earlier call are taken
+        from it instead of being read and decrypted again.
+        Raises SecretKeyError / SecretDecryptError when a secret cannot be decrypted (the
+        messages never include secret content), OSError for file system failures.
+        """
+        try:
+            os.mkdir(dest, 0o700)
+        except FileExistsError:
+            os.chmod(dest, 0o700)
+        stored = self._scan()
+        if not stored:
+            return []
+        folder = str(self.folder)
+        known = cache.get(folder) if cache is not None else {}
+        current: dict[str, tuple[Stamp, bytes]] = {}
+        for name, path, stamp in stored:
+            hit = known.get(name)
+            if hit is not None and hit[0] == stamp:
+                current[name] = hit
+                continue
+            try:
+                token, stamp = _read_token(path)
+            except FileNotFoundError:  # removed since the folder was listed
+                continue
+            current[name] = (stamp, self._decrypt(name, token))
+        if cache is not None:
+            cache.put(folder, current)
+        for name, (_, data) in current.items():
+            _write_private(os.path.join(dest, name), data)
+        return list(current)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return self.folder / (name + SUFFIX)
+
+    def _scan(self) -> builtins.list[tuple[str, str, Stamp]]:
+        """(name, path, stamp) of every stored secret, sorted by name; other entries are
+        ignored, with a warning the first time each is seen."""
+        try:
+            it = os.scandir(self.folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        with it:
+            for entry in it:
+                name = entry.name
+                if name.startswith(_TMP_PREFIX):
+                    continue  # a write in progress
+                stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else None
+                if stem and name_problem(stem) is None and entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    found.append((stem, entry.path, (st.st_mtime_ns, st.st_size, st.st_ino)))
+                elif entry.path not in _warned:
+                    _warned.add(entry.path)
+                    log.warning(
+                        "ignoring %s: the secrets store holds only <name>%s files written by "
+                        "`shepard secretify`",
+                        entry.path,
+                        SUFFIX,
+                    )
+        found.sort()
+        return found
+
+    def _decrypt(self, name: str, token: bytes) -> bytes:
+        key = self.key
+        try:
+            return key.fernet.decrypt(token)
+        except InvalidToken:
+            raise self._undecryptable(name) from None
+
+    def _undecryptable(self, name: str) -> SecretDecryptError:
+        key = self.key
+        return SecretDecryptError(
+            f"secret {name!r} does not decrypt with the key from {key.source} "
+            f"(fingerprint {key.fingerprint}): it was stored with another key, or its file "
+            f"is damaged; {HINT}"
+        )
+
+    def _unknown(self, name: str) -> SecretError:
+        stored = ", ".join(self.names()) or "none"
+        return SecretError(f"no secret named {name!r} (stored: {stored}); nothing changed")
+
+    def _write(self, secrets: Mapping[str, bytes]) -> None:
+        for name, data in secrets.items():
+            check_name(name)
+            if len(data) > MAX_SECRET_BYTES:
+                raise SecretError(
+                    f"secret {name!r} is {len(data)} bytes; at most {MAX_SECRET_BYTES} allowed"
+                )
+        fernet = self.key.fernet
+        self._store_tokens({name: fernet.encrypt(data) for name, data in secrets.items()})
+
+    def _store_tokens(self, tokens: Mapping[str, bytes]) -> None:
+        """Write every token to a temporary file first, then rename them all into place."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written: builtins.list[tuple[str, Path]] = []
+        try:
+            for name, token in tokens.items():
+                fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=SUFFIX, dir=self.folder)
+                written.append((tmp, self._path(name)))
+                with os.fdopen(fd, "wb") as fh:  # mkstemp: mode 0600
+                    fh.write(token)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            for tmp, path in written:
+                os.replace(tmp, path)
+        finally:
+            for tmp, _ in written:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+
+    def _sync_folder(self) -> None:
+        """Make the renames and deletions durable (best effort)."""
+        with contextlib.suppress(OSError):
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _read_token(path: str) -> tuple[bytes, Stamp]:
+    """A stored file's bytes and the stamp of exactly those bytes."""
+    fd = os.open(path, _READ)
+    try:
+        st = os.fstat(fd)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks), (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Create the new file `path` with mode 0600 (never widened) holding `data`."""
+    fd = os.open(path, _CREATE, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
