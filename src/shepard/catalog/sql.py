@@ -13,15 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from shepard.catalog import engine as _engine
 from shepard.catalog.bulk import insert_specs
 from shepard.catalog.migrate import ensure_schema
+from shepard.catalog.prepared import Prepared
 from shepard.catalog.schema import job_events, jobs
 from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome
 
@@ -60,6 +61,13 @@ class SqlCatalog:
         )
         with self._serial, _engine.catalog_errors(self._url):
             ensure_schema(self._engine)
+        dialect = self._engine.dialect
+        job_columns = [c.name for c in jobs.c]
+        self._claim = Prepared(_CLAIM, dialect, job_columns)
+        self._finish = Prepared(_FINISH, dialect, ["status"])
+        self._event = Prepared(
+            _INSERT_EVENT, dialect, insert_keys=("job_id", "attempt", "status", "at", "detail")
+        )
 
     @property
     def url(self) -> str:
@@ -86,6 +94,22 @@ class SqlCatalog:
                 conn.execution_options(**{_engine.READ_ONLY: True})
             with conn.begin():
                 yield conn
+
+    def _record(
+        self,
+        conn: Connection,
+        held: Sequence[tuple[str, int]],
+        status: JobStatus,
+        now: float,
+        detail: str | None,
+    ) -> None:
+        """Append one event per (job_id, attempt) to the history (hot path of _record)."""
+        if held:
+            rows = [
+                {"job_id": i, "attempt": a, "status": status.value, "at": now, "detail": detail}
+                for i, a in held
+            ]
+            self._event.many(conn, rows)
 
     # -- submission -------------------------------------------------------------------------
 
@@ -122,9 +146,12 @@ class SqlCatalog:
         if job_ids is not None:
             params["ids"] = list(job_ids)
         with self._transaction() as conn:
-            rows = conn.execute(stmt, params).mappings()
+            if job_ids is None:
+                rows: Iterable[Mapping[Any, Any]] = self._claim.rows(conn, params)
+            else:
+                rows = list(conn.execute(stmt, params).mappings())
             claimed = sorted((_to_job(row) for row in rows), key=_seq)
-            _record(conn, [(j.id, j.attempt) for j in claimed], JobStatus.RUNNING, now, worker)
+            self._record(conn, [(j.id, j.attempt) for j in claimed], JobStatus.RUNNING, now, worker)
         return claimed
 
     def heartbeat(self, held: Sequence[tuple[str, int]], *, now: float, lease: float) -> set[str]:
@@ -170,17 +197,17 @@ class SqlCatalog:
             "b_error_bundle": outcome.error_bundle,
         }
         with self._transaction() as conn:
-            found = conn.execute(_FINISH, params).scalar()
-            if found is None:
+            found = self._finish.rows(conn, params)
+            if not found:
                 return None
-            status = JobStatus(found)
+            status = JobStatus(found[0]["status"])
             if status is JobStatus.QUEUED:
                 detail: str | None = (
                     f"retry in {(retry_at or now) - now:g}s after: {outcome.reason}"
                 )
             else:
                 detail = outcome.reason
-            _record(conn, [(job_id, attempt)], status, now, detail)
+            self._record(conn, [(job_id, attempt)], status, now, detail)
         return status
 
     def release(self, job_id: str, attempt: int, *, now: float, detail: str) -> JobStatus | None:
@@ -446,7 +473,7 @@ _INSERT_EVENT = job_events.insert()
 # -- row helpers ------------------------------------------------------------------------------
 
 
-def _to_job(row: RowMapping) -> Job:
+def _to_job(row: Mapping[Any, Any]) -> Job:
     return Job(
         id=row["id"],
         seq=row["seq"],
