@@ -275,5 +275,6 @@ def retrieve(
 ) -> None:
     """Copy result zips (and error bundles) to a local folder."""
     f = open_flock(flock)
-    files = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or ())
+    with render.file_progress("retrieving") as tick:
+        files = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or (), on_file=tick)
     console.print(f"{len(files)} file(s) in {dest}")

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from shepard.cli.common import console, err_console, when
@@ -48,6 +56,18 @@ def job_progress(total: int) -> Iterator[ProgressFn]:
 
     with progress:
         yield update
+
+
+@contextmanager
+def file_progress(label: str) -> Iterator[Callable[[Path], None]]:
+    """A spinner with a running count of files, for transfers of unknown length."""
+    progress = Progress(
+        SpinnerColumn(), TextColumn(f"[bold]{label}"), TextColumn("{task.completed} file(s)"),
+        TimeElapsedColumn(), console=err_console, transient=True,
+    )  # fmt: skip
+    task = progress.add_task(label, total=None)
+    with progress:
+        yield lambda _path: progress.advance(task)
 
 
 def counts_table(counts: dict[JobStatus, int], title: str = "Jobs") -> Table:
