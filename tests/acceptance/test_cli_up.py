@@ -55,9 +55,11 @@ def test_jobs_survive_a_killed_up(cli: Cli, tmp_path: Path) -> None:
     set_lease(cli, 3)
     cli("submit", "--range", "ITEM=1-4")
     first = cli.popen("up")
-    wait_for(cli, lambda c: c["running"] >= 2)
-    first.kill()  # kill -9: no chance to clean up or release anything
-    first.wait()
+    try:
+        wait_for(cli, lambda c: c["running"] >= 2)
+    finally:
+        first.kill()  # kill -9: no chance to clean up or release anything
+        first.wait()
     second = cli.popen("up")
     try:
         wait_for(cli, lambda c: c["succeeded"] == 4, timeout=120)
@@ -74,8 +76,10 @@ def test_interrupted_up_requeues_running_jobs(cli: Cli) -> None:
     cli.init("sleep 30")
     cli("submit", "--range", "ITEM=1-3")
     proc = cli.popen("up")
-    wait_for(cli, lambda c: c["running"] == 2)
-    proc.send_signal(signal.SIGINT)
+    try:
+        wait_for(cli, lambda c: c["running"] == 2)
+    finally:
+        proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     counts = cli("query", "--json").json()["counts"]
     assert counts["queued"] == 3 and counts["running"] == 0 and counts["failed"] == 0
