@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class Cli:
 
     def __init__(self, flock: Path, cwd: Path) -> None:
         self.flock, self.cwd = flock, cwd
+        self.started: list[subprocess.Popen[str]] = []
         self.env = {**os.environ, "SHEPARD_FLOCK": str(flock), "COLUMNS": "200"}
         # never read or write the developer's own profiles
         self.env.pop("SHEPARD_PROFILE", None)
@@ -70,8 +72,10 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "flock", tmp_path)
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    runner = Cli(tmp_path / "flock", tmp_path)
+    yield runner
+    runner.kill_leftovers()
 
 
 def zip_names(path: Path) -> list[str]:
