@@ -103,7 +103,7 @@ class SqlCatalog:
         now: float,
         detail: str | None,
     ) -> None:
-        """Append one event per (job_id, attempt) to the history (hot path of _record)."""
+        """Append one event per (job_id, attempt) to the history."""
         if held:
             rows = [
                 {"job_id": i, "attempt": a, "status": status.value, "at": now, "detail": detail}
@@ -226,7 +226,7 @@ class SqlCatalog:
         with self._transaction() as conn:
             if conn.execute(stmt).rowcount != 1:
                 return None
-            _record(conn, [(job_id, attempt)], JobStatus.QUEUED, now, detail)
+            self._record(conn, [(job_id, attempt)], JobStatus.QUEUED, now, detail)
         return JobStatus.QUEUED
 
     def expire_leases(self, *, now: float, retry_at: float | None = None) -> list[str]:
@@ -263,7 +263,7 @@ class SqlCatalog:
         with self._transaction() as conn:
             for stmt, status in ((requeue, JobStatus.QUEUED), (fail, JobStatus.FAILED)):
                 rows = conn.execute(stmt).all()
-                _record(conn, [(r.id, r.attempt) for r in rows], status, now, LEASE_EXPIRED)
+                self._record(conn, [(r.id, r.attempt) for r in rows], status, now, LEASE_EXPIRED)
                 handled.extend(rows)
         return [r.id for r in sorted(handled, key=_seq)]
 
@@ -335,7 +335,7 @@ class SqlCatalog:
         with self._transaction() as conn:
             for part in restricted:
                 changed.extend(conn.execute(part).all())
-            _record(conn, [(r.id, r.attempt) for r in changed], status, now, detail)
+            self._record(conn, [(r.id, r.attempt) for r in changed], status, now, detail)
         return [r.id for r in sorted(changed, key=_seq)]
 
     # -- queries ----------------------------------------------------------------------------
@@ -500,28 +500,6 @@ def _to_job(row: Mapping[Any, Any]) -> Job:
 def _float(value: float | None) -> float | None:
     # SQLite may hand back a REAL that holds a whole number as an int (e.g. from RETURNING).
     return None if value is None else float(value)
-
-
-def _record(
-    conn: Connection,
-    held: Sequence[tuple[str, int]],
-    status: JobStatus,
-    now: float,
-    detail: str | None,
-) -> None:
-    """Append one event per (job_id, attempt) to the history."""
-    if held:
-        rows = [
-            {
-                "job_id": job_id,
-                "attempt": attempt,
-                "status": status.value,
-                "at": now,
-                "detail": detail,
-            }
-            for job_id, attempt in held
-        ]
-        conn.execute(_INSERT_EVENT, rows)
 
 
 def _seq(item: Any) -> int:
