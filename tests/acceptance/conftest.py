@@ -58,7 +58,7 @@ class Cli:
         return result
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [SHEPARD, *args],
             cwd=self.cwd,
             env=self.env,
@@ -66,6 +66,15 @@ class Cli:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        self.started.append(proc)
+        return proc
+
+    def kill_leftovers(self) -> None:
+        """Kill every process a test started and left running (e.g. after a failure)."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def init(self, command: str, *extra: str) -> None:
         self("init", str(self.flock), "--payload-command", command, "--workers", "2", *extra)

@@ -103,8 +103,9 @@ def test_logs_print_follow_and_keep_every_attempt(cli: Cli, tmp_path: Path) -> N
     assert "Traceback" not in early.err
 
     follower = cli.popen("logs", job_id, "--follow")  # waits for the job to start
-    assert follower.stdout is not None
-    lines = Lines(follower.stdout)
+    assert follower.stdout is not None and follower.stderr is not None
+    lines, notes = Lines(follower.stdout), Lines(follower.stderr)
+    assert "waiting for it to start" in notes.next()
     sheep = cli.popen("up")
     try:
         first = lines.next()
@@ -115,9 +116,7 @@ def test_logs_print_follow_and_keep_every_attempt(cli: Cli, tmp_path: Path) -> N
         assert lines.next() == "end\n"
         assert follower.wait(timeout=30) == 0
         assert lines.rest() == ""
-        assert follower.stderr is not None
-        said = follower.stderr.read()
-        assert "waiting for it to start" in said
+        said = notes.rest()
         assert "requeued after attempt 1" in said and "exit code 3" in said
         eventually(lambda: job(cli, job_id)["status"] == "failed", what="attempt 2")
     finally:

@@ -9,6 +9,7 @@ flock cooperate through the catalog's leases.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import socket
@@ -24,6 +25,8 @@ from shepard.model import Job, RetryPolicy
 from shepard.runtime import AttemptControl, RuntimeContext
 from shepard.runtime.workspace import remove_tree
 from shepard.sheep import SHUTDOWN, Clock, Heartbeat, run_claimed
+
+log = logging.getLogger(__name__)
 
 
 class LocalBackend:
@@ -113,6 +116,10 @@ class LocalBackend:
                 current = None if self._closing else self._claim_next()
                 if current is not None:
                     control = self._heartbeat.hold(current)
+        except Exception:
+            # e.g. the catalog is unreachable: the job's lease runs out and it runs again;
+            # the dispatcher gives this slot new work once the catalog answers
+            log.exception("a worker slot stopped on an error")
         finally:
             with self._lock:
                 self._inflight -= 1
@@ -139,12 +146,22 @@ def _slot_prefix(pid: int | None = None) -> str:
 
 
 def sweep_slots(workspace_root: Path) -> None:
-    """Remove slot folders left by dead processes of this host (e.g. after kill -9)."""
+    """Remove slot folders left by dead processes of this host (e.g. after kill -9).
+
+    Best effort, and never fatal: another process starting at the same moment may be
+    sweeping the same folders, and a payload orphaned by the dead process may still be
+    writing into its folder (it is removed at the next start).
+    """
     pattern = re.compile(re.escape(f"slot-{socket.gethostname()}-") + r"(\d+)-\d+")
     for folder in workspace_root.glob("slot-*"):
         match = pattern.fullmatch(folder.name)
         if match and not _alive(int(match.group(1))):
-            remove_tree(folder)
+            try:
+                remove_tree(folder)
+            except FileNotFoundError:
+                pass  # swept by another process meanwhile
+            except OSError as exc:
+                log.warning("could not remove %s, left by a dead process: %s", folder, exc)
 
 
 def _alive(pid: int) -> bool:

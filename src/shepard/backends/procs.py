@@ -154,7 +154,10 @@ class _Child:
             outcome = run_attempt(job, self.ctx, control, slot=slot)
             with self.lock:
                 self.current = None
-            send(self.outbox, outcome)
+            try:
+                send(self.outbox, outcome)
+            except OSError:  # the parent is gone; its attempt will be run again
+                return
 
     def _stop(self, job_id: str | None) -> None:
         with self.lock:

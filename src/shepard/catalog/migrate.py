@@ -9,6 +9,8 @@ and then finds nothing left to do.
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,8 +26,24 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x73686570
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade the database behind `engine` to HEAD_REVISION unless it is already there."""
+def ensure_schema(engine: Engine, *, tries: int = 5) -> None:
+    """Upgrade the database behind `engine` to HEAD_REVISION unless it is already there.
+
+    On a brand-new SQLite file, processes racing to switch it to WAL and create the schema
+    can deadlock on SQLite's file locks, which SQLite reports at once as "database is
+    locked" rather than waiting: that case is retried after a short pause.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            _ensure_schema(engine)
+            return
+        except sa.exc.OperationalError as exc:
+            if "database is locked" not in str(exc) or attempt == tries:
+                raise
+            time.sleep(0.05 * attempt + random.random() * 0.1)
+
+
+def _ensure_schema(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execution_options(**{READ_ONLY: True})
         if current_revision(conn) == HEAD_REVISION:

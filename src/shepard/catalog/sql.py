@@ -304,6 +304,7 @@ class SqlCatalog:
             .values(
                 status=_QUEUED,
                 max_attempts=jobs.c.attempt + extra_attempts,
+                lost=0,  # a user's retry starts the lost-worker count afresh
                 not_before=None,
                 finished_at=None,
                 lease_until=None,
