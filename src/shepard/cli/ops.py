@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shepard import joblogs
 from shepard.cli import render
@@ -219,23 +218,11 @@ def parse_since(text: str, now: float) -> float:
 def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH) -> None:
     """Show live counts with a progress bar until Ctrl-C, or (until_done) until nothing is
     queued or running; then print the counts table."""
-    progress = Progress(
-        TextColumn("[bold]jobs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        refresh_per_second=1 / refresh,
-    )
-    task = progress.add_task("", total=None)
     counts = f.counts()
     try:
-        with progress:
+        with render.job_progress(None, out=console, refresh=refresh) as update:
             while True:
-                done = sum(n for s, n in counts.items() if s.terminal)
-                text = render.counts_text(counts) or "no jobs"
-                progress.update(task, total=sum(counts.values()), completed=done, description=text)
+                update(counts)
                 if until_done and counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
                     break
                 time.sleep(refresh)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,22 +38,30 @@ def counts_text(counts: dict[JobStatus, int]) -> str:
 
 
 @contextmanager
-def job_progress(total: int) -> Iterator[ProgressFn]:
-    """A progress bar over `total` jobs, fed with status counts."""
+def job_progress(
+    total: int | None, *, out: Console = err_console, refresh: float = 0.25
+) -> Iterator[ProgressFn]:
+    """A progress bar fed with status counts: over `total` jobs, or over every job counted
+    so far when `total` is None (the whole flock)."""
     progress = Progress(
         TextColumn("[bold]jobs"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.description}"),
-        console=err_console,
-        transient=False,
+        console=out,
+        refresh_per_second=1 / refresh,
     )
     task = progress.add_task("", total=total)
 
     def update(counts: dict[JobStatus, int]) -> None:
         finished = sum(n for s, n in counts.items() if s.terminal)
-        progress.update(task, completed=finished, description=counts_text(counts))
+        progress.update(
+            task,
+            total=sum(counts.values()) if total is None else total,
+            completed=finished,
+            description=counts_text(counts) or "no jobs",
+        )
 
     with progress:
         yield update
