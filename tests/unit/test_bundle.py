@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shepard.bundle import (
-    RangeFile,
     extract_bundle,
     make_bundle,
     read_bundle,
@@ -23,6 +22,7 @@ from shepard.bundle import (
 from shepard.config import LimitsConfig
 from shepard.errors import BundleError, StorageError
 from shepard.storage.local import LocalStore
+from shepard.storage.rangefile import RangeFile
 
 LIMITS = LimitsConfig()
 Entries = dict[str, bytes | str]
