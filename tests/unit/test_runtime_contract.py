@@ -21,24 +21,10 @@ from shepard.runtime.contract import (
     input_zip_name,
 )
 from shepard.runtime.workspace import SetupError, Workspace, plan_workspace
-from shepard.storage import LocalStore
+from tests.unit.test_runtime_worker import make_ctx
 
 HOST = HostFacts("node-7", "4096")
 START = calendar.timegm((2026, 11, 22, 9, 5, 3))
-
-
-def make_ctx(tmp_path: Path, **changes: Any) -> RuntimeContext:
-    ctx = RuntimeContext(
-        inputs=LocalStore(tmp_path / "in"),
-        outputs=LocalStore(tmp_path / "out"),
-        errors=LocalStore(tmp_path / "err"),
-        quick_deploy=LocalStore(tmp_path / "qd"),
-        logs=LocalStore(tmp_path / "logs"),
-        secrets_dir=tmp_path / "secrets",
-        workspace_root=tmp_path / "work",
-        command="true",
-    )
-    return replace(ctx, **changes)
 
 
 def make_job(**changes: Any) -> Job:
@@ -119,7 +105,7 @@ def test_input_zip_name_and_is_invoked(tmp_path: Path) -> None:
 def test_buckets_are_store_locations(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
     env = env_of(make_job(), ctx)
-    assert env["INPUTS_BUCKET"] == str((tmp_path / "in").resolve())
+    assert env["INPUTS_BUCKET"] == str((tmp_path / "inputs").resolve())
     assert env["OUTPUTS_BUCKET"] == ctx.outputs.location
     assert env["ERROR_BUCKET"] == env["ERRORS_BUCKET"] == ctx.errors.location
     assert env["QUICK_DEPLOY_BUCKET"] == ctx.quick_deploy.location
