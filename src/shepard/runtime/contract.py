@@ -78,7 +78,7 @@ def current_host() -> HostFacts:
 
 
 def attempt_timeout(job: Job, ctx: RuntimeContext) -> float | None:
-    """Seconds the attempt may last, counted from START_TIME: the job's own, else the flock's."""
+    """Seconds the payload may run: the job's own timeout, else the flock's."""
     return job.timeout if job.timeout is not None else ctx.timeout
 
 

@@ -80,7 +80,8 @@ def run_attempt(
     payload's process group is killed and the workspace removed).
 
     `job.started_at` is the attempt's START_TIME (`clock()` when unset). The timeout (the job's,
-    else `ctx.timeout`) counts from START_TIME: END_TIME is the deadline. `grace` is the time
+    else `ctx.timeout`) counts from the payload's start; END_TIME (START_TIME + timeout) is
+    never later. `grace` is the time
     between SIGTERM and SIGKILL; `base_env` (default os.environ) is the inherited environment.
     `slot`: a folder owned by the calling worker slot, used (emptied) as the job's root folder
     instead of `<workspace_root>/<UUID>`.
@@ -174,12 +175,14 @@ class _Attempt:
         return self.ctx.command, ws.root
 
     def _deadline(self) -> float | None:
-        """time.monotonic() value at which the attempt times out (START_TIME + timeout)."""
+        """time.monotonic() value at which the payload is stopped: `timeout` seconds after it
+        starts. START_TIME is whole seconds taken at the claim, so END_TIME (START_TIME +
+        timeout) is never later than this; counting from START_TIME instead would cut up to a
+        second, plus the setup time, off a short timeout."""
         timeout = attempt_timeout(self.job, self.ctx)
         if timeout is None:
             return None
-        remaining = min(timeout, self.start_time + timeout - self.clock())
-        return time.monotonic() + max(0.0, remaining)
+        return time.monotonic() + timeout
 
     def _finish(self, result: ProcessResult, ws: Workspace) -> Outcome:
         if result.ending is Ending.STOPPED:
