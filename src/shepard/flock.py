@@ -19,7 +19,7 @@ from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
-from shepard.model import Job, JobEvent, JobSpec, JobStatus, ParamValue
+from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import find_key, validate_params
 from shepard.runtime import RuntimeContext, log_key
 from shepard.storage import LocalStore
@@ -97,7 +97,6 @@ class Flock:
         params: Iterable[Mapping[str, object]],
         *,
         batch: str | None = None,
-        validate: bool = True,
         max_attempts: int | None = None,
         timeout: float | None = None,
     ) -> Submission:
@@ -106,8 +105,7 @@ class Flock:
 
         def specs() -> Iterable[JobSpec]:
             for item in params:
-                checked = validate_params(item) if validate else _trusted(item)
-                yield JobSpec(checked, None, max_attempts, timeout, label)
+                yield JobSpec(validate_params(item), None, max_attempts, timeout, label)
 
         ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)
         return Submission(label, ids)
@@ -275,7 +273,6 @@ class Flock:
         *,
         until: Callable[[], bool] | None = None,
         workers: int | None = None,
-        kill_on_stop: bool = True,
         wakeup: threading.Event | None = None,
     ) -> None:
         """Run queued jobs with the local backend until `stop` is set or `until()` is true.
@@ -301,7 +298,7 @@ class Flock:
         try:
             dispatcher.run(stop, until)
         finally:
-            backend.shutdown(kill=kill_on_stop and stop.is_set())
+            backend.shutdown(kill=stop.is_set())
 
     def run_job(self, job_id: str) -> JobStatus | None:
         """Claim and run one specific queued job here (what a remote engine's task does).
@@ -331,10 +328,9 @@ class Flock:
         stop: threading.Event,
         *,
         on_progress: Progress | None = None,
-        run_here: bool = True,
         poll: float = 0.25,
     ) -> dict[JobStatus, int]:
-        """Block until every job of `batch` is terminal; run jobs here too when run_here."""
+        """Run jobs here until every job of `batch` is terminal (other processes may help)."""
         done, wakeup = threading.Event(), threading.Event()
 
         def watch() -> None:
@@ -350,8 +346,7 @@ class Flock:
 
         watcher = threading.Thread(target=watch, name="progress", daemon=True)
         watcher.start()
-        if run_here:
-            self.run(stop, until=done.is_set, wakeup=wakeup)
+        self.run(stop, until=done.is_set, wakeup=wakeup)
         watcher.join()
         return self.counts(batch)
 
@@ -369,7 +364,3 @@ def _zip_key(name: str) -> str:
     if "/" in name or "\\" in name or name.startswith("."):
         raise ShepardError(f"invalid bundle name {name!r}: use a plain file name")
     return name
-
-
-def _trusted(item: Mapping[str, object]) -> dict[str, ParamValue]:
-    return dict(item)  # type: ignore[arg-type]

@@ -121,12 +121,12 @@ def run_claimed(
     None means the catalog refused the report because the attempt is no longer current.
     """
     if control.stop.is_set() and control.stop_reason == SHUTDOWN:
-        return release(catalog, job)
+        return release(catalog, job, clock())
     if job.attempt > 1:  # an earlier attempt's sheep may have died after publishing
         before_attempt(catalog, job, ctx.outputs)
     outcome = runner(job, ctx, control, slot=slot)
     if outcome.status is JobStatus.CANCELLED and control.stop_reason == SHUTDOWN:
-        return release(catalog, job)
+        return release(catalog, job, clock())
     return report(catalog, job, outcome, policy, clock(), ctx.outputs)
 
 
@@ -163,6 +163,6 @@ def report(
     return status
 
 
-def release(catalog: Catalog, job: Job) -> JobStatus | None:
+def release(catalog: Catalog, job: Job, now: float) -> JobStatus | None:
     """Give a claimed attempt back to the queue without spending one of its attempts."""
-    return catalog.release(job.id, job.attempt, now=time.time(), detail="released: sheep shut down")
+    return catalog.release(job.id, job.attempt, now=now, detail="released: sheep shut down")
