@@ -7,12 +7,15 @@ time. xargs does no bookkeeping at all; Shepard registers the jobs in its SQLite
 claims them with leases, prepares a workspace per job, runs the payload, zips and stores the
 output, records the outcome and removes the workspace. The figure that matters is the ratio of
 throughputs, measured side by side in one run (median of the rounds). Target: >= 0.7.
+The CPU time of each side (every process it started, payloads included) is printed too: on a
+shared machine it moves less than the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -25,19 +28,25 @@ SHEPARD = str(Path(sys.executable).with_name("shepard"))
 PAYLOAD = 'echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"'
 
 
-def run_xargs(jobs: int, workers: int, scratch: Path) -> float:
+def children_cpu() -> float:
+    """CPU seconds used so far by the ended children of this process (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_xargs(jobs: int, workers: int, scratch: Path) -> tuple[float, float]:
     out = scratch / "xargs"
     out.mkdir()
     items = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
     cmd = ["xargs", "-P", str(workers), "-I{}", "sh", "-c", f'echo "{{}}" > "{out}/{{}}.txt"']
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), children_cpu()
     subprocess.run(cmd, input=items, check=True)
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, children_cpu() - cpu
     assert len(os.listdir(out)) == jobs
-    return elapsed
+    return elapsed, cpu
 
 
-def run_shepard(jobs: int, workers: int, scratch: Path) -> float:
+def run_shepard(jobs: int, workers: int, scratch: Path) -> tuple[float, float]:
     flock = scratch / "flock"
     env = {**os.environ, "SHEPARD_FLOCK": str(flock)}
     subprocess.run(
@@ -46,17 +55,17 @@ def run_shepard(jobs: int, workers: int, scratch: Path) -> float:
         env=env,
         capture_output=True,
     )
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), children_cpu()
     subprocess.run(
         [SHEPARD, "submit", "--range", f"ITEM=1-{jobs}", "--wait"],
         check=True,
         env=env,
         capture_output=True,
     )
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, children_cpu() - cpu
     produced = len(list((flock / "outputs").glob("result@*_root.zip")))
     assert produced == jobs, f"{produced} outputs for {jobs} jobs"
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -71,20 +80,31 @@ def main() -> None:
     )
     args = parser.parse_args()
     xargs_times, shepard_times = [], []
+    xargs_cpu, shepard_cpu = [], []
     for _ in range(args.rounds):
-        for runner, times in ((run_xargs, xargs_times), (run_shepard, shepard_times)):
+        for runner, times, cpu in (
+            (run_xargs, xargs_times, xargs_cpu),
+            (run_shepard, shepard_times, shepard_cpu),
+        ):
             scratch = Path(tempfile.mkdtemp(prefix="shepard-bench-", dir=args.dir))
             try:
-                times.append(runner(args.jobs, args.workers, scratch))
+                elapsed, used = runner(args.jobs, args.workers, scratch)
+                times.append(elapsed)
+                cpu.append(used)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
     x, s = statistics.median(xargs_times), statistics.median(shepard_times)
+    xc, sc = (statistics.median(c) / args.jobs * 1000 for c in (xargs_cpu, shepard_cpu))
     print(
         f"{args.jobs} trivial jobs, {args.workers} workers, median of {args.rounds} rounds, "
         f"files in {args.dir or tempfile.gettempdir()}"
     )
-    print(f"  xargs -P {args.workers}      {x:7.2f} s   {args.jobs / x:8.0f} jobs/s")
-    print(f"  shepard (local) {s:7.2f} s   {args.jobs / s:8.0f} jobs/s   (CLI submit --wait)")
+    rate = f"{x:7.2f} s   {args.jobs / x:8.0f} jobs/s"
+    print(f"  xargs -P {args.workers}      {rate}   {xc:.2f} ms CPU/job")
+    print(
+        f"  shepard (local) {s:7.2f} s   {args.jobs / s:8.0f} jobs/s   {sc:.2f} ms CPU/job"
+        "   (CLI submit --wait)"
+    )
     print(f"  ratio shepard/xargs: {x / s:.2f}  (target >= 0.70)")
 
 

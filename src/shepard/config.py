@@ -7,13 +7,15 @@ so a flock can be moved or shared as a whole.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shepard import slurmspec
 from shepard.errors import ConfigError
 from shepard.model import RetryPolicy
 
@@ -34,16 +36,83 @@ class CatalogConfig(_Strict):
     url: str | None = None  # default sqlite:///<flock>/catalog.db
 
 
+class SlurmConfig(_Strict):
+    """`[backend.slurm]`: how a flock with `backend.kind = "slurm"` uses its cluster
+    (docs/slurm.md). Sizes and limits use Slurm's notations and are checked here."""
+
+    mode: Literal["array", "sheep"] = "array"  # one array task per job | long-lived sheep
+    partition: str | None = None
+    account: str | None = None
+    cpus_per_job: int = Field(default=1, ge=1, le=4096)  # per array task or per sheep
+    memory: str | None = None  # per task or sheep: MB (2048) or with a unit (512M, 2G)
+    time: str | None = None  # limit per array task: 30 (minutes), 1:00:00, 1-12:00:00
+    sbatch_options: list[str] = Field(default_factory=list)  # e.g. ["--qos=short"]
+    max_sheep: int = Field(default=16, ge=1, le=1_000_000)
+    jobs_per_sheep: int = Field(default=20, ge=1)  # queued jobs that justify one more sheep
+    sheep_time: str = "1:00:00"  # time limit of each sheep
+    sheep_idle: float = Field(default=5.0, gt=0)  # seconds a sheep waits on an empty queue
+    submit_rate: float = Field(default=2.0, gt=0)  # sbatch calls per second, at most
+    reconcile: float = Field(default=5.0, ge=0.5)  # seconds between two looks at squeue
+    shepard: str | None = None  # the shepard command on the nodes; default: this install's
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: object) -> object:
+        if value is not None:
+            slurmspec.memory_megabytes(value)  # type: ignore[arg-type]
+            return str(value).strip().upper()
+        return value
+
+    @field_validator("time", "sheep_time", mode="before")
+    @classmethod
+    def _time(cls, value: object) -> object:
+        if value is not None:
+            slurmspec.time_seconds(value)  # type: ignore[arg-type]
+            return str(value).strip()
+        return value
+
+    @field_validator("sbatch_options")
+    @classmethod
+    def _options(cls, value: list[str]) -> list[str]:
+        for option in value:
+            name = option.split("=", 1)[0]
+            if not option.startswith("-"):
+                raise ValueError(f"{option!r} is not an sbatch option (they start with -)")
+            if name in _SBATCH_OWNED:
+                raise ValueError(f"{name} is set by shepard itself; remove {option!r}")
+        return value
+
+
+# sbatch options the slurm backend sets itself: a flock may not override them
+_SBATCH_OWNED = frozenset(
+    {
+        "-a", "--array", "-o", "--output", "-e", "--error", "-J", "--job-name", "--parsable",
+        "--comment", "--wrap", "-D", "--chdir", "--export",
+    }
+)  # fmt: skip
+
+
 class BackendConfig(_Strict):
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "slurm"] = "local"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=4096)
     lease: float = Field(default=60.0, gt=1, description="seconds a claim lasts without heartbeat")
+    slurm: SlurmConfig = SlurmConfig()
 
 
 class PayloadConfig(_Strict):
     command: str | None = None  # run through /bin/sh -c in the job's workspace
+    # a container image to run each job in (docs/containers.md); `command` then runs inside
+    # it, or the image's own entrypoint and command run when `command` is unset
+    image: str | None = None
     timeout: float | None = Field(default=None, gt=0)  # seconds per attempt; None = no limit
     env: dict[str, str] = Field(default_factory=dict)  # extra variables for every job
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError(f"{value!r} is not an image name (e.g. localhost/tool:1)")
+        return value
 
 
 class RetryConfig(_Strict):
@@ -72,6 +141,73 @@ class FilesystemsConfig(_Strict):
     lustre: str | None = None
 
 
+_MEMORY = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+_ULIMIT = re.compile(r"^(-?\d+|unlimited)(?::(-?\d+|unlimited))?$")
+ULIMIT_NAMES = frozenset(
+    {
+        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+        "rss", "rtprio", "rttime", "sigpending", "stack",
+    }
+)  # fmt: skip
+
+
+class ContainerConfig(_Strict):
+    """`[container]`: how image payloads run (docs/containers.md). Used when payload.image is
+    set; `gpus` is also checked at submission for any flock."""
+
+    engine: str | None = None  # Docker Engine API URL; default DOCKER_HOST, else a local socket
+    cpus: float | None = Field(default=None, gt=0, le=4096)
+    memory: str | None = None  # bytes, or with a unit: 512m, 2g
+    ulimits: dict[str, str] = Field(default_factory=dict)  # {nofile = "4096:8192"}
+    gpus: int | Literal["all"] = 0  # NVIDIA GPUs per job: a number (0: none) or "all"
+    allow_docker_access: bool = False  # mount the engine's socket into the container
+    network: str | None = None  # engine network ("none", "host", a name); default: engine's
+    pull: Literal["missing", "never", "always"] = "missing"
+    user: str = Field(default="host", min_length=1)  # "host" | "image" | uid[:gid] | name
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: object) -> object:
+        if value == "all" or (type(value) is int and 0 <= value <= 1024):
+            return value
+        raise ValueError(f'{value!r}: give a number of GPUs (0 for none) or "all"')
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None and _MEMORY.match(value.strip()) is None:
+            raise ValueError(f"{value!r} is not a size: use bytes or a unit, e.g. 512m or 2g")
+        return value
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimits(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, limit in value.items():
+            if name not in ULIMIT_NAMES:
+                known = ", ".join(sorted(ULIMIT_NAMES))
+                raise ValueError(f"unknown ulimit {name!r} (known: {known})")
+            if _ULIMIT.match(str(limit).strip()) is None:
+                raise ValueError(f"ulimit {name} = {limit!r}: use SOFT:HARD or one number")
+        return value
+
+    def memory_bytes(self) -> int | None:
+        """`memory` in bytes (units are powers of 1024), or None for no limit."""
+        if self.memory is None:
+            return None
+        match = _MEMORY.match(self.memory.strip())
+        assert match is not None  # checked by the validator
+        return int(match.group(1)) << (10 * "bkmgt".index(match.group(2).lower() or "b"))
+
+    def ulimit_pairs(self) -> dict[str, tuple[int, int]]:
+        """Each ulimit as (soft, hard); one number sets both, and -1 means unlimited."""
+        pairs = {}
+        for name, limit in self.ulimits.items():
+            soft, _, hard = str(limit).strip().partition(":")
+            number = [-1 if v == "unlimited" else int(v) for v in (soft, hard or soft)]
+            pairs[name] = (number[0], number[1])
+        return pairs
+
+
 class FlockConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     storage: StorageConfig = StorageConfig()
@@ -81,6 +217,7 @@ class FlockConfig(_Strict):
     retry: RetryConfig = RetryConfig()
     limits: LimitsConfig = LimitsConfig()
     filesystems: FilesystemsConfig = FilesystemsConfig()
+    container: ContainerConfig = ContainerConfig()
 
 
 class Flockdir:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from shepard.backends.base import Backend
+from shepard.backends.base import Backend, EngineBackend
 from shepard.catalog.base import Catalog
 from shepard.model import RetryPolicy
 
@@ -18,13 +18,14 @@ class Dispatcher:
     """Claims jobs for `backend` as it has room, and expires leases of lost workers.
 
     Claiming goes through the catalog, so any number of dispatchers (processes, machines) can
-    serve one flock: each job is claimed by exactly one of them.
+    serve one flock: each job is claimed by exactly one of them. An EngineBackend is not given
+    claimed jobs: its `dispatch` hands queued jobs to the engine itself (see backends/base.py).
     """
 
     def __init__(
         self,
         catalog: Catalog,
-        backend: Backend,
+        backend: Backend | EngineBackend,
         policy: RetryPolicy,
         *,
         worker_id: str,
@@ -46,6 +47,8 @@ class Dispatcher:
             expired = self.catalog.expire_leases(now=now, retry_at=now + self.policy.backoff)
             if expired:
                 log.warning("%d job(s) lost their worker and were re-queued", len(expired))
+        if isinstance(self.backend, EngineBackend):
+            return self.backend.dispatch(now)
         room = self.backend.capacity()
         if room <= 0:
             return 0

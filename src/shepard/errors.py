@@ -33,3 +33,11 @@ class JobNotFound(ShepardError):
 
 class PayloadError(ShepardError):
     """The payload could not be started (missing command, image, ...)."""
+
+
+class ResourceError(ShepardError):
+    """The flock asks for resources (GPUs) that the host running its jobs cannot give."""
+
+
+class DeployError(ShepardError):
+    """A deployment failed: the image did not build, or a quick-deploy folder is unusable."""

@@ -22,6 +22,8 @@ from shepard.errors import JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import find_key, validate_params
 from shepard.runtime import RuntimeContext, log_key
+from shepard.runtime.context import ContainerSpec
+from shepard.runtime.engine import check_gpus
 from shepard.storage import LocalStore
 
 Progress = Callable[[dict[JobStatus, int]], None]
@@ -88,7 +90,26 @@ class Flock:
             env=dict(payload.env),
             efs=self.dir.filesystem("efs"),
             lustre=self.dir.filesystem("lustre"),
+            container=self._container_spec(),
         )
+
+    def _container_spec(self) -> ContainerSpec | None:
+        """How jobs run in the flock's image (None when the payload is not an image)."""
+        image, c = self.config.payload.image, self.config.container
+        if image is None:
+            return None
+        return ContainerSpec(
+            image=image, flock=self.config.name, engine=c.engine, cpus=c.cpus,
+            memory=c.memory_bytes(), ulimits=c.ulimit_pairs(),
+            gpus=-1 if c.gpus == "all" else c.gpus, allow_docker_access=c.allow_docker_access,
+            network=c.network, pull=c.pull, user=c.user,
+        )  # fmt: skip
+
+    def check_resources(self) -> None:
+        """Raise ResourceError when this host cannot give the flock's jobs what they ask for
+        (GPUs). Judged for the local backend only: an engine's nodes are other hosts."""
+        if self.config.backend.kind == "local":
+            check_gpus(self.config.container.gpus, self.config.container.engine)
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -101,6 +122,7 @@ class Flock:
         timeout: float | None = None,
     ) -> Submission:
         """Register one parameter-only job per mapping, all in one transaction."""
+        self.check_resources()
         label = batch or new_batch_label()
 
         def specs() -> Iterable[JobSpec]:
@@ -117,6 +139,7 @@ class Flock:
 
         Nothing is stored or registered when the bundle is refused.
         """
+        self.check_resources()
         params = read_bundle_file(path, self.config.limits)
         key = _zip_key(key or f"{uuid.uuid4()}.zip")
         inputs = self.store("inputs")
@@ -218,9 +241,17 @@ class Flock:
 
         Returns the ids cancelled. A queued job never starts; the sheep running a running job
         notices at its next heartbeat (within about 2 s) and kills the payload's process group,
-        and the runtime's late report of that attempt is refused by the catalog.
+        and the runtime's late report of that attempt is refused by the catalog. On an engine
+        backend (Slurm) the engine's tasks of those jobs are removed as well (`scancel`).
         """
-        return self.catalog.cancel(job_ids, now=self.clock(), statuses=statuses)
+        cancelled = self.catalog.cancel(job_ids, now=self.clock(), statuses=statuses)
+        if cancelled:
+            from shepard.backends import open_engine
+
+            engine = open_engine(self)  # e.g. Slurm: remove the cancelled jobs' tasks
+            if engine is not None:
+                engine.cancel(cancelled)
+        return cancelled
 
     def retry(
         self,
@@ -275,22 +306,20 @@ class Flock:
         workers: int | None = None,
         wakeup: threading.Event | None = None,
     ) -> None:
-        """Run queued jobs with the local backend until `stop` is set or `until()` is true.
+        """Run queued jobs with the flock's backend until `stop` is set or `until()` is true.
 
+        The local backend runs them here (`workers` slots, default `backend.workers`); an
+        engine backend (Slurm) hands them to its engine, whose tasks run them.
         Setting `wakeup` makes the dispatcher look again at once (new jobs, `until` changed).
         """
-        from shepard.backends.local import LocalBackend
+        from shepard.backends import open_backend
         from shepard.dispatcher import Dispatcher
 
         lease = self.config.backend.lease
         policy = self.config.retry.policy()
         wakeup = wakeup or threading.Event()
         me = worker_id()
-        backend = LocalBackend(
-            self.runtime_context(), self.catalog, policy,
-            workers=workers or self.config.backend.workers, lease=lease, worker_id=me,
-            wakeup=wakeup, clock=self.clock,
-        )  # fmt: skip
+        backend = open_backend(self, workers=workers, worker_id=me, wakeup=wakeup)
         dispatcher = Dispatcher(
             self.catalog, backend, policy, worker_id=me, lease=lease, wakeup=wakeup,
             clock=self.clock,
@@ -331,24 +360,37 @@ class Flock:
         poll: float = 0.25,
     ) -> dict[JobStatus, int]:
         """Run jobs here until every job of `batch` is terminal (other processes may help)."""
-        done, wakeup = threading.Event(), threading.Event()
+        done, wakeup, ended = threading.Event(), threading.Event(), threading.Event()
+
+        def over(counts: dict[JobStatus, int]) -> bool:
+            if counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
+                done.set()
+            return done.is_set()
+
+        def settled() -> bool:
+            # asked after each dispatcher step, one of which follows a slot running out of
+            # work: the end is seen at once rather than at the next progress poll
+            return done.is_set() or over(self.counts(batch))
 
         def watch() -> None:
-            while not stop.is_set():
+            while not ended.is_set():
                 counts = self.counts(batch)
                 if on_progress:
                     on_progress(counts)
-                if counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
-                    done.set()
+                if over(counts):
                     wakeup.set()
                     return
-                stop.wait(poll)
+                ended.wait(poll)
 
         watcher = threading.Thread(target=watch, name="progress", daemon=True)
         watcher.start()
-        self.run(stop, until=done.is_set, wakeup=wakeup)
+        self.run(stop, until=settled, wakeup=wakeup)
+        ended.set()
         watcher.join()
-        return self.counts(batch)
+        counts = self.counts(batch)
+        if on_progress:
+            on_progress(counts)
+        return counts
 
 
 def worker_id() -> str:

@@ -61,6 +61,9 @@ class Job:
     exit_code: int | None = None
     outputs: tuple[str, ...] = ()  # output keys of the attempt that succeeded
     error_bundle: str | None = None  # key of the last error bundle, if any
+    # where a queued job was handed to an engine's own queue (e.g. a Slurm array), until a
+    # task of that engine claims it; None for jobs waiting for any sheep
+    placement: str | None = None
 
     @property
     def is_invoked(self) -> bool:
@@ -89,6 +92,7 @@ class Outcome:
     outputs: tuple[str, ...] = ()
     error_bundle: str | None = None
     retryable: bool = True  # False: do not retry whatever the policy says
+    detail: str | None = None  # facts for the job's history, e.g. the container image that ran
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """A sheep runs claimed jobs through the runtime, keeps their leases alive and reports outcomes.
 
-The same code serves every backend: the local backend's worker threads, and `shepard worker run`
+The same code serves every backend: the local backend's runner processes, and `shepard worker run`
 on a remote engine (a Slurm task, a Batch container), which is why reporting lives here and not
 in the dispatcher.
 """
@@ -116,18 +116,58 @@ def run_claimed(
     """Run one claimed attempt and record its outcome; return the job's new status.
 
     `slot`: the calling worker slot's own folder, reused as the job's root folder.
-    `runner`: what runs the attempt (in this process by default; see backends/procs.py).
+    `runner`: what runs the attempt (in this process by default).
 
     None means the catalog refused the report because the attempt is no longer current.
     """
+    status, _ = _run(job, ctx, catalog, policy, control, clock, slot, runner, None)
+    return status
+
+
+def run_and_claim(
+    job: Job,
+    ctx: RuntimeContext,
+    catalog: Catalog,
+    policy: RetryPolicy,
+    control: AttemptControl,
+    *,
+    worker: str,
+    lease: float,
+    wanted: Callable[[], bool] = lambda: True,
+    clock: Clock = time.time,
+    slot: Path | None = None,
+    runner: Runner = run_attempt,
+) -> tuple[JobStatus | None, Job | None]:
+    """`run_claimed`, claiming the sheep's next job (for `worker`, with `lease`) in the same
+    transaction that records the outcome (`Catalog.finish_and_claim`); returns the new
+    status and the next job, if any. `wanted()` is asked right before recording: False
+    claims nothing. An attempt given back to the queue (shutdown) claims nothing either.
+    """
+    return _run(job, ctx, catalog, policy, control, clock, slot, runner, (worker, lease, wanted))
+
+
+_Claim = tuple[str, float, Callable[[], bool]]  # worker, lease, wanted
+
+
+def _run(
+    job: Job,
+    ctx: RuntimeContext,
+    catalog: Catalog,
+    policy: RetryPolicy,
+    control: AttemptControl,
+    clock: Clock,
+    slot: Path | None,
+    runner: Runner,
+    claim: _Claim | None,
+) -> tuple[JobStatus | None, Job | None]:
     if control.stop.is_set() and control.stop_reason == SHUTDOWN:
-        return release(catalog, job, clock())
+        return release(catalog, job, clock()), None
     if job.attempt > 1:  # an earlier attempt's sheep may have died after publishing
         before_attempt(catalog, job, ctx.outputs)
     outcome = runner(job, ctx, control, slot=slot)
     if outcome.status is JobStatus.CANCELLED and control.stop_reason == SHUTDOWN:
-        return release(catalog, job, clock())
-    return report(catalog, job, outcome, policy, clock(), ctx.outputs)
+        return release(catalog, job, clock()), None
+    return _report(catalog, job, outcome, policy, clock(), ctx.outputs, claim)
 
 
 def report(
@@ -139,6 +179,18 @@ def report(
     outputs: ObjectStore,
 ) -> JobStatus | None:
     """Record `outcome` for `job`'s current attempt, asking for a retry when the policy allows."""
+    return _report(catalog, job, outcome, policy, now, outputs, None)[0]
+
+
+def _report(
+    catalog: Catalog,
+    job: Job,
+    outcome: Outcome,
+    policy: RetryPolicy,
+    now: float,
+    outputs: ObjectStore,
+    claim: _Claim | None,
+) -> tuple[JobStatus | None, Job | None]:
     retry_at = None
     if (
         outcome.status is JobStatus.FAILED
@@ -146,8 +198,15 @@ def report(
         and outcome.exit_code not in policy.no_retry_exit_codes
     ):
         retry_at = now + policy.delay(job.attempt)
+    claimed: list[Job] = []
     try:
-        status = catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
+        if claim is not None and claim[2]():
+            status, claimed = catalog.finish_and_claim(
+                job.id, job.attempt, outcome, now=now, retry_at=retry_at,
+                worker=claim[0], lease=claim[1],
+            )  # fmt: skip
+        else:
+            status = catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
     except CatalogError as exc:
         # Nothing is lost: the lease runs out and the job runs again as a new attempt, which
         # first removes the results this one may have published (see recovery.py).
@@ -160,7 +219,7 @@ def report(
         # A newer attempt owns the job (or it was cancelled): withdraw this attempt's results.
         for key in outcome.outputs:
             outputs.delete(key)
-    return status
+    return status, claimed[0] if claimed else None
 
 
 def release(catalog: Catalog, job: Job, now: float) -> JobStatus | None:

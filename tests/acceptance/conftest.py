@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 SHEPARD = str(Path(sys.executable).with_name("shepard"))
 
@@ -78,6 +80,13 @@ class Cli:
 
     def init(self, command: str, *extra: str) -> None:
         self("init", str(self.flock), "--payload-command", command, "--workers", "2", *extra)
+
+    def configure(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply `change` to the flock's parsed flock.toml and write it back."""
+        path = self.flock / "flock.toml"
+        data = tomllib.loads(path.read_text())
+        change(data)
+        path.write_text(tomli_w.dumps(data))
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Cli, parse_env, zip_names, zip_text
+from tests.acceptance.conftest import Cli
 
 pytestmark = pytest.mark.acceptance
 
@@ -40,78 +38,6 @@ def test_bad_config_names_the_key(cli: Cli) -> None:
     result = cli("query", ok=False)
     assert "flock.toml" in result.err and "workerz" in result.err
     assert "Traceback" not in result.err
-
-
-def test_submit_json_runs_with_the_full_environment(cli: Cli) -> None:
-    cli.init(ENV_DUMP)
-    done = cli("submit", "--json", '{"test1":"test1","test4":0,"Flag":true}', "--wait")
-    job_id = re.search(r"submitted job (\S+)", done.out).group(1)  # type: ignore[union-attr]
-    [zip_path] = outputs(cli)
-    info = cli("show", job_id, "--json").json()
-    start = info["start_time"]
-    assert zip_path.name == f"result@{job_id}_{start}_root.zip"
-    env = parse_env(zip_text(zip_path, "env.txt"))
-    assert env["test1"] == "test1" and env["test4"] == "0" and env["Flag"] == "True"
-    assert env["UUID"] == job_id and env["START_TIME"] == str(start)
-    stamp = time.strftime("%Y/%m/%d-%H:%M:%S", time.gmtime(start))
-    assert env["JOB_STATUS"] == f"calling_payload_code {stamp} U.T.C."
-    assert env["IS_INVOKED"] == "True" and env["INPUT_ZIP_NAME"] == "None"
-    root = Path(env["ROOT_INPUT_NAME"]).parent
-    assert root.parent == cli.flock / "work"
-    assert env["ROOT_INPUT_NAME"] == f"{root}/input"
-    assert env["ROOT_OUTPUT_NAME"] == f"{root}/output"
-    assert env["INPUTS_BUCKET"] == str(cli.flock / "inputs")
-    assert env["OUTPUTS_BUCKET"] == str(cli.flock / "outputs")
-    assert env["ERROR_BUCKET"] == str(cli.flock / "errors")
-    assert env["USES_EFS"] == "False" and env["USES_LUSTRE"] == "False"
-    assert "EFS_INPUT_NAME" not in env and "LUSTRE_INPUT_NAME" not in env
-    assert env["ULIMIT_FILENO"].isdigit() and env["HOSTNAME"]
-    assert zip_text(zip_path, "input.txt").split() == ["secrets"]
-    assert info["status"] == "succeeded" and info["exit_code"] == 0
-    assert [h["status"] for h in info["history"]] == ["queued", "running", "succeeded"]
-    assert not any((cli.flock / "work").iterdir()), "workspace must be removed"
-
-
-def test_batch_folder_copies_the_bundle_and_honours_tag(cli: Cli, tmp_path: Path) -> None:
-    cli.init(ENV_DUMP)
-    sample = tmp_path / "sample"
-    (sample / "data").mkdir(parents=True)
-    (sample / "inputs.json").write_text('{"TAG": "run 7/a", "N": 3}')
-    (sample / "data" / "x.csv").write_text("1,2\n")
-    result = cli("batch", str(sample), "--wait")
-    job_id = re.search(r"submitted job (\S+)", result.out).group(1)  # type: ignore[union-attr]
-    [zip_path] = outputs(cli)
-    assert zip_path.name.startswith(f"run_7_a_result@{job_id}_")
-    env = parse_env(zip_text(zip_path, "env.txt"))
-    bundle = env["INPUT_ZIP_NAME"]
-    assert bundle.endswith(".zip") and env["IS_INVOKED"] == "False"
-    assert sorted(zip_text(zip_path, "input.txt").split()) == sorted([bundle, "secrets"])
-    stored = cli.flock / "inputs" / bundle
-    assert sorted(zip_names(stored)) == ["data/", "data/x.csv", "inputs.json"] or sorted(
-        zip_names(stored)
-    ) == ["data/x.csv", "inputs.json"]
-
-
-def test_failing_payload_leaves_an_error_bundle_and_no_output(cli: Cli) -> None:
-    cli.init('echo to-out; echo to-err >&2; echo partial > "$ROOT_OUTPUT_NAME/p.txt"; exit 3')
-    result = cli("submit", "--json", '{"A": 1}', "--wait", ok=False)
-    assert result.code == 1
-    job_id = re.search(r"submitted job (\S+)", result.out).group(1)  # type: ignore[union-attr]
-    assert outputs(cli) == []
-    info = cli("show", job_id, "--json").json()
-    assert info["status"] == "failed" and info["exit_code"] == 3
-    assert "exit code 3" in info["reason"]
-    bundle = Path(info["error_bundle"])
-    assert bundle.name == f"log@{job_id}_{info['start_time']}.zip"
-    names = zip_names(bundle)
-    assert {"stdout.txt", "stderr.txt", "exit_status.txt", "workspace.txt"} <= set(names)
-    assert "to-out" in zip_text(bundle, "stdout.txt")
-    assert "to-err" in zip_text(bundle, "stderr.txt")
-    assert "3" in zip_text(bundle, "exit_status.txt")
-    assert "p.txt" in zip_text(bundle, "workspace.txt")
-    retrieved = cli.cwd / "got"
-    cli("retrieve", str(retrieved), "--errors")
-    assert (retrieved / "errors" / bundle.name).is_file()
 
 
 def test_query_show_and_retrieve(cli: Cli) -> None:

@@ -229,6 +229,53 @@ def test_not_retryable_failure_with_attempts_left_fails(catalog: SqlCatalog) -> 
     assert catalog.finish(retry_id, 1, FAILED_3, now=T0 + 1) is JobStatus.FAILED  # no retry_at
 
 
+def test_finish_and_claim_ends_one_attempt_and_starts_the_next_in_one_go(
+    catalog: SqlCatalog,
+) -> None:
+    first, second, third = add(catalog, 3)
+    claim_one(catalog, T0)
+    done = Outcome(JobStatus.SUCCEEDED, exit_code=0, outputs=("out/a",))
+    status, claimed = catalog.finish_and_claim(
+        first, 1, done, now=T0 + 2.5, worker="w2", lease=LEASE
+    )
+    assert status is JobStatus.SUCCEEDED
+    assert [(j.id, j.attempt, j.worker, j.status) for j in claimed] == [
+        (second, 1, "w2", JobStatus.RUNNING)
+    ]
+    assert (claimed[0].started_at, claimed[0].lease_until) == (int(T0 + 2.5), T0 + 2.5 + LEASE)
+    job = catalog.get(first)
+    assert job is not None and (job.status, job.outputs) == (JobStatus.SUCCEEDED, ("out/a",))
+    assert [(e.status, e.detail) for e in catalog.events(second)][-1] == (JobStatus.RUNNING, "w2")
+    # refused (stale attempt): nothing recorded for it, but the claim still happens
+    status, claimed = catalog.finish_and_claim(first, 1, done, now=T0 + 3, worker="w2", lease=LEASE)
+    assert status is None and [j.id for j in claimed] == [third]
+    status, claimed = catalog.finish_and_claim(
+        second, 1, FAILED_3, now=T0 + 4, retry_at=T0 + 4, worker="w2", lease=LEASE, limit=0
+    )
+    assert (status, claimed) == (JobStatus.QUEUED, [])
+
+
+def test_finish_and_claim_may_take_back_a_job_it_requeued(catalog: SqlCatalog) -> None:
+    (job_id,) = add(catalog, 1, attempts=2)
+    claim_one(catalog, T0)
+    status, claimed = catalog.finish_and_claim(
+        job_id, 1, FAILED_3, now=T0 + 1, retry_at=T0 + 1, worker="w", lease=LEASE
+    )
+    assert status is JobStatus.QUEUED and [(j.id, j.attempt) for j in claimed] == [(job_id, 2)]
+    history = [(e.attempt, e.status) for e in catalog.events(job_id)]
+    assert history[-2:] == [(1, JobStatus.QUEUED), (2, JobStatus.RUNNING)]
+
+
+def test_page_filters_by_worker(catalog: SqlCatalog) -> None:
+    ids = add(catalog, 4)
+    catalog.claim("w1", now=T0, lease=LEASE, limit=2)
+    catalog.claim("w2", now=T0, lease=LEASE, limit=1)
+    mine = catalog.page(status=JobStatus.RUNNING, worker="w1", newest_first=False)
+    assert [j.id for j in mine] == ids[:2]
+    assert [j.id for j in catalog.page(worker="w2")] == [ids[2]]
+    assert catalog.page(worker="w3") == []
+
+
 def test_expire_leases_requeues_lost_attempts_without_spending_them(catalog: SqlCatalog) -> None:
     lost_id, alive_id = catalog.add_jobs([JobSpec({}), JobSpec({})], now=T0, default_attempts=1)
     claim_one(catalog, T0, lost_id)  # lease until T0 + 60
@@ -451,6 +498,26 @@ def test_locked_sqlite_raises_catalog_error(
         holder.execute("ROLLBACK")
         holder.close()
         catalog.close()
+
+
+def test_locked_sqlite_raises_catalog_error_on_the_hot_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    catalog = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    add(catalog, 1)
+    holder = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(CatalogError, match=r"locked by another process for more than 0\.2 s"):
+            catalog.claim("w", now=T0, lease=LEASE)
+        with pytest.raises(CatalogError, match="locked"):
+            catalog.finish_and_claim("x", 1, FAILED_3, now=T0, worker="w", lease=LEASE)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert len(catalog.claim("w", now=T0, lease=LEASE)) == 1  # the connection is still good
+    catalog.close()
 
 
 def test_in_memory_catalog_is_shared_across_threads() -> None:

@@ -1,4 +1,5 @@
-"""RunnerProcess: attempts run in a child process, with stop requests and child deaths."""
+"""Runner processes: each slot's child runs, records and claims its jobs itself; the parent
+hands it work, forwards stops and closes, and ends the attempts of a runner that died."""
 
 from __future__ import annotations
 
@@ -6,54 +7,178 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from shepard.backends.procs import RunnerProcess
-from shepard.model import JobStatus
-from shepard.runtime import AttemptControl, RuntimeContext
-from tests.unit.test_runtime_worker import make_ctx, make_job, members
+import pytest
+
+from shepard.backends.procs import WORKER_DIED, RunnerProcess, RunnerSetup, runner_worker_id
+from shepard.catalog import SqlCatalog, open_catalog
+from shepard.model import Job, JobSpec, JobStatus, RetryPolicy
+from shepard.runtime import RuntimeContext, log_key
+from tests.unit.test_runtime_worker import make_ctx, members
+
+LEASE = 60.0
 
 
-def test_an_attempt_runs_in_the_child_and_publishes(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, command='echo "$$" > "$ROOT_OUTPUT_NAME/pid.txt"')
-    runner = RunnerProcess(ctx)
-    try:
-        outcome = runner(make_job(), ctx, AttemptControl(), slot=tmp_path / "slot")
-        again = runner(make_job(), ctx, AttemptControl(), slot=tmp_path / "slot")
-    finally:
-        runner.close()
-    assert outcome.status is JobStatus.SUCCEEDED and again.status is JobStatus.SUCCEEDED
-    shell_pid = int(members(ctx.outputs, outcome.outputs[0])["pid.txt"])
-    assert shell_pid != os.getpid()
+class Slot:
+    """A RunnerProcess on a file catalog, with an event set whenever it goes idle."""
+
+    def __init__(self, tmp_path: Path, command: str, *, attempts: int = 1) -> None:
+        self.url = f"sqlite:///{tmp_path / 'catalog.db'}"
+        self.catalog: SqlCatalog = open_catalog(self.url)
+        self.attempts = attempts
+        self.ctx: RuntimeContext = make_ctx(tmp_path, command=command)
+        self.idle = threading.Event()
+        setup = RunnerSetup(self.ctx, self.url, RetryPolicy(), LEASE, tmp_path / "work" / "slot")
+        self.runner = RunnerProcess(setup, self.catalog, on_idle=self.idle.set)
+
+    def add(self, n: int) -> list[str]:
+        specs = [JobSpec({"ITEM": i}) for i in range(n)]
+        return self.catalog.add_jobs(specs, now=time.time(), default_attempts=self.attempts)
+
+    def start_one(self) -> Job:
+        """Claim a job as the dispatcher does and hand it to the runner."""
+        (job,) = self.catalog.claim("parent", now=time.time(), lease=LEASE)
+        self.idle.clear()
+        self.runner.run(job)
+        return job
+
+    def job(self, job_id: str) -> Job:
+        job = self.catalog.get(job_id)
+        assert job is not None
+        return job
+
+    def started(self, job_id: str) -> bool:
+        """True once the payload of the job's first attempt has been started."""
+        return self.ctx.logs.path(log_key(job_id, 1, "stdout")).exists()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.runner.close(kill=True)
+        self.runner.join(timeout=30)
+        self.catalog.close()
 
 
-def test_a_stop_request_cancels_the_running_attempt(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, command="sleep 60")
-    runner = RunnerProcess(ctx)
-    control = AttemptControl(stop_reason="cancelled by user")
-    threading.Timer(0.5, control.stop.set).start()
+@pytest.fixture
+def slot_factory(tmp_path: Path) -> Iterator[Callable[..., Slot]]:
+    made: list[Slot] = []
+
+    def make(command: str, **kw: int) -> Slot:
+        made.append(Slot(tmp_path, command, **kw))
+        return made[-1]
+
+    yield make
+    for slot in made:
+        slot.close()
+
+
+def test_a_runner_runs_its_job_then_claims_the_rest_itself(
+    slot_factory: Callable[..., Slot],
+) -> None:
+    slot = slot_factory('echo "$$" > "$ROOT_OUTPUT_NAME/pid.txt"')
+    ids = slot.add(5)
+    slot.start_one()
+    assert slot.runner.busy
+    assert slot.idle.wait(60), "the runner never ran out of work"
+    assert not slot.runner.busy
+    jobs = [slot.job(job_id) for job_id in ids]
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 5
+    runner = runner_worker_id(slot.runner.pid or 0)
+    assert [j.worker for j in jobs] == ["parent"] + [runner] * 4  # the rest it claimed itself
+    shell_pid = int(members(slot.ctx.outputs, jobs[0].outputs[0])["pid.txt"])
+    assert shell_pid not in (os.getpid(), slot.runner.pid)
+
+
+def test_a_runner_stops_a_job_cancelled_in_the_catalog(slot_factory: Callable[..., Slot]) -> None:
+    slot = slot_factory("sleep 60")
+    [job_id] = slot.add(1)
+    slot.start_one()
+    slot.wait_for(lambda: slot.started(job_id))
     began = time.monotonic()
-    try:
-        outcome = runner(make_job(), ctx, control)
-    finally:
-        runner.close()
-    assert outcome.status is JobStatus.CANCELLED and outcome.reason == "cancelled by user"
+    slot.catalog.cancel([job_id], now=time.time())
+    slot.runner.stop([job_id])  # what LocalBackend.cancel forwards
+    assert slot.idle.wait(30)
     assert time.monotonic() - began < 15
+    assert slot.job(job_id).status is JobStatus.CANCELLED
+    assert list(slot.ctx.outputs.list()) == []
 
 
-def test_a_dead_child_fails_the_attempt_and_is_replaced(tmp_path: Path) -> None:
-    ctx: RuntimeContext = make_ctx(tmp_path, command="sleep 5")  # orphaned by the kill
-    runner = RunnerProcess(ctx)
-    try:
-        control = AttemptControl()
-        killer = threading.Timer(0.5, lambda: os.kill(runner._proc.pid, signal.SIGKILL))  # type: ignore[union-attr]
-        killer.start()
-        outcome = runner(make_job(), ctx, control)
-        assert outcome.status is JobStatus.FAILED and outcome.retryable
-        assert "worker process died" in (outcome.reason or "")
-        quick = replace(ctx, command="true")
-        runner.ctx = quick
-        assert runner(make_job(), quick, AttemptControl()).status is JobStatus.SUCCEEDED
-    finally:
-        runner.close()
+def test_a_dead_runner_fails_its_attempt_and_is_replaced(
+    slot_factory: Callable[..., Slot],
+) -> None:
+    slot = slot_factory("sleep 5")  # orphaned by the kill
+    first, second = slot.add(2)
+    slot.start_one()
+    slot.wait_for(lambda: slot.started(first))
+    dead = slot.runner.pid
+    os.kill(dead or 0, signal.SIGKILL)
+    assert slot.idle.wait(30)
+    failed = slot.job(first)
+    assert (failed.status, failed.reason) == (JobStatus.FAILED, WORKER_DIED)
+    slot.runner.setup = replace(slot.runner.setup, ctx=replace(slot.ctx, command="true"))
+    slot.start_one()
+    assert slot.idle.wait(30)
+    assert slot.job(second).status is JobStatus.SUCCEEDED
+    assert slot.runner.pid != dead
+
+
+def test_a_dead_runner_also_ends_the_jobs_it_claimed_itself(
+    slot_factory: Callable[..., Slot],
+) -> None:
+    slot = slot_factory('[ "$ITEM" = 0 ] || sleep 30', attempts=2)
+    first, second = slot.add(2)
+    slot.start_one()
+    slot.wait_for(lambda: slot.job(second).status is JobStatus.RUNNING)
+    os.kill(slot.runner.pid or 0, signal.SIGKILL)
+    assert slot.idle.wait(30)
+    assert slot.job(first).status is JobStatus.SUCCEEDED
+    lost = slot.job(second)
+    assert (lost.status, lost.reason, lost.not_before is not None) == (
+        JobStatus.QUEUED, WORKER_DIED, True
+    )  # fmt: skip
+
+
+def test_closing_with_kill_gives_the_running_job_back(slot_factory: Callable[..., Slot]) -> None:
+    slot = slot_factory("sleep 60")
+    [job_id] = slot.add(1)
+    slot.start_one()
+    slot.wait_for(lambda: slot.started(job_id))
+    slot.runner.close(kill=True)
+    slot.runner.join(timeout=30)
+    job = slot.job(job_id)
+    assert (job.status, job.attempt, job.max_attempts) == (JobStatus.QUEUED, 1, 2)
+    assert slot.catalog.events(job_id)[-1].detail == "released: sheep shut down"
+
+
+def test_closing_without_kill_lets_the_attempt_end_and_claims_nothing_more(
+    slot_factory: Callable[..., Slot],
+) -> None:
+    slot = slot_factory("sleep 1")
+    first, *rest = slot.add(3)
+    slot.start_one()
+    slot.wait_for(lambda: slot.started(first))
+    slot.runner.close(kill=False)
+    slot.runner.join(timeout=30)
+    assert slot.job(first).status is JobStatus.SUCCEEDED
+    assert [slot.job(job_id).status for job_id in rest] == [JobStatus.QUEUED] * 2
+
+
+def test_a_runner_whose_parent_is_gone_gives_its_job_back(
+    slot_factory: Callable[..., Slot],
+) -> None:
+    slot = slot_factory("sleep 60")
+    [job_id] = slot.add(1)
+    slot.start_one()
+    slot.wait_for(lambda: slot.started(job_id))
+    proc = slot.runner._proc
+    assert proc is not None and proc.stdin is not None
+    proc.stdin.close()  # what the runner sees when its parent is killed
+    assert proc.wait(timeout=30) == 0
+    assert slot.job(job_id).status is JobStatus.QUEUED

@@ -1,14 +1,15 @@
 """The local backend: `workers` slots on this machine, each running one job at a time.
 
-Each slot is a thread of this process (claims, heartbeats, reports to the catalog) paired with
-a runner process of its own (workspace, payload, outputs; see procs.py); each payload is a
-child of that runner, in its own process group. Several processes with a local backend on one
-flock cooperate through the catalog's leases.
+Each slot is a runner process (see procs.py) that runs its jobs, records their outcomes and
+claims its next job itself, through a catalog connection and a heartbeat of its own; each
+payload is a child of its runner, in its own process group. This process only supervises:
+it hands claimed jobs to idle slots, forwards cancellations and shutdowns, and ends the
+attempts of a runner that died. Several processes with a local backend on one flock cooperate
+through the catalog's leases.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
@@ -16,26 +17,33 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from shepard.backends.procs import RunnerProcess
+from shepard.backends.procs import CLOSE_TIMEOUT, RunnerProcess, RunnerSetup
 from shepard.catalog.base import Catalog
 from shepard.model import Job, RetryPolicy
-from shepard.runtime import AttemptControl, RuntimeContext
+from shepard.runtime import RuntimeContext
 from shepard.runtime.workspace import remove_tree
-from shepard.sheep import SHUTDOWN, Clock, Heartbeat, run_claimed
+from shepard.sheep import Clock, release
+
+if TYPE_CHECKING:
+    from shepard.flock import Flock
 
 log = logging.getLogger(__name__)
 
 
 class LocalBackend:
-    """Runs up to `workers` jobs at once; never claims more jobs than it has idle workers.
+    """Runs up to `workers` jobs at once; never claims more jobs than it has idle slots.
 
-    The dispatcher hands jobs to idle workers; a worker that finishes a job claims its next one
-    itself, right away, so a busy pool never waits for the dispatcher. Not claiming ahead keeps
-    `running` in the catalog meaning "running now" and leaves queued jobs to other processes
-    serving the same flock.
+    The dispatcher hands jobs to idle slots; a slot that finishes a job records it and claims
+    its next one in one transaction, so a busy pool never waits for the dispatcher (nor for
+    this process). A slot claims only when it can start the job at once, which keeps `running`
+    in the catalog meaning "running now" and leaves queued jobs to other processes serving the
+    same flock. Slots tell this process when they run out of work (`wakeup` is then set).
+
+    `catalog_url` is the catalog's full URL, for the runners' own connections; `clock` serves
+    this process only (runners read the system clock).
     """
 
     name = "local"
@@ -49,96 +57,72 @@ class LocalBackend:
         workers: int,
         lease: float,
         worker_id: str,
+        catalog_url: str,
         wakeup: threading.Event | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.ctx, self.catalog, self.policy, self.workers = ctx, catalog, policy, workers
         self.lease, self.worker_id, self.clock = lease, worker_id, clock
-        self.wakeup = wakeup or threading.Event()  # set when a worker goes idle
-        self._heartbeat = Heartbeat(catalog, lease, clock).start()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sheep")
-        self._lock = threading.Lock()
-        self._inflight = 0
+        self.wakeup = wakeup or threading.Event()  # set when a slot goes idle
         self._closing = False
-        self._slots = threading.local()
-        self._runners: list[RunnerProcess] = []
-        self._slot_names = itertools.count()
+        setups = [
+            RunnerSetup(ctx, catalog_url, policy, lease, self._slot_folder(n))
+            for n in range(workers)
+        ]
+        self._slots = [
+            RunnerProcess(setup, catalog, on_idle=self.wakeup.set, clock=clock) for setup in setups
+        ]
         sweep_slots(ctx.workspace_root)
 
+    @classmethod
+    def from_flock(
+        cls,
+        flock: Flock,
+        *,
+        workers: int | None = None,
+        worker_id: str,
+        wakeup: threading.Event | None = None,
+    ) -> LocalBackend:
+        """The flock's local backend (`backend.workers` slots unless `workers` says otherwise)."""
+        return cls(
+            flock.runtime_context(), flock.catalog, flock.config.retry.policy(),
+            workers=workers or flock.config.backend.workers, lease=flock.config.backend.lease,
+            worker_id=worker_id, catalog_url=flock.dir.catalog_url, wakeup=wakeup,
+            clock=flock.clock,
+        )  # fmt: skip
+
     def capacity(self) -> int:
-        with self._lock:
-            if self._closing:
-                return 0
-            return self.workers - self._inflight
+        if self._closing:
+            return 0
+        return sum(not slot.busy for slot in self._slots)
 
     def submit(self, jobs: Sequence[Job]) -> None:
-        for job in jobs:
-            control = self._heartbeat.hold(job)
-            with self._lock:
-                self._inflight += 1
-            self._pool.submit(self._run, job, control)
+        idle = [slot for slot in self._slots if not slot.busy] if not self._closing else []
+        for job, slot in zip(jobs, idle, strict=False):
+            slot.run(job)
+        for job in jobs[len(idle) :]:  # more than asked for: give them back untouched
+            release(self.catalog, job, self.clock())
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        self._heartbeat.stop(job_ids, "cancelled")
+        for slot in self._slots:
+            if slot.busy:
+                slot.stop(job_ids)
 
     def active(self) -> int:
-        with self._lock:
-            return self._inflight
+        """Jobs running now: one per busy slot (handed by `submit` or claimed by the slot)."""
+        return sum(slot.busy for slot in self._slots)
 
     def shutdown(self, *, kill: bool) -> None:
-        with self._lock:
-            self._closing = True
-        if kill:
-            self._heartbeat.stop(None, SHUTDOWN)
-        self._pool.shutdown(wait=True)
-        self._heartbeat.close()
-        for runner in self._runners:
-            runner.close()
-        for slot in self.ctx.workspace_root.glob(f"{_slot_prefix()}*"):
-            remove_tree(slot)
+        self._closing = True
+        for slot in self._slots:
+            slot.close(kill=kill)
+        for slot in self._slots:
+            slot.join(timeout=CLOSE_TIMEOUT if kill else None)
+        for folder in self.ctx.workspace_root.glob(f"{_slot_prefix()}*"):
+            remove_tree(folder)
 
-    def _run(self, job: Job, control: AttemptControl) -> None:
-        """Run `job`, then keep claiming and running the next queued job until none is left."""
-        try:
-            current: Job | None = job
-            while current is not None:
-                if self._closing:  # accepted but never started: give it back untouched
-                    control.stop_reason = SHUTDOWN
-                    control.stop.set()
-                try:
-                    slot, runner = self._slot()
-                    run_claimed(
-                        current, self.ctx, self.catalog, self.policy, control, self.clock,
-                        slot, runner,
-                    )  # fmt: skip
-                finally:
-                    self._heartbeat.drop(current.id)
-                current = None if self._closing else self._claim_next()
-                if current is not None:
-                    control = self._heartbeat.hold(current)
-        except Exception:
-            # e.g. the catalog is unreachable: the job's lease runs out and it runs again;
-            # the dispatcher gives this slot new work once the catalog answers
-            log.exception("a worker slot stopped on an error")
-        finally:
-            with self._lock:
-                self._inflight -= 1
-            self.wakeup.set()
-
-    def _slot(self) -> tuple[Path, RunnerProcess]:
-        """This worker thread's folder (the root folder of each of its jobs) and runner."""
-        slot: tuple[Path, RunnerProcess] | None = getattr(self._slots, "slot", None)
-        if slot is None:
-            folder = self.ctx.workspace_root / f"{_slot_prefix()}{next(self._slot_names)}"
-            runner = RunnerProcess(self.ctx)
-            with self._lock:
-                self._runners.append(runner)
-            slot = self._slots.slot = (folder, runner)
-        return slot
-
-    def _claim_next(self) -> Job | None:
-        claimed = self.catalog.claim(self.worker_id, now=self.clock(), lease=self.lease)
-        return claimed[0] if claimed else None
+    def _slot_folder(self, n: int) -> Path:
+        return self.ctx.workspace_root / f"{_slot_prefix()}{n}"
 
 
 def _slot_prefix(pid: int | None = None) -> str:

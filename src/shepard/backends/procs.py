@@ -1,36 +1,67 @@
-"""Runner processes: each local worker slot runs its attempts in a child process of its own.
+"""Runner processes: each local worker slot is a child process that runs, records and claims
+its jobs by itself.
 
-Preparing a workspace, spawning the payload and zipping its outputs is Python work; done in
-threads of one process it is serialised by the interpreter lock, so a pool of threads is no
-faster than one thread for short jobs. A process per slot runs them truly side by side, while
-the parent keeps the catalog, the leases and the heartbeats.
+Why a process: preparing a workspace, spawning the payload and zipping its outputs is Python
+work, and threads of one process take turns on the interpreter lock, so a pool of threads is
+no faster than one thread for short jobs. Why self-sufficient: a runner that sent every
+outcome to its parent and waited there for its next job spent as much CPU on that
+conversation as on the job itself. So a runner holds its own catalog connection and heartbeat,
+records each outcome and claims its next job in one transaction (`sheep.run_and_claim`), and
+tells the parent only when it has run out of work.
 
-The child is `python -m shepard.backends.procs`, talking over its stdin/stdout with
-length-prefixed pickles: first the RuntimeContext, then ("run", job, slot) and ("stop", job_id)
-messages; it answers each run with an Outcome. It is a plain subprocess rather than a
-multiprocessing child so that it never re-imports the caller's main module.
+The child is `python -m shepard.backends.procs PARENT_PID`, talking over its stdin/stdout with
+length-prefixed pickles. Parent to child: a RunnerSetup, then ("run", job) for a job the
+dispatcher claimed, ("stop", job_ids) to cancel attempts, ("close", kill) to finish. Child to
+parent: IDLE when no job is left to claim. End of file means the other side is gone: a child
+whose parent is gone stops its payload, gives its job back and exits; a parent whose child
+died ends that child's attempts with the reason WORKER_DIED. It is a plain subprocess rather
+than a multiprocessing child so that it never re-imports the caller's main module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import os
 import pickle
 import queue
-import select
+import socket
 import struct
 import subprocess
 import sys
 import threading
-from dataclasses import replace
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from shepard.model import Job, JobStatus, Outcome
-from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
+from shepard.catalog import open_catalog
+from shepard.catalog.base import Catalog
+from shepard.errors import CatalogError
+from shepard.model import Job, JobStatus, Outcome, RetryPolicy
+from shepard.runtime import RuntimeContext
+from shepard.runtime.process import KILL_GRACE, work_in
+from shepard.sheep import SHUTDOWN, Heartbeat, report, run_and_claim
 
-_POLL = 0.1  # seconds between checks for a stop request while an attempt runs
+log = logging.getLogger(__name__)
+
+IDLE = "idle"
+WORKER_DIED = "the worker process died"
+CLOSE_TIMEOUT = KILL_GRACE + 30.0  # seconds a killed runner gets to give its job back
 _HEADER = struct.Struct("!I")
+
+
+@dataclass(frozen=True)
+class RunnerSetup:
+    """Everything a runner needs to serve the flock on its own."""
+
+    ctx: RuntimeContext
+    catalog_url: str
+    policy: RetryPolicy
+    lease: float
+    slot: Path  # the slot's folder: the root folder of each of its jobs
 
 
 def send(stream: IO[bytes], message: Any) -> None:
@@ -51,118 +82,228 @@ def receive(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-class RunnerProcess:
-    """A child process that runs one attempt at a time for one worker slot.
+def runner_worker_id(pid: int) -> str:
+    """The worker name a runner claims under: `host:pid` of the runner process."""
+    return f"{socket.gethostname()}:{pid}"
 
-    Calling it has the signature of `run_attempt`, so it is a drop-in runner for
-    `sheep.run_claimed`. The child is started on first use and again after it died; a child
-    that dies mid-attempt yields a retryable FAILED outcome.
+
+class RunnerProcess:
+    """The parent's side of one slot: starts its runner, hands it jobs, notices its death.
+
+    `busy` is True from `run` until the runner says it found nothing more to claim (or died);
+    `on_idle` is then called (from a reader thread). The runner is started on first use and
+    again after it died. Thread-safe.
     """
 
-    def __init__(self, ctx: RuntimeContext) -> None:
-        self.ctx = ctx
+    def __init__(
+        self,
+        setup: RunnerSetup,
+        catalog: Catalog,
+        *,
+        on_idle: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.setup, self.catalog, self.on_idle, self.clock = setup, catalog, on_idle, clock
+        self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._handed: Job | None = None  # the job given with `run`, until the runner is idle
+        self._busy = False
+        self._closing = False
 
-    def __call__(
-        self, job: Job, ctx: RuntimeContext, control: AttemptControl, *, slot: Path | None = None
-    ) -> Outcome:
-        try:
-            proc = self._ensure_started()
-            assert proc.stdin is not None and proc.stdout is not None
-            send(proc.stdin, ("run", job, slot))
-            stop_sent = False
-            while not _readable(proc.stdout, _POLL):
-                if control.stop.is_set() and not stop_sent:
-                    send(proc.stdin, ("stop", job.id))
-                    stop_sent = True
-            outcome: Outcome = receive(proc.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            self.close()
-            return Outcome(JobStatus.FAILED, reason="the worker process died", retryable=True)
-        if outcome.status is JobStatus.CANCELLED:
-            outcome = replace(outcome, reason=control.stop_reason)
-        return outcome
+    @property
+    def busy(self) -> bool:
+        return self._busy
 
-    def close(self) -> None:
-        """Stop the child (after its current attempt) and reap it."""
-        proc, self._proc = self._proc, None
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return None if proc is None else proc.pid
+
+    def run(self, job: Job) -> None:
+        """Hand the runner a claimed job; it runs it, then claims and runs more on its own."""
+        with self._lock:
+            self._busy, self._handed = True, job
+            try:
+                proc = self._started()
+            except OSError as exc:
+                log.error("cannot start a runner process: %s", exc)
+                proc = None
         if proc is None:
+            self._lost(None, job)
+            return
+        with contextlib.suppress(OSError, ValueError):  # a dead runner: its reader reports it
+            assert proc.stdin is not None
+            send(proc.stdin, ("run", job))
+
+    def stop(self, job_ids: Sequence[str]) -> None:
+        """Stop the attempts of these jobs if this runner holds them (cancellation)."""
+        self._tell(("stop", list(job_ids)))
+
+    def close(self, *, kill: bool) -> None:
+        """Ask the runner to finish: let its current attempt end (kill=False) or stop it
+        (kill=True); jobs it has not started go back to the queue."""
+        with self._lock:
+            self._closing = True
+        self._tell(("close", kill))
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the runner has exited and its end is handled (SIGKILL after `timeout`
+        seconds)."""
+        proc, reader = self._proc, self._reader
+        if reader is None:
+            return
+        reader.join(timeout)
+        if reader.is_alive() and proc is not None:
+            log.warning("runner %d did not finish in %.0f s; killing it", proc.pid, timeout or 0)
+            proc.kill()
+            reader.join()
+
+    def _tell(self, message: Any) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
             return
         with contextlib.suppress(OSError, ValueError):
-            assert proc.stdin is not None
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+            send(proc.stdin, message)
+            if message[0] == "close":
+                proc.stdin.close()
 
-    def _ensure_started(self) -> subprocess.Popen[bytes]:
-        if self._proc is not None and self._proc.poll() is None:
+    def _started(self) -> subprocess.Popen[bytes]:
+        """The running child, started (with its reader thread) when there is none."""
+        if self._proc is not None:
             return self._proc
-        self.close()
         proc = subprocess.Popen(
             [sys.executable, "-m", "shepard.backends.procs", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         assert proc.stdin is not None
-        send(proc.stdin, self.ctx)
+        with contextlib.suppress(OSError):
+            send(proc.stdin, self.setup)
         self._proc = proc
+        self._reader = threading.Thread(
+            target=self._read, args=(proc,), name=f"runner-{proc.pid}", daemon=True
+        )
+        self._reader.start()
         return proc
 
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        """Follow one child: IDLE messages, then its exit (expected or not)."""
+        assert proc.stdout is not None
+        while True:
+            try:
+                message = receive(proc.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                break
+            if message == IDLE:
+                with self._lock:
+                    self._busy, self._handed = False, None
+                self.on_idle()
+        code = proc.wait()
+        proc.stdout.close()
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+            handed, self._handed = self._handed, None
+            clean = self._closing and code == 0
+            self._busy = False
+        if not clean:
+            log.warning("runner process %d ended with status %s", proc.pid, code)
+            self._lost(proc.pid, handed)
+        self.on_idle()
 
-def _readable(stream: IO[bytes], timeout: float) -> bool:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return bool(ready)
+    def _lost(self, pid: int | None, handed: Job | None) -> None:
+        """End the attempts a dead runner held: the job it was handed and those it claimed."""
+        jobs = [] if handed is None else [handed]
+        try:
+            if pid is not None:
+                jobs += self.catalog.page(
+                    status=JobStatus.RUNNING, worker=runner_worker_id(pid), limit=1000
+                )
+            for job in jobs:
+                self._report_died(job)
+        except CatalogError as exc:  # the leases run out; the jobs run again
+            log.error("could not record the end of a dead runner's jobs: %s", exc)
+
+    def _report_died(self, job: Job) -> None:
+        died = Outcome(JobStatus.FAILED, reason=WORKER_DIED, retryable=True)
+        report(self.catalog, job, died, self.setup.policy, self.clock(), self.setup.ctx.outputs)
 
 
-class _Child:
-    """The child's side: a reader thread takes messages, the main thread runs attempts."""
+# -- the child's side -------------------------------------------------------------------------
 
-    def __init__(self, inbox: IO[bytes], outbox: IO[bytes], parent: int) -> None:
-        self.inbox, self.outbox, self.parent = inbox, outbox, parent
-        self.ctx: RuntimeContext = receive(inbox)
-        self.jobs: queue.SimpleQueue[tuple[Job, Path | None] | None] = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.current: tuple[str, AttemptControl] | None = None
+
+class _Runner:
+    """The child: a reader thread takes the parent's messages, the main thread runs jobs."""
+
+    def __init__(self, inbox: IO[bytes], outbox: IO[bytes]) -> None:
+        self.inbox, self.outbox = inbox, outbox
+        self.setup: RunnerSetup = receive(inbox)
+        os.makedirs(self.setup.slot, exist_ok=True)
+        work_in(self.setup.slot)  # its payloads start the cheap way (see runtime/process.py)
+        self.worker = runner_worker_id(os.getpid())
+        self.catalog = open_catalog(self.setup.catalog_url)
+        self.heartbeat = Heartbeat(self.catalog, self.setup.lease).start()
+        self.handed: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.closing = False
 
     def read(self) -> None:
-        """Route messages; on EOF (the parent went away) stop the running attempt and quit."""
+        """Route the parent's messages; end of file means the parent is gone: stop at once."""
         while True:
             try:
                 message = receive(self.inbox)
-            except (EOFError, OSError):
-                self._stop(None)
-                self.jobs.put(None)
-                return
+            except (EOFError, OSError, pickle.UnpicklingError):
+                message = ("close", True)
             if message[0] == "run":
-                self.jobs.put((message[1], message[2]))
+                self.handed.put(message[1])
             elif message[0] == "stop":
-                self._stop(message[1])
+                self.heartbeat.stop(message[1], "cancelled")
+            elif message[0] == "close":
+                self.closing = True  # before stopping: attempts held later see it
+                if message[1]:
+                    self.heartbeat.stop(None, SHUTDOWN)
+                self.handed.put(None)
+                return
 
     def serve(self) -> None:
-        while (item := self.jobs.get()) is not None:
-            job, slot = item
-            control = AttemptControl()
-            # never publish for a parent that is gone: its attempt will be run again
-            control.still_current = lambda: os.getppid() == self.parent
-            with self.lock:
-                self.current = (job.id, control)
-            outcome = run_attempt(job, self.ctx, control, slot=slot)
-            with self.lock:
-                self.current = None
-            try:
-                send(self.outbox, outcome)
-            except OSError:  # the parent is gone; its attempt will be run again
-                return
+        """Run handed jobs and what they lead to claim, until the parent closes (None)."""
+        while (job := self.handed.get()) is not None:
+            if not self.closing:
+                self.heartbeat.hold(job)
+                with contextlib.suppress(Exception):  # the lease was taken a while ago: renew
+                    self.heartbeat.beat()
+            next_job: Job | None = job
+            while next_job is not None:
+                next_job = self._run(next_job)
+            if not self.closing:
+                with contextlib.suppress(OSError):  # the parent is gone: its close comes next
+                    send(self.outbox, IDLE)
+        self.heartbeat.close()
+        self.catalog.close()
 
-    def _stop(self, job_id: str | None) -> None:
-        with self.lock:
-            if self.current is not None and job_id in (None, self.current[0]):
-                self.current[1].stop.set()
+    def _run(self, job: Job) -> Job | None:
+        """Run one claimed job, record it, and return the next job claimed in that go."""
+        control = self.heartbeat.hold(job)
+        if self.closing:  # accepted but never started: give it back untouched
+            control.stop_reason = SHUTDOWN
+            control.stop.set()
+        setup = self.setup
+        try:
+            _status, claimed = run_and_claim(
+                job, setup.ctx, self.catalog, setup.policy, control, worker=self.worker,
+                lease=setup.lease, wanted=lambda: not self.closing, slot=setup.slot,
+            )  # fmt: skip
+        except CatalogError:
+            return None  # logged; the lease runs out and the job runs again
+        except Exception:
+            log.exception("job %s: the runner failed", job.id)
+            return None
+        finally:
+            self.heartbeat.drop(job.id)
+        return claimed
 
 
 def main() -> None:
@@ -170,12 +311,14 @@ def main() -> None:
 
     # Ctrl-C reaches the whole process group: the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = int(sys.argv[1])
     outbox = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the channel
-    child = _Child(sys.stdin.buffer, outbox, parent)
-    threading.Thread(target=child.read, name="runner-inbox", daemon=True).start()
-    child.serve()
+    runner = _Runner(sys.stdin.buffer, outbox)
+    threading.Thread(target=runner.read, name="runner-inbox", daemon=True).start()
+    gc.freeze()  # what is loaded by now lives as long as the runner: keep the collector off it
+    runner.serve()
+    outbox.close()
+    os._exit(0)  # everything is recorded and closed; skip the interpreter's slow teardown
 
 
 if __name__ == "__main__":

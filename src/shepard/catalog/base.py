@@ -35,10 +35,11 @@ class Catalog(Protocol):
     ) -> list[Job]:
         """Atomically move up to `limit` claimable jobs to RUNNING for `worker`; return them.
 
-        Claimable: QUEUED with `not_before` unset or <= now, oldest `seq` first; restricted to
-        `job_ids` when given. Each claimed job gets attempt += 1, lease_until = now + lease,
-        worker, and started_at = a START_TIME (int epoch seconds) strictly greater than the
-        started_at of any earlier attempt of that job (so output names never collide).
+        Claimable: QUEUED with `not_before` unset or <= now and no placement, oldest `seq`
+        first; restricted to `job_ids` when given. Each claimed job gets attempt += 1,
+        lease_until = now + lease, worker, and started_at = a START_TIME (int epoch seconds)
+        strictly greater than the started_at of any earlier attempt of that job (so output
+        names never collide).
         Concurrent callers (threads, processes, hosts) never receive the same job.
         A RUNNING event is recorded per claimed job.
         """
@@ -66,7 +67,28 @@ class Catalog(Protocol):
         If `outcome.status` is FAILED, `retry_at` is given, `outcome.retryable` and the job has
         attempts left (attempt < max_attempts), the job goes back to QUEUED with
         not_before = retry_at instead of FAILED. Returns the status the job ended up in.
-        Records an event carrying the reason.
+        Records an event carrying the reason, followed by `outcome.detail` when set.
+        """
+        ...
+
+    def finish_and_claim(
+        self,
+        job_id: str,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        retry_at: float | None = None,
+        worker: str,
+        lease: float,
+        limit: int = 1,
+    ) -> tuple[JobStatus | None, list[Job]]:
+        """`finish(job_id, attempt, outcome, now=now, retry_at=retry_at)`, then
+        `claim(worker, now=now, lease=lease, limit=limit)`, in ONE transaction.
+
+        What a sheep calls when an attempt ends and it can start another one at once: one
+        round trip instead of two. Each half behaves (and records events) exactly as the
+        method it stands for; the claim happens even when the finish is refused (None).
         """
         ...
 
@@ -115,6 +137,76 @@ class Catalog(Protocol):
         """
         ...
 
+    # -- engine backends: queued jobs handed to an engine's own queue (see placing.py) --------
+
+    def place(self, placement: str, *, now: float, limit: int) -> list[str]:
+        """Mark up to `limit` QUEUED jobs that `claim` could take now (and carry no placement)
+        with `placement`, oldest seq first; return their ids in seq order.
+
+        Placed jobs stay QUEUED but are never claimed by `claim` nor placed again: they wait
+        for `claim_placed`. Concurrent callers never place the same job.
+        """
+        ...
+
+    def rename_placement(self, old: str, new: str) -> int:
+        """Change the placement of every job placed under `old` to `new`; return the count."""
+        ...
+
+    def claim_placed(
+        self,
+        worker: str,
+        job_id: str,
+        placements: Sequence[str],
+        *,
+        now: float,
+        lease: float,
+    ) -> Job | None:
+        """Claim `job_id` exactly as `claim` would, provided it is QUEUED and placed under one
+        of `placements`; the claim clears the placement. None when that is not the case."""
+        ...
+
+    def unplace(
+        self,
+        job_ids: Sequence[str],
+        placement: str,
+        *,
+        now: float,
+        detail: str,
+        lost: bool = True,
+    ) -> list[str]:
+        """Clear the placement of those `job_ids` that are QUEUED and still placed under
+        `placement` (their engine task ended without claiming them); `detail` is recorded in
+        their history. With `lost` the job's lost-worker count grows, and a job reaching
+        MAX_LOST fails with `detail` as its reason. Returns the ids changed, in seq order."""
+        ...
+
+    def placed(self, *, limit: int = 1000, after_seq: int | None = None) -> list[Job]:
+        """QUEUED jobs carrying a placement, in seq order, keyset-paged by seq."""
+        ...
+
+    def placements(self) -> dict[str, int]:
+        """Every placement that QUEUED jobs carry, with the number of such jobs."""
+        ...
+
+    def placed_in(self, placements: Sequence[str]) -> list[Job]:
+        """Jobs in any status whose placement is one of `placements`, in seq order."""
+        ...
+
+    def ready(self, *, now: float) -> int:
+        """How many jobs `claim` could take at `now` (QUEUED, due, without a placement)."""
+        ...
+
+    def lose(
+        self, job_id: str, attempt: int, *, now: float, reason: str, retry_at: float | None = None
+    ) -> JobStatus | None:
+        """Handle RUNNING `attempt` as if its lease had expired now, with `reason` (its worker
+        is known to be gone): QUEUED again (not_before = retry_at) without spending an
+        attempt, or FAILED once the job has lost MAX_LOST workers. Fenced: None if `attempt`
+        is not the job's current running attempt."""
+        ...
+
+    # -- queries ----------------------------------------------------------------------------
+
     def get(self, job_id: str) -> Job | None: ...
 
     def events(self, job_id: str) -> list[JobEvent]:
@@ -132,12 +224,14 @@ class Catalog(Protocol):
         self,
         *,
         status: JobStatus | None = None,
+        worker: str | None = None,
         limit: int = 50,
         before_seq: int | None = None,
         after_seq: int | None = None,
         newest_first: bool = True,
     ) -> list[Job]:
-        """Jobs in `seq` order, optionally filtered by status, keyset-paged by seq."""
+        """Jobs in `seq` order, optionally filtered by status and by the worker that claimed
+        them last, keyset-paged by seq."""
         ...
 
     def close(self) -> None: ...

@@ -99,13 +99,36 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def begin_writes(url: URL) -> str | None:
+    """The statement that opens a write transaction on a bare DBAPI connection of `url`'s
+    engine (see `_on_begin`), or None when the driver opens transactions by itself."""
+    return "BEGIN IMMEDIATE" if url.get_backend_name() == "sqlite" else None
+
+
+def driver_errors(engine: Engine) -> type[Exception]:
+    """The base class of the errors the engine's DBAPI driver raises itself."""
+    error: type[Exception] = engine.dialect.loaded_dbapi.Error
+    return error
+
+
 @contextlib.contextmanager
-def catalog_errors(url: URL) -> Iterator[None]:
-    """Turn database failures raised inside the block into CatalogError with a usable message."""
+def catalog_errors(url: URL, driver: type[Exception] | None = None) -> Iterator[None]:
+    """Turn database failures raised inside the block into CatalogError with a usable message.
+
+    `driver`: also translate that class of raw driver errors (statements run on a bare
+    DBAPI connection, which SQLAlchemy does not wrap).
+    """
     try:
         yield
     except sa.exc.DBAPIError as exc:
         raise CatalogError(_scrub(describe(exc, url), url)) from exc
+    except Exception as exc:
+        if driver is None or not isinstance(exc, driver):
+            raise
+        wrapped = sa.exc.DBAPIError.instance(None, None, exc, driver)
+        if not isinstance(wrapped, sa.exc.DBAPIError):
+            raise
+        raise CatalogError(_scrub(describe(wrapped, url), url)) from exc
     except sa.exc.TimeoutError as exc:  # the connection pool stayed exhausted
         shown = url.render_as_string(hide_password=True)
         raise CatalogError(f"no free connection to the catalog at {shown}: {exc}") from exc

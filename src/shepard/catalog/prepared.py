@@ -1,9 +1,10 @@
-"""Hot-path statements: compiled once per dialect, then run on the DBAPI cursor directly.
+"""Hot-path statements: compiled once per dialect, then run on a DBAPI connection directly.
 
 A job's life costs a handful of statements (claim, finish, their history rows). Going through
 SQLAlchemy's execution machinery costs several times what the database itself spends on them,
 so these few are compiled once by SQLAlchemy (one definition for SQLite and PostgreSQL) and
-executed on the pooled connection's own cursor, inside the same transaction.
+executed on the pooled connection's own cursor, inside the caller's transaction. The order of
+the driver's arguments is worked out once too, so a call only picks values out of a dict.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 
 class Prepared:
-    """`statement` compiled for `dialect`; `columns` names the RETURNING columns, if any."""
+    """`statement` compiled for `dialect`; `columns` names the RETURNING columns, if any.
+
+    Parameters are passed by the keys of the statement's bind parameters; binds the statement
+    fixes itself (e.g. a status literal in a WHERE clause) keep their compiled values.
+    """
 
     def __init__(
         self,
@@ -31,20 +36,25 @@ class Prepared:
             dialect=dialect, column_keys=None if insert_keys is None else list(insert_keys)
         )
         assert isinstance(compiled, SQLCompiler)
-        self._compiled = compiled
-        self.sql = self._compiled.string
+        self.sql = compiled.string
         self.columns = tuple(columns)
-        self._order: tuple[str, ...] | None = (
-            tuple(self._compiled.positiontup or ()) if dialect.positional else None
-        )
+        # (driver name, caller's key, value when the caller gives none) of every bind
+        binds: dict[str, tuple[str, Any]] = {}
+        for bind, name in compiled.bind_names.items():
+            driver_name = compiled.escaped_bind_names.get(name, name)
+            binds[driver_name] = (bind.key, bind.effective_value if bind.callable else bind.value)
+        order = compiled.positiontup if dialect.positional else None
+        self._positional = order is not None
+        self._binds = tuple((n, *binds[n]) for n in (order if order is not None else binds))
 
     def _args(self, params: Mapping[str, Any]) -> Any:
-        values = self._compiled.construct_params(dict(params)) or {}
-        return values if self._order is None else tuple(values[n] for n in self._order)
+        if self._positional:
+            return tuple(params.get(key, default) for _name, key, default in self._binds)
+        return {name: params.get(key, default) for name, key, default in self._binds}
 
-    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def rows(self, dbapi_conn: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Execute once; return the RETURNING rows as dicts keyed by `columns`."""
-        cursor = _cursor(conn)
+        cursor = dbapi_conn.cursor()
         try:
             cursor.execute(self.sql, self._args(params))
             if not self.columns:
@@ -53,14 +63,10 @@ class Prepared:
         finally:
             cursor.close()
 
-    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def many(self, dbapi_conn: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row (no RETURNING)."""
-        cursor = _cursor(conn)
+        cursor = dbapi_conn.cursor()
         try:
             cursor.executemany(self.sql, [self._args(row) for row in rows])
         finally:
             cursor.close()
-
-
-def _cursor(conn: Connection) -> Any:
-    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

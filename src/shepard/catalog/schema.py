@@ -3,14 +3,15 @@
 Indexes are kept to the minimum the queries need, because every index slows the bulk insert
 of a million-job submission: `id` is unique (lookups by id), `(status, seq)` serves claiming
 (oldest queued first) and status-filtered paging, `(batch, status)` serves the progress of one
-submission, and `job_events.job_id` serves `events()`.
+submission, `job_events.job_id` serves `events()`, and a partial index on `placement` serves
+the engine backends' bookkeeping.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 """The newest migration; opening a catalog whose version table holds it skips Alembic."""
 
 VERSION_TABLE = "shepard_alembic_version"
@@ -44,10 +45,20 @@ jobs = sa.Table(
     sa.Column("error_bundle", sa.Text(), nullable=True),
     # attempts that ended because their worker vanished (they do not count as attempts)
     sa.Column("lost", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    # the engine queue entry (e.g. Slurm array) a queued job was handed to; see placing.py
+    sa.Column("placement", sa.String(), nullable=True),
     sa.Index("ix_jobs_status_seq", "status", "seq"),
     # progress of one submission (`counts(batch=...)`) without scanning the table; batch
     # labels grow with time, so bulk inserts append at the index's right edge
     sa.Index("ix_jobs_batch_status", "batch", "status"),
+    # partial: jobs of in-process backends never carry a placement, so it costs their
+    # bulk inserts nothing
+    sa.Index(
+        "ix_jobs_placement",
+        "placement",
+        sqlite_where=sa.text("placement IS NOT NULL"),
+        postgresql_where=sa.text("placement IS NOT NULL"),
+    ),
 )
 
 job_events = sa.Table(

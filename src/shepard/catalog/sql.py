@@ -6,6 +6,8 @@ one instance can be shared by many threads, and many processes can share one dat
   the subquery is `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
   waiting; SQLite renders no FOR UPDATE, and its BEGIN IMMEDIATE serialises writers instead.
 - Every change made on behalf of an attempt is fenced by `id, attempt, status = 'running'`.
+- The statements of a job's life (claim, finish, their history rows) are compiled once
+  (prepared.py) and run in `_hot` transactions on a bare DBAPI connection from the pool.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from sqlalchemy.engine import Connection
 from shepard.catalog import engine as _engine
 from shepard.catalog.bulk import insert_specs
 from shepard.catalog.migrate import ensure_schema
+from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
 from shepard.catalog.prepared import Prepared
 from shepard.catalog.schema import job_events, jobs
 from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome
 
 _ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
 LEASE_EXPIRED = "lease expired (worker lost)"
-MAX_LOST = 3  # a job whose worker vanishes this many times fails instead of running again
 CANCELLED_BY_USER = "cancelled by user"
 REQUEUED_BY_USER = "requeued by user"
 
@@ -37,7 +39,7 @@ _FAILED, _CANCELLED = JobStatus.FAILED.value, JobStatus.CANCELLED.value
 _FENCE_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
 
 
-class SqlCatalog:
+class SqlCatalog(Placements):
     """A Catalog stored in the database at `url` (see `shepard.catalog.open_catalog`).
 
     Opening brings the database to the current schema. Database failures surface as
@@ -59,6 +61,12 @@ class SqlCatalog:
             if self._url.get_backend_name() == "sqlite"
             else contextlib.nullcontext()
         )
+        self._driver_error = _engine.driver_errors(self._engine)
+        self._begin = _engine.begin_writes(self._url)
+        # SQLite writers take turns on `_writer` anyway: `_hot` keeps one connection rather
+        # than taking one from the pool and giving it back for every transaction
+        self._keep = self._url.get_backend_name() == "sqlite"
+        self._kept: Any = None
         with self._serial, _engine.catalog_errors(self._url):
             ensure_schema(self._engine)
         dialect = self._engine.dialect
@@ -78,7 +86,14 @@ class SqlCatalog:
         return f"SqlCatalog({self.url!r})"
 
     def close(self) -> None:
+        with self._serial, self._writer:
+            kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.close()
         self._engine.dispose()
+
+    def _job(self, row: Mapping[Any, Any]) -> Job:
+        return _to_job(row)
 
     @contextlib.contextmanager
     def _transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
@@ -87,13 +102,39 @@ class SqlCatalog:
         with (
             self._serial,
             writer,
-            _engine.catalog_errors(self._url),
+            _engine.catalog_errors(self._url, self._driver_error),
             self._engine.connect() as conn,
         ):
             if read_only:
                 conn.execution_options(**{_engine.READ_ONLY: True})
             with conn.begin():
                 yield conn
+
+    @contextlib.contextmanager
+    def _hot(self) -> Iterator[Any]:
+        """A write transaction on a bare DBAPI connection, for the prepared statements only:
+        what `_transaction` does, without SQLAlchemy's per-statement machinery."""
+        with (
+            self._serial,
+            self._writer,
+            _engine.catalog_errors(self._url, self._driver_error),
+        ):
+            raw = self._kept or self._engine.raw_connection()
+            try:
+                if self._begin is not None:
+                    raw.driver_connection.execute(self._begin)  # type: ignore[union-attr]
+                yield raw
+                raw.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    raw.rollback()
+                self._kept = None
+                raw.close()  # back to the pool, or dropped when broken
+                raise
+            if self._keep:
+                self._kept = raw
+            else:
+                raw.close()
 
     def _record(
         self,
@@ -105,11 +146,7 @@ class SqlCatalog:
     ) -> None:
         """Append one event per (job_id, attempt) to the history."""
         if held:
-            rows = [
-                {"job_id": i, "attempt": a, "status": status.value, "at": now, "detail": detail}
-                for i, a in held
-            ]
-            self._event.many(conn, rows)
+            self._event.many(_dbapi(conn), _events(held, status, now, detail))
 
     # -- submission -------------------------------------------------------------------------
 
@@ -143,16 +180,33 @@ class SqlCatalog:
             "worker": worker,
             "limit": limit,
         }
-        if job_ids is not None:
-            params["ids"] = list(job_ids)
+        if job_ids is None:
+            with self._hot() as raw:
+                claimed, events = self._claim_in(raw, worker, now=now, lease=lease, limit=limit)
+                if events:
+                    self._event.many(raw, events)
+            return claimed
+        params["ids"] = list(job_ids)
         with self._transaction() as conn:
-            if job_ids is None:
-                rows: Iterable[Mapping[Any, Any]] = self._claim.rows(conn, params)
-            else:
-                rows = list(conn.execute(stmt, params).mappings())
+            rows = conn.execute(stmt, params).mappings()
             claimed = sorted((_to_job(row) for row in rows), key=_seq)
             self._record(conn, [(j.id, j.attempt) for j in claimed], JobStatus.RUNNING, now, worker)
         return claimed
+
+    def _claim_in(
+        self, raw: Any, worker: str, *, now: float, lease: float, limit: int
+    ) -> tuple[list[Job], list[dict[str, Any]]]:
+        """Claim in the open `_hot` transaction; return the jobs and their history rows."""
+        params = {
+            "now": now,
+            "start": int(now),
+            "lease_until": now + lease,
+            "worker": worker,
+            "limit": limit,
+        }
+        claimed = sorted((_to_job(row) for row in self._claim.rows(raw, params)), key=_seq)
+        held = [(job.id, job.attempt) for job in claimed]
+        return claimed, _events(held, JobStatus.RUNNING, now, worker)
 
     def heartbeat(self, held: Sequence[tuple[str, int]], *, now: float, lease: float) -> set[str]:
         extended: set[str] = set()
@@ -179,6 +233,47 @@ class SqlCatalog:
         now: float,
         retry_at: float | None = None,
     ) -> JobStatus | None:
+        with self._hot() as raw:
+            status, events = self._finish_in(raw, job_id, attempt, outcome, now, retry_at)
+            if events:
+                self._event.many(raw, events)
+        return status
+
+    def finish_and_claim(
+        self,
+        job_id: str,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        retry_at: float | None = None,
+        worker: str,
+        lease: float,
+        limit: int = 1,
+    ) -> tuple[JobStatus | None, list[Job]]:
+        """See Catalog.finish_and_claim: `finish`, then `claim`, in one transaction."""
+        with self._hot() as raw:
+            status, events = self._finish_in(raw, job_id, attempt, outcome, now, retry_at)
+            claimed: list[Job] = []
+            if limit >= 1:
+                claimed, claim_events = self._claim_in(
+                    raw, worker, now=now, lease=lease, limit=limit
+                )
+                events += claim_events
+            if events:
+                self._event.many(raw, events)
+        return status, claimed
+
+    def _finish_in(
+        self,
+        raw: Any,
+        job_id: str,
+        attempt: int,
+        outcome: Outcome,
+        now: float,
+        retry_at: float | None,
+    ) -> tuple[JobStatus | None, list[dict[str, Any]]]:
+        """Finish in the open `_hot` transaction; return the new status and its history row."""
         if not outcome.status.terminal:
             raise ValueError(f"an attempt cannot end as {outcome.status.value!r}")
         wants_retry = (
@@ -196,19 +291,17 @@ class SqlCatalog:
             "b_outputs": json.dumps(list(outcome.outputs), separators=(",", ":")),
             "b_error_bundle": outcome.error_bundle,
         }
-        with self._transaction() as conn:
-            found = self._finish.rows(conn, params)
-            if not found:
-                return None
-            status = JobStatus(found[0]["status"])
-            if status is JobStatus.QUEUED:
-                detail: str | None = (
-                    f"retry in {(retry_at or now) - now:g}s after: {outcome.reason}"
-                )
-            else:
-                detail = outcome.reason
-            self._record(conn, [(job_id, attempt)], status, now, detail)
-        return status
+        found = self._finish.rows(raw, params)
+        if not found:
+            return None, []
+        status = JobStatus(found[0]["status"])
+        if status is JobStatus.QUEUED:
+            detail: str | None = f"retry in {(retry_at or now) - now:g}s after: {outcome.reason}"
+        else:
+            detail = outcome.reason
+        if outcome.detail:
+            detail = f"{detail}; {outcome.detail}" if detail else outcome.detail
+        return status, _events([(job_id, attempt)], status, now, detail)
 
     def release(self, job_id: str, attempt: int, *, now: float, detail: str) -> JobStatus | None:
         """Requeue a running attempt at once, granting one more attempt so that the attempt
@@ -234,35 +327,17 @@ class SqlCatalog:
         (max_attempts grows by one) unless the job already lost MAX_LOST attempts, which points
         at the job itself killing its worker (e.g. by exhausting memory); then it fails."""
         expired = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_until < now)
-        requeue = (
-            jobs.update()
-            .where(expired, jobs.c.lost < MAX_LOST - 1)
-            .values(
-                status=_QUEUED,
-                not_before=retry_at,
-                lease_until=None,
-                reason=LEASE_EXPIRED,
-                lost=jobs.c.lost + 1,
-                max_attempts=jobs.c.max_attempts + 1,
-            )
-            .returning(*_FENCE_COLUMNS)
-        )
-        fail = (
-            jobs.update()
-            .where(expired, jobs.c.lost >= MAX_LOST - 1)
-            .values(
-                status=_FAILED,
-                finished_at=now,
-                lease_until=None,
-                lost=jobs.c.lost + 1,
-                reason=f"{LEASE_EXPIRED} {MAX_LOST} times",
-            )
-            .returning(*_FENCE_COLUMNS)
+        requeue, fail = lost_worker_updates(
+            expired,
+            now=now,
+            reason=LEASE_EXPIRED,
+            retry_at=retry_at,
+            failed=f"{LEASE_EXPIRED} {MAX_LOST} times",
         )
         handled: list[sa.Row[Any]] = []
         with self._transaction() as conn:
             for stmt, status in ((requeue, JobStatus.QUEUED), (fail, JobStatus.FAILED)):
-                rows = conn.execute(stmt).all()
+                rows = conn.execute(stmt.returning(*_FENCE_COLUMNS)).all()
                 self._record(conn, [(r.id, r.attempt) for r in rows], status, now, LEASE_EXPIRED)
                 handled.extend(rows)
         return [r.id for r in sorted(handled, key=_seq)]
@@ -305,6 +380,7 @@ class SqlCatalog:
                 status=_QUEUED,
                 max_attempts=jobs.c.attempt + extra_attempts,
                 lost=0,  # a user's retry starts the lost-worker count afresh
+                placement=None,  # a job cancelled while placed is handed over afresh
                 not_before=None,
                 finished_at=None,
                 lease_until=None,
@@ -377,6 +453,7 @@ class SqlCatalog:
         self,
         *,
         status: JobStatus | None = None,
+        worker: str | None = None,
         limit: int = 50,
         before_seq: int | None = None,
         after_seq: int | None = None,
@@ -388,6 +465,8 @@ class SqlCatalog:
         stmt = sa.select(jobs).limit(limit)
         if status is not None:
             stmt = stmt.where(jobs.c.status == status.value)
+        if worker is not None:
+            stmt = stmt.where(jobs.c.worker == worker)
         if before_seq is not None:
             stmt = stmt.where(jobs.c.seq < before_seq)
         if after_seq is not None:
@@ -403,6 +482,7 @@ def _claim_statement(restricted: bool) -> sa.Update:
     claimable = (
         sa.select(jobs.c.seq)
         .where(jobs.c.status == _QUEUED)
+        .where(jobs.c.placement.is_(None))  # placed jobs wait for their engine task
         .where(sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= sa.bindparam("now")))
         .order_by(jobs.c.seq)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
@@ -495,7 +575,23 @@ def _to_job(row: Mapping[Any, Any]) -> Job:
         exit_code=row["exit_code"],
         outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
         error_bundle=row["error_bundle"],
+        placement=row["placement"],
     )
+
+
+def _events(
+    held: Sequence[tuple[str, int]], status: JobStatus, now: float, detail: str | None
+) -> list[dict[str, Any]]:
+    """History rows: one per (job_id, attempt)."""
+    return [
+        {"job_id": i, "attempt": a, "status": status.value, "at": now, "detail": detail}
+        for i, a in held
+    ]
+
+
+def _dbapi(conn: Connection) -> Any:
+    """The DBAPI connection under a SQLAlchemy connection (for the prepared statements)."""
+    return conn.connection.dbapi_connection
 
 
 def _float(value: float | None) -> float | None:

@@ -162,7 +162,13 @@ def _wait(f: Flock, sub: Submission) -> None:
         counts = f.wait(sub.batch, stop, on_progress=progress)
     render.summary(f, counts, started)
     if stop.is_set():
-        err_console.print("interrupted: unfinished jobs stay queued; `shepard up` resumes them")
+        if f.config.backend.kind == "slurm":
+            err_console.print(
+                "interrupted: jobs handed to Slurm keep running there (`shepard cancel` stops "
+                "them); the others stay queued and `shepard up` hands them over"
+            )
+        else:
+            err_console.print("interrupted: unfinished jobs stay queued; `shepard up` resumes them")
         raise typer.Exit(130)
     if counts[JobStatus.FAILED] or counts[JobStatus.CANCELLED]:
         raise typer.Exit(1)
@@ -181,7 +187,11 @@ def up(
     """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
     n = workers or f.config.backend.workers
-    console.print(f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)")
+    if f.config.backend.kind == "slurm":
+        mode = f.config.backend.slurm.mode
+        console.print(f"flock {f.config.name}: handing jobs to Slurm ({mode} mode; Ctrl-C to stop)")
+    else:
+        console.print(f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)")
     wakeup = threading.Event()
     inbox: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if not no_inbox:

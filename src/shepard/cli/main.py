@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from shepard import __version__
-from shepard.cli import jobs, ops, profiles
+from shepard.cli import deploy, jobs, ops, profiles
 from shepard.cli.common import FlockOption, apply_profile_defaults, console, err_console, open_flock
 from shepard.cli.secrets import secretify
-from shepard.config import BackendConfig, FlockConfig, PayloadConfig, RetryConfig
+from shepard.config import BackendConfig, FlockConfig, RetryConfig
 from shepard.errors import ShepardError
 from shepard.flock import Flock
 
@@ -28,6 +29,11 @@ app = typer.Typer(
 )
 worker_app = typer.Typer(help="Worker-side commands, called by backends.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+
+
+class BackendKind(StrEnum):
+    LOCAL = "local"
+    SLURM = "slurm"
 
 
 def _version(value: bool) -> None:
@@ -57,6 +63,12 @@ def init(
         str | None,
         typer.Option(help="Command every job runs (through /bin/sh -c), e.g. 'python3 job.py'."),
     ] = None,
+    payload_image: Annotated[
+        str | None,
+        typer.Option(
+            help="Container image every job runs in (docs/containers.md), e.g. localhost/tool:1."
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Local worker slots (default: cores).")
     ] = None,
@@ -65,14 +77,22 @@ def init(
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
     attempts: Annotated[int, typer.Option(help="Attempts per job.")] = 1,
+    backend_kind: Annotated[
+        BackendKind,
+        typer.Option(
+            "--backend", help="Where jobs run: this machine, or a Slurm cluster (docs/slurm.md)."
+        ),
+    ] = BackendKind.LOCAL,
 ) -> None:
     """Create a flock: FOLDER/flock.toml plus its stores and catalog."""
-    backend = BackendConfig(workers=workers) if workers else BackendConfig()
+    backend = BackendConfig.model_validate(
+        {"kind": backend_kind.value, **({"workers": workers} if workers else {})}
+    )
     cfg = FlockConfig(
         name=name or folder.resolve().name,
         backend=backend,
         catalog={"url": catalog} if catalog else {},  # type: ignore[arg-type]
-        payload=PayloadConfig(command=payload_command, timeout=timeout),
+        payload=deploy.payload_config(payload_command, payload_image, timeout),
         retry=RetryConfig(attempts=attempts),
     )
     flock = Flock.create(folder, cfg)
@@ -94,20 +114,72 @@ app.command()(ops.logs)
 app.command()(ops.cancel)
 app.command()(ops.retry)
 app.command()(secretify)
+deploy.register(app)
 profiles.register(app)
 
 
 @worker_app.command("run")
 def worker_run(
-    job_id: Annotated[str, typer.Argument(help="The job to run (must be queued).")],
+    job_id: Annotated[
+        str | None, typer.Argument(help="The job to run (must be queued; or use --manifest).")
+    ] = None,
     flock: FlockOption = Path("."),
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="An array's task manifest: run the job on line --index of it."),
+    ] = None,
+    index: Annotated[
+        int | None,
+        typer.Option(
+            envvar="SLURM_ARRAY_TASK_ID",
+            help="With --manifest: the task index (default: $SLURM_ARRAY_TASK_ID).",
+        ),
+    ] = None,
 ) -> None:
     """Claim one queued job and run it here (what a backend's task executes)."""
-    status = open_flock(flock).run_job(job_id)
+    if (job_id is None) == (manifest is None):
+        raise ShepardError("worker run: give either a JOB id or --manifest")
+    f = open_flock(flock)
+    if manifest is not None:
+        _run_task(f, manifest, index)
+        return
+    assert job_id is not None
+    status = f.run_job(job_id)
     if status is None:
         err_console.print(f"job {job_id} was not claimable (taken, finished or cancelled)")
         raise typer.Exit(3)
     console.print(f"job {job_id}: {status.value}")
+
+
+def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
+    """An array task: the job on line `index` of `manifest` (see shepard.remote)."""
+    from shepard.remote import run_placed
+
+    if index is None:
+        raise ShepardError("worker run --manifest: give --index (or set SLURM_ARRAY_TASK_ID)")
+    status = run_placed(f, manifest, index)
+    if status is None:  # normal for a task whose job was cancelled or handed elsewhere
+        err_console.print(f"task {index} of {manifest.name}: its job was not claimable")
+    else:
+        console.print(f"task {index} of {manifest.name}: {status.value}")
+
+
+@worker_app.command("serve")
+def worker_serve(
+    flock: FlockOption = Path("."),
+    time_limit: Annotated[
+        float | None,
+        typer.Option(help="Seconds this sheep may live; it stops taking jobs before the end."),
+    ] = None,
+    idle: Annotated[
+        float, typer.Option(help="Seconds to wait on an empty queue before exiting.")
+    ] = 5.0,
+) -> None:
+    """Run queued jobs one after another until the queue stays empty (a long-lived sheep)."""
+    from shepard.remote import serve
+
+    ran = serve(open_flock(flock), time_limit=time_limit, idle=idle)
+    console.print(f"ran {ran} job(s)")
 
 
 def run() -> None:

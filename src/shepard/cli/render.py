@@ -120,6 +120,7 @@ def job_dict(job: Job, events: list[JobEvent], flock: Flock) -> dict[str, Any]:
         "start_time": job.started_at,
         "finished_at": job.finished_at,
         "worker": job.worker,
+        "placement": job.placement,  # queued, handed to an engine's queue (a Slurm array)
         "reason": job.reason,
         "exit_code": job.exit_code,
         "outputs": [str(flock.store("outputs").path(k)) for k in job.outputs],
@@ -149,6 +150,8 @@ def print_job(info: dict[str, Any]) -> None:
         ("reason", info["reason"] or "-"),
         ("exit code", "-" if info["exit_code"] is None else info["exit_code"]),
     ]
+    if info.get("placement") and status is JobStatus.QUEUED:
+        rows.append(("handed to", f"{info['placement']} (waiting in the engine's queue)"))
     for name, value in rows:
         console.print(f"  {name:<10} {value}")
     console.print("  params")

@@ -26,6 +26,24 @@ class RuntimeContext:
     env: Mapping[str, str] = field(default_factory=dict)  # flock-wide extra variables
     efs: Path | None = None  # shared filesystem playing Shepard's EFS role
     lustre: Path | None = None  # shared filesystem playing Shepard's Lustre role
+    container: ContainerSpec | None = None  # run the payload in this image (else a process)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How an image payload runs (see runtime/container.py and docs/containers.md)."""
+
+    image: str  # the image every job runs in
+    flock: str  # the flock's name, for the containers' labels
+    engine: str | None = None  # Docker Engine API URL; None: DOCKER_HOST, else a local socket
+    cpus: float | None = None
+    memory: int | None = None  # bytes
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (soft, hard), -1 = inf
+    gpus: int = 0  # NVIDIA GPUs per job; -1: all of them
+    allow_docker_access: bool = False  # the engine's socket is mounted into the container
+    network: str | None = None  # None: the engine's default network
+    pull: str = "missing"  # "missing", "never" or "always"
+    user: str = "host"  # "host": the worker's uid:gid; "image": the image's USER; or uid[:gid]
 
 
 @dataclass

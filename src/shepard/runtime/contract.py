@@ -13,7 +13,8 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import ClassVar, NamedTuple
 
 from shepard.model import Job
 from shepard.params import env_value
@@ -120,11 +121,33 @@ def build_env(
     every job parameter under its exact name with its `env_value`; then the runtime variables
     (see `runtime_variables`). `host` defaults to `current_host()`.
     """
-    env = {k: v for k, v in base.items() if k.upper() not in RUNTIME_NAMES | PRIVATE_NAMES}
+    env = dict(_inherited_layer(base))
     env.update((k, v) for k, v in ctx.env.items() if k.upper() not in RUNTIME_NAMES)
     env.update((k, env_value(v)) for k, v in job.params.items())
     env.update(runtime_variables(job, ctx, start_time=start_time, paths=paths, host=host))
     return env
+
+
+_NOT_INHERITED = RUNTIME_NAMES | PRIVATE_NAMES
+
+
+class _Layer:
+    """The last read-only base environment seen, and what `_inherited_layer` made of it."""
+
+    last: ClassVar[tuple[Mapping[str, str], dict[str, str]] | None] = None
+
+
+def _inherited_layer(base: Mapping[str, str]) -> Mapping[str, str]:
+    """`base` without the runtime's and the worker's private names (any case). Worked out
+    once per read-only base (the runtime's `inherited_env()` returns the same one job after
+    job): filtering some fifty names is a good part of a short job's own work."""
+    last = _Layer.last
+    if last is not None and last[0] is base:
+        return last[1]
+    layer = {k: v for k, v in base.items() if k.upper() not in _NOT_INHERITED}
+    if isinstance(base, MappingProxyType):
+        _Layer.last = (base, layer)
+    return layer
 
 
 def runtime_variables(
@@ -152,7 +175,9 @@ def runtime_variables(
         QUICK_DEPLOY_BUCKET: ctx.quick_deploy.location,
         USES_EFS: env_value(paths.efs is not None),
         USES_LUSTRE: env_value(paths.lustre is not None),
-        ALLOW_DOCKER_ACCESS: "False",
+        ALLOW_DOCKER_ACCESS: env_value(
+            ctx.container is not None and ctx.container.allow_docker_access
+        ),
         ULIMIT_FILENO: facts.ulimit_fileno,
         HOSTNAME: facts.hostname,
     }

@@ -7,12 +7,14 @@ attempts, so a late upload of a superseded attempt can never overwrite a newer o
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import stat
+import struct
 import tempfile
+import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -23,7 +25,10 @@ from shepard.runtime.workspace import Workspace, walk_tree
 from shepard.storage import LocalStore, ObjectStore
 
 MAX_TAG = 100
-IN_MEMORY_ZIP = 4 << 20  # outputs up to this many bytes are zipped in memory
+IN_MEMORY_ZIP = (
+    4 << 20
+)  # outputs up to this many bytes (and SMALL_ZIP_ENTRIES) are zipped in memory
+SMALL_ZIP_ENTRIES = 1000  # far from zip64's limits, whatever the sizes
 _UNSAFE_TAG_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -61,26 +66,108 @@ def zip_folder(folder: Path, dest: Path) -> Path | None:
 
     DEFLATE, zip64 allowed, folder entries included; symlinks are stored as links (never
     followed); FIFOs, sockets and devices are skipped. None (and no file) when `folder` holds
-    no file, symlink included, at any depth. Small outputs are zipped in memory and written
-    in one go (cheaper for the many tiny results of short jobs).
+    no file, symlink included, at any depth. Small outputs (the many tiny results of short
+    jobs) are built in memory by `small_zip` and written in one go.
     """
     entries = [(_arcname(rel), entry) for rel, entry, _depth in walk_tree(folder)]
     if all(entry.is_dir(follow_symlinks=False) for _name, entry in entries):
         return None
-    in_memory = _total_size(entries) <= IN_MEMORY_ZIP
+    small = len(entries) <= SMALL_ZIP_ENTRIES and _total_size(entries) <= IN_MEMORY_ZIP
     fd, path = _new_file(dest)
     try:
-        with os.fdopen(fd, "wb") as out:
-            if in_memory:
-                buffer = io.BytesIO()
-                _write_zip(buffer, entries)
-                out.write(buffer.getbuffer())
-            else:
+        if small:
+            _write_all(fd, small_zip(entries))
+        else:
+            with os.fdopen(fd, "wb", closefd=False) as out:
                 _write_zip(out, entries)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     return path
+
+
+_LOCAL = struct.Struct("<4s5H3L2H")
+_CENTRAL = struct.Struct("<4s6H3L5H2L")
+_END = struct.Struct("<4s4H2LH")
+_VERSION = 20  # what zipfile writes for DEFLATE and folders
+_MADE_BY = 3 << 8 | _VERSION  # Unix
+_UTF8_NAME = 0x800
+
+
+def small_zip(entries: list[tuple[str, os.DirEntry[str]]]) -> bytes:
+    """The zip `zipfile` writes for these entries (files DEFLATEd, folders and symlinks
+    stored, Unix modes and times kept), built with a few struct.pack calls: for a tiny
+    output, zipfile's own bookkeeping costs several times the compression. No zip64: for
+    at most SMALL_ZIP_ENTRIES entries of IN_MEMORY_ZIP bytes in all."""
+    parts: list[bytes] = []
+    central: list[bytes] = []
+    offset = 0
+    for arcname, entry in entries:
+        info = entry.stat(follow_symlinks=False)
+        name, data, method, attr = _member(arcname, entry, info.st_mode)
+        if name is None:
+            continue  # FIFOs, sockets, devices
+        crc = zlib.crc32(data)
+        packed = data
+        if method == zipfile.ZIP_DEFLATED:
+            deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+            packed = deflate.compress(data) + deflate.flush()
+        when = _dos_time(info.st_mtime) if not stat.S_ISLNK(info.st_mode) else (0, 33)
+        raw = name.encode("utf-8")
+        flags = 0 if name.isascii() else _UTF8_NAME
+        sizes = (crc, len(packed), len(data), len(raw))
+        head = (_VERSION, flags, method, *when, *sizes)
+        parts += (_LOCAL.pack(b"PK\x03\x04", *head, 0), raw, packed)
+        central += (_CENTRAL.pack(b"PK\x01\x02", _MADE_BY, *head, 0, 0, 0, 0, attr, offset), raw)
+        offset += _LOCAL.size + len(raw) + len(packed)
+    directory = b"".join(central)
+    count = len(central) // 2
+    end = _END.pack(b"PK\x05\x06", 0, 0, count, count, len(directory), offset, 0)
+    return b"".join(parts) + directory + end
+
+
+def _member(arcname: str, entry: os.DirEntry[str], mode: int) -> tuple[str | None, bytes, int, int]:
+    """(name in the zip, content, compression, external attributes) of one entry, as
+    zipfile's `write` (files, folders) and `_add_symlink` (links) make them."""
+    if stat.S_ISLNK(mode):
+        target = os.fsencode(os.readlink(entry.path))
+        return arcname, target, zipfile.ZIP_STORED, (stat.S_IFLNK | 0o777) << 16
+    if stat.S_ISDIR(mode):
+        return arcname + "/", b"", zipfile.ZIP_STORED, (mode & 0xFFFF) << 16 | 0x10
+    if stat.S_ISREG(mode):
+        return arcname, _read_all(entry.path), zipfile.ZIP_DEFLATED, (mode & 0xFFFF) << 16
+    return None, b"", 0, 0
+
+
+def _dos_time(mtime: float) -> tuple[int, int]:
+    """(time, date) fields of a zip entry, clamped to the years zip can hold."""
+    t = time.localtime(mtime)
+    if t.tm_year < 1980:
+        return 0, 33  # 1980-01-01 00:00:00
+    if t.tm_year > 2107:
+        return 23 << 11 | 59 << 5 | 29, 127 << 9 | 12 << 5 | 31
+    return t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2, (
+        (t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday
+    )
+
+
+def _read_all(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _write_zip(out: IO[bytes], entries: list[tuple[str, os.DirEntry[str]]]) -> None:

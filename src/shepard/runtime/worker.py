@@ -7,7 +7,8 @@ This is the runtime contract every backend shares. The steps, in order:
    `input/<folder>/`, and the input bundle (not unpacked) into `input/`;
 3. run the payload: the flock's command through `/bin/sh -c` with the job's `<UUID>` folder as
    working directory, or `sh run.sh` in `input/<folder>` for quick deploy; stdout and stderr
-   go to the logs store as `<job_id>/<attempt>.stdout|.stderr`;
+   go to the logs store as `<job_id>/<attempt>.stdout|.stderr`. A flock with an image runs
+   the same command (or the image's own) in a container of it (runtime/container.py);
 4. on exit 0, publish the non-empty output folders as result zips; on failure, store an error
    bundle; on stop, publish nothing;
 5. always remove the job's folders.
@@ -27,10 +28,13 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from shepard.errors import PayloadError, StorageError
 from shepard.model import Job, JobStatus, Outcome
+from shepard.runtime.container import run_job_container
+from shepard.runtime.container_options import host_facts
 from shepard.runtime.context import AttemptControl, RuntimeContext, log_key
 from shepard.runtime.contract import attempt_timeout, build_env
 from shepard.runtime.errorbundle import (
@@ -107,10 +111,12 @@ class _Attempt:
         self.ws: Workspace | None = None
         self.logs: tuple[Path, Path] | None = None
         self.returncode: int | None = None
+        self.detail: str | None = None  # for the job's history, e.g. which image ran
 
     def run(self) -> Outcome:
         try:
-            return self._guarded()
+            outcome = self._guarded()
+            return outcome if self.detail is None else replace(outcome, detail=self.detail)
         finally:
             if self.ws is not None:
                 remove_workspace(self.ws)
@@ -135,6 +141,11 @@ class _Attempt:
         command, cwd, env = self._prepare(ws)
         if self.control.stop.is_set():
             return self._cancelled()
+        if self.ctx.container is not None:
+            result = self._run_container(command, cwd, env, ws)
+            self.returncode = result.returncode
+            return self._finish(result, ws)
+        assert command is not None  # _payload refuses a process payload without a command
         result = run_payload(
             command,
             cwd=cwd,
@@ -148,7 +159,21 @@ class _Attempt:
         self.returncode = result.returncode
         return self._finish(result, ws)
 
-    def _prepare(self, ws: Workspace) -> tuple[str, Path, dict[str, str]]:
+    def _run_container(
+        self, command: str | None, cwd: Path, env: dict[str, str], ws: Workspace
+    ) -> ProcessResult:
+        """Run the payload in the flock's image (runtime/container.py)."""
+        assert self.logs is not None
+        job = self.job
+        result = run_job_container(
+            self.ctx, job.id, job.attempt, ws, command, cwd=cwd, env=env,
+            stdout=self.logs[0], stderr=self.logs[1], deadline=self._deadline(),
+            stop=self.control.stop, grace=self.grace,
+        )  # fmt: skip
+        self.detail = f"image {result.image}"
+        return result
+
+    def _prepare(self, ws: Workspace) -> tuple[str | None, Path, dict[str, str]]:
         """Fill the workspace; return the command, its working directory and environment."""
         job, ctx = self.job, self.ctx
         create_workspace(ws)
@@ -156,17 +181,23 @@ class _Attempt:
         command, cwd = self._payload(ws)
         if job.bundle_key is not None:
             fetch_bundle(ctx.inputs, job.bundle_key, ws.input)
-        env = build_env(job, ctx, start_time=self.start_time, paths=ws, base=self.base_env)
+        if ctx.container is None:
+            env = build_env(job, ctx, start_time=self.start_time, paths=ws, base=self.base_env)
+        else:  # the image brings its own PATH, HOME, ...: the worker's variables stay out
+            host = host_facts(ctx.container)
+            env = build_env(job, ctx, start_time=self.start_time, paths=ws, base={}, host=host)
         return command, cwd, env
 
-    def _payload(self, ws: Workspace) -> tuple[str, Path]:
-        """The command to run and its working directory."""
+    def _payload(self, ws: Workspace) -> tuple[str | None, Path]:
+        """The command to run and its working directory (None: the image's own command)."""
         folder = quick_deploy_folder(self.job.params)
         if folder is not None:
             return f"sh {QUICK_DEPLOY_SCRIPT}", fetch_quick_deploy(
                 self.ctx.quick_deploy, folder, ws.input
             )
         if not self.ctx.command or not self.ctx.command.strip():
+            if self.ctx.container is not None:
+                return None, ws.root
             raise SetupError(
                 "no payload command: set payload.command for the flock "
                 "or give the job a QUICK_DEPLOY_DIRECTORY",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -10,7 +11,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from shepard.runtime.context import RuntimeContext
 
@@ -79,6 +80,8 @@ def plan_workspace(ctx: RuntimeContext, job_id: str, slot: Path | None = None) -
     """
     if not _SAFE_ID.fullmatch(job_id):
         raise SetupError(f"job id {job_id!r} is not a safe folder name", retryable=False)
+    if slot is not None and ctx.efs is None and ctx.lustre is None:
+        return _slot_workspace(slot)  # the same for every job of the slot
     return Workspace(
         root=slot or ctx.workspace_root / job_id,
         efs=None if ctx.efs is None else ctx.efs / job_id,
@@ -87,13 +90,30 @@ def plan_workspace(ctx: RuntimeContext, job_id: str, slot: Path | None = None) -
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _slot_workspace(slot: Path) -> Workspace:
+    return Workspace(root=slot, reused=True)
+
+
+class _Emptied:
+    """Slot folders this process emptied after their last job: nothing has run in them since
+    (their payloads' process groups were killed), so the next job need not empty them again."""
+
+    slots: ClassVar[set[str]] = set()
+
+
 def create_workspace(ws: Workspace) -> None:
     """Create every folder's `input/` and `output/`, first removing what an earlier attempt of
-    the same job may have left behind (e.g. after a crash). Raises SetupError on failure."""
+    the same job may have left behind (e.g. after a crash); a reused slot is emptied unless
+    this process emptied it after its previous job. Raises SetupError on failure."""
     try:
         for folder in ws.folders():
             if ws.reused and folder == ws.root:
-                empty_slot(folder)
+                clean = str(folder)
+                if clean in _Emptied.slots:
+                    _Emptied.slots.discard(clean)
+                else:
+                    empty_slot(folder)
                 continue
             _fresh_folder(folder)
             os.mkdir(folder / INPUT_DIR)
@@ -119,6 +139,7 @@ def remove_workspace(ws: Workspace) -> None:
         with contextlib.suppress(Exception):
             if ws.reused and folder == ws.root:
                 empty_slot(folder)
+                _Emptied.slots.add(str(folder))
             else:
                 remove_tree(folder)
 
@@ -128,23 +149,36 @@ _SLOT_KEEP: dict[str, Any] = {INPUT_DIR: {SECRETS_DIR: {}}, OUTPUT_DIR: {}}
 
 def empty_slot(folder: Path) -> None:
     """Make a slot folder hold just empty `input/`, `input/secrets/` and `output/`, removing
-    everything else but keeping those folders (no mkdir/rmdir for the common case)."""
-    os.makedirs(folder, exist_ok=True)
-    _empty(str(folder), _SLOT_KEEP)
+    everything else but keeping those folders (no mkdir/rmdir for the common case). Works on
+    plain strings: this runs once per job, and its cost is mostly Python's."""
+    path = str(folder)
+    try:
+        kept = _empty(path, _SLOT_KEEP)
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+        kept = set()
     for sub in (INPUT_DIR, OUTPUT_DIR):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder / sub)
+        if sub not in kept:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.join(path, sub))
 
 
-def _empty(path: str, keep: dict[str, Any]) -> None:
-    """Remove the entries of `path`, except folders named in `keep`, which are emptied."""
+def _empty(path: str, keep: dict[str, Any]) -> set[str]:
+    """Remove the entries of `path`, except folders named in `keep`, which are emptied;
+    return the names of the folders kept."""
     with os.scandir(path) as it:
         entries = list(it)
+    kept = set()
     for entry in entries:
-        if entry.name in keep and entry.is_dir(follow_symlinks=False):
-            _empty(entry.path, keep[entry.name])
-        else:
+        inner = keep.get(entry.name)
+        if not entry.is_dir(follow_symlinks=False):
+            os.unlink(entry.path)
+        elif inner is None:
             remove_tree(Path(entry.path))
+        else:
+            _empty(entry.path, inner)
+            kept.add(entry.name)
+    return kept
 
 
 def remove_tree(path: Path) -> None:

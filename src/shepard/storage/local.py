@@ -47,9 +47,14 @@ class LocalStore:
     def move_in(self, key: str, path: Path) -> None:
         """Move a local file into the store (a rename when on the same filesystem)."""
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.replace(path, dest)
+            try:
+                os.replace(path, dest)
+            except FileNotFoundError:  # the key's folder, most likely: one more try
+                if not os.path.lexists(path):
+                    raise
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dest)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise _storage_error("write", key, exc) from exc

@@ -1,0 +1,267 @@
+"""Placements: queued jobs handed to an engine's own queue (a Slurm array task), and back.
+
+An engine backend does not claim jobs when it submits them: a job may wait in the engine's
+queue for hours, and `running` must keep meaning running. Instead the dispatcher *places* jobs:
+each stays QUEUED but carries the name of the engine queue entry it was handed to, which keeps
+it from being handed out twice (placed jobs are never claimed by `claim` nor placed again).
+The engine's task later claims its job with `claim_placed`, which checks the placement and
+clears it. If the task ends without claiming (cancelled while pending, failed to start, its node
+died), the reconciler `unplace`s the job so it can be handed over again.
+
+A placement is fenced like an attempt: every change names the placement it expects, so a late
+task of an old array can never take a job that was meanwhile handed to a newer one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from shepard.catalog.schema import jobs
+from shepard.model import Job, JobStatus
+
+MAX_LOST = 3  # a job whose worker (or task) vanishes this many times fails instead of running
+
+_QUEUED, _RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+_FAILED = JobStatus.FAILED.value
+_FENCE = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
+
+
+class Placements:
+    """The placement half of SqlCatalog; it supplies `_transaction`, `_record` and `_to_job`."""
+
+    def _transaction(
+        self, *, read_only: bool = False
+    ) -> contextlib.AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def _record(
+        self,
+        conn: Connection,
+        held: Sequence[tuple[str, int]],
+        status: JobStatus,
+        now: float,
+        detail: str | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def _job(self, row: Mapping[Any, Any]) -> Job:
+        raise NotImplementedError
+
+    def place(self, placement: str, *, now: float, limit: int) -> list[str]:
+        """Mark up to `limit` claimable, unplaced QUEUED jobs (oldest first) with `placement`;
+        return their ids in seq order. Concurrent callers never place the same job."""
+        if limit < 1:
+            return []
+        chosen = (
+            sa.select(jobs.c.seq)
+            .where(jobs.c.status == _QUEUED, jobs.c.placement.is_(None))
+            .where(sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+            .order_by(jobs.c.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+        )
+        stmt = (
+            jobs.update()
+            .where(jobs.c.seq.in_(chosen.scalar_subquery()))
+            .values(placement=placement)
+            .returning(jobs.c.seq, jobs.c.id)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(stmt).all()
+        return [r.id for r in sorted(rows, key=lambda r: int(r.seq))]
+
+    def rename_placement(self, old: str, new: str) -> int:
+        """Give every job placed under `old` the placement `new` (e.g. once the engine has
+        named the queue entry); returns how many jobs changed."""
+        stmt = jobs.update().where(jobs.c.placement == old).values(placement=new)
+        with self._transaction() as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    def claim_placed(
+        self,
+        worker: str,
+        job_id: str,
+        placements: Sequence[str],
+        *,
+        now: float,
+        lease: float,
+    ) -> Job | None:
+        """Claim `job_id` like `claim` does, but only if it is QUEUED and placed under one of
+        `placements`; the claim clears its placement. None when it is not (any more)."""
+        start = int(now)
+        stmt = (
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == _QUEUED,
+                jobs.c.placement.in_(list(placements)),
+            )
+            .values(
+                status=_RUNNING,
+                attempt=jobs.c.attempt + 1,
+                # START_TIME exceeds every earlier attempt's, even within the same second
+                started_at=sa.case(
+                    (jobs.c.started_at >= start, jobs.c.started_at + 1), else_=start
+                ),
+                lease_until=now + lease,
+                worker=worker,
+                not_before=None,
+                finished_at=None,
+                placement=None,
+            )
+            .returning(*jobs.c)
+        )
+        if not placements:
+            return None
+        with self._transaction() as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                return None
+            job = self._job(row)
+            self._record(conn, [(job.id, job.attempt)], JobStatus.RUNNING, now, worker)
+        return job
+
+    def unplace(
+        self,
+        job_ids: Sequence[str],
+        placement: str,
+        *,
+        now: float,
+        detail: str,
+        lost: bool = True,
+    ) -> list[str]:
+        """Take back QUEUED jobs still placed under `placement` whose engine task ended without
+        claiming them: they become claimable (and placeable) again, and `detail` goes into
+        their history. With `lost`, this counts as a lost worker: the job that reaches
+        MAX_LOST losses fails with `detail` as its reason. Returns the ids changed."""
+        if not job_ids:
+            return []
+        mine = sa.and_(jobs.c.status == _QUEUED, jobs.c.placement == placement)
+        requeue = jobs.update().where(mine).values(placement=None)
+        if lost:
+            requeue = requeue.where(jobs.c.lost < MAX_LOST - 1).values(lost=jobs.c.lost + 1)
+        fail = (
+            jobs.update()
+            .where(mine, jobs.c.lost >= MAX_LOST - 1)
+            .values(
+                status=_FAILED,
+                placement=None,
+                finished_at=now,
+                lost=jobs.c.lost + 1,
+                reason=f"{detail} ({MAX_LOST} times)",
+            )
+        )
+        steps = [(requeue, JobStatus.QUEUED)] + ([(fail, JobStatus.FAILED)] if lost else [])
+        changed: list[sa.Row[Any]] = []
+        with self._transaction() as conn:
+            for stmt, status in steps:
+                for chunk in _chunks(list(job_ids)):
+                    rows = conn.execute(stmt.where(jobs.c.id.in_(chunk)).returning(*_FENCE)).all()
+                    self._record(conn, [(r.id, r.attempt) for r in rows], status, now, detail)
+                    changed.extend(rows)
+        return [r.id for r in sorted(changed, key=lambda r: int(r.seq))]
+
+    def placed(self, *, limit: int = 1000, after_seq: int | None = None) -> list[Job]:
+        """QUEUED jobs that carry a placement, oldest first (page on with the last seq)."""
+        stmt = (
+            sa.select(jobs)
+            .where(jobs.c.placement.is_not(None), jobs.c.status == _QUEUED)
+            .order_by(jobs.c.seq)
+            .limit(limit)
+        )
+        if after_seq is not None:
+            stmt = stmt.where(jobs.c.seq > after_seq)
+        with self._transaction(read_only=True) as conn:
+            return [self._job(row) for row in conn.execute(stmt).mappings()]
+
+    def placements(self) -> dict[str, int]:
+        """The placements of QUEUED jobs, each with its number of jobs."""
+        stmt = (
+            sa.select(jobs.c.placement, sa.func.count())
+            .where(jobs.c.placement.is_not(None), jobs.c.status == _QUEUED)
+            .group_by(jobs.c.placement)
+        )
+        with self._transaction(read_only=True) as conn:
+            return {placement: int(n) for placement, n in conn.execute(stmt)}
+
+    def placed_in(self, placements: Sequence[str]) -> list[Job]:
+        """Every job (any status) whose placement is one of `placements`, oldest first."""
+        if not placements:
+            return []
+        stmt = sa.select(jobs).where(jobs.c.placement.in_(list(placements))).order_by(jobs.c.seq)
+        with self._transaction(read_only=True) as conn:
+            return [self._job(row) for row in conn.execute(stmt).mappings()]
+
+    def ready(self, *, now: float) -> int:
+        """How many QUEUED jobs without a placement could be claimed at `now`."""
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.status == _QUEUED, jobs.c.placement.is_(None))
+            .where(sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+        )
+        with self._transaction(read_only=True) as conn:
+            return int(conn.execute(stmt).scalar() or 0)
+
+    def lose(
+        self, job_id: str, attempt: int, *, now: float, reason: str, retry_at: float | None = None
+    ) -> JobStatus | None:
+        """The worker of RUNNING `attempt` is known to be gone (its engine task ended): handle
+        it now as a lease expiry would, with `reason`. The job goes back to QUEUED
+        (not_before = retry_at) without spending an attempt, or FAILS once it has lost
+        MAX_LOST workers. Fenced: None if `attempt` is not the job's current running one."""
+        current = sa.and_(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.status == _RUNNING)
+        requeue, fail = lost_worker_updates(
+            current,
+            now=now,
+            reason=reason,
+            retry_at=retry_at,
+            failed=f"{reason} ({MAX_LOST} times)",
+        )
+        with self._transaction() as conn:
+            for stmt, status in ((requeue, JobStatus.QUEUED), (fail, JobStatus.FAILED)):
+                if conn.execute(stmt).rowcount == 1:
+                    self._record(conn, [(job_id, attempt)], status, now, reason)
+                    return status
+        return None
+
+
+def lost_worker_updates(
+    where: sa.ColumnElement[bool], *, now: float, reason: str, retry_at: float | None, failed: str
+) -> tuple[sa.Update, sa.Update]:
+    """The two updates for RUNNING attempts (picked by `where`) whose worker is gone.
+
+    The first requeues the job (not before `retry_at`) without spending an attempt: the lost
+    attempt is not held against the job. The second fails it with reason `failed` once it
+    has lost MAX_LOST workers, which points at the job itself killing them (e.g. memory).
+    """
+    requeue = (
+        jobs.update()
+        .where(where, jobs.c.lost < MAX_LOST - 1)
+        .values(
+            status=_QUEUED,
+            not_before=retry_at,
+            lease_until=None,
+            reason=reason,
+            lost=jobs.c.lost + 1,
+            max_attempts=jobs.c.max_attempts + 1,
+        )
+    )
+    fail = (
+        jobs.update()
+        .where(where, jobs.c.lost >= MAX_LOST - 1)
+        .values(
+            status=_FAILED, finished_at=now, lease_until=None, lost=jobs.c.lost + 1, reason=failed
+        )
+    )
+    return requeue, fail
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

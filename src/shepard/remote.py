@@ -1,0 +1,225 @@
+"""What runs inside an engine's task (a Slurm array task): one placed job, or a sheep.
+
+- `run_placed` (`shepard worker run --manifest M`): task N of an array reads its job id on
+  line N of the manifest and claims that job, provided it is still placed in this array
+  (`Catalog.claim_placed`), then runs it.
+- `serve` (`shepard worker serve`): a long-lived sheep claims job after job from the catalog,
+  until the queue has stayed empty for `idle` seconds or its time limit is near.
+
+Both keep the lease alive with heartbeats (which also carry cancellations), run the job through
+the same runtime as every backend, and report the outcome. When the engine ends the task
+(SIGTERM: scancel, a time limit), the payload's process group is stopped and nothing is
+reported: the dispatcher's reconciler records the reason Slurm gives (backends/slurmrec.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shepard.backends.slurmtasks import (
+    ARRAY_TASK,
+    SHEEP_TASK,
+    manifest_line,
+    task_worker_id,
+)
+from shepard.catalog.base import Catalog
+from shepard.model import Job, JobStatus, RetryPolicy
+from shepard.recovery import before_attempt
+from shepard.runtime import RuntimeContext, run_attempt
+from shepard.sheep import Heartbeat, report
+
+if TYPE_CHECKING:
+    from shepard.flock import Flock
+
+log = logging.getLogger(__name__)
+
+TERMINATED = "terminated by the engine"
+IDLE_POLL = 0.2  # seconds between two claims while the queue is empty
+LATE_MARGIN = 30.0  # seconds a sheep keeps for storing results after a job's timeout
+# Slurm signals every process of a task, the payload included, not all at the same instant:
+# a payload killed by a signal may be the first sign that the task itself is being ended.
+SIGNAL_GRACE = 2.0
+
+Clock = Callable[[], float]
+
+
+def run_placed(
+    flock: Flock,
+    manifest: Path,
+    index: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    clock: Clock = time.time,
+) -> JobStatus | None:
+    """Claim and run the job on line `index` of `manifest`; its new status, or None when it
+    was not claimable here (cancelled, taken by another task, handed over elsewhere)."""
+    env = os.environ if env is None else env
+    job_id = manifest_line(manifest, index)
+    token = manifest.name.removesuffix(".jobs")
+    array_id = env.get("SLURM_ARRAY_JOB_ID")
+    placements = [token] + ([f"{token}@{array_id}"] if array_id else [])
+    catalog, lease = flock.catalog, flock.config.backend.lease
+    me = task_worker_id(ARRAY_TASK, env)
+    job = catalog.claim_placed(me, job_id, placements, now=clock(), lease=lease)
+    if job is None:
+        return None
+    heartbeat = Heartbeat(catalog, lease, clock).start()
+    try:
+        with _terminable(heartbeat) as terminated:
+            return _run(job, flock.runtime_context(), catalog, flock.config.retry.policy(),
+                        heartbeat, terminated, clock)  # fmt: skip
+    finally:
+        heartbeat.close()
+
+
+def serve(
+    flock: Flock,
+    *,
+    time_limit: float | None,
+    idle: float,
+    clock: Clock = time.time,
+) -> int:
+    """Run queued jobs one after another until the queue stays empty for `idle` seconds or
+    `time_limit` (seconds from now) is near; return the number of jobs run.
+
+    Each job gets its own root folder, `work/<UUID>/`, removed when it ends (a sheep may idle
+    on after its last job, so it keeps no folder of its own between jobs).
+    """
+    catalog, lease = flock.catalog, flock.config.backend.lease
+    policy, ctx = flock.config.retry.policy(), flock.runtime_context()
+    started = clock()
+    deadline = None if time_limit is None else started + time_limit - claim_margin(time_limit, ctx)
+    me = task_worker_id(SHEEP_TASK)
+    heartbeat = Heartbeat(catalog, lease, clock).start()
+    ran, idle_since, next_expiry = 0, started, started
+    try:
+        with _terminable(heartbeat) as terminated:
+            while not terminated.is_set():
+                now = clock()
+                if deadline is not None and now >= deadline:
+                    break
+                if now >= next_expiry:  # lost workers' jobs, also when no dispatcher runs
+                    catalog.expire_leases(now=now, retry_at=now + policy.backoff)
+                    next_expiry = now + lease / 4
+                claimed = catalog.claim(me, now=now, lease=lease)
+                if not claimed:
+                    if now - idle_since >= idle:
+                        break
+                    terminated.wait(IDLE_POLL)
+                    continue
+                _run(claimed[0], ctx, catalog, policy, heartbeat, terminated, clock)
+                ran += 1
+                idle_since = clock()
+    finally:
+        heartbeat.close()
+    return ran
+
+
+def claim_margin(time_limit: float, ctx: RuntimeContext) -> float:
+    """Seconds before its time limit at which a sheep stops taking jobs: room for a job that
+    runs to the flock's timeout (plus LATE_MARGIN to store its results), else 5% of the
+    limit (at least LATE_MARGIN); never more than half the limit."""
+    wanted = ctx.timeout + LATE_MARGIN if ctx.timeout else max(LATE_MARGIN, 0.05 * time_limit)
+    return min(wanted, time_limit / 2)
+
+
+def _run(
+    job: Job,
+    ctx: RuntimeContext,
+    catalog: Catalog,
+    policy: RetryPolicy,
+    heartbeat: Heartbeat,
+    terminated: threading.Event,
+    clock: Clock,
+) -> JobStatus | None:
+    """Run one claimed attempt and report it, unless the engine ended the task meanwhile and
+    the attempt did not succeed: the reconciler then records the engine's reason."""
+    control = heartbeat.hold(job)
+    try:
+        if job.attempt > 1:  # an earlier attempt's task may have died after publishing
+            before_attempt(catalog, job, ctx.outputs)
+        outcome = run_attempt(job, ctx, control)
+        signalled = outcome.exit_code is not None and outcome.exit_code < 0
+        if signalled and not control.stop.is_set():
+            terminated.wait(SIGNAL_GRACE)  # killed along with this task? then say nothing
+    finally:
+        heartbeat.drop(job.id)
+    if terminated.is_set() and outcome.status is not JobStatus.SUCCEEDED:
+        log.warning("job %s attempt %d: stopped, the task was terminated", job.id, job.attempt)
+        return None
+    return report(catalog, job, outcome, policy, clock(), ctx.outputs)
+
+
+@contextlib.contextmanager
+def _terminable(heartbeat: Heartbeat) -> Iterator[threading.Event]:
+    """While inside, SIGTERM (what Slurm sends on scancel and at a time limit) stops every
+    attempt `heartbeat` holds, without a report, and sets the event yielded."""
+    terminated = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        terminated.set()
+        heartbeat.stop(None, TERMINATED)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`run|serve ...` (through `python -m shepard.task`): what `shepard worker run --manifest`
+    and `shepard worker serve` do, without loading the CLI (a task starts in half the time).
+    Returns the exit status, once the flock's catalog connections are closed."""
+    import argparse
+    import gc
+    import sys
+
+    from shepard.errors import ShepardError
+    from shepard.flock import Flock
+
+    parser = argparse.ArgumentParser(prog="python -m shepard.task")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the job on line --index of --manifest")
+    run.add_argument("--manifest", type=Path, required=True)
+    run.add_argument("--index", type=int, default=os.environ.get("SLURM_ARRAY_TASK_ID"))
+    serve_ = commands.add_parser("serve", help="run queued jobs until the queue stays empty")
+    serve_.add_argument("--time-limit", type=float, default=None)
+    serve_.add_argument("--idle", type=float, default=5.0)
+    for command in (run, serve_):
+        command.add_argument(
+            "--flock", type=Path, default=Path(os.environ.get("SHEPARD_FLOCK", "."))
+        )
+    args = parser.parse_args(argv)
+    level = os.environ.get("SHEPARD_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        flock = Flock.open(args.flock)
+        try:
+            if args.command == "serve":
+                gc.enable()  # a sheep lives long
+                ran = serve(flock, time_limit=args.time_limit, idle=args.idle)
+                print(f"ran {ran} job(s)")
+                return 0
+            if args.index is None:
+                raise ShepardError("give --index (or set SLURM_ARRAY_TASK_ID)")
+            status = run_placed(flock, args.manifest, int(args.index))
+        finally:
+            flock.close()
+    except ShepardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    task = f"task {args.index} of {args.manifest.name}"
+    if status is None:  # normal for a task whose job was cancelled or handed elsewhere
+        print(f"{task}: its job was not claimable", file=sys.stderr)
+    else:
+        print(f"{task}: {status.value}")
+    return 0

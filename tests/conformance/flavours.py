@@ -1,0 +1,83 @@
+"""The execution flavours the conformance suite runs against.
+
+A flavour is one way of running a flock's jobs (a backend, or a kind of payload). Each test of
+the suite runs once per flavour, through the real `shepard` executable, and expects the same
+runtime contract. To add one: append a `Flavour` to FLAVOURS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+FlockDict = dict[str, Any]
+
+
+def _nothing_missing() -> str | None:
+    return None
+
+
+def _no_args() -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """How to make a flock run its jobs one particular way.
+
+    `problem()` is None when the flavour can run on this machine, else why it cannot (the
+    suite then skips, or fails in CI). `init_args()` are extra `shepard init` arguments;
+    `edit`, when set, changes the parsed flock.toml after `init` (it is written back).
+    """
+
+    name: str
+    problem: Callable[[], str | None] = _nothing_missing
+    init_args: Callable[[], list[str]] = _no_args
+    edit: Callable[[FlockDict], None] | None = None
+
+
+def _container_problem() -> str | None:
+    from tests.containers import PYTHON_IMAGE, engine_problem
+
+    return engine_problem(PYTHON_IMAGE)
+
+
+def _container_args() -> list[str]:
+    from tests.containers import PYTHON_IMAGE
+
+    return ["--payload-image", PYTHON_IMAGE]
+
+
+def _container_edit(data: FlockDict) -> None:
+    from tests.containers import use_test_engine
+
+    use_test_engine(data)
+
+
+def _slurm_problem() -> str | None:
+    from tests.slurm import problem
+
+    return problem()
+
+
+def _on_slurm(mode: str) -> Callable[[FlockDict], None]:
+    def edit(data: FlockDict) -> None:
+        from tests.slurm import use_slurm
+
+        use_slurm(data, mode)
+
+    return edit
+
+
+FLAVOURS: list[Flavour] = [
+    Flavour("local"),
+    # the local backend, each job in a container of a Debian image with Python (Podman)
+    Flavour(
+        "container", problem=_container_problem, init_args=_container_args, edit=_container_edit
+    ),
+    # the slurm backend on the test cluster, PostgreSQL catalog: one array task per job
+    Flavour("slurm-array", problem=_slurm_problem, edit=_on_slurm("array")),
+    # the same, with long-lived sheep claiming jobs from the catalog
+    Flavour("slurm-sheep", problem=_slurm_problem, edit=_on_slurm("sheep")),
+]

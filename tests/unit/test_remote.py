@@ -1,0 +1,137 @@
+"""The task side of an engine backend (remote.py): a placed job run by its array task, a sheep
+serving the queue, and what SIGTERM (scancel, a time limit) does to both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shepard import config
+from shepard.backends import slurmtasks as tasks
+from shepard.config import FlockConfig
+from shepard.flock import Flock
+from shepard.model import JobStatus
+from shepard.remote import claim_margin, run_placed, serve
+
+
+def make_flock(tmp_path: Path, command: str, timeout: float | None = None) -> Flock:
+    cfg = FlockConfig.model_validate(
+        {
+            "name": "f",
+            "backend": {"kind": "slurm", "lease": 30},
+            "payload": {"command": command, "timeout": timeout},
+        }
+    )
+    Flock.create(tmp_path / "flock", cfg).close()
+    return Flock(config.load(tmp_path / "flock"))
+
+
+@pytest.fixture
+def flock(tmp_path: Path) -> Iterator[Flock]:
+    made = make_flock(tmp_path, 'echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"')
+    yield made
+    made.close()
+
+
+def place(flock: Flock, n: int, array_id: str = "41") -> tuple[list[str], Path]:
+    ids = flock.submit({"ITEM": i} for i in range(n)).ids
+    token = tasks.new_token(time.time())
+    assert flock.catalog.place(token, now=time.time(), limit=n) == ids
+    flock.catalog.rename_placement(token, f"{token}@{array_id}")
+    manifest = flock.dir.storage_root / "slurm" / f"{token}.jobs"
+    tasks.write_manifest(manifest, ids)
+    return ids, manifest
+
+
+def task_env(array_id: str, index: int) -> dict[str, str]:
+    return {"SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": str(index)}
+
+
+def test_an_array_task_runs_the_job_on_its_manifest_line(flock: Flock) -> None:
+    ids, manifest = place(flock, 3)
+    assert run_placed(flock, manifest, 1, env=task_env("41", 1)) is JobStatus.SUCCEEDED
+    job = flock.job(ids[1])
+    assert job.status is JobStatus.SUCCEEDED and job.worker is not None
+    assert job.worker.endswith(" slurm 41_1") and job.placement is None
+    assert [flock.job(i).status for i in (ids[0], ids[2])] == [JobStatus.QUEUED] * 2
+    assert len(list((flock.dir.storage_root / "outputs").glob("*.zip"))) == 1
+
+
+def test_a_task_of_another_array_cannot_take_the_job(flock: Flock) -> None:
+    ids, manifest = place(flock, 1, array_id="41")
+    assert run_placed(flock, manifest, 0, env=task_env("42", 0)) is None
+    assert flock.job(ids[0]).status is JobStatus.QUEUED
+    flock.cancel(ids)  # a cancelled job is not claimable either
+    assert run_placed(flock, manifest, 0, env=task_env("41", 0)) is None
+
+
+def test_sigterm_stops_the_payload_and_reports_nothing(tmp_path: Path) -> None:
+    flock = make_flock(tmp_path, "sleep 30")
+    ids, manifest = place(flock, 1)
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    began = time.monotonic()
+    assert run_placed(flock, manifest, 0, env=task_env("41", 0)) is None
+    assert time.monotonic() - began < 10
+    job = flock.job(ids[0])
+    assert job.status is JobStatus.RUNNING, "left for the reconciler, which knows Slurm's reason"
+    assert signal.getsignal(signal.SIGTERM) == before, "the handler is put back"
+    assert not any(p.is_file() for p in (flock.dir.store_path("work")).rglob("*"))
+    flock.close()
+
+
+@pytest.mark.parametrize("task_ended", [True, False])
+def test_a_payload_killed_by_a_signal_is_reported_unless_its_task_is_ending(
+    tmp_path: Path, task_ended: bool
+) -> None:
+    # Slurm signals the payload and the task's worker at nearly the same time, in any order
+    flock = make_flock(tmp_path, "kill -TERM $$")
+    ids, manifest = place(flock, 1)
+    if task_ended:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    status = run_placed(flock, manifest, 0, env=task_env("41", 0))
+    job = flock.job(ids[0])
+    if task_ended:
+        assert status is None and job.status is JobStatus.RUNNING
+    else:
+        assert status is JobStatus.FAILED and job.reason == "killed by signal SIGTERM"
+    flock.close()
+
+
+def test_a_sheep_runs_jobs_until_the_queue_stays_empty(flock: Flock) -> None:
+    ids = flock.submit({"ITEM": i} for i in range(5)).ids
+    began = time.monotonic()
+    assert serve(flock, time_limit=None, idle=0.5) == 5
+    assert time.monotonic() - began < 20
+    assert {flock.job(i).status for i in ids} == {JobStatus.SUCCEEDED}
+    assert list(flock.dir.store_path("work").iterdir()) == [], "job folders are removed"
+
+
+@pytest.mark.parametrize(("limit", "ran"), [(150.0, 1), (120.0, 0)])
+def test_a_sheep_near_its_time_limit_takes_no_more_jobs(
+    flock: Flock, limit: float, ran: int
+) -> None:
+    flock.submit([{"ITEM": 1}])
+    start = time.time()
+    times = iter([start])
+
+    def clock() -> float:  # the sheep starts, then finds 100 s have passed
+        return next(times, time.time() + 100)
+
+    # it keeps 30 s for the end: with 150 s it may still start a job, with 120 s not
+    assert serve(flock, time_limit=limit, idle=0.2, clock=clock) == ran
+
+
+def test_the_claim_margin_leaves_room_for_a_job_to_finish(tmp_path: Path) -> None:
+    plain = make_flock(tmp_path / "a", "true").runtime_context()
+    timed = make_flock(tmp_path / "b", "true", timeout=600).runtime_context()
+    assert claim_margin(3600, plain) == 180  # 5%
+    assert claim_margin(120, plain) == 30  # at least 30 s
+    assert claim_margin(3600, timed) == 630  # the timeout, plus 30 s to store results
+    assert claim_margin(600, timed) == 300  # never more than half the limit

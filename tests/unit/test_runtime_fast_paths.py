@@ -1,0 +1,186 @@
+"""The runtime's shortcuts for short jobs give exactly what the general paths give: the small
+zip writer, payloads started from the working directory, the cached inherited environment,
+and a slot emptied once per job."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shepard.errors import PayloadError
+from shepard.runtime import contract, process
+from shepard.runtime.outputs import _write_zip, small_zip
+from shepard.runtime.process import Ending, inherited_env, run_payload, work_in
+from shepard.runtime.workspace import (
+    Workspace,
+    create_workspace,
+    remove_workspace,
+    walk_tree,
+)
+from tests.unit.test_runtime_worker import make_ctx, make_job
+
+# -- result zips -----------------------------------------------------------------------------
+
+
+def test_small_zip_writes_the_bytes_zipfile_writes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "sub" / "deep").mkdir(parents=True)
+    (out / "empty").mkdir()
+    (out / "a.txt").write_text("hello\n" * 100)
+    (out / "sub" / "b.bin").write_bytes(os.urandom(3000))
+    (out / "sub" / "deep" / "é ü.txt").write_text("x")
+    (out / "link").symlink_to("a.txt")
+    (out / "sub" / "dangling").symlink_to("/nowhere")
+    (out / "x").write_text("")
+    os.chmod(out / "x", 0o751)
+    os.utime(out / "a.txt", (0, 0))  # before 1980: clamped, as zipfile does
+    os.mkfifo(out / "fifo")
+    entries = [(rel, entry) for rel, entry, _depth in walk_tree(out)]
+    reference = io.BytesIO()
+    _write_zip(reference, entries)
+    assert small_zip(entries) == reference.getvalue()
+    with zipfile.ZipFile(io.BytesIO(small_zip(entries))) as zf:
+        assert zf.testzip() is None
+        assert zf.read("sub/deep/é ü.txt") == b"x"
+
+
+# -- starting payloads -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """A folder made this process's working directory with `work_in`, undone afterwards."""
+    here = os.getcwd()
+    folder = tmp_path / "slot"
+    folder.mkdir()
+    work_in(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(here)
+        process._Workdir.current = None
+
+
+PROBE = (
+    "ls /proc/self/fd > fds.txt; pwd > pwd.txt; grep SigIgn /proc/self/status > sig.txt; "
+    "ps -o sid= -p $$ > sid.txt; read -r line || echo eof > stdin.txt; exit 3"
+)
+
+
+GLIBC_INTERNAL = 1 << 31 | 1 << 32
+
+
+def ignored(line: list[str]) -> int:
+    """The SigIgn mask of a `SigIgn: <hex>` line of /proc/PID/status."""
+    return int(line[1], 16)
+
+
+def probe(folder: Path, tmp_path: Path) -> dict[str, list[str]]:
+    result = run_payload(
+        PROBE, cwd=folder, env=dict(os.environ), stdout=tmp_path / "o", stderr=tmp_path / "e",
+        deadline=None, stop=threading.Event(),
+    )  # fmt: skip
+    assert (result.ending, result.returncode) == (Ending.EXITED, 3)
+    names = ("fds", "pwd", "sig", "sid", "stdin")
+    return {name: (folder / f"{name}.txt").read_text().split() for name in names}
+
+
+def test_payloads_start_alike_from_the_working_directory_or_not(
+    workdir: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    spawned, forked = probe(workdir, tmp_path), probe(other, tmp_path)
+    assert spawned["pwd"] == [str(workdir)] and forked["pwd"] == [str(other)]
+    assert spawned["fds"] == forked["fds"]  # 0, 1, 2 and ls's own: nothing leaks
+    # SIGPIPE and SIGXFSZ back to their defaults; glibc's posix_spawn leaves its two internal
+    # signals (32, 33) ignored, which programs that use them override
+    assert ignored(spawned["sig"]) & ~GLIBC_INTERNAL == ignored(forked["sig"])
+    assert not ignored(spawned["sig"]) & (1 << signal.SIGPIPE - 1 | 1 << signal.SIGXFSZ - 1)
+    assert spawned["stdin"] == forked["stdin"] == ["eof"]
+    assert spawned["sid"] != [str(os.getsid(0))] and forked["sid"] != [str(os.getsid(0))]
+
+
+def test_a_payload_killed_by_a_signal_reports_it_from_the_working_directory(
+    workdir: Path, tmp_path: Path
+) -> None:
+    result = run_payload(
+        "kill -TERM $$", cwd=workdir, env={}, stdout=tmp_path / "o", stderr=tmp_path / "e",
+        deadline=None, stop=threading.Event(),
+    )  # fmt: skip
+    assert result.returncode == -signal.SIGTERM
+
+
+def test_a_payload_that_cannot_start_is_a_payload_error_either_way(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(process, "SHELL", str(tmp_path / "no-shell"))
+    for cwd in (workdir, tmp_path):
+        with pytest.raises(PayloadError, match="cannot start the payload"):
+            run_payload(
+                "true", cwd=cwd, env={}, stdout=tmp_path / "o", stderr=tmp_path / "e",
+                deadline=None, stop=threading.Event(),
+            )  # fmt: skip
+
+
+def test_a_folder_made_anew_at_the_working_directorys_path_is_not_it(
+    workdir: Path, tmp_path: Path
+) -> None:
+    os.rename(workdir, tmp_path / "old")
+    workdir.mkdir()
+    run_payload(
+        "pwd > pwd.txt", cwd=workdir, env={}, stdout=tmp_path / "o", stderr=tmp_path / "e",
+        deadline=None, stop=threading.Event(),
+    )  # fmt: skip
+    assert (workdir / "pwd.txt").read_text().strip() == str(workdir)
+
+
+# -- the inherited environment ---------------------------------------------------------------
+
+
+def test_the_inherited_layer_follows_os_environ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = make_ctx(tmp_path)
+    ws = Workspace(tmp_path / "job")
+    monkeypatch.setenv("SHEPARD_SECRET_KEY", "private")
+    monkeypatch.setenv("uuid", "inherited, but a runtime name")
+    monkeypatch.setenv("KEPT", "1")
+
+    def env() -> dict[str, str]:
+        return contract.build_env(make_job(), ctx, start_time=1, paths=ws, base=inherited_env())
+
+    first = env()
+    assert first["KEPT"] == "1" and "SHEPARD_SECRET_KEY" not in first and "uuid" not in first
+    assert inherited_env() is inherited_env()  # the same snapshot while nothing changes
+    monkeypatch.setenv("KEPT", "2")
+    assert env()["KEPT"] == "2"
+    first["KEPT"] = "changed by a caller"
+    assert env()["KEPT"] == "2"  # each call gets its own dict
+
+
+# -- slots -----------------------------------------------------------------------------------
+
+
+def test_a_slot_is_emptied_after_each_job_and_before_one_only_when_needed(
+    tmp_path: Path,
+) -> None:
+    slot = Workspace(tmp_path / "slot", reused=True)
+    create_workspace(slot)
+    slot.secrets.mkdir()
+    (slot.output / "o.txt").write_text("x")
+    (slot.root / "stray").mkdir()
+    remove_workspace(slot)
+    assert sorted(os.listdir(slot.root)) == ["input", "output"]
+    assert os.listdir(slot.output) == [] and os.listdir(slot.input) == ["secrets"]
+    create_workspace(slot)  # emptied by this process after its last job: nothing to do
+    (slot.output / "left.txt").write_text("x")  # e.g. a crash before remove_workspace
+    create_workspace(slot)
+    assert os.listdir(slot.output) == []
