@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 ParamValue = str | int | bool
 Params = Mapping[str, ParamValue]
@@ -93,6 +94,16 @@ class Outcome:
     error_bundle: str | None = None
     retryable: bool = True  # False: do not retry whatever the policy says
     detail: str | None = None  # facts for the job's history, e.g. the container image that ran
+
+
+class Ended(NamedTuple):
+    """An ended attempt, ready to be recorded: `retry_at` asks for a retry at that time when
+    the outcome is a retryable failure (None: no retry)."""
+
+    job_id: str
+    attempt: int
+    outcome: Outcome
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

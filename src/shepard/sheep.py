@@ -7,16 +7,17 @@ in the dispatcher.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from shepard.catalog.base import Catalog
 from shepard.errors import CatalogError
-from shepard.model import Job, JobStatus, Outcome, RetryPolicy
+from shepard.model import Ended, Job, JobStatus, Outcome, RetryPolicy
 from shepard.recovery import before_attempt
 from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
 from shepard.storage import ObjectStore
@@ -25,6 +26,12 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 SHUTDOWN = "shutdown"
+SHORT_JOB = 0.02
+"""Seconds: a sheep whose attempts end quicker than this claims several jobs at a time."""
+MAX_AHEAD = 8
+"""The most jobs a sheep claims at once (so a claimed job waits at most ~0.15 s to start)."""
+RECORD_WITHIN = 0.1
+"""Seconds an ended attempt may wait to be recorded together with the next ones."""
 
 
 class Runner(Protocol):
@@ -62,9 +69,12 @@ class Heartbeat:
             self._held[job.id] = (job.attempt, control)
         return control
 
-    def drop(self, job_id: str) -> None:
+    def drop(self, job_id: str, attempt: int | None = None) -> None:
+        """Stop holding `job_id` (only if its held attempt is `attempt`, when given)."""
         with self._lock:
-            self._held.pop(job_id, None)
+            held = self._held.get(job_id)
+            if held is not None and (attempt is None or held[0] == attempt):
+                del self._held[job_id]
 
     def stop(self, job_ids: Iterable[str] | None, reason: str) -> None:
         """Ask the runtime to stop these attempts (all held attempts when job_ids is None)."""
@@ -120,54 +130,44 @@ def run_claimed(
 
     None means the catalog refused the report because the attempt is no longer current.
     """
-    status, _ = _run(job, ctx, catalog, policy, control, clock, slot, runner, None)
-    return status
+    outcome = attempt(job, ctx, catalog, control, slot=slot, runner=runner)
+    if outcome is None:
+        return release(catalog, job, clock())
+    return report(catalog, job, outcome, policy, clock(), ctx.outputs)
 
 
-def run_and_claim(
+def attempt(
     job: Job,
     ctx: RuntimeContext,
     catalog: Catalog,
-    policy: RetryPolicy,
     control: AttemptControl,
     *,
-    worker: str,
-    lease: float,
-    wanted: Callable[[], bool] = lambda: True,
-    clock: Clock = time.time,
     slot: Path | None = None,
     runner: Runner = run_attempt,
-) -> tuple[JobStatus | None, Job | None]:
-    """`run_claimed`, claiming the sheep's next job (for `worker`, with `lease`) in the same
-    transaction that records the outcome (`Catalog.finish_and_claim`); returns the new
-    status and the next job, if any. `wanted()` is asked right before recording: False
-    claims nothing. An attempt given back to the queue (shutdown) claims nothing either.
-    """
-    return _run(job, ctx, catalog, policy, control, clock, slot, runner, (worker, lease, wanted))
-
-
-_Claim = tuple[str, float, Callable[[], bool]]  # worker, lease, wanted
-
-
-def _run(
-    job: Job,
-    ctx: RuntimeContext,
-    catalog: Catalog,
-    policy: RetryPolicy,
-    control: AttemptControl,
-    clock: Clock,
-    slot: Path | None,
-    runner: Runner,
-    claim: _Claim | None,
-) -> tuple[JobStatus | None, Job | None]:
+) -> Outcome | None:
+    """Run one claimed attempt, unless the sheep is shutting down (then, or when the shutdown
+    stopped it, None: the caller gives the attempt back with `release`)."""
     if control.stop.is_set() and control.stop_reason == SHUTDOWN:
-        return release(catalog, job, clock()), None
+        return None
     if job.attempt > 1:  # an earlier attempt's sheep may have died after publishing
         before_attempt(catalog, job, ctx.outputs)
     outcome = runner(job, ctx, control, slot=slot)
     if outcome.status is JobStatus.CANCELLED and control.stop_reason == SHUTDOWN:
-        return release(catalog, job, clock()), None
-    return _report(catalog, job, outcome, policy, clock(), ctx.outputs, claim)
+        return None
+    return outcome
+
+
+def ended(job: Job, outcome: Outcome, policy: RetryPolicy, now: float) -> Ended:
+    """What to record for `job`'s current attempt: `outcome`, with a retry time when the policy
+    allows another attempt after it."""
+    retry_at = None
+    if (
+        outcome.status is JobStatus.FAILED
+        and outcome.retryable
+        and outcome.exit_code not in policy.no_retry_exit_codes
+    ):
+        retry_at = now + policy.delay(job.attempt)
+    return Ended(job.id, job.attempt, outcome, retry_at)
 
 
 def report(
@@ -179,47 +179,125 @@ def report(
     outputs: ObjectStore,
 ) -> JobStatus | None:
     """Record `outcome` for `job`'s current attempt, asking for a retry when the policy allows."""
-    return _report(catalog, job, outcome, policy, now, outputs, None)[0]
-
-
-def _report(
-    catalog: Catalog,
-    job: Job,
-    outcome: Outcome,
-    policy: RetryPolicy,
-    now: float,
-    outputs: ObjectStore,
-    claim: _Claim | None,
-) -> tuple[JobStatus | None, Job | None]:
-    retry_at = None
-    if (
-        outcome.status is JobStatus.FAILED
-        and outcome.retryable
-        and outcome.exit_code not in policy.no_retry_exit_codes
-    ):
-        retry_at = now + policy.delay(job.attempt)
-    claimed: list[Job] = []
+    entry = ended(job, outcome, policy, now)
     try:
-        if claim is not None and claim[2]():
-            status, claimed = catalog.finish_and_claim(
-                job.id, job.attempt, outcome, now=now, retry_at=retry_at,
-                worker=claim[0], lease=claim[1],
-            )  # fmt: skip
-        else:
-            status = catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=retry_at)
+        status = catalog.finish(job.id, job.attempt, outcome, now=now, retry_at=entry.retry_at)
     except CatalogError as exc:
-        # Nothing is lost: the lease runs out and the job runs again as a new attempt, which
-        # first removes the results this one may have published (see recovery.py).
+        _not_recorded([entry], exc)
+        raise
+    if status is None:
+        _withdraw(outputs, outcome)
+    return status
+
+
+class Recorder:
+    """Records a sheep's ended attempts and claims its next jobs, in one transaction
+    (`Catalog.finish_and_claim`), batching both when jobs are short.
+
+    `add` queues an ended attempt; `flush(claim)` records everything queued and claims up to
+    `claim` jobs, held in `heartbeat` and returned with their controls. An attempt stays held
+    (its lease alive) until it is recorded. A thread records what has waited RECORD_WITHIN
+    seconds, so attempts queued behind a long one are not kept waiting.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        heartbeat: Heartbeat,
+        policy: RetryPolicy,
+        outputs: ObjectStore,
+        *,
+        worker: str,
+        lease: float,
+        clock: Clock = time.time,
+    ) -> None:
+        self.catalog, self.heartbeat, self.policy, self.outputs = (
+            catalog,
+            heartbeat,
+            policy,
+            outputs,
+        )
+        self.worker, self.lease, self.clock = worker, lease, clock
+        self._pending: list[tuple[Job, Outcome, float]] = []  # with time.monotonic() at add
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
+        self._thread.start()
+
+    def add(self, job: Job, outcome: Outcome) -> None:
+        with self._changed:
+            self._pending.append((job, outcome, time.monotonic()))
+            self._changed.notify()
+
+    def flush(self, claim: int = 0) -> list[tuple[Job, AttemptControl]]:
+        """Record every queued attempt and claim up to `claim` jobs. Raises CatalogError
+        (logged) when the catalog fails: nothing is lost, the leases of the attempts that
+        were not recorded run out and their jobs run again."""
+        with self._changed:
+            batch, self._pending = self._pending, []
+        if not batch and claim < 1:
+            return []
+        now = self.clock()
+        entries = [ended(job, outcome, self.policy, now) for job, outcome, _ in batch]
+        try:
+            statuses, claimed = self.catalog.finish_and_claim(
+                entries, now=now, worker=self.worker, lease=self.lease, limit=claim
+            )
+        except CatalogError as exc:
+            _not_recorded(entries, exc)
+            for job, _, _ in batch:
+                self.heartbeat.drop(job.id, job.attempt)
+            raise
+        for (job, outcome, _), status in zip(batch, statuses, strict=True):
+            self.heartbeat.drop(job.id, job.attempt)
+            if status is None:
+                _withdraw(self.outputs, outcome)
+        return [(job, self.heartbeat.hold(job)) for job in claimed]
+
+    def close(self) -> None:
+        """Stop the thread and record what is still queued."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._thread.join()
+        with contextlib.suppress(CatalogError):  # logged; the leases run out
+            self.flush()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                if self._closed:
+                    return
+                if not self._pending:
+                    self._changed.wait()
+                    continue
+                wait = self._pending[0][2] + RECORD_WITHIN - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+            try:
+                self.flush()
+            except CatalogError:
+                pass  # logged by flush
+            except Exception:  # the thread must outlive one failure; the next flush retries
+                log.exception("recording outcomes failed")
+
+
+def _not_recorded(entries: Sequence[Ended], exc: CatalogError) -> None:
+    # Nothing is lost: the lease runs out and the job runs again as a new attempt, which
+    # first removes the results this one may have published (see recovery.py).
+    for entry in entries:
         log.error(
             "job %s attempt %d: could not record its outcome (%s): %s",
-            job.id, job.attempt, outcome.status.value, exc,
+            entry.job_id, entry.attempt, entry.outcome.status.value, exc,
         )  # fmt: skip
-        raise
-    if status is None and outcome.outputs:
-        # A newer attempt owns the job (or it was cancelled): withdraw this attempt's results.
-        for key in outcome.outputs:
-            outputs.delete(key)
-    return status, claimed[0] if claimed else None
+
+
+def _withdraw(outputs: ObjectStore, outcome: Outcome) -> None:
+    """The catalog refused this attempt's outcome (a newer attempt owns the job, or it was
+    cancelled): remove the results it published."""
+    for key in outcome.outputs:
+        outputs.delete(key)
 
 
 def release(catalog: Catalog, job: Job, now: float) -> JobStatus | None:

@@ -21,7 +21,7 @@ from shepard.catalog.migrate import MIGRATIONS
 from shepard.catalog.schema import HEAD_REVISION, VERSION_TABLE, metadata
 from shepard.catalog.sql import MAX_LOST
 from shepard.errors import CatalogError
-from shepard.model import JobEvent, JobSpec, JobStatus, Outcome, ParamValue
+from shepard.model import Ended, JobEvent, JobSpec, JobStatus, Outcome, ParamValue
 
 T0 = 1_700_000_000.0
 LEASE = 60.0
@@ -229,16 +229,16 @@ def test_not_retryable_failure_with_attempts_left_fails(catalog: SqlCatalog) -> 
     assert catalog.finish(retry_id, 1, FAILED_3, now=T0 + 1) is JobStatus.FAILED  # no retry_at
 
 
-def test_finish_and_claim_ends_one_attempt_and_starts_the_next_in_one_go(
+def test_finish_and_claim_ends_attempts_and_starts_the_next_in_one_go(
     catalog: SqlCatalog,
 ) -> None:
-    first, second, third = add(catalog, 3)
+    first, second, third, fourth = add(catalog, 4)
     claim_one(catalog, T0)
     done = Outcome(JobStatus.SUCCEEDED, exit_code=0, outputs=("out/a",))
-    status, claimed = catalog.finish_and_claim(
-        first, 1, done, now=T0 + 2.5, worker="w2", lease=LEASE
+    statuses, claimed = catalog.finish_and_claim(
+        [Ended(first, 1, done)], now=T0 + 2.5, worker="w2", lease=LEASE
     )
-    assert status is JobStatus.SUCCEEDED
+    assert statuses == [JobStatus.SUCCEEDED]
     assert [(j.id, j.attempt, j.worker, j.status) for j in claimed] == [
         (second, 1, "w2", JobStatus.RUNNING)
     ]
@@ -247,21 +247,31 @@ def test_finish_and_claim_ends_one_attempt_and_starts_the_next_in_one_go(
     assert job is not None and (job.status, job.outputs) == (JobStatus.SUCCEEDED, ("out/a",))
     assert [(e.status, e.detail) for e in catalog.events(second)][-1] == (JobStatus.RUNNING, "w2")
     # refused (stale attempt): nothing recorded for it, but the claim still happens
-    status, claimed = catalog.finish_and_claim(first, 1, done, now=T0 + 3, worker="w2", lease=LEASE)
-    assert status is None and [j.id for j in claimed] == [third]
-    status, claimed = catalog.finish_and_claim(
-        second, 1, FAILED_3, now=T0 + 4, retry_at=T0 + 4, worker="w2", lease=LEASE, limit=0
+    statuses, claimed = catalog.finish_and_claim(
+        [Ended(first, 1, done)], now=T0 + 3, worker="w2", lease=LEASE, limit=2
     )
-    assert (status, claimed) == (JobStatus.QUEUED, [])
+    assert statuses == [None] and [j.id for j in claimed] == [third, fourth]
+    # several attempts at once, each with its own fate; no claim
+    several = [
+        Ended(second, 1, FAILED_3, retry_at=T0 + 4),
+        Ended(third, 1, done),
+        Ended(fourth, 1, FAILED_3),
+    ]
+    statuses, claimed = catalog.finish_and_claim(
+        several, now=T0 + 4, worker="w2", lease=LEASE, limit=0
+    )
+    assert (statuses, claimed) == ([JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED], [])
+    assert [e.status for e in catalog.events(third)][-1] is JobStatus.SUCCEEDED
+    assert [e.status for e in catalog.events(fourth)][-1] is JobStatus.FAILED
 
 
 def test_finish_and_claim_may_take_back_a_job_it_requeued(catalog: SqlCatalog) -> None:
     (job_id,) = add(catalog, 1, attempts=2)
     claim_one(catalog, T0)
-    status, claimed = catalog.finish_and_claim(
-        job_id, 1, FAILED_3, now=T0 + 1, retry_at=T0 + 1, worker="w", lease=LEASE
+    statuses, claimed = catalog.finish_and_claim(
+        [Ended(job_id, 1, FAILED_3, T0 + 1)], now=T0 + 1, worker="w", lease=LEASE
     )
-    assert status is JobStatus.QUEUED and [(j.id, j.attempt) for j in claimed] == [(job_id, 2)]
+    assert statuses == [JobStatus.QUEUED] and [(j.id, j.attempt) for j in claimed] == [(job_id, 2)]
     history = [(e.attempt, e.status) for e in catalog.events(job_id)]
     assert history[-2:] == [(1, JobStatus.QUEUED), (2, JobStatus.RUNNING)]
 
@@ -512,7 +522,7 @@ def test_locked_sqlite_raises_catalog_error_on_the_hot_path(
         with pytest.raises(CatalogError, match=r"locked by another process for more than 0\.2 s"):
             catalog.claim("w", now=T0, lease=LEASE)
         with pytest.raises(CatalogError, match="locked"):
-            catalog.finish_and_claim("x", 1, FAILED_3, now=T0, worker="w", lease=LEASE)
+            catalog.finish_and_claim([Ended("x", 1, FAILED_3)], now=T0, worker="w", lease=LEASE)
     finally:
         holder.execute("ROLLBACK")
         holder.close()

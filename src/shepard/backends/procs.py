@@ -6,20 +6,22 @@ work, and threads of one process take turns on the interpreter lock, so a pool o
 no faster than one thread for short jobs. Why self-sufficient: a runner that sent every
 outcome to its parent and waited there for its next job spent as much CPU on that
 conversation as on the job itself. So a runner holds its own catalog connection and heartbeat,
-records each outcome and claims its next job in one transaction (`sheep.run_and_claim`), and
-tells the parent only when it has run out of work.
+records outcomes and claims its next jobs in one transaction (`sheep.Recorder`; several jobs
+at a time while they are short), and tells the parent only when it has run out of work.
 
 The child is `python -m shepard.backends.procs PARENT_PID`, talking over its stdin/stdout with
 length-prefixed pickles. Parent to child: a RunnerSetup, then ("run", job) for a job the
 dispatcher claimed, ("stop", job_ids) to cancel attempts, ("close", kill) to finish. Child to
 parent: IDLE when no job is left to claim. End of file means the other side is gone: a child
 whose parent is gone stops its payload, gives its job back and exits; a parent whose child
-died ends that child's attempts with the reason WORKER_DIED. It is a plain subprocess rather
+died handles that child's attempts as a lost worker's (reason WORKER_DIED). It is a plain
+subprocess rather
 than a multiprocessing child so that it never re-imports the caller's main module.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -40,10 +42,10 @@ from typing import IO, Any
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
 from shepard.errors import CatalogError
-from shepard.model import Job, JobStatus, Outcome, RetryPolicy
-from shepard.runtime import RuntimeContext
+from shepard.model import Job, JobStatus, RetryPolicy
+from shepard.runtime import AttemptControl, RuntimeContext
 from shepard.runtime.process import KILL_GRACE, work_in
-from shepard.sheep import SHUTDOWN, Heartbeat, report, run_and_claim
+from shepard.sheep import MAX_AHEAD, SHORT_JOB, SHUTDOWN, Heartbeat, Recorder, attempt, release
 
 log = logging.getLogger(__name__)
 
@@ -216,21 +218,24 @@ class RunnerProcess:
         self.on_idle()
 
     def _lost(self, pid: int | None, handed: Job | None) -> None:
-        """End the attempts a dead runner held: the job it was handed and those it claimed."""
+        """End the attempts a dead runner held (the job it was handed and those it claimed)
+        as a lost worker's: back to the queue without spending an attempt, until a job has
+        lost MAX_LOST workers (see Catalog.lose). The runner may have claimed some of them
+        ahead and not started them; one of them may be what killed it."""
         jobs = [] if handed is None else [handed]
+        now = self.clock()
         try:
             if pid is not None:
                 jobs += self.catalog.page(
                     status=JobStatus.RUNNING, worker=runner_worker_id(pid), limit=1000
                 )
             for job in jobs:
-                self._report_died(job)
+                self.catalog.lose(
+                    job.id, job.attempt, now=now, reason=WORKER_DIED,
+                    retry_at=now + self.setup.policy.backoff,
+                )  # fmt: skip
         except CatalogError as exc:  # the leases run out; the jobs run again
             log.error("could not record the end of a dead runner's jobs: %s", exc)
-
-    def _report_died(self, job: Job) -> None:
-        died = Outcome(JobStatus.FAILED, reason=WORKER_DIED, retryable=True)
-        report(self.catalog, job, died, self.setup.policy, self.clock(), self.setup.ctx.outputs)
 
 
 # -- the child's side -------------------------------------------------------------------------
@@ -247,6 +252,10 @@ class _Runner:
         self.worker = runner_worker_id(os.getpid())
         self.catalog = open_catalog(self.setup.catalog_url)
         self.heartbeat = Heartbeat(self.catalog, self.setup.lease).start()
+        self.recorder = Recorder(
+            self.catalog, self.heartbeat, self.setup.policy, self.setup.ctx.outputs,
+            worker=self.worker, lease=self.setup.lease,
+        )  # fmt: skip
         self.handed: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.closing = False
 
@@ -271,39 +280,54 @@ class _Runner:
     def serve(self) -> None:
         """Run handed jobs and what they lead to claim, until the parent closes (None)."""
         while (job := self.handed.get()) is not None:
+            control = self.heartbeat.hold(job)
             if not self.closing:
-                self.heartbeat.hold(job)
                 with contextlib.suppress(Exception):  # the lease was taken a while ago: renew
                     self.heartbeat.beat()
-            next_job: Job | None = job
-            while next_job is not None:
-                next_job = self._run(next_job)
+            self._work(job, control)
             if not self.closing:
                 with contextlib.suppress(OSError):  # the parent is gone: its close comes next
                     send(self.outbox, IDLE)
+        self.recorder.close()
         self.heartbeat.close()
         self.catalog.close()
 
-    def _run(self, job: Job) -> Job | None:
-        """Run one claimed job, record it, and return the next job claimed in that go."""
-        control = self.heartbeat.hold(job)
+    def _work(self, job: Job, control: AttemptControl) -> None:
+        """Run `job`, then the jobs claimed as attempts end, until none is left to claim.
+
+        While attempts are short (SHORT_JOB), the runner claims up to MAX_AHEAD jobs at a
+        time and records outcomes together: one transaction for several jobs."""
+        ready = collections.deque([(job, control)])
+        ahead = 1
+        while ready:
+            job, control = ready.popleft()
+            began = time.monotonic()
+            self._attempt(job, control)
+            short = time.monotonic() - began < SHORT_JOB
+            ahead = min(2 * ahead, MAX_AHEAD) if short else 1
+            if not ready:
+                with contextlib.suppress(CatalogError):  # logged; the leases run out
+                    ready.extend(self.recorder.flush(0 if self.closing else ahead))
+
+    def _attempt(self, job: Job, control: AttemptControl) -> None:
+        """Run one claimed attempt; queue its outcome, or give the job back."""
         if self.closing:  # accepted but never started: give it back untouched
             control.stop_reason = SHUTDOWN
             control.stop.set()
         setup = self.setup
         try:
-            _status, claimed = run_and_claim(
-                job, setup.ctx, self.catalog, setup.policy, control, worker=self.worker,
-                lease=setup.lease, wanted=lambda: not self.closing, slot=setup.slot,
-            )  # fmt: skip
+            outcome = attempt(job, setup.ctx, self.catalog, control, slot=setup.slot)
+            if outcome is None:
+                release(self.catalog, job, time.time())
         except CatalogError:
-            return None  # logged; the lease runs out and the job runs again
+            outcome = None  # logged; the lease runs out and the job runs again
         except Exception:
             log.exception("job %s: the runner failed", job.id)
-            return None
-        finally:
-            self.heartbeat.drop(job.id)
-        return claimed
+            outcome = None
+        if outcome is None:
+            self.heartbeat.drop(job.id, job.attempt)
+        else:
+            self.recorder.add(job, outcome)
 
 
 def main() -> None:

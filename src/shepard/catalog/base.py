@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome
+from shepard.model import Ended, Job, JobEvent, JobSpec, JobStatus, Outcome
 
 
 class Catalog(Protocol):
@@ -73,22 +73,20 @@ class Catalog(Protocol):
 
     def finish_and_claim(
         self,
-        job_id: str,
-        attempt: int,
-        outcome: Outcome,
+        ended: Sequence[Ended],
         *,
         now: float,
-        retry_at: float | None = None,
         worker: str,
         lease: float,
         limit: int = 1,
-    ) -> tuple[JobStatus | None, list[Job]]:
-        """`finish(job_id, attempt, outcome, now=now, retry_at=retry_at)`, then
-        `claim(worker, now=now, lease=lease, limit=limit)`, in ONE transaction.
+    ) -> tuple[list[JobStatus | None], list[Job]]:
+        """`finish` each of `ended` (in order), then `claim(worker, now=now, lease=lease,
+        limit=limit)`, all in ONE transaction; returns the statuses `finish` would have
+        returned, one per entry, and the claimed jobs.
 
-        What a sheep calls when an attempt ends and it can start another one at once: one
-        round trip instead of two. Each half behaves (and records events) exactly as the
-        method it stands for; the claim happens even when the finish is refused (None).
+        What a sheep calls when attempts end and it can start others: one round trip instead
+        of one per attempt plus one per claim. Each part behaves (and records events) exactly
+        as the method it stands for; the claim happens even when a finish is refused (None).
         """
         ...
 

@@ -27,7 +27,7 @@ from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
 from shepard.catalog.prepared import Prepared
 from shepard.catalog.schema import job_events, jobs
-from shepard.model import Job, JobEvent, JobSpec, JobStatus, Outcome
+from shepard.model import Ended, Job, JobEvent, JobSpec, JobStatus, Outcome
 
 _ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
 LEASE_EXPIRED = "lease expired (worker lost)"
@@ -241,19 +241,21 @@ class SqlCatalog(Placements):
 
     def finish_and_claim(
         self,
-        job_id: str,
-        attempt: int,
-        outcome: Outcome,
+        ended: Sequence[Ended],
         *,
         now: float,
-        retry_at: float | None = None,
         worker: str,
         lease: float,
         limit: int = 1,
-    ) -> tuple[JobStatus | None, list[Job]]:
-        """See Catalog.finish_and_claim: `finish`, then `claim`, in one transaction."""
+    ) -> tuple[list[JobStatus | None], list[Job]]:
+        """See Catalog.finish_and_claim: `finish` each, then `claim`, in one transaction."""
+        statuses: list[JobStatus | None] = []
+        events: list[dict[str, Any]] = []
         with self._hot() as raw:
-            status, events = self._finish_in(raw, job_id, attempt, outcome, now, retry_at)
+            for job_id, attempt, outcome, retry_at in ended:
+                status, finished = self._finish_in(raw, job_id, attempt, outcome, now, retry_at)
+                statuses.append(status)
+                events += finished
             claimed: list[Job] = []
             if limit >= 1:
                 claimed, claim_events = self._claim_in(
@@ -262,7 +264,7 @@ class SqlCatalog(Placements):
                 events += claim_events
             if events:
                 self._event.many(raw, events)
-        return status, claimed
+        return statuses, claimed
 
     def _finish_in(
         self,
