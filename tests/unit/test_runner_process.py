@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -94,6 +95,18 @@ def test_a_runner_runs_its_job_then_claims_the_rest_itself(
     assert [j.worker for j in jobs] == ["parent"] + [runner] * 4  # the rest it claimed itself
     shell_pid = int(members(slot.ctx.outputs, jobs[0].outputs[0])["pid.txt"])
     assert shell_pid not in (os.getpid(), slot.runner.pid)
+
+
+def test_a_runner_claims_short_jobs_several_at_a_time(slot_factory: Callable[..., Slot]) -> None:
+    slot = slot_factory("true")
+    ids = slot.add(30)
+    slot.start_one()
+    assert slot.idle.wait(60), "the runner never ran out of work"
+    assert [slot.job(i).status for i in ids] == [JobStatus.SUCCEEDED] * 30
+    claimed_at = Counter(
+        next(e.at for e in slot.catalog.events(i) if e.status is JobStatus.RUNNING) for i in ids[1:]
+    )
+    assert max(claimed_at.values()) >= 2  # one transaction claimed several jobs
 
 
 def test_a_runner_stops_a_job_cancelled_in_the_catalog(slot_factory: Callable[..., Slot]) -> None:
