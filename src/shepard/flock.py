@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shepard import config
 from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
@@ -25,6 +26,9 @@ from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.context import ContainerSpec
 from shepard.runtime.engine import check_gpus
 from shepard.storage import LocalStore
+
+if TYPE_CHECKING:
+    from shepard.backends.base import Backend, EngineBackend
 
 Progress = Callable[[dict[JobStatus, int]], None]
 
@@ -305,29 +309,38 @@ class Flock:
         until: Callable[[], bool] | None = None,
         workers: int | None = None,
         wakeup: threading.Event | None = None,
+        backend: Backend | EngineBackend | None = None,
     ) -> None:
         """Run queued jobs with the flock's backend until `stop` is set or `until()` is true.
 
         The local backend runs them here (`workers` slots, default `backend.workers`); an
         engine backend (Slurm) hands them to its engine, whose tasks run them.
         Setting `wakeup` makes the dispatcher look again at once (new jobs, `until` changed).
+        `backend`: one opened with `open_backend` (with the same `wakeup`); it is shut down
+        on return.
         """
-        from shepard.backends import open_backend
         from shepard.dispatcher import Dispatcher
 
-        lease = self.config.backend.lease
-        policy = self.config.retry.policy()
         wakeup = wakeup or threading.Event()
-        me = worker_id()
-        backend = open_backend(self, workers=workers, worker_id=me, wakeup=wakeup)
+        if backend is None:
+            backend = self.open_backend(workers=workers, wakeup=wakeup)
         dispatcher = Dispatcher(
-            self.catalog, backend, policy, worker_id=me, lease=lease, wakeup=wakeup,
-            clock=self.clock,
+            self.catalog, backend, self.config.retry.policy(), worker_id=worker_id(),
+            lease=self.config.backend.lease, wakeup=wakeup, clock=self.clock,
         )  # fmt: skip
         try:
             dispatcher.run(stop, until)
         finally:
             backend.shutdown(kill=stop.is_set())
+
+    def open_backend(
+        self, *, workers: int | None = None, wakeup: threading.Event | None = None
+    ) -> Backend | EngineBackend:
+        """The flock's backend, ready for `run`. Open it before this process starts threads
+        of its own: a local backend then starts its runner processes as forks, at once."""
+        from shepard.backends import open_backend
+
+        return open_backend(self, workers=workers, worker_id=worker_id(), wakeup=wakeup)
 
     def run_job(self, job_id: str) -> JobStatus | None:
         """Claim and run one specific queued job here (what a remote engine's task does).
@@ -382,9 +395,10 @@ class Flock:
                     return
                 ended.wait(poll)
 
+        backend = self.open_backend(wakeup=wakeup)  # before the thread: see open_backend
         watcher = threading.Thread(target=watch, name="progress", daemon=True)
         watcher.start()
-        self.run(stop, until=settled, wakeup=wakeup)
+        self.run(stop, until=settled, wakeup=wakeup, backend=backend)
         ended.set()
         watcher.join()
         counts = self.counts(batch)

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from shepard.backends.procs import WORKER_DIED, RunnerProcess, RunnerSetup, runner_worker_id
+from shepard.backends.procs import (
+    WORKER_DIED,
+    RunnerProcess,
+    RunnerSetup,
+    runner_worker_id,
+    start_runners,
+)
 from shepard.catalog import SqlCatalog, open_catalog
 from shepard.model import Job, JobSpec, JobStatus, RetryPolicy
 from shepard.runtime import RuntimeContext, log_key
@@ -26,7 +32,7 @@ LEASE = 60.0
 class Slot:
     """A RunnerProcess on a file catalog, with an event set whenever it goes idle."""
 
-    def __init__(self, tmp_path: Path, command: str, *, attempts: int = 1) -> None:
+    def __init__(self, tmp_path: Path, command: str, *, attempts: int = 1, fork: bool) -> None:
         self.url = f"sqlite:///{tmp_path / 'catalog.db'}"
         self.catalog: SqlCatalog = open_catalog(self.url)
         self.attempts = attempts
@@ -34,6 +40,10 @@ class Slot:
         self.idle = threading.Event()
         setup = RunnerSetup(self.ctx, self.url, RetryPolicy(), LEASE, tmp_path / "work" / "slot")
         self.runner = RunnerProcess(setup, self.catalog, on_idle=self.idle.set)
+        if fork:  # as a LocalBackend starts its runners; else with the first job
+            forked = start_runners([self.runner], before_fork=self.catalog.close)
+            assert forked, "this test process runs other threads"
+            assert self.runner.pid is not None
 
     def add(self, n: int) -> list[str]:
         specs = [JobSpec({"ITEM": i}) for i in range(n)]
@@ -67,12 +77,13 @@ class Slot:
         self.catalog.close()
 
 
-@pytest.fixture
-def slot_factory(tmp_path: Path) -> Iterator[Callable[..., Slot]]:
+@pytest.fixture(params=["forked", "new interpreter"])
+def slot_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Slot]]:
+    """Slots whose runner is a fork of this process, or a new interpreter."""
     made: list[Slot] = []
 
     def make(command: str, **kw: int) -> Slot:
-        made.append(Slot(tmp_path, command, **kw))
+        made.append(Slot(tmp_path, command, **kw, fork=request.param == "forked"))
         return made[-1]
 
     yield make

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shepard.backends.procs import CLOSE_TIMEOUT, RunnerProcess, RunnerSetup
+from shepard.backends.procs import CLOSE_TIMEOUT, RunnerProcess, RunnerSetup, start_runners
 from shepard.catalog.base import Catalog
+from shepard.catalog.engine import is_memory, parse_url
 from shepard.model import Job, RetryPolicy
 from shepard.runtime import RuntimeContext
 from shepard.runtime.workspace import remove_tree
@@ -73,6 +74,10 @@ class LocalBackend:
             RunnerProcess(setup, catalog, on_idle=self.wakeup.set, clock=clock) for setup in setups
         ]
         sweep_slots(ctx.workspace_root)
+        # forks, while this process has no other thread; an in-memory catalog cannot serve
+        # runner processes anyway, and closing it would lose it
+        if not is_memory(parse_url(catalog_url)):
+            start_runners(self._slots, before_fork=catalog.close)
 
     @classmethod
     def from_flock(

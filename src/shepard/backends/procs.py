@@ -9,14 +9,15 @@ conversation as on the job itself. So a runner holds its own catalog connection 
 records outcomes and claims its next jobs in one transaction (`sheep.Recorder`; several jobs
 at a time while they are short), and tells the parent only when it has run out of work.
 
-The child is `python -m shepard.backends.procs PARENT_PID`, talking over its stdin/stdout with
-length-prefixed pickles. Parent to child: a RunnerSetup, then ("run", job) for a job the
-dispatcher claimed, ("stop", job_ids) to cancel attempts, ("close", kill) to finish. Child to
-parent: IDLE when no job is left to claim. End of file means the other side is gone: a child
+The child is a fork of the parent when the parent has a single thread (`start_runners`, called
+as the backend opens: no imports to wait for), else `python -m shepard.backends.procs
+PARENT_PID`; either way it talks over its stdin/stdout with length-prefixed pickles. Parent
+to child: a RunnerSetup, then ("run", job) for a job the dispatcher claimed, ("stop", job_ids)
+to cancel attempts, ("close", kill) to finish. Child to parent: IDLE when no job is left to
+claim. End of file means the other side is gone: a child
 whose parent is gone stops its payload, gives its job back and exits; a parent whose child
-died handles that child's attempts as a lost worker's (reason WORKER_DIED). It is a plain
-subprocess rather
-than a multiprocessing child so that it never re-imports the caller's main module.
+died handles that child's attempts as a lost worker's (reason WORKER_DIED). Neither kind is
+a multiprocessing child, so the caller's main module is never imported again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from shepard.backends.forked import Forked, single_threaded
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
 from shepard.errors import CatalogError
@@ -53,6 +55,7 @@ IDLE = "idle"
 WORKER_DIED = "the worker process died"
 CLOSE_TIMEOUT = KILL_GRACE + 30.0  # seconds a killed runner gets to give its job back
 _HEADER = struct.Struct("!I")
+_Child = subprocess.Popen[bytes] | Forked
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class RunnerProcess:
     ) -> None:
         self.setup, self.catalog, self.on_idle, self.clock = setup, catalog, on_idle, clock
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: _Child | None = None
         self._reader: threading.Thread | None = None
         self._handed: Job | None = None  # the job given with `run`, until the runner is idle
         self._busy = False
@@ -170,26 +173,39 @@ class RunnerProcess:
             if message[0] == "close":
                 proc.stdin.close()
 
-    def _started(self) -> subprocess.Popen[bytes]:
+    def _started(self) -> _Child:
         """The running child, started (with its reader thread) when there is none."""
-        if self._proc is not None:
-            return self._proc
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shepard.backends.procs", str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        if self._proc is None:
+            self._follow(self._spawn(fork=False))
+        assert self._proc is not None
+        return self._proc
+
+    def _spawn(self, *, fork: bool, close_fds: Sequence[int] = ()) -> _Child:
+        """Start the child (a fork of this process, closing `close_fds` in it, or a new
+        interpreter) and send it its setup; its reader thread is not started yet (see
+        start_runners)."""
+        proc: _Child
+        if fork:
+            proc = Forked(_serve, close_fds)
+        else:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "shepard.backends.procs", str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
         assert proc.stdin is not None
         with contextlib.suppress(OSError):
             send(proc.stdin, self.setup)
         self._proc = proc
+        return proc
+
+    def _follow(self, proc: _Child) -> None:
         self._reader = threading.Thread(
             target=self._read, args=(proc,), name=f"runner-{proc.pid}", daemon=True
         )
         self._reader.start()
-        return proc
 
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+    def _read(self, proc: _Child) -> None:
         """Follow one child: IDLE messages, then its exit (expected or not)."""
         assert proc.stdout is not None
         while True:
@@ -236,6 +252,33 @@ class RunnerProcess:
                 )  # fmt: skip
         except CatalogError as exc:  # the leases run out; the jobs run again
             log.error("could not record the end of a dead runner's jobs: %s", exc)
+
+
+def start_runners(
+    runners: Sequence[RunnerProcess], *, before_fork: Callable[[], None] = lambda: None
+) -> bool:
+    """Start these runners now rather than with their first job, as forks of this process,
+    if it runs no other thread (see forked.py): a fork is ready in milliseconds, with
+    everything imported. Otherwise (or for a runner started again after it died) a runner
+    starts as a new interpreter when it is first needed. True if they were forked.
+
+    `before_fork` must close this process's database connections (a catalog's `close`; the
+    catalog reconnects when next used): SQLite keeps per-process state about the files it
+    has open, and a child that inherits it fails on the same database ("locking protocol").
+    """
+    if not single_threaded():
+        return False
+    before_fork()
+    idle = [runner for runner in runners if runner._proc is None]
+    started: list[tuple[RunnerProcess, _Child]] = []
+    try:
+        for runner in idle:  # every fork before any reader thread exists
+            pipes = [f.fileno() for _, proc in started for f in (proc.stdin, proc.stdout) if f]
+            started.append((runner, runner._spawn(fork=True, close_fds=pipes)))
+    finally:
+        for runner, proc in started:
+            runner._follow(proc)
+    return True
 
 
 # -- the child's side -------------------------------------------------------------------------
@@ -331,13 +374,19 @@ class _Runner:
 
 
 def main() -> None:
+    """`python -m shepard.backends.procs PARENT_PID`: a runner started as a new interpreter."""
+    _serve(sys.stdin.buffer)
+
+
+def _serve(inbox: IO[bytes]) -> None:
+    """Be a runner: the parent's messages on `inbox`, ours on stdout. Never returns."""
     import signal
 
     # Ctrl-C reaches the whole process group: the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     outbox = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the channel
-    runner = _Runner(sys.stdin.buffer, outbox)
+    runner = _Runner(inbox, outbox)
     threading.Thread(target=runner.read, name="runner-inbox", daemon=True).start()
     gc.freeze()  # what is loaded by now lives as long as the runner: keep the collector off it
     runner.serve()

@@ -197,8 +197,16 @@ def up(
     if not no_inbox:
         console.print(f"turning bundles dropped into {f.dir.store_path('inbox')} into jobs")
         inbox = watching(f, wakeup=wakeup, on_result=_report_inbox)
-    with interruptible() as stop, inbox:
-        f.run(stop, workers=n, wakeup=wakeup)
+    backend = f.open_backend(workers=n, wakeup=wakeup)  # before the inbox's thread starts
+    with interruptible() as stop:
+        running = False
+        try:
+            with inbox:
+                running = True
+                f.run(stop, wakeup=wakeup, backend=backend)  # shuts the backend down
+        finally:
+            if not running:  # the inbox could not start
+                backend.shutdown(kill=True)
     console.print(render.counts_table(f.counts()))
 
 

@@ -220,7 +220,7 @@ def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH)
     queued or running; then print the counts table."""
     counts = f.counts()
     try:
-        with render.job_progress(None, out=console, refresh=refresh) as update:
+        with render.job_progress(None, out=console) as update:
             while True:
                 update(counts)
                 if until_done and counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:

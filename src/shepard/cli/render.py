@@ -38,9 +38,7 @@ def counts_text(counts: dict[JobStatus, int]) -> str:
 
 
 @contextmanager
-def job_progress(
-    total: int | None, *, out: Console = err_console, refresh: float = 0.25
-) -> Iterator[ProgressFn]:
+def job_progress(total: int | None, *, out: Console = err_console) -> Iterator[ProgressFn]:
     """A progress bar fed with status counts: over `total` jobs, or over every job counted
     so far when `total` is None (the whole flock)."""
     progress = Progress(
@@ -50,7 +48,9 @@ def job_progress(
         TimeElapsedColumn(),
         TextColumn("{task.description}"),
         console=out,
-        refresh_per_second=1 / refresh,
+        # redrawn by each `update` (callers run it a few times a second): no drawing thread,
+        # so `--wait` can still fork its runner processes (see backends/forked.py)
+        auto_refresh=False,
     )
     task = progress.add_task("", total=total)
 
@@ -61,6 +61,7 @@ def job_progress(
             total=sum(counts.values()) if total is None else total,
             completed=finished,
             description=counts_text(counts) or "no jobs",
+            refresh=True,
         )
 
     with progress:
