@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Cli
+from tests.acceptance.conftest import Cli, zip_text
 
 pytestmark = pytest.mark.acceptance
 
@@ -83,3 +83,26 @@ def test_interrupted_up_requeues_running_jobs(cli: Cli) -> None:
     assert proc.wait(timeout=30) == 0
     counts = cli("query", "--json").json()["counts"]
     assert counts["queued"] == 3 and counts["running"] == 0 and counts["failed"] == 0
+
+
+def test_up_and_wait_start_their_runners_as_forks(cli: Cli) -> None:
+    """Both open their backend before starting any thread of their own, so their runner
+    processes are forks of them (nothing to import): the parent of each payload is a process
+    with the command line of `up` or `submit --wait`, not a new interpreter."""
+    cli.init('tr "\\0" " " < /proc/$PPID/cmdline > "$ROOT_OUTPUT_NAME/parent.txt"')
+    cli("submit", "--range", "ITEM=1-2", "--wait")
+    sheep = cli.popen("up", "--no-inbox")
+    try:
+        cli("submit", "--range", "ITEM=3-4")
+        wait_for(cli, lambda c: c["succeeded"] == 4)
+    finally:
+        sheep.send_signal(signal.SIGINT)
+        sheep.wait(timeout=30)
+    parents: dict[int, str] = {}
+    for path in (cli.flock / "outputs").glob("result@*_root.zip"):
+        job = cli("show", path.name.split("@")[1].split("_")[0], "--json").json()
+        parents[job["params"]["ITEM"]] = zip_text(path, "parent.txt").rstrip()
+    assert sorted(parents) == [1, 2, 3, 4]
+    assert not any("shepard.backends.procs" in parent for parent in parents.values())
+    assert " submit --range ITEM=1-2 --wait" in parents[1] and parents[1] == parents[2]
+    assert parents[3].endswith(" up --no-inbox") and parents[3] == parents[4]
