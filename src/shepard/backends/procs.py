@@ -273,6 +273,8 @@ def start_runners(
     started: list[tuple[RunnerProcess, _Child]] = []
     try:
         for runner in idle:  # every fork before any reader thread exists
+            # A single thread means no other runner lives (each has a reader thread), so the
+            # only pipes a child must not keep are those of the children forked just before.
             pipes = [f.fileno() for _, proc in started for f in (proc.stdin, proc.stdout) if f]
             started.append((runner, runner._spawn(fork=True, close_fds=pipes)))
     finally:
