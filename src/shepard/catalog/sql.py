@@ -6,8 +6,8 @@ one instance can be shared by many threads, and many processes can share one dat
   the subquery is `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
   waiting; SQLite renders no FOR UPDATE, and its BEGIN IMMEDIATE serialises writers instead.
 - Every change made on behalf of an attempt is fenced by `id, attempt, status = 'running'`.
-- The statements of a job's life (claim, finish, their history rows) are compiled once
-  (prepared.py) and run in `_hot` transactions on a bare DBAPI connection from the pool.
+- The statements of a job's life (claim, finish, their history rows: statements.py) are
+  compiled once (prepared.py) and run in `_hot` transactions on a bare DBAPI connection.
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
 from shepard.catalog.prepared import Prepared
 from shepard.catalog.schema import job_events, jobs
+from shepard.catalog.statements import (
+    CLAIM,
+    CLAIM_IDS,
+    FINISH,
+    INSERT_EVENT,
+    by_seq,
+    chunks,
+    dbapi,
+    events_rows,
+    to_job,
+)
 from shepard.model import Ended, Job, JobEvent, JobSpec, JobStatus, Outcome
 
 _ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
@@ -71,10 +82,10 @@ class SqlCatalog(Placements):
             ensure_schema(self._engine)
         dialect = self._engine.dialect
         job_columns = [c.name for c in jobs.c]
-        self._claim = Prepared(_CLAIM, dialect, job_columns)
-        self._finish = Prepared(_FINISH, dialect, ["status"])
+        self._claim = Prepared(CLAIM, dialect, job_columns)
+        self._finish = Prepared(FINISH, dialect, ["status"])
         self._event = Prepared(
-            _INSERT_EVENT, dialect, insert_keys=("job_id", "attempt", "status", "at", "detail")
+            INSERT_EVENT, dialect, insert_keys=("job_id", "attempt", "status", "at", "detail")
         )
 
     @property
@@ -93,7 +104,7 @@ class SqlCatalog(Placements):
         self._engine.dispose()
 
     def _job(self, row: Mapping[Any, Any]) -> Job:
-        return _to_job(row)
+        return to_job(row)
 
     @contextlib.contextmanager
     def _transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
@@ -146,7 +157,7 @@ class SqlCatalog(Placements):
     ) -> None:
         """Append one event per (job_id, attempt) to the history."""
         if held:
-            self._event.many(_dbapi(conn), _events(held, status, now, detail))
+            self._event.many(dbapi(conn), events_rows(held, status, now, detail))
 
     # -- submission -------------------------------------------------------------------------
 
@@ -172,7 +183,7 @@ class SqlCatalog(Placements):
     ) -> list[Job]:
         if limit < 1 or (job_ids is not None and not job_ids):
             return []
-        stmt = _CLAIM if job_ids is None else _CLAIM_IDS
+        stmt = CLAIM if job_ids is None else CLAIM_IDS
         params: dict[str, Any] = {
             "now": now,
             "start": int(now),
@@ -189,7 +200,7 @@ class SqlCatalog(Placements):
         params["ids"] = list(job_ids)
         with self._transaction() as conn:
             rows = conn.execute(stmt, params).mappings()
-            claimed = sorted((_to_job(row) for row in rows), key=_seq)
+            claimed = sorted((to_job(row) for row in rows), key=by_seq)
             self._record(conn, [(j.id, j.attempt) for j in claimed], JobStatus.RUNNING, now, worker)
         return claimed
 
@@ -204,16 +215,16 @@ class SqlCatalog(Placements):
             "worker": worker,
             "limit": limit,
         }
-        claimed = sorted((_to_job(row) for row in self._claim.rows(raw, params)), key=_seq)
+        claimed = sorted((to_job(row) for row in self._claim.rows(raw, params)), key=by_seq)
         held = [(job.id, job.attempt) for job in claimed]
-        return claimed, _events(held, JobStatus.RUNNING, now, worker)
+        return claimed, events_rows(held, JobStatus.RUNNING, now, worker)
 
     def heartbeat(self, held: Sequence[tuple[str, int]], *, now: float, lease: float) -> set[str]:
         extended: set[str] = set()
         if not held:
             return extended
         with self._transaction() as conn:
-            for chunk in _chunks(list(held), _ID_CHUNK):
+            for chunk in chunks(list(held), _ID_CHUNK):
                 stmt = (
                     jobs.update()
                     .where(sa.tuple_(jobs.c.id, jobs.c.attempt).in_(chunk))
@@ -303,7 +314,7 @@ class SqlCatalog(Placements):
             detail = outcome.reason
         if outcome.detail:
             detail = f"{detail}; {outcome.detail}" if detail else outcome.detail
-        return status, _events([(job_id, attempt)], status, now, detail)
+        return status, events_rows([(job_id, attempt)], status, now, detail)
 
     def release(self, job_id: str, attempt: int, *, now: float, detail: str) -> JobStatus | None:
         """Requeue a running attempt at once, granting one more attempt so that the attempt
@@ -342,7 +353,7 @@ class SqlCatalog(Placements):
                 rows = conn.execute(stmt.returning(*_FENCE_COLUMNS)).all()
                 self._record(conn, [(r.id, r.attempt) for r in rows], status, now, LEASE_EXPIRED)
                 handled.extend(rows)
-        return [r.id for r in sorted(handled, key=_seq)]
+        return [r.id for r in sorted(handled, key=by_seq)]
 
     # -- user actions -----------------------------------------------------------------------
 
@@ -408,21 +419,21 @@ class SqlCatalog(Placements):
         restricted = (
             [stmt]
             if job_ids is None
-            else [stmt.where(jobs.c.id.in_(chunk)) for chunk in _chunks(list(job_ids), _ID_CHUNK)]
+            else [stmt.where(jobs.c.id.in_(chunk)) for chunk in chunks(list(job_ids), _ID_CHUNK)]
         )
         changed: list[sa.Row[Any]] = []
         with self._transaction() as conn:
             for part in restricted:
                 changed.extend(conn.execute(part).all())
             self._record(conn, [(r.id, r.attempt) for r in changed], status, now, detail)
-        return [r.id for r in sorted(changed, key=_seq)]
+        return [r.id for r in sorted(changed, key=by_seq)]
 
     # -- queries ----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
         with self._transaction(read_only=True) as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
-        return None if row is None else _to_job(row)
+        return None if row is None else to_job(row)
 
     def events(self, job_id: str) -> list[JobEvent]:
         """The synthesised QUEUED submission event, then the stored events in insertion order."""
@@ -475,136 +486,4 @@ class SqlCatalog(Placements):
             stmt = stmt.where(jobs.c.seq > after_seq)
         stmt = stmt.order_by(jobs.c.seq.desc() if newest_first else jobs.c.seq.asc())
         with self._transaction(read_only=True) as conn:
-            return [_to_job(row) for row in conn.execute(stmt).mappings()]
-
-
-def _claim_statement(restricted: bool) -> sa.Update:
-    """UPDATE ... WHERE seq IN (oldest claimable ...) RETURNING *, built once with bind
-    parameters so each claim pays only for execution, not for building SQL."""
-    claimable = (
-        sa.select(jobs.c.seq)
-        .where(jobs.c.status == _QUEUED)
-        .where(jobs.c.placement.is_(None))  # placed jobs wait for their engine task
-        .where(sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= sa.bindparam("now")))
-        .order_by(jobs.c.seq)
-        .limit(sa.bindparam("limit", type_=sa.Integer()))
-        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
-    )
-    if restricted:
-        claimable = claimable.where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
-    # START_TIME must exceed every earlier attempt's, even within the same second.
-    start = sa.bindparam("start", type_=sa.BigInteger())
-    started_at = sa.case((jobs.c.started_at >= start, jobs.c.started_at + 1), else_=start)
-    return (
-        jobs.update()
-        .where(jobs.c.seq.in_(claimable.scalar_subquery()))
-        .values(
-            status=_RUNNING,
-            attempt=jobs.c.attempt + 1,
-            started_at=started_at,
-            lease_until=sa.bindparam("lease_until", type_=sa.Float()),
-            worker=sa.bindparam("worker", type_=sa.String()),
-            not_before=None,
-            finished_at=None,
-        )
-        .returning(*jobs.c)
-    )
-
-
-_CLAIM, _CLAIM_IDS = _claim_statement(False), _claim_statement(True)
-
-
-def _finish_statement() -> sa.Update:
-    """One fenced UPDATE ... RETURNING status that ends an attempt, or re-queues the job when
-    a retry is wanted and attempts are left (decided in SQL, so no read comes first)."""
-    retry = sa.and_(
-        sa.bindparam("wants_retry", type_=sa.Boolean()), jobs.c.attempt < jobs.c.max_attempts
-    )
-    now = sa.bindparam("now", type_=sa.Float())
-    return (
-        jobs.update()
-        .where(
-            jobs.c.id == sa.bindparam("b_id"),
-            jobs.c.attempt == sa.bindparam("b_attempt"),
-            jobs.c.status == _RUNNING,
-        )
-        .values(
-            status=sa.case((retry, _QUEUED), else_=sa.bindparam("final", type_=sa.String())),
-            # explicit casts: PostgreSQL cannot infer the type of a NULL parameter in a CASE
-            not_before=sa.case(
-                (retry, sa.cast(sa.bindparam("retry_at", type_=sa.Float()), sa.Float())),
-                else_=sa.null(),
-            ),
-            finished_at=sa.case((retry, sa.null()), else_=sa.cast(now, sa.Float())),
-            lease_until=None,
-            reason=sa.bindparam("b_reason", type_=sa.Text()),
-            exit_code=sa.bindparam("b_exit_code", type_=sa.Integer()),
-            outputs=sa.bindparam("b_outputs", type_=sa.Text()),
-            # the last error bundle stays visible after a later attempt succeeds
-            error_bundle=sa.func.coalesce(
-                sa.bindparam("b_error_bundle", type_=sa.Text()), jobs.c.error_bundle
-            ),
-        )
-        .returning(jobs.c.status)
-    )
-
-
-_FINISH = _finish_statement()
-_INSERT_EVENT = job_events.insert()
-
-
-# -- row helpers ------------------------------------------------------------------------------
-
-
-def _to_job(row: Mapping[Any, Any]) -> Job:
-    return Job(
-        id=row["id"],
-        seq=row["seq"],
-        status=JobStatus(row["status"]),
-        params=json.loads(row["params"]),
-        bundle_key=row["bundle_key"],
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        timeout=_float(row["timeout"]),
-        batch=row["batch"],
-        submitted_at=float(row["submitted_at"]),
-        not_before=_float(row["not_before"]),
-        started_at=row["started_at"],
-        finished_at=_float(row["finished_at"]),
-        lease_until=_float(row["lease_until"]),
-        worker=row["worker"],
-        reason=row["reason"],
-        exit_code=row["exit_code"],
-        outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
-        error_bundle=row["error_bundle"],
-        placement=row["placement"],
-    )
-
-
-def _events(
-    held: Sequence[tuple[str, int]], status: JobStatus, now: float, detail: str | None
-) -> list[dict[str, Any]]:
-    """History rows: one per (job_id, attempt)."""
-    return [
-        {"job_id": i, "attempt": a, "status": status.value, "at": now, "detail": detail}
-        for i, a in held
-    ]
-
-
-def _dbapi(conn: Connection) -> Any:
-    """The DBAPI connection under a SQLAlchemy connection (for the prepared statements)."""
-    return conn.connection.dbapi_connection
-
-
-def _float(value: float | None) -> float | None:
-    # SQLite may hand back a REAL that holds a whole number as an int (e.g. from RETURNING).
-    return None if value is None else float(value)
-
-
-def _seq(item: Any) -> int:
-    return int(item.seq)
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+            return [to_job(row) for row in conn.execute(stmt).mappings()]
