@@ -15,13 +15,14 @@ task of an old array can never take a job that was meanwhile handed to a newer o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shepard.catalog.schema import jobs
+from shepard.catalog.statements import chunks
 from shepard.model import Job, JobStatus
 
 MAX_LOST = 3  # a job whose worker (or task) vanishes this many times fails instead of running
@@ -160,7 +161,7 @@ class Placements:
         changed: list[sa.Row[Any]] = []
         with self._transaction() as conn:
             for stmt, status in steps:
-                for chunk in _chunks(list(job_ids)):
+                for chunk in chunks(list(job_ids)):
                     rows = conn.execute(stmt.where(jobs.c.id.in_(chunk)).returning(*_FENCE)).all()
                     self._record(conn, [(r.id, r.attempt) for r in rows], status, now, detail)
                     changed.extend(rows)
@@ -260,8 +261,3 @@ def lost_worker_updates(
         )
     )
     return requeue, fail
-
-
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

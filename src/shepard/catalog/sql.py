@@ -34,13 +34,13 @@ from shepard.catalog.statements import (
     INSERT_EVENT,
     by_seq,
     chunks,
+    claim_params,
     dbapi,
     events_rows,
     to_job,
 )
 from shepard.model import Ended, Job, JobEvent, JobSpec, JobStatus, Outcome
 
-_ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
 LEASE_EXPIRED = "lease expired (worker lost)"
 CANCELLED_BY_USER = "cancelled by user"
 REQUEUED_BY_USER = "requeued by user"
@@ -183,23 +183,16 @@ class SqlCatalog(Placements):
     ) -> list[Job]:
         if limit < 1 or (job_ids is not None and not job_ids):
             return []
-        stmt = CLAIM if job_ids is None else CLAIM_IDS
-        params: dict[str, Any] = {
-            "now": now,
-            "start": int(now),
-            "lease_until": now + lease,
-            "worker": worker,
-            "limit": limit,
-        }
         if job_ids is None:
             with self._hot() as raw:
                 claimed, events = self._claim_in(raw, worker, now=now, lease=lease, limit=limit)
                 if events:
                     self._event.many(raw, events)
             return claimed
+        params = claim_params(worker, now=now, lease=lease, limit=limit)
         params["ids"] = list(job_ids)
         with self._transaction() as conn:
-            rows = conn.execute(stmt, params).mappings()
+            rows = conn.execute(CLAIM_IDS, params).mappings()
             claimed = sorted((to_job(row) for row in rows), key=by_seq)
             self._record(conn, [(j.id, j.attempt) for j in claimed], JobStatus.RUNNING, now, worker)
         return claimed
@@ -208,13 +201,7 @@ class SqlCatalog(Placements):
         self, raw: Any, worker: str, *, now: float, lease: float, limit: int
     ) -> tuple[list[Job], list[dict[str, Any]]]:
         """Claim in the open `_hot` transaction; return the jobs and their history rows."""
-        params = {
-            "now": now,
-            "start": int(now),
-            "lease_until": now + lease,
-            "worker": worker,
-            "limit": limit,
-        }
+        params = claim_params(worker, now=now, lease=lease, limit=limit)
         claimed = sorted((to_job(row) for row in self._claim.rows(raw, params)), key=by_seq)
         held = [(job.id, job.attempt) for job in claimed]
         return claimed, events_rows(held, JobStatus.RUNNING, now, worker)
@@ -224,7 +211,7 @@ class SqlCatalog(Placements):
         if not held:
             return extended
         with self._transaction() as conn:
-            for chunk in chunks(list(held), _ID_CHUNK):
+            for chunk in chunks(list(held)):
                 stmt = (
                     jobs.update()
                     .where(sa.tuple_(jobs.c.id, jobs.c.attempt).in_(chunk))
@@ -419,7 +406,7 @@ class SqlCatalog(Placements):
         restricted = (
             [stmt]
             if job_ids is None
-            else [stmt.where(jobs.c.id.in_(chunk)) for chunk in chunks(list(job_ids), _ID_CHUNK)]
+            else [stmt.where(jobs.c.id.in_(chunk)) for chunk in chunks(list(job_ids))]
         )
         changed: list[sa.Row[Any]] = []
         with self._transaction() as conn:

@@ -18,6 +18,7 @@ from shepard.catalog.schema import job_events, jobs
 from shepard.model import Job, JobStatus
 
 QUEUED, RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
 
 
 def claim_statement(restricted: bool) -> sa.Update:
@@ -147,6 +148,17 @@ def by_seq(item: Any) -> int:
     return int(item.seq)
 
 
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+def claim_params(worker: str, *, now: float, lease: float, limit: int) -> dict[str, Any]:
+    """The bind parameters of CLAIM (CLAIM_IDS also takes `ids`)."""
+    return {
+        "now": now,
+        "start": int(now),
+        "lease_until": now + lease,
+        "worker": worker,
+        "limit": limit,
+    }
+
+
+def chunks(items: list[Any], size: int = ID_CHUNK) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
