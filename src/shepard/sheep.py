@@ -227,7 +227,8 @@ class Recorder:
     def add(self, job: Job, outcome: Outcome) -> None:
         with self._changed:
             self._pending.append((job, outcome, time.monotonic()))
-            self._changed.notify()
+            if len(self._pending) == 1:  # the thread times the oldest: wake it only for that
+                self._changed.notify()
 
     def flush(self, claim: int = 0) -> list[tuple[Job, AttemptControl]]:
         """Record every queued attempt and claim up to `claim` jobs. Raises CatalogError
