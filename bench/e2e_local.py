@@ -122,7 +122,7 @@ def main() -> None:
     print(f"  ratio shepard/xargs: {x / s:.2f}  (target >= 0.70)")
     print(
         f"  once running: {args.jobs / r:.0f} jobs/s over {r:.2f} s (first claim to last end), "
-        f"{x / r:.2f} of xargs; start-up {s - r:.2f} s"
+        f"{x / r:.2f} of xargs; start-up and exit {s - r:.2f} s"
     )
 
 

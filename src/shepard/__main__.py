@@ -1,3 +1,3 @@
-from shepard.cli.main import run
+from shepard.cli.launch import run
 
 run()

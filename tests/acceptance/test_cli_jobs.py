@@ -43,6 +43,9 @@ def test_bad_config_names_the_key(cli: Cli) -> None:
 def test_query_show_and_retrieve(cli: Cli) -> None:
     cli.init('echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"')
     cli("submit", "--range", "ITEM=1-12", "--wait")
+    # the command closed its catalog before leaving: SQLite removes the write-ahead log
+    # when its last connection closes, never when a process just ends
+    assert not (cli.flock / "catalog.db-wal").exists()
     counts = cli("query", "--json").json()["counts"]
     assert counts["succeeded"] == 12 and counts["queued"] == 0
     table = cli("query").out

@@ -49,8 +49,24 @@ FlockOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+_opened: list[Flock] = []
+
+
 def open_flock(folder: Path) -> Flock:
-    return Flock.open(folder)
+    """Open the flock at `folder` for a command; it is closed when the command is over."""
+    flock = Flock.open(folder)
+    _opened.append(flock)
+    return flock
+
+
+def close_flocks() -> None:
+    """Close the flocks opened by `open_flock` (their catalogs write back what they hold)."""
+    while _opened:
+        flock = _opened.pop()
+        try:
+            flock.close()
+        except Exception as exc:  # the command's outcome stands; say what went wrong
+            err_console.print(f"[yellow]warning:[/] closing {flock.dir.folder}: {exc}")
 
 
 # Which commands take each profile option as their default (aliases included).

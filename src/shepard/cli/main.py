@@ -13,7 +13,14 @@ import typer
 
 from shepard import __version__
 from shepard.cli import deploy, jobs, ops, profiles
-from shepard.cli.common import FlockOption, apply_profile_defaults, console, err_console, open_flock
+from shepard.cli.common import (
+    FlockOption,
+    apply_profile_defaults,
+    close_flocks,
+    console,
+    err_console,
+    open_flock,
+)
 from shepard.cli.secrets import secretify
 from shepard.config import BackendConfig, FlockConfig, RetryConfig
 from shepard.errors import ShepardError
@@ -182,10 +189,21 @@ def worker_serve(
     console.print(f"ran {ran} job(s)")
 
 
-def run() -> None:
-    """Console-script entry point: user errors print one clear line, never a traceback."""
+def app_main() -> int | str | None:
+    """Run the command line; return the exit code (user errors print one clear line, never
+    a traceback, and give 2). The `shepard` command is shepard.cli.launch.run."""
     try:
         app()
     except ShepardError as exc:
         err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-        sys.exit(2)
+        return 2
+    except SystemExit as exc:
+        return exc.code
+    finally:
+        close_flocks()
+    return 0
+
+
+def run() -> None:
+    """Run the command line and exit with its code, as an ordinary program does."""
+    sys.exit(app_main())

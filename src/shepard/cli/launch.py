@@ -1,0 +1,56 @@
+"""Entry point of the `shepard` command (and of `python -m shepard`).
+
+Two things make a command start and leave sooner, together about 0.1 s of every call:
+the cyclic garbage collector is paused while the command's modules are imported (they
+create many objects and no garbage), and once the command is over, the interpreter's
+teardown is skipped: open flocks are closed, exit handlers run and output is flushed, then
+the process leaves with os._exit.
+"""
+
+import gc
+
+gc.disable()
+try:
+    from shepard.cli.main import app_main
+finally:
+    gc.enable()
+
+import atexit  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+
+def run() -> None:
+    """Run the command line, then leave at once (see the module's docstring)."""
+    leave(app_main())
+
+
+def leave(code: int | str | None) -> None:
+    """Exit with `code` as sys.exit would, skipping the interpreter's teardown when no
+    thread other than daemons is still running (else exit normally, which waits for them)."""
+    if any(t.is_alive() and not t.daemon for t in _other_threads()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    status = exit_status(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # e.g. a closed pipe: nothing more can be said
+            status = status or 1
+    os._exit(status)
+
+
+def exit_status(code: int | str | None) -> int:
+    """The process status sys.exit(code) gives: None is 0, a string is printed and is 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _other_threads() -> list[threading.Thread]:
+    main = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main]
