@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import signal
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from shepard.errors import PayloadError
 from shepard.runtime import contract, process
-from shepard.runtime.outputs import _write_zip, small_zip
+from shepard.runtime.outputs import TINY, _write_zip, deflate, small_zip
 from shepard.runtime.process import Ending, inherited_env, run_payload, work_in
 from shepard.runtime.workspace import (
     Workspace,
@@ -49,6 +51,20 @@ def test_small_zip_writes_the_bytes_zipfile_writes(tmp_path: Path) -> None:
     with zipfile.ZipFile(io.BytesIO(small_zip(entries))) as zf:
         assert zf.testzip() is None
         assert zf.read("sub/deep/é ü.txt") == b"x"
+
+
+def test_tiny_files_deflate_to_the_bytes_of_zlibs_full_state() -> None:
+    rng = random.Random(7)
+    words = [b"alpha", b"beta", b"0", b"1", b"3.14159", b"\n", b" ", b"result=", b"x" * 20]
+    samples = [bytes(TINY - 1), b"", b"a" * (TINY - 1)]
+    for size in range(TINY):
+        samples.append(rng.randbytes(size))
+        samples.append(b"".join(rng.choice(words) for _ in range(size))[:size])
+        samples.append(bytes(rng.choice(b"ACGT") for _ in range(size)))
+    samples.append(rng.randbytes(5000))  # not tiny: the usual state
+    for data in samples:
+        full = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        assert deflate(data) == full.compress(data) + full.flush(), len(data)
 
 
 # -- starting payloads -----------------------------------------------------------------------
