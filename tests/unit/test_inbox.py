@@ -17,7 +17,8 @@ from shepard.config import FlockConfig, PayloadConfig
 from shepard.flock import Flock
 from shepard.model import Job, JobStatus
 from shepard.triggers import InboxWatcher, ScanResult, count_rejected
-from shepard.triggers.inbox import JOURNAL_NAME, LOCK_NAME, _is_complete_zip
+from shepard.triggers.arrivals import is_complete_zip
+from shepard.triggers.inbox import JOURNAL_NAME, LOCK_NAME
 
 
 class Clock:
@@ -242,11 +243,11 @@ def test_complete_zip_check_rejects_every_truncation(tmp_path: Path) -> None:
     path = tmp_path / "z.zip"
     for n in range(len(data)):
         path.write_bytes(data[:n])
-        assert not _is_complete_zip(path, path.stat().st_size), (
+        assert not is_complete_zip(path, path.stat().st_size), (
             f"prefix of {n} bytes taken as complete"
         )
     path.write_bytes(data)
-    assert _is_complete_zip(path, path.stat().st_size)
+    assert is_complete_zip(path, path.stat().st_size)
 
 
 def test_complete_zip_check_is_not_fooled_by_a_stored_inner_zip(tmp_path: Path) -> None:
@@ -259,11 +260,11 @@ def test_complete_zip_check_is_not_fooled_by_a_stored_inner_zip(tmp_path: Path) 
     end_of_inner = data.index(inner) + len(inner)
     path = tmp_path / "outer.zip"
     path.write_bytes(data[:end_of_inner])
-    assert not _is_complete_zip(path, path.stat().st_size), (
+    assert not is_complete_zip(path, path.stat().st_size), (
         "a partial outer zip ending with a whole inner zip"
     )
     path.write_bytes(data)
-    assert _is_complete_zip(path, path.stat().st_size)
+    assert is_complete_zip(path, path.stat().st_size)
 
 
 def test_complete_zip_check_handles_zip64_end_records(
@@ -276,9 +277,9 @@ def test_complete_zip_check_handles_zip64_end_records(
     path = tmp_path / "z64.zip"
     for n in range(len(data) - 120, len(data)):
         path.write_bytes(data[:n])
-        assert not _is_complete_zip(path, path.stat().st_size)
+        assert not is_complete_zip(path, path.stat().st_size)
     path.write_bytes(data)
-    assert _is_complete_zip(path, path.stat().st_size)
+    assert is_complete_zip(path, path.stat().st_size)
 
 
 # -- bad files -----------------------------------------------------------------------------

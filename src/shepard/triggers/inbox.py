@@ -43,25 +43,25 @@ import json
 import logging
 import os
 import re
-import stat
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shepard.bundle import read_bundle_file
-from shepard.config import LimitsConfig
-from shepard.errors import BundleError, StorageError
+from shepard.errors import StorageError
 from shepard.flock import Flock
-from shepard.model import JobSpec, ParamValue, new_job_id
+from shepard.model import JobSpec, new_job_id
 from shepard.storage import check_key
+from shepard.triggers.arrivals import (
+    REJECTED,
+    check_bundles,
+    is_complete_zip,
+    refused_unopened,
+    walk_inbox,
+)
 
 log = logging.getLogger(__name__)
-
-REJECTED = "rejected"
-"""Folder of the inbox where bad bundles go, each with `<name>.reason.txt`."""
 
 REASON_SUFFIX = ".reason.txt"
 KEY_PREFIX = "inbox-"
@@ -79,10 +79,6 @@ CHUNK = 1000
 """Files claimed and registered per journal and per catalog transaction."""
 
 _MAX_NAME_BYTES = 200  # of the original name inside a key: file names stop at 255 bytes
-_EOCD, _EOCD_SIZE = b"PK\x05\x06", 22
-_LOCATOR64, _LOCATOR64_SIZE = b"PK\x06\x07", 20
-_EOCD64, _EOCD64_SIZE = b"PK\x06\x06", 56
-_CENTRAL = b"PK\x01\x02"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _Signature = tuple[int, int, int]  # size, mtime_ns, inode
@@ -223,14 +219,14 @@ class InboxWatcher:
         now = self.clock()
         seen: dict[str, _Seen] = {}
         ready: list[_Candidate] = []
-        for rel, entry in _walk(self.inbox):
+        for rel, entry in walk_inbox(self.inbox):
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # gone meanwhile, or not ours to look at
             sig = (st.st_size, st.st_mtime_ns, st.st_ino)
             old = self._seen.get(rel)
-            problem = _special(st.st_mode, rel)
+            problem = refused_unopened(st.st_mode, rel)
             if problem is not None:  # rejected at once, unless that already failed
                 seen[rel] = old if old is not None and old.sig == sig else _Seen(sig, now)
                 if seen[rel].failed:
@@ -243,7 +239,7 @@ class InboxWatcher:
                 result.waiting += 1
                 continue
             if not old.failed and now - old.since >= self.settle and old.complete is None:
-                old = _Seen(old.sig, old.since, _is_complete_zip(entry.path, st.st_size))
+                old = _Seen(old.sig, old.since, is_complete_zip(entry.path, st.st_size))
             seen[rel] = old
             stable = not old.failed and now - old.since >= self.settle
             if stable and (old.complete or now - old.since >= self.give_up):
@@ -334,7 +330,7 @@ class InboxWatcher:
         keys: list[str] = []
         bad: list[tuple[str, str, str]] = []
         checks = [(os.path.join(self._inputs_dir, key), rel) for rel, key in claimed]
-        outcomes = _check_bundles(checks, self.flock.config.limits)
+        outcomes = check_bundles(checks, self.flock.config.limits)
         for (rel, key), (params, reason) in zip(claimed, outcomes, strict=True):
             if params is None:
                 bad.append((rel, key, reason))
@@ -471,58 +467,6 @@ def count_rejected(flock: Flock) -> int:
 
 # -- helpers ------------------------------------------------------------------------------------
 
-_Outcome = tuple[dict[str, ParamValue] | None, str]  # (params, "") or (None, why it is refused)
-
-
-def _check_bundles(checks: list[tuple[str, str]], limits: LimitsConfig) -> list[_Outcome]:
-    """Validate each (path, name as dropped) with read_bundle_file."""
-    outcomes: list[_Outcome] = []
-    for path, rel in checks:
-        try:
-            outcomes.append((read_bundle_file(Path(path), limits), ""))
-        except BundleError as exc:  # name the file as it was dropped, not its new key
-            outcomes.append((None, str(exc).replace(repr(path), repr(rel))))
-        except Exception as exc:  # whatever it is, one file must not block the inbox
-            outcomes.append((None, f"bundle {rel!r} could not be read: {exc}"))
-    return outcomes
-
-
-def _walk(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """(path relative to root, entry) of every non-folder under root, skipping hidden names
-    and the top-level rejected/ folder; folder symlinks are not followed."""
-    stack = [(str(root), "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except PermissionError as exc:
-            log.warning("cannot read inbox folder %s: %s", folder, exc.strerror or exc)
-            continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or (not prefix and name == REJECTED):
-                continue
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                continue
-            if is_dir:
-                stack.append((entry.path, f"{prefix}{name}/"))
-            else:
-                yield prefix + name, entry
-
-
-def _special(mode: int, rel: str) -> str | None:
-    """Why a file of `mode` is rejected without being opened (link, fifo, socket...), or None."""
-    if stat.S_ISLNK(mode):
-        return f"{rel!r} is a symbolic link: move the file itself into the inbox"
-    if not stat.S_ISREG(mode):
-        return f"{rel!r} is not a regular file (fifo, socket or device): remove it"
-    return None
-
 
 def _new_key(rel: str) -> str:
     """A new, time-ordered input-store key that keeps the dropped file's name readable."""
@@ -547,57 +491,3 @@ def _journal_entry(line: str) -> tuple[str, str] | None:
     except (ValueError, TypeError, StorageError):
         return None
     return rel, key
-
-
-def _is_complete_zip(path: str | Path, size: int) -> bool:
-    """True if the `size`-byte file at `path` ends with a zip's end records and its central
-    directory ends where they begin, i.e. the whole archive has been written (prefixed zips,
-    e.g. self-extracting ones, do not qualify and wait for the give-up time instead)."""
-    if size < _EOCD_SIZE:
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return False
-    try:
-        base = size - min(size, _EOCD_SIZE + 0xFFFF)
-        tail = os.pread(fd, size - base, base)
-        if len(tail) != size - base:
-            return False  # shorter than it was a moment ago: still changing
-        at = tail.rfind(_EOCD)
-        while at >= 0:
-            if at + _EOCD_SIZE <= len(tail):
-                (comment,) = struct.unpack_from("<H", tail, at + 20)
-                if at + _EOCD_SIZE + comment == len(tail):
-                    return _directory_fits(fd, tail, base, base + at)
-            at = tail.rfind(_EOCD, 0, at)
-        return False
-    except (OSError, struct.error):
-        return False
-    finally:
-        os.close(fd)
-
-
-def _directory_fits(fd: int, tail: bytes, base: int, eocd: int) -> bool:
-    """Whether the central directory named by the end record at `eocd` ends right before it
-    (or before its zip64 record) and starts with a central directory header. `tail` holds
-    the file's bytes from offset `base` to its end."""
-
-    def read(offset: int, length: int) -> bytes:
-        if offset >= base:
-            return tail[offset - base : offset - base + length]
-        return os.pread(fd, length, offset)
-
-    cd_size, cd_offset = struct.unpack_from("<II", tail, eocd - base + 12)
-    end = eocd
-    if eocd >= _LOCATOR64_SIZE:
-        locator = read(eocd - _LOCATOR64_SIZE, _LOCATOR64_SIZE)
-        if locator[:4] == _LOCATOR64:
-            (end,) = struct.unpack_from("<Q", locator, 8)
-            record = read(end, _EOCD64_SIZE)
-            if len(record) < _EOCD64_SIZE or record[:4] != _EOCD64:
-                return False
-            cd_size, cd_offset = struct.unpack_from("<QQ", record, 40)
-    if cd_offset + cd_size != end:
-        return False
-    return cd_size == 0 or read(cd_offset, 4) == _CENTRAL
