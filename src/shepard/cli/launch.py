@@ -32,7 +32,8 @@ def run() -> None:
 def leave(code: int | str | None) -> None:
     """Exit with `code` as sys.exit would, skipping the interpreter's teardown when no
     thread other than daemons is still running (else exit normally, which waits for them)."""
-    if any(t.is_alive() and not t.daemon for t in _other_threads()):
+    main = threading.main_thread()
+    if any(not t.daemon for t in threading.enumerate() if t is not main):
         sys.exit(code)
     atexit._run_exitfuncs()
     status = exit_status(code)
@@ -52,8 +53,3 @@ def exit_status(code: int | str | None) -> int:
         return code & 0xFF
     print(code, file=sys.stderr)
     return 1
-
-
-def _other_threads() -> list[threading.Thread]:
-    main = threading.main_thread()
-    return [t for t in threading.enumerate() if t is not main]

@@ -129,8 +129,8 @@ def small_zip(entries: list[tuple[str, os.DirEntry[str]]]) -> bytes:
 def deflate(data: bytes) -> bytes:
     """Raw DEFLATE of `data` at zlib's default level, as zipfile compresses. Under TINY bytes
     (a job's number or status line), zlib's state is made small: the full-size one (about
-    256 KB, set up and cleared for every file) takes 30 times longer to prepare than a few
-    bytes take to compress. For data this short the output is byte for byte the same (a
+    256 KB, set up for every file) takes 30 times longer to prepare than a few bytes take to
+    compress. For data this short the output is byte for byte the same (a
     test compares them over many inputs)."""
     if len(data) < TINY:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -9, 2)
