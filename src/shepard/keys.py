@@ -21,11 +21,14 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
-from cryptography.fernet import Fernet, MultiFernet
 
 from shepard.errors import ShepardError
+
+if TYPE_CHECKING:  # cryptography is imported where a key is loaded: most commands need none
+    from cryptography.fernet import MultiFernet
 
 ENV_VAR = "SHEPARD_SECRET_KEY"
 KEY_FILE_NAME = "secret.key"
@@ -87,6 +90,8 @@ def fingerprint(key: bytes | str) -> str:
 
 
 def _parse(text: str, source: str, invalid: str) -> SecretKey:
+    from cryptography.fernet import Fernet, MultiFernet
+
     tokens = [t for t in _SEPARATORS.split(text) if t]
     try:
         fernets = [Fernet(t) for t in tokens]
@@ -118,6 +123,8 @@ def _read_key_file(path: Path) -> str:
 def _create_key_file(path: Path) -> SecretKey:
     """Write a new key to `path` without ever replacing an existing file (if another process
     created it meanwhile, that key is used)."""
+    from cryptography.fernet import Fernet, MultiFernet
+
     key = Fernet.generate_key()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

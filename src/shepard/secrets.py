@@ -22,8 +22,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.fernet import InvalidToken
-
 from shepard.errors import ShepardError
 from shepard.keys import HINT, SecretKey, load_key
 
@@ -225,6 +223,8 @@ class SecretStore:
     def rotate(self) -> int:
         """Re-encrypt every secret with the key ring's first key (MultiFernet.rotate): after
         this, older keys can be dropped. Returns how many secrets were rewritten."""
+        from cryptography.fernet import InvalidToken
+
         names = self.names()
         tokens = {}
         for name in names:
@@ -309,6 +309,8 @@ class SecretStore:
         return found
 
     def _decrypt(self, name: str, token: bytes) -> bytes:
+        from cryptography.fernet import InvalidToken  # loaded with the key, so cheap here
+
         key = self.key
         try:
             return key.fernet.decrypt(token)

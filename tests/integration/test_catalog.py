@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 
 from shepard.catalog import SqlCatalog, engine, open_catalog
 from shepard.catalog.migrate import MIGRATIONS
-from shepard.catalog.schema import HEAD_REVISION, VERSION_TABLE, metadata
+from shepard.catalog.schema import HEAD_REVISION, VERSION_TABLE, complete_metadata
 from shepard.catalog.sql import MAX_LOST
 from shepard.errors import CatalogError
 from shepard.model import Ended, JobEvent, JobSpec, JobStatus, Outcome, ParamValue
@@ -451,7 +451,7 @@ def test_migrations_build_the_current_schema(catalog: SqlCatalog, catalog_url: s
         with db.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             assert context.get_current_revision() == HEAD_REVISION
-            assert compare_metadata(context, metadata) == []
+            assert compare_metadata(context, complete_metadata()) == []
     finally:
         db.dispose()
 

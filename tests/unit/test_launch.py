@@ -61,3 +61,15 @@ def test_leave_waits_for_a_thread_that_is_not_a_daemon(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert done.stdout == "thread finished\n"
     assert (tmp_path / "atexit.txt").read_text() == "ran"
+
+
+def test_the_cli_loads_no_module_that_most_commands_never_use() -> None:
+    """Every command pays for what the CLI imports: SQLAlchemy's PostgreSQL dialect, its
+    driver and `cryptography` are loaded only by the commands (and catalogs) that use them."""
+    unused = ("cryptography", "sqlalchemy.dialects.postgresql", "psycopg")
+    script = (
+        f"import sys, shepard.cli.main; print([m for m in sys.modules if m.startswith({unused})])"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -53,13 +53,20 @@ jobs = sa.Table(
     sa.Index("ix_jobs_batch_status", "batch", "status"),
     # partial: jobs of in-process backends never carry a placement, so it costs their
     # bulk inserts nothing
-    sa.Index(
-        "ix_jobs_placement",
-        "placement",
-        sqlite_where=sa.text("placement IS NOT NULL"),
-        postgresql_where=sa.text("placement IS NOT NULL"),
-    ),
+    sa.Index("ix_jobs_placement", "placement", sqlite_where=sa.text("placement IS NOT NULL")),
 )
+
+
+def complete_metadata() -> sa.MetaData:
+    """`metadata` with its PostgreSQL-only options too, for the migrations and the tests that
+    compare them with this module. The catalog itself never needs them (the migrations create
+    the tables), and naming them at import would load SQLAlchemy's PostgreSQL dialect in every
+    process, some 40 ms of each CLI start."""
+    placement = next(i for i in jobs.indexes if i.name == "ix_jobs_placement")
+    if "postgresql_where" not in placement.dialect_kwargs:
+        placement.dialect_kwargs["postgresql_where"] = sa.text("placement IS NOT NULL")
+    return metadata
+
 
 job_events = sa.Table(
     "job_events",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from shepard.catalog.schema import VERSION_TABLE, metadata
+from shepard.catalog.schema import VERSION_TABLE, complete_metadata
 
 
 def _run() -> None:
@@ -21,7 +21,7 @@ def _run() -> None:
         )
     context.configure(
         connection=connection,
-        target_metadata=metadata,
+        target_metadata=complete_metadata(),
         version_table=VERSION_TABLE,
         # SQLite cannot ALTER most things in place; batch mode rebuilds tables instead.
         render_as_batch=connection.dialect.name == "sqlite",
