@@ -119,6 +119,14 @@ def read_folder(folder: Path, *, max_bytes: int = MAX_SECRET_BYTES) -> FolderSca
     return FolderScan(secrets, skipped)
 
 
+def private_folder(path: Path) -> None:
+    """Create the folder `path` with mode 0700, or set an existing one back to 0700."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        os.chmod(path, 0o700)
+
+
 class SecretCache:
     """Decrypted secrets kept in memory, per store folder and per file stamp, so a worker
     decrypts each secret once rather than once per job. Thread-safe."""
@@ -249,10 +257,7 @@ class SecretStore:
         Raises SecretKeyError / SecretDecryptError when a secret cannot be decrypted (the
         messages never include secret content), OSError for file system failures.
         """
-        try:
-            os.mkdir(dest, 0o700)
-        except FileExistsError:
-            os.chmod(dest, 0o700)
+        private_folder(dest)
         stored = self._scan()
         if not stored:
             return []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -258,6 +259,42 @@ def test_no_secrets_needs_no_key(tmp_path: Path) -> None:
         dest = tmp_path / f"dest-{source.name}"
         place_secrets(source, dest)
         assert mode(dest) == 0o700 and not any(dest.iterdir())
+
+
+def test_an_unchanged_empty_store_is_not_listed_again(
+    store: SecretStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a settled store was found empty, jobs skip listing it until it changes; a secret
+    added later is placed at once (the folder's mtime moves)."""
+    store.folder.mkdir(parents=True, exist_ok=True)
+    os.utime(store.folder, (time.time() - 60, time.time() - 60))
+    listed = []
+    real_scan = SecretStore._scan
+
+    def scan(self: SecretStore) -> list[tuple[str, str, tuple[int, int, int]]]:
+        listed.append(self.folder)
+        return real_scan(self)
+
+    monkeypatch.setattr(SecretStore, "_scan", scan)
+    for n in range(3):
+        place_secrets(store.folder, tmp_path / f"empty-{n}")
+        assert mode(tmp_path / f"empty-{n}") == 0o700
+    assert len(listed) == 1
+    store.put_all({"a.txt": SECRET})
+    place_secrets(store.folder, tmp_path / "after")
+    assert (tmp_path / "after" / "a.txt").read_bytes() == SECRET
+
+
+def test_a_store_changed_just_now_is_listed_every_time(store: SecretStore, tmp_path: Path) -> None:
+    """Within SETTLED seconds of a change the mtime may not move again: no shortcut then."""
+    store.folder.mkdir(parents=True, exist_ok=True)
+    before = os.stat(store.folder)
+    place_secrets(store.folder, tmp_path / "first")
+    store.put_all({"a.txt": SECRET})
+    # as if the secret had come within the same clock tick: the folder's mtime did not move
+    os.utime(store.folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+    place_secrets(store.folder, tmp_path / "second")
+    assert (tmp_path / "second" / "a.txt").read_bytes() == SECRET
 
 
 def test_wrong_key_fails_the_attempt_for_good(

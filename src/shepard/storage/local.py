@@ -25,6 +25,7 @@ class LocalStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
+        self._folder = str(self.root)
 
     @property
     def location(self) -> str:
@@ -46,14 +47,14 @@ class LocalStore:
 
     def move_in(self, key: str, path: Path) -> None:
         """Move a local file into the store (a rename when on the same filesystem)."""
-        dest = self.path(key)
+        dest = os.path.join(self._folder, check_key(key))  # plain strings: once per job
         try:
             try:
                 os.replace(path, dest)
             except FileNotFoundError:  # the key's folder, most likely: one more try
                 if not os.path.lexists(path):
                     raise
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
                 os.replace(path, dest)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
