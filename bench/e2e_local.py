@@ -9,11 +9,17 @@ output, records the outcome and removes the workspace. The figure that matters i
 throughputs, measured side by side in one run (median of the rounds). Target: >= 0.7.
 The CPU time of each side (every process it started, payloads included) is printed too: on a
 shared machine it moves less than the wall time.
+
+A third side calibrates the machine: a minimal thread pool in this Python process that runs
+the same command with subprocess, zips its output with zipfile and removes its folder, with
+no catalog and no contract. How close it comes to xargs says how much of the ratio any
+Python runner can reach here; Shepard's ratio to it says what Shepard's bookkeeping costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import os
 import resource
@@ -24,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 SHEPARD = str(Path(sys.executable).with_name("shepard"))
@@ -44,6 +51,29 @@ def run_xargs(jobs: int, workers: int, scratch: Path) -> tuple[float, float, flo
     began, cpu = time.perf_counter(), children_cpu()
     subprocess.run(cmd, input=items, check=True)
     elapsed, cpu = time.perf_counter() - began, children_cpu() - cpu
+    assert len(os.listdir(out)) == jobs
+    return elapsed, cpu, elapsed
+
+
+def run_pool(jobs: int, workers: int, scratch: Path) -> tuple[float, float, float]:
+    out = scratch / "outputs"
+    out.mkdir()
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    def one(item: int) -> None:
+        folder = scratch / f"w{item}"
+        (folder / "output").mkdir(parents=True)
+        env = {**base, "ITEM": str(item), "ROOT_OUTPUT_NAME": str(folder / "output")}
+        subprocess.run(["/bin/sh", "-c", PAYLOAD], env=env, cwd=folder, check=True)
+        with zipfile.ZipFile(out / f"result@{item}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.write(folder / "output" / "o.txt", "o.txt")
+        shutil.rmtree(folder)
+
+    began, cpu = time.perf_counter(), time.process_time() + children_cpu()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(1, jobs + 1)))
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() + children_cpu() - cpu
     assert len(os.listdir(out)) == jobs
     return elapsed, cpu, elapsed
 
@@ -90,12 +120,13 @@ def main() -> None:
         help="where both sides write (default /dev/shm: measures bookkeeping, not the disk)",
     )
     args = parser.parse_args()
-    xargs_times, shepard_times = [], []
-    xargs_cpu, shepard_cpu = [], []
+    xargs_times, pool_times, shepard_times = [], [], []
+    xargs_cpu, pool_cpu, shepard_cpu = [], [], []
     steady: list[float] = []
     for _ in range(args.rounds):
         for runner, times, cpu, running in (
             (run_xargs, xargs_times, xargs_cpu, []),
+            (run_pool, pool_times, pool_cpu, []),
             (run_shepard, shepard_times, shepard_cpu, steady),
         ):
             scratch = Path(tempfile.mkdtemp(prefix="shepard-bench-", dir=args.dir))
@@ -107,7 +138,10 @@ def main() -> None:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
     x, s = statistics.median(xargs_times), statistics.median(shepard_times)
-    xc, sc = (statistics.median(c) / args.jobs * 1000 for c in (xargs_cpu, shepard_cpu))
+    p = statistics.median(pool_times)
+    xc, pc, sc = (
+        statistics.median(c) / args.jobs * 1000 for c in (xargs_cpu, pool_cpu, shepard_cpu)
+    )
     r = statistics.median(steady)
     print(
         f"{args.jobs} trivial jobs, {args.workers} workers, median of {args.rounds} rounds, "
@@ -115,11 +149,14 @@ def main() -> None:
     )
     rate = f"{x:7.2f} s   {args.jobs / x:8.0f} jobs/s"
     print(f"  xargs -P {args.workers}      {rate}   {xc:.2f} ms CPU/job")
+    rate = f"{p:7.2f} s   {args.jobs / p:8.0f} jobs/s"
+    print(f"  minimal pool    {rate}   {pc:.2f} ms CPU/job   (threads, subprocess, zipfile)")
     print(
         f"  shepard (local) {s:7.2f} s   {args.jobs / s:8.0f} jobs/s   {sc:.2f} ms CPU/job"
         "   (CLI submit --wait)"
     )
     print(f"  ratio shepard/xargs: {x / s:.2f}  (target >= 0.70)")
+    print(f"  calibration: minimal pool/xargs {x / p:.2f}, shepard/minimal pool {p / s:.2f}")
     print(
         f"  once running: {args.jobs / r:.0f} jobs/s over {r:.2f} s (first claim to last end), "
         f"{x / r:.2f} of xargs; start-up and exit {s - r:.2f} s"
