@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -193,7 +195,7 @@ def app_main() -> int | str | None:
     """Run the command line; return the exit code (user errors print one clear line, never
     a traceback, and give 2). The `shepard` command is shepard.cli.launch.run."""
     try:
-        app()
+        command_app(sys.argv[1:])()
     except ShepardError as exc:
         err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return 2
@@ -202,6 +204,32 @@ def app_main() -> int | str | None:
     finally:
         close_flocks()
     return 0
+
+
+def command_app(args: Sequence[str]) -> typer.Typer:
+    """`app` narrowed to the command that `args` names, when it names one.
+
+    Typer turns every registered command into a click command before it runs any of them,
+    reading each one's signature and annotations: some 60 ms of every start on a slow machine,
+    for the one command that runs. The global options are flags, so the first argument that is
+    not an option is the command's name. Without one (`shepard`, `shepard --help`), or with a
+    name that matches nothing (click then suggests the near ones), the whole app runs.
+    """
+    name = next((arg for arg in args if not arg.startswith("-")), None)
+    if name is None:
+        return app
+    commands = [
+        info
+        for info in app.registered_commands
+        if (info.name or typer.main.get_command_name(getattr(info.callback, "__name__", "")))
+        == name
+    ]
+    groups = [info for info in app.registered_groups if info.name == name]
+    if not commands and not groups:
+        return app
+    narrowed = copy.copy(app)
+    narrowed.registered_commands, narrowed.registered_groups = commands, groups
+    return narrowed
 
 
 def run() -> None:
