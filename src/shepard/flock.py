@@ -374,7 +374,7 @@ class Flock:
     ) -> dict[JobStatus, int]:
         """Run jobs here until every job of `batch` is terminal (other processes may help)."""
         done, wakeup, ended = threading.Event(), threading.Event(), threading.Event()
-        counter = _PacedCounts(lambda: self.counts(batch))
+        counter = PacedCounts(lambda: self.counts(batch))
 
         def over(counts: dict[JobStatus, int]) -> bool:
             if counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
@@ -419,10 +419,10 @@ class Flock:
         return counts
 
 
-class _PacedCounts:
-    """Counts of a batch for `wait`, spaced so that counting takes at most a tenth of the time:
-    a batch of a million jobs takes about 0.1 s to count, every 0.25 s it would keep a core
-    busy a third of the time. Small batches count in milliseconds and are not slowed."""
+class PacedCounts:
+    """Counts for `wait` and `query --watch`, spaced so that counting takes at most a tenth of
+    the time: a million jobs take about 0.1 s to count, every 0.25 s that would keep a core
+    busy a third of the time. Small flocks count in milliseconds and are not slowed."""
 
     SHARE = 10  # at least this many times a count's cost between the start of two counts
 

@@ -26,7 +26,7 @@ from shepard.cli.common import (
     print_json,
 )
 from shepard.errors import ShepardError
-from shepard.flock import Flock
+from shepard.flock import Flock, PacedCounts
 from shepard.model import JobStatus
 
 WATCH_REFRESH = 0.5  # seconds between two looks at the counts
@@ -218,15 +218,16 @@ def parse_since(text: str, now: float) -> float:
 def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH) -> None:
     """Show live counts with a progress bar until Ctrl-C, or (until_done) until nothing is
     queued or running; then print the counts table."""
-    counts = f.counts()
+    counter = PacedCounts(f.counts)
+    counts = counter.count()
     try:
         with render.job_progress(None, out=console) as update:
             while True:
                 update(counts)
                 if until_done and counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
                     break
-                time.sleep(refresh)
-                counts = f.counts()
+                time.sleep(max(refresh, counter.spacing()))
+                counts = counter.count()
     except KeyboardInterrupt:
         pass
     console.print(render.counts_table(counts))
