@@ -4,7 +4,9 @@
   line N of the manifest and claims that job, provided it is still placed in this array
   (`Catalog.claim_placed`), then runs it.
 - `serve` (`shepard worker serve`): a long-lived sheep claims job after job from the catalog,
-  until the queue has stayed empty for `idle` seconds or its time limit is near.
+  until the queue has stayed empty for `idle` seconds or its time limit is near. Like the local
+  backend's runners, it runs its jobs in one folder of its own and, while jobs are short,
+  claims several at a time and records their outcomes together (`sheep.Recorder`).
 
 Both keep the lease alive with heartbeats (which also carry cancellations), run the job through
 the same runtime as every backend, and report the outcome. When the engine ends the task
@@ -14,6 +16,7 @@ reported: the dispatcher's reconciler records the reason Slurm gives (backends/s
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -31,10 +34,13 @@ from shepard.backends.slurmtasks import (
     task_worker_id,
 )
 from shepard.catalog.base import Catalog
-from shepard.model import Job, JobStatus, RetryPolicy
+from shepard.errors import CatalogError
+from shepard.model import Job, JobStatus, Outcome, RetryPolicy
 from shepard.recovery import before_attempt
-from shepard.runtime import RuntimeContext, run_attempt
-from shepard.sheep import Heartbeat, report
+from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
+from shepard.runtime.process import working_in
+from shepard.runtime.workspace import remove_tree, vacate_slot
+from shepard.sheep import MAX_AHEAD, SHORT_JOB, Heartbeat, Recorder, release, report
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
@@ -90,16 +96,48 @@ def serve(
     """Run queued jobs one after another until the queue stays empty for `idle` seconds or
     `time_limit` (seconds from now) is near; return the number of jobs run.
 
-    Each job gets its own root folder, `work/<UUID>/`, removed when it ends (a sheep may idle
-    on after its last job, so it keeps no folder of its own between jobs).
+    The jobs run in the sheep's own folder, `work/slot-<host>-<pid>-0/`, emptied between jobs,
+    left with nothing inside before the sheep records outcomes and looks for more work, and
+    removed when the sheep ends (one left by a killed sheep is removed by the next sheep or
+    local backend started on its host). While jobs take under SHORT_JOB, the sheep claims
+    up to MAX_AHEAD at a time and records their outcomes in the transaction that claims the
+    next ones; jobs it claimed but had not started when it stops go back to the queue.
     """
-    catalog, lease = flock.catalog, flock.config.backend.lease
-    policy, ctx = flock.config.retry.policy(), flock.runtime_context()
+    from shepard.backends.local import slot_folder, sweep_slots
+
+    ctx = flock.runtime_context()
     started = clock()
     deadline = None if time_limit is None else started + time_limit - claim_margin(time_limit, ctx)
     me = task_worker_id(SHEEP_TASK)
+    sweep_slots(ctx.workspace_root)
+    slot = slot_folder(ctx.workspace_root, 0)
+    os.makedirs(slot, exist_ok=True)
+    try:
+        with working_in(slot):  # its payloads start the cheap way (see runtime/process.py)
+            return _serve(flock, me, slot, started, deadline, idle, clock)
+    finally:
+        with contextlib.suppress(OSError):
+            remove_tree(slot)
+
+
+def _serve(
+    flock: Flock,
+    me: str,
+    slot: Path,
+    started: float,
+    deadline: float | None,
+    idle: float,
+    clock: Clock,
+) -> int:
+    """`serve`'s loop, in the sheep's folder."""
+    catalog, lease = flock.catalog, flock.config.backend.lease
+    policy, ctx = flock.config.retry.policy(), flock.runtime_context()
     heartbeat = Heartbeat(catalog, lease, clock).start()
-    ran, idle_since, next_expiry = 0, started, started
+    recorder = Recorder(
+        catalog, heartbeat, policy, ctx.outputs, worker=me, lease=lease, clock=clock
+    )
+    ready: collections.deque[tuple[Job, AttemptControl]] = collections.deque()
+    ran, idle_since, next_expiry, ahead = 0, started, started, 1
     try:
         with _terminable(heartbeat) as terminated:
             while not terminated.is_set():
@@ -109,18 +147,45 @@ def serve(
                 if now >= next_expiry:  # lost workers' jobs, also when no dispatcher runs
                     catalog.expire_leases(now=now, retry_at=now + policy.backoff)
                     next_expiry = now + lease / 4
-                claimed = catalog.claim(me, now=now, lease=lease)
-                if not claimed:
+                if not ready:
+                    # nothing of the jobs stays in work/ once they are recorded, not even
+                    # the slot's empty folders (every MAX_AHEAD jobs at most; a few calls)
+                    vacate_slot(slot)
+                    ready.extend(recorder.flush(ahead))
+                if not ready:
                     if now - idle_since >= idle:
                         break
                     terminated.wait(IDLE_POLL)
                     continue
-                _run(claimed[0], ctx, catalog, policy, heartbeat, terminated, clock)
+                job, control = ready.popleft()
+                began = time.monotonic()
+                outcome = _attempt(job, ctx, catalog, control, terminated, slot)
+                ahead = min(2 * ahead, MAX_AHEAD) if time.monotonic() - began < SHORT_JOB else 1
+                if outcome is None:
+                    heartbeat.drop(job.id, job.attempt)
+                else:
+                    recorder.add(job, outcome)
                 ran += 1
                 idle_since = clock()
     finally:
+        _give_back(catalog, heartbeat, ready, clock)
+        recorder.close()  # records what is still queued
         heartbeat.close()
     return ran
+
+
+def _give_back(
+    catalog: Catalog,
+    heartbeat: Heartbeat,
+    ready: collections.deque[tuple[Job, AttemptControl]],
+    clock: Clock,
+) -> None:
+    """Return jobs claimed ahead but never started to the queue, attempts unspent."""
+    for job, _control in ready:
+        with contextlib.suppress(CatalogError):  # logged; its lease runs out instead
+            release(catalog, job, clock())
+        heartbeat.drop(job.id, job.attempt)
+    ready.clear()
 
 
 def claim_margin(time_limit: float, ctx: RuntimeContext) -> float:
@@ -140,22 +205,37 @@ def _run(
     terminated: threading.Event,
     clock: Clock,
 ) -> JobStatus | None:
-    """Run one claimed attempt and report it, unless the engine ended the task meanwhile and
-    the attempt did not succeed: the reconciler then records the engine's reason."""
+    """Run one claimed attempt and report it (see `_attempt` for when nothing is reported)."""
     control = heartbeat.hold(job)
     try:
-        if job.attempt > 1:  # an earlier attempt's task may have died after publishing
-            before_attempt(catalog, job, ctx.outputs)
-        outcome = run_attempt(job, ctx, control)
-        signalled = outcome.exit_code is not None and outcome.exit_code < 0
-        if signalled and not control.stop.is_set():
-            terminated.wait(SIGNAL_GRACE)  # killed along with this task? then say nothing
+        outcome = _attempt(job, ctx, catalog, control, terminated)
     finally:
         heartbeat.drop(job.id)
+    if outcome is None:
+        return None
+    return report(catalog, job, outcome, policy, clock(), ctx.outputs)
+
+
+def _attempt(
+    job: Job,
+    ctx: RuntimeContext,
+    catalog: Catalog,
+    control: AttemptControl,
+    terminated: threading.Event,
+    slot: Path | None = None,
+) -> Outcome | None:
+    """Run one claimed attempt; its outcome, or None when the engine ended the task meanwhile
+    and the attempt did not succeed: the reconciler then records the engine's reason."""
+    if job.attempt > 1:  # an earlier attempt's task may have died after publishing
+        before_attempt(catalog, job, ctx.outputs)
+    outcome = run_attempt(job, ctx, control, slot=slot)
+    signalled = outcome.exit_code is not None and outcome.exit_code < 0
+    if signalled and not control.stop.is_set():
+        terminated.wait(SIGNAL_GRACE)  # killed along with this task? then say nothing
     if terminated.is_set() and outcome.status is not JobStatus.SUCCEEDED:
         log.warning("job %s attempt %d: stopped, the task was terminated", job.id, job.attempt)
         return None
-    return report(catalog, job, outcome, policy, clock(), ctx.outputs)
+    return outcome
 
 
 @contextlib.contextmanager

@@ -9,10 +9,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from shepard import config
+from shepard import config, remote
 from shepard.backends import slurmtasks as tasks
 from shepard.config import FlockConfig
 from shepard.flock import Flock
@@ -111,6 +112,57 @@ def test_a_sheep_runs_jobs_until_the_queue_stays_empty(flock: Flock) -> None:
     assert time.monotonic() - began < 20
     assert {flock.job(i).status for i in ids} == {JobStatus.SUCCEEDED}
     assert list(flock.dir.store_path("work").iterdir()) == [], "job folders are removed"
+
+
+def test_a_sheep_records_short_jobs_in_batches(
+    flock: Flock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short jobs: several claimed at a time, their outcomes recorded together, each job's
+    result still its own; the sheep's folder is gone afterwards and its cwd is back."""
+    ids = flock.submit({"ITEM": i} for i in range(40)).ids
+    calls = []
+    real = flock.catalog.finish_and_claim
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("limit"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flock.catalog, "finish_and_claim", counted)
+    here = os.getcwd()
+    assert serve(flock, time_limit=None, idle=0.3) == 40
+    assert os.getcwd() == here
+    assert {flock.job(i).status for i in ids} == {JobStatus.SUCCEEDED}
+    assert len(calls) < 30 and max(calls) > 1  # type: ignore[type-var]
+    outputs = flock.dir.store_path("outputs")
+    assert len(list(outputs.glob("result@*_root.zip"))) == 40
+    assert list(flock.dir.store_path("work").iterdir()) == []
+
+
+def test_jobs_a_sheep_claimed_but_did_not_start_go_back_unspent(
+    flock: Flock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time limit comes while jobs claimed ahead wait: they are released, not lost, and
+    keep every attempt they had."""
+    ids = flock.submit({"ITEM": i} for i in range(10)).ids
+    start, ran = time.time(), []
+    real = remote._attempt
+
+    def attempt(*args: Any, **kwargs: Any) -> Any:
+        ran.append(args[0].id)
+        return real(*args, **kwargs)
+
+    def clock() -> float:  # past the deadline once two jobs have run
+        return start + (200 if len(ran) >= 2 else 0)
+
+    monkeypatch.setattr(remote, "_attempt", attempt)
+    assert serve(flock, time_limit=150.0, idle=0.3, clock=clock) == 2
+    jobs = [flock.job(i) for i in ids]
+    assert sum(j.status is JobStatus.SUCCEEDED for j in jobs) == 2
+    waiting = [j for j in jobs if j.status is JobStatus.QUEUED]
+    assert len(waiting) == 8
+    released = [j for j in waiting if j.attempt == 1]
+    assert released, "the job claimed ahead was released"
+    assert all(j.max_attempts == 2 for j in released)  # the unstarted attempt is not spent
 
 
 @pytest.mark.parametrize(("limit", "ran"), [(150.0, 1), (120.0, 0)])

@@ -127,7 +127,12 @@ class LocalBackend:
             remove_tree(folder)
 
     def _slot_folder(self, n: int) -> Path:
-        return self.ctx.workspace_root / f"{_slot_prefix()}{n}"
+        return slot_folder(self.ctx.workspace_root, n)
+
+
+def slot_folder(workspace_root: Path, n: int) -> Path:
+    """Slot `n`'s folder for this process: `slot-<host>-<pid>-<n>` (see sweep_slots)."""
+    return workspace_root / f"{_slot_prefix()}{n}"
 
 
 def _slot_prefix(pid: int | None = None) -> str:

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -111,6 +111,24 @@ def work_in(folder: Path) -> None:
     os.chdir(folder)
     info = os.stat(".")
     _Workdir.current = (str(folder), info.st_dev, info.st_ino)
+
+
+@contextlib.contextmanager
+def working_in(folder: Path) -> Iterator[None]:
+    """`work_in(folder)` for the length of the block, then back to the working directory the
+    process had (for callers that are not a process of their own, e.g. a sheep in tests)."""
+    try:
+        previous: str | None = os.getcwd()
+    except OSError:  # the working directory is gone: nowhere to go back to
+        previous = None
+    work_in(folder)
+    try:
+        yield
+    finally:
+        _Workdir.current = None
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(previous)
 
 
 def _in_workdir(cwd: Path) -> bool:

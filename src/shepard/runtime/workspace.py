@@ -144,6 +144,18 @@ def remove_workspace(ws: Workspace) -> None:
                 remove_tree(folder)
 
 
+def vacate_slot(folder: Path) -> None:
+    """Remove everything inside a slot folder but the folder itself (it stays the process's
+    working directory): what an idle worker leaves, nothing of its jobs, not even their empty
+    folders. The next job's `create_workspace` makes them again. Never raises."""
+    with contextlib.suppress(OSError):
+        with os.scandir(folder) as it:
+            entries = [entry.path for entry in it]
+        for path in entries:
+            remove_tree(Path(path))
+    _Emptied.slots.discard(str(folder))
+
+
 _SLOT_KEEP: dict[str, Any] = {INPUT_DIR: {SECRETS_DIR: {}}, OUTPUT_DIR: {}}
 
 
