@@ -114,7 +114,7 @@ def serve(
     os.makedirs(slot, exist_ok=True)
     try:
         with working_in(slot):  # its payloads start the cheap way (see runtime/process.py)
-            return _serve(flock, me, slot, started, deadline, idle, clock)
+            return _serve(flock, ctx, me, slot, started, deadline, idle, clock)
     finally:
         with contextlib.suppress(OSError):
             remove_tree(slot)
@@ -122,6 +122,7 @@ def serve(
 
 def _serve(
     flock: Flock,
+    ctx: RuntimeContext,
     me: str,
     slot: Path,
     started: float,
@@ -130,8 +131,7 @@ def _serve(
     clock: Clock,
 ) -> int:
     """`serve`'s loop, in the sheep's folder."""
-    catalog, lease = flock.catalog, flock.config.backend.lease
-    policy, ctx = flock.config.retry.policy(), flock.runtime_context()
+    catalog, lease, policy = flock.catalog, flock.config.backend.lease, flock.config.retry.policy()
     heartbeat = Heartbeat(catalog, lease, clock).start()
     recorder = Recorder(
         catalog, heartbeat, policy, ctx.outputs, worker=me, lease=lease, clock=clock
