@@ -381,9 +381,10 @@ class Flock:
                 done.set()
             return done.is_set()
 
-        busy_here = [True]
+        busy_here = True
 
         def settled() -> bool:
+            nonlocal busy_here
             # asked after each dispatcher step, one of which follows the last slot running
             # out of work: the end is seen at once rather than at the next progress poll.
             # While jobs run here nothing is counted (the watcher covers the rare case of
@@ -392,7 +393,7 @@ class Flock:
                 return True
             active = getattr(backend, "active", None)
             running = active() if active is not None else 0
-            went_idle, busy_here[0] = busy_here[0] and running == 0, running > 0
+            went_idle, busy_here = busy_here and running == 0, running > 0
             if running or not (went_idle or counter.due()):
                 return False
             return over(counter.count())

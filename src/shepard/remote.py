@@ -148,9 +148,6 @@ def _serve(
                     catalog.expire_leases(now=now, retry_at=now + policy.backoff)
                     next_expiry = now + lease / 4
                 if not ready:
-                    # nothing of the jobs stays in work/ once they are recorded, not even
-                    # the slot's empty folders (every MAX_AHEAD jobs at most; a few calls)
-                    vacate_slot(slot)
                     ready.extend(recorder.flush(ahead))
                 if not ready:
                     if now - idle_since >= idle:
@@ -161,6 +158,10 @@ def _serve(
                 began = time.monotonic()
                 outcome = _attempt(job, ctx, catalog, control, terminated, slot)
                 ahead = min(2 * ahead, MAX_AHEAD) if time.monotonic() - began < SHORT_JOB else 1
+                if not ready:
+                    # before its outcome is recorded, nothing of the job stays in work/,
+                    # not even the slot's empty folders (once per claim: a few calls)
+                    vacate_slot(slot)
                 if outcome is None:
                     heartbeat.drop(job.id, job.attempt)
                 else:

@@ -210,7 +210,7 @@ def command_app(args: Sequence[str]) -> typer.Typer:
     """`app` narrowed to the command that `args` names, when it names one.
 
     Typer turns every registered command into a click command before it runs any of them,
-    reading each one's signature and annotations: some 60 ms of every start on a slow machine,
+    reading each one's signature and annotations: some 30 ms of every start on a slow machine,
     for the one command that runs. The global options are flags, so the first argument that is
     not an option is the command's name. Without one (`shepard`, `shepard --help`), or with a
     name that matches nothing (click then suggests the near ones), the whole app runs.
@@ -230,8 +230,3 @@ def command_app(args: Sequence[str]) -> typer.Typer:
     narrowed = copy.copy(app)
     narrowed.registered_commands, narrowed.registered_groups = commands, groups
     return narrowed
-
-
-def run() -> None:
-    """Run the command line and exit with its code, as an ordinary program does."""
-    sys.exit(app_main())
