@@ -3,7 +3,9 @@
 The tag filter reads the TAG parameter out of the JSON `params` column (json_each on SQLite,
 json_each_text on PostgreSQL): no column or index of its own, so bulk inserts pay nothing for
 it. It runs as a filter on the pages' seq-ordered scan (the `(status, seq)` or `(batch,
-status)` index narrows it first when those filters are given). A flock that pages by tag over
+status)` index narrows it first when those filters are given). A common tag costs little,
+a rare one scans the table (bench/page_filters.py, 200,000 jobs, a page of 50: 2 ms and
+0.5 s on SQLite here, 6 ms and 0.8 s on PostgreSQL). A flock that pages by tag over
 millions of jobs would want a `tag` column filled at insert (lower-cased) with an index on
 `(tag, seq)`; on PostgreSQL alone an expression index on the extracted value would also do,
 but only for one spelling of the key.
@@ -22,6 +24,23 @@ from shepard.catalog.base import IdempotencyConflict, Registered
 from shepard.catalog.bulk import insert_specs
 from shepard.catalog.schema import idempotency_keys, jobs
 from shepard.model import JobSpec, JobStatus
+
+
+def page_queries(
+    dialect: str,
+    *,
+    status: JobStatus | None,
+    batch: str | None,
+    **filters: Any,
+) -> list[sa.Select[Any]]:
+    """The SELECTs behind `Catalog.page`, whose rows merged by seq (and cut to the limit)
+    are the page. A batch without a status is asked one status at a time: each query then
+    reads the `(batch, status)` index in seq order and stops at the limit, where one query
+    would read the whole batch and sort it (350 ms per page of a 200,000-job batch on
+    SQLite here, against 2 ms)."""
+    if batch is None or status is not None:
+        return [page_query(dialect, status=status, batch=batch, **filters)]
+    return [page_query(dialect, status=s, batch=batch, **filters) for s in JobStatus]
 
 
 def page_query(

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from shepard.catalog import engine as _engine
 from shepard.catalog.base import Registered
 from shepard.catalog.bulk import insert_specs
-from shepard.catalog.listing import page_query, submit_once
+from shepard.catalog.listing import page_queries, submit_once
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
 from shepard.catalog.prepared import Prepared
@@ -468,13 +468,16 @@ class SqlCatalog(Placements):
         descending seq order when newest_first else ascending. To page on, pass the last
         returned seq as before_seq (newest_first) or after_seq (oldest first).
         Filters: see Catalog.page; the tag filter is explained in `listing`."""
-        stmt = page_query(
+        queries = page_queries(
             self._url.get_backend_name(), status=status, worker=worker, batch=batch, tag=tag,
             since=since, limit=limit, before_seq=before_seq, after_seq=after_seq,
             newest_first=newest_first,
         )  # fmt: skip
         with self._transaction(read_only=True) as conn:
-            return [to_job(row) for row in conn.execute(stmt).mappings()]
+            found = [to_job(row) for stmt in queries for row in conn.execute(stmt).mappings()]
+        if len(queries) > 1:
+            found = sorted(found, key=by_seq, reverse=newest_first)[:limit]
+        return found
 
     def add_jobs_once(
         self,
