@@ -44,6 +44,11 @@ def test_tag_and_status_filters_with_keyset_paging(catalog: SqlCatalog) -> None:
     newest = catalog.page(tag="t", status=JobStatus.QUEUED, limit=2)
     rest = catalog.page(tag="t", status=JobStatus.QUEUED, limit=5, before_seq=newest[-1].seq)
     assert [j.id for j in newest + rest] == queued[::-1]
+    # one batch in several statuses: merged by seq, and paged on by seq
+    top = catalog.page(batch="a", limit=3)
+    more = catalog.page(batch="a", limit=3, before_seq=top[-1].seq)
+    assert [j.id for j in top + more] == tagged[::-1]
+    assert ids(catalog, batch="a", limit=2) == tagged[:2]
 
 
 def test_a_key_registers_once_and_replays(catalog: SqlCatalog) -> None:

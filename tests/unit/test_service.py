@@ -6,6 +6,8 @@ a scripted clock, so nothing here runs a payload or waits for wall time.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,3 +312,14 @@ def test_open_by_folder_or_profile(
         shepard.open(tmp_path, profile="work")
     with pytest.raises(ShepardError, match="no flock at"):
         shepard.open(tmp_path / "nowhere")
+
+
+def test_importing_shepard_loads_nothing_until_a_name_is_used() -> None:
+    script = (
+        "import sys, shepard; heavy = ('shepard.flock', 'pydantic', 'sqlalchemy');"
+        "print([m for m in sys.modules if m.startswith(heavy)]); shepard.JobView;"
+        "print('shepard.views' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
