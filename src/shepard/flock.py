@@ -10,12 +10,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
-from shepard import config, service
+from shepard import config
 from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
@@ -26,20 +25,8 @@ from shepard.params import find_key, validate_params
 from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.context import ContainerSpec
 from shepard.runtime.engine import check_gpus
+from shepard.service import FlockService
 from shepard.storage import LocalStore
-from shepard.views import (
-    ActionResult,
-    AttemptView,
-    CountsView,
-    EventView,
-    JobPage,
-    JobView,
-    OutputView,
-    SubmitRequest,
-    SubmitResult,
-    event_view,
-    job_view,
-)
 
 if TYPE_CHECKING:
     from shepard.backends.base import Backend, EngineBackend
@@ -55,7 +42,7 @@ class Submission:
     ids: list[str]
 
 
-class Flock:
+class Flock(FlockService):
     """One flock: its config, stores, catalog and the operations on its jobs."""
 
     def __init__(self, flockdir: Flockdir, *, clock: Callable[[], float] = time.time) -> None:
@@ -432,129 +419,6 @@ class Flock:
         if on_progress:
             on_progress(counts)
         return counts
-
-    # -- the service layer: typed answers (views.py) for the CLI, the HTTP API, notebooks ----
-
-    def jobs(
-        self,
-        *,
-        status: JobStatus | str | None = None,
-        batch: str | None = None,
-        tag: str | None = None,
-        since: float | datetime | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        newest_first: bool = True,
-    ) -> JobPage:
-        """A page of jobs, newest first (or oldest first), filtered by status, batch label,
-        tag (the TAG parameter, key and value in any case) and submission time (`since`,
-        epoch seconds or an aware datetime). Pass `next_cursor` back as `cursor`, with the
-        same filters, for the next page: paging is by position, so jobs submitted meanwhile
-        never shift a page (newest first, they appear only on a new first page)."""
-        return service.list_jobs(
-            self, status=status, batch=batch, tag=tag, since=since, limit=limit,
-            cursor=cursor, newest_first=newest_first,
-        )  # fmt: skip
-
-    def get_job(self, job_id: str) -> JobView:
-        """One job; JobNotFound if the flock has no such job."""
-        return job_view(self.job(job_id))
-
-    def history(self, job_id: str) -> list[EventView]:
-        """The job's history, oldest first (an empty list for an unknown id)."""
-        return [event_view(e) for e in self.events(job_id)]
-
-    def attempts(self, job_id: str) -> list[AttemptView]:
-        """The job's attempts, first first, with how each ended and its log keys."""
-        return service.attempts(self, job_id)
-
-    def outputs(self, job_id: str, *, errors: bool = True) -> list[OutputView]:
-        """The job's result objects (and its last error bundle) with sizes and locations."""
-        return service.outputs(self, job_id, errors=errors)
-
-    def open_output(self, job_id: str, key: str | None = None) -> BinaryIO:
-        """A seekable binary stream of one of the job's outputs (or its error bundle), read
-        from the store as it is consumed; `key` may be left out when there is one output.
-        Close it after use (it is a context manager)."""
-        return service.open_output(self, job_id, key)
-
-    def read_log(
-        self,
-        job_id: str,
-        attempt: int | None = None,
-        stream: str = "stdout",
-        offset: int = 0,
-        size: int = service.LOG_CHUNK,
-    ) -> bytes:
-        """Up to `size` bytes of an attempt's stdout or stderr from `offset` (default: the
-        current attempt). b"" at the end, or while the attempt has written nothing yet."""
-        return service.read_log(self, job_id, attempt, stream, offset, size)
-
-    def follow_log(
-        self,
-        job_id: str,
-        attempt: int | None = None,
-        stream: str = "stdout",
-        *,
-        poll: float = 0.5,
-        stop: threading.Event | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> Iterator[bytes]:
-        """Yield an attempt's log as it grows, until that attempt is over (or `stop` is set).
-        Without `attempt`: the current one; a job not started yet is waited for first."""
-        return service.follow_log(self, job_id, attempt, stream, poll=poll, stop=stop, sleep=sleep)
-
-    def count(self, batch: str | None = None) -> CountsView:
-        """Jobs per status (of one batch, or of the whole flock), with the total."""
-        return service.count(self, batch)
-
-    def wait_for(
-        self,
-        batch: str | None,
-        *,
-        timeout: float | None = None,
-        poll: float = 1.0,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        stop: threading.Event | None = None,
-    ) -> CountsView:
-        """Wait, without running anything, until no job of `batch` (None: of the flock) is
-        queued or running, or `timeout` seconds passed, or `stop` is set; return the counts
-        (`settled` tells which). Something else runs the jobs: `shepard up`, a server."""
-        return service.wait_for(
-            self, batch, timeout=timeout, poll=poll, sleep=sleep, clock=clock, stop=stop
-        )
-
-    def submit_request(self, request: SubmitRequest) -> SubmitResult:
-        """Register a SubmitRequest's jobs in one transaction. With an `idempotency_key`,
-        a request repeated with that key registers nothing more and returns the first
-        answer (`replayed` set); the key with a different request raises
-        IdempotencyConflict."""
-        return service.submit_request(self, request)
-
-    def cancel_jobs(
-        self, job_ids: Sequence[str] | None = None, *, status: JobStatus | None = None
-    ) -> ActionResult:
-        """`cancel` answering in a view: the named jobs, or every queued and running job
-        (only those in `status` when given)."""
-        statuses = [status] if status else [JobStatus.QUEUED, JobStatus.RUNNING]
-        ids = self.cancel(job_ids, statuses=statuses)
-        return ActionResult(action="cancel", ids=ids, count=len(ids))
-
-    def retry_jobs(
-        self,
-        job_ids: Sequence[str] | None = None,
-        *,
-        statuses: Sequence[JobStatus] = (JobStatus.FAILED,),
-        since: float | None = None,
-        tag: str | None = None,
-        extra_attempts: int = 1,
-    ) -> ActionResult:
-        """`retry` answering in a view (same arguments)."""
-        ids = self.retry(
-            job_ids, statuses=statuses, since=since, tag=tag, extra_attempts=extra_attempts
-        )
-        return ActionResult(action="retry", ids=ids, count=len(ids))
 
 
 class PacedCounts:

@@ -1,8 +1,8 @@
-"""The service layer's work behind the `Flock` methods that answer in views (see views.py).
+"""The service layer: the methods of `Flock` that answer in views (views.py).
 
-Each function takes the flock first; `Flock` exposes them as methods, which is where users,
-the CLI and the HTTP API call them. Nothing here changes process-wide state, so the
-functions are safe to call from the threads of a server.
+`FlockService` (a base of `Flock`) holds them; the functions above it do the work. These are
+what the CLI, the HTTP API, the dashboard and notebooks call. Nothing here changes
+process-wide state, so they are safe to call from the threads of a server.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from shepard.errors import JobNotFound, ShepardError, StorageError
 from shepard.model import JobSpec, JobStatus
@@ -21,9 +21,12 @@ from shepard.storage.base import ObjectStore
 from shepard.storage.rangefile import RangeFile
 from shepard.views import (
     MAX_PAGE,
+    ActionResult,
     AttemptView,
     CountsView,
+    EventView,
     JobPage,
+    JobView,
     OutputView,
     SubmitRequest,
     SubmitResult,
@@ -31,6 +34,7 @@ from shepard.views import (
     counts_view,
     decode_cursor,
     encode_cursor,
+    event_view,
     filters_digest,
     job_view,
 )
@@ -43,7 +47,7 @@ LOG_CHUNK = 1 << 16
 """Bytes `read_log` returns at most by default (what `follow_log` yields at most at once)."""
 
 
-def list_jobs(
+def _list_jobs(
     flock: Flock,
     *,
     status: JobStatus | str | None = None,
@@ -84,7 +88,7 @@ def _status(status: JobStatus | str | None) -> JobStatus | None:
         raise ShepardError(f"unknown status {status!r}: use one of {names}") from None
 
 
-def submit_request(flock: Flock, request: SubmitRequest) -> SubmitResult:
+def _submit_request(flock: Flock, request: SubmitRequest) -> SubmitResult:
     """Register the request's jobs; see `Flock.submit_request`."""
     if request.idempotency_key is None:
         sub = flock.submit(
@@ -107,11 +111,11 @@ def submit_request(flock: Flock, request: SubmitRequest) -> SubmitResult:
     return SubmitResult(ids=done.ids, batch=done.batch, count=len(done.ids), replayed=done.replayed)
 
 
-def attempts(flock: Flock, job_id: str) -> list[AttemptView]:
+def _attempts(flock: Flock, job_id: str) -> list[AttemptView]:
     return attempt_views(flock.job(job_id), flock.events(job_id), log_key)
 
 
-def outputs(flock: Flock, job_id: str, *, errors: bool = True) -> list[OutputView]:
+def _outputs(flock: Flock, job_id: str, *, errors: bool = True) -> list[OutputView]:
     """The job's result objects (and, with `errors`, its last error bundle) that exist."""
     job = flock.job(job_id)
     found = [("outputs", key) for key in job.outputs]
@@ -135,7 +139,7 @@ def object_url(location: str, key: str) -> str:
     return f"{location.rstrip('/')}/{key}"
 
 
-def open_output(flock: Flock, job_id: str, key: str | None = None) -> BinaryIO:
+def _open_output(flock: Flock, job_id: str, key: str | None = None) -> BinaryIO:
     """A seekable binary stream of one of the job's outputs; see `Flock.open_output`."""
     job = flock.job(job_id)
     known = {k: "outputs" for k in job.outputs}
@@ -158,7 +162,7 @@ def open_object(flock: Flock, store: str, key: str) -> BinaryIO:
     return io.BufferedReader(RangeFile(flock.store(store), key), buffer_size=LOG_CHUNK)
 
 
-def read_log(
+def _read_log(
     flock: Flock,
     job_id: str,
     attempt: int | None = None,
@@ -194,7 +198,7 @@ def _log(flock: Flock, job_id: str, attempt: int | None, stream: str) -> str:
     return log_key(job_id, number, stream)
 
 
-def follow_log(
+def _follow_log(
     flock: Flock,
     job_id: str,
     attempt: int | None = None,
@@ -228,7 +232,7 @@ def follow_log(
         job = flock.job(job_id)
 
 
-def wait_for(
+def _wait_for(
     flock: Flock,
     batch: str | None,
     *,
@@ -252,5 +256,136 @@ def wait_for(
         sleep(poll if left is None else min(poll, left))
 
 
-def count(flock: Flock, batch: str | None = None) -> CountsView:
+def _count(flock: Flock, batch: str | None = None) -> CountsView:
     return counts_view(flock.catalog.counts(batch=batch))
+
+
+class FlockService:
+    """The methods of `Flock` that answer in views: the service layer that the CLI, the HTTP
+    API and notebooks share. Only ever a base of `Flock` (see `_flock`)."""
+
+    def jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        batch: str | None = None,
+        tag: str | None = None,
+        since: float | datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> JobPage:
+        """A page of jobs, newest first (or oldest first), filtered by status, batch label,
+        tag (the TAG parameter, key and value in any case) and submission time (`since`,
+        epoch seconds or an aware datetime). Pass `next_cursor` back as `cursor`, with the
+        same filters, for the next page: paging is by position, so jobs submitted meanwhile
+        never shift a page (newest first, they appear only on a new first page)."""
+        return _list_jobs(
+            _flock(self), status=status, batch=batch, tag=tag, since=since, limit=limit,
+            cursor=cursor, newest_first=newest_first,
+        )  # fmt: skip
+
+    def get_job(self, job_id: str) -> JobView:
+        """One job; JobNotFound if the flock has no such job."""
+        return job_view(_flock(self).job(job_id))
+
+    def history(self, job_id: str) -> list[EventView]:
+        """The job's history, oldest first (an empty list for an unknown id)."""
+        return [event_view(e) for e in _flock(self).events(job_id)]
+
+    def attempts(self, job_id: str) -> list[AttemptView]:
+        """The job's attempts, first first, with how each ended and its log keys."""
+        return _attempts(_flock(self), job_id)
+
+    def outputs(self, job_id: str, *, errors: bool = True) -> list[OutputView]:
+        """The job's result objects (and its last error bundle) with sizes and locations."""
+        return _outputs(_flock(self), job_id, errors=errors)
+
+    def open_output(self, job_id: str, key: str | None = None) -> BinaryIO:
+        """A seekable binary stream of one of the job's outputs (or its error bundle), read
+        from the store as it is consumed; `key` may be left out when there is one output.
+        Close it after use (it is a context manager)."""
+        return _open_output(_flock(self), job_id, key)
+
+    def read_log(
+        self,
+        job_id: str,
+        attempt: int | None = None,
+        stream: str = "stdout",
+        offset: int = 0,
+        size: int = LOG_CHUNK,
+    ) -> bytes:
+        """Up to `size` bytes of an attempt's stdout or stderr from `offset` (default: the
+        current attempt). b"" at the end, or while the attempt has written nothing yet."""
+        return _read_log(_flock(self), job_id, attempt, stream, offset, size)
+
+    def follow_log(
+        self,
+        job_id: str,
+        attempt: int | None = None,
+        stream: str = "stdout",
+        *,
+        poll: float = 0.5,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[bytes]:
+        """Yield an attempt's log as it grows, until that attempt is over (or `stop` is set).
+        Without `attempt`: the current one; a job not started yet is waited for first."""
+        return _follow_log(_flock(self), job_id, attempt, stream, poll=poll, stop=stop, sleep=sleep)
+
+    def count(self, batch: str | None = None) -> CountsView:
+        """Jobs per status (of one batch, or of the whole flock), with the total."""
+        return _count(_flock(self), batch)
+
+    def wait_for(
+        self,
+        batch: str | None,
+        *,
+        timeout: float | None = None,
+        poll: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
+    ) -> CountsView:
+        """Wait, without running anything, until no job of `batch` (None: of the flock) is
+        queued or running, or `timeout` seconds passed, or `stop` is set; return the counts
+        (`settled` tells which). Something else runs the jobs: `shepard up`, a server."""
+        return _wait_for(
+            _flock(self), batch, timeout=timeout, poll=poll, sleep=sleep, clock=clock, stop=stop
+        )
+
+    def submit_request(self, request: SubmitRequest) -> SubmitResult:
+        """Register a SubmitRequest's jobs in one transaction. With an `idempotency_key`,
+        a request repeated with that key registers nothing more and returns the first
+        answer (`replayed` set); the key with a different request raises
+        IdempotencyConflict."""
+        return _submit_request(_flock(self), request)
+
+    def cancel_jobs(
+        self, job_ids: Sequence[str] | None = None, *, status: JobStatus | None = None
+    ) -> ActionResult:
+        """`cancel` answering in a view: the named jobs, or every queued and running job
+        (only those in `status` when given)."""
+        statuses = [status] if status else [JobStatus.QUEUED, JobStatus.RUNNING]
+        ids = _flock(self).cancel(job_ids, statuses=statuses)
+        return ActionResult(action="cancel", ids=ids, count=len(ids))
+
+    def retry_jobs(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        statuses: Sequence[JobStatus] = (JobStatus.FAILED,),
+        since: float | None = None,
+        tag: str | None = None,
+        extra_attempts: int = 1,
+    ) -> ActionResult:
+        """`retry` answering in a view (same arguments)."""
+        ids = _flock(self).retry(
+            job_ids, statuses=statuses, since=since, tag=tag, extra_attempts=extra_attempts
+        )
+        return ActionResult(action="retry", ids=ids, count=len(ids))
+
+
+def _flock(service: FlockService) -> Flock:
+    """The Flock that `service` is part of (FlockService is a base of Flock alone)."""
+    return cast("Flock", service)
