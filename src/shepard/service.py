@@ -11,7 +11,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from shepard.errors import JobNotFound, ShepardError, StorageError
@@ -62,7 +62,7 @@ def _list_jobs(
     if not 1 <= limit <= MAX_PAGE:
         raise ShepardError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
     wanted = _status(status)
-    after = since.timestamp() if isinstance(since, datetime) else since
+    after = _epoch(since) if isinstance(since, datetime) else since
     digest = filters_digest(status=wanted, batch=batch, tag=tag, since=after)
     last: int | None = None
     if cursor is not None:
@@ -76,6 +76,11 @@ def _list_jobs(
     more, rows = len(rows) > limit, rows[:limit]
     following = encode_cursor(rows[-1].seq, newest_first, digest) if more else None
     return JobPage(items=[job_view(job) for job in rows], next_cursor=following)
+
+
+def _epoch(moment: datetime) -> float:
+    """Epoch seconds of `moment`; a naive datetime is UTC (as `shepard show` prints times)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _status(status: JobStatus | str | None) -> JobStatus | None:
@@ -276,10 +281,11 @@ class FlockService:
         newest_first: bool = True,
     ) -> JobPage:
         """A page of jobs, newest first (or oldest first), filtered by status, batch label,
-        tag (the TAG parameter, key and value in any case) and submission time (`since`,
-        epoch seconds or an aware datetime). Pass `next_cursor` back as `cursor`, with the
-        same filters, for the next page: paging is by position, so jobs submitted meanwhile
-        never shift a page (newest first, they appear only on a new first page)."""
+        tag (the TAG parameter, key and value in any case) and submission time (`since`:
+        epoch seconds, or a datetime, UTC when naive). Pass `next_cursor` back as `cursor`,
+        with the same filters, for the next page: paging is by position, so jobs submitted
+        meanwhile never shift a page (newest first, they appear only on a new first page).
+        Raises CursorError for a cursor made for other filters."""
         return _list_jobs(
             _flock(self), status=status, batch=batch, tag=tag, since=since, limit=limit,
             cursor=cursor, newest_first=newest_first,

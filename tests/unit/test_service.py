@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pydantic
@@ -108,6 +109,7 @@ def test_filters_combine(flock: Flock, clock: Clock) -> None:
     assert ids(tag="red") == [a.ids[0], a.ids[1], b.ids[0]]
     assert ids(tag="red", batch="a") == a.ids[:2]
     assert ids(tag="red", since=T0 + 50) == [b.ids[0]]
+    assert ids(since=datetime.fromtimestamp(T0 + 50, UTC).replace(tzinfo=None)) == b.ids
     assert ids(tag="red", status="failed") == [a.ids[0]]
     assert ids(status=JobStatus.QUEUED, batch="a") == a.ids[1:]
     assert ids(tag="green") == []
