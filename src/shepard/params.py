@@ -107,9 +107,8 @@ def parse_params_json(text: str, *, source: str) -> dict[str, ParamValue]:
     try:
         obj = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, duplicates))
     except json.JSONDecodeError as exc:
-        raise ParamsError(
-            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from exc
+        where = f"line {exc.lineno}, column" if "\n" in text.strip() else "column"
+        raise ParamsError(f"{source} is not valid JSON: {exc.msg} at {where} {exc.colno}") from exc
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise ParamsError(f"{source} is not usable JSON: {exc}") from exc
     except RecursionError:  # thousands of nested [ or {: no parameter object looks like that
