@@ -156,7 +156,7 @@ def json_file_params(
     try:
         yield {**(defaults or {}), **parse_params_json(body, source=source)}
     except ParamsError:
-        if not any(_one_value(line) for line in body.splitlines()):
+        if not _looks_like_lines(body):
             raise
         # JSON lines whose first line is bad: report every bad line, not only that one
         yield from _json_lines(iter(body.splitlines()), base=dict(defaults or {}), source=source)
@@ -177,6 +177,15 @@ def _guarded(lines: Iterator[str], source: str) -> Iterator[str]:
         raise ParamsError(f"{source} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except OSError as exc:
         raise ParamsError(f"cannot read --json-file {source}: {exc.strerror or exc}") from None
+
+
+def _looks_like_lines(body: str) -> bool:
+    """Whether `body`, which is not one JSON value, was meant as JSON lines: one of its lines
+    is an object by itself, or each of its (several) lines starts one."""
+    lines = [line for line in body.splitlines() if line.strip()]
+    if any(_one_value(line) for line in lines):
+        return True
+    return len(lines) > 1 and all(line.lstrip().startswith("{") for line in lines)
 
 
 def _one_value(line: str) -> bool:
