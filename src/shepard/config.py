@@ -312,7 +312,7 @@ def _describe(err: Any) -> str:
         return f"unknown key {key!r}"
     if err["type"] == "missing":
         return f"missing required key {key!r}"
-    return f"{key}: {str(err['msg']).removeprefix('Value error, ')}"
+    return f"{key}: {err['msg']}"
 
 
 def write(folder: Path, config: FlockConfig) -> Path:
