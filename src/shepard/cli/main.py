@@ -135,15 +135,9 @@ def init(
             "kind": backend_kind.value,
             **({} if workers is None else {"workers": workers}),
         },
-        "payload": {
-            k: v
-            for k, v in (
-                ("command", newflock.resolve_command(payload_command, Path.cwd())),
-                ("image", payload_image),
-                ("timeout", timeout),
-            )
-            if v is not None
-        },
+        "payload": deploy.payload_config(  # its errors name the options
+            newflock.resolve_command(payload_command, Path.cwd()), payload_image, timeout
+        ).model_dump(exclude_defaults=True),
         "retry": {"attempts": attempts},
     }
     if catalog:
