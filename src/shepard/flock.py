@@ -19,7 +19,7 @@ from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
-from shepard.errors import JobNotFound, ShepardError
+from shepard.errors import CatalogMissing, JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import find_key, validate_params
 from shepard.runtime import RuntimeContext, log_key
@@ -63,8 +63,24 @@ class Flock(FlockService):
         flock = cls.open(folder)
         for name in FOLDERS:
             flock.dir.store_path(name).mkdir(parents=True, exist_ok=True)
-        flock.catalog  # noqa: B018 - create the catalog now so errors surface at init
+        open_catalog(flock.dir.catalog_url, create=True).close()  # the only place one is made
         return flock
+
+    def repair(self) -> list[str]:
+        """Create the missing stores and catalog (empty) of this existing flock; return what
+        was made. The only other way to a catalog is `create` (`shepard init --repair`)."""
+        made = []
+        for name in FOLDERS:
+            path = self.dir.store_path(name)
+            if not path.is_dir():
+                path.mkdir(parents=True)
+                made.append(f"store {path}")
+        try:
+            open_catalog(self.dir.catalog_url, create=False).close()
+        except CatalogMissing:
+            open_catalog(self.dir.catalog_url, create=True).close()
+            made.append(f"an empty catalog {self.dir.catalog_url}")
+        return made
 
     # -- stores and catalog -------------------------------------------------------------
 
@@ -74,7 +90,7 @@ class Flock(FlockService):
 
     @cached_property
     def catalog(self) -> Catalog:
-        return open_catalog(self.dir.catalog_url)
+        return open_catalog(self.dir.catalog_url, create=False)
 
     def close(self) -> None:
         if "catalog" in self.__dict__:
@@ -127,6 +143,7 @@ class Flock(FlockService):
         timeout: float | None = None,
     ) -> Submission:
         """Register one parameter-only job per mapping, all in one transaction."""
+        config.check_job_limits(max_attempts, timeout)
         self.check_resources()
         label = batch or new_batch_label()
 

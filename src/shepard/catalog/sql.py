@@ -59,8 +59,10 @@ class SqlCatalog(Placements):
     CatalogError with a message naming the catalog (password hidden).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self._url = _engine.parse_url(url)
+        if not create:
+            _engine.check_exists(self._url)
         self._engine = _engine.create_engine(self._url)
         # An in-memory SQLite database is one shared connection: transactions must not overlap.
         self._serial: contextlib.AbstractContextManager[Any] = (
@@ -81,7 +83,7 @@ class SqlCatalog(Placements):
         self._keep = self._url.get_backend_name() == "sqlite"
         self._kept: Any = None
         with self._serial, _engine.catalog_errors(self._url):
-            ensure_schema(self._engine)
+            ensure_schema(self._engine, create=create)
         dialect = self._engine.dialect
         job_columns = [c.name for c in jobs.c]
         self._claim = Prepared(CLAIM, dialect, job_columns)
