@@ -11,8 +11,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shepard.backends.slurmctl import ALIVE, Result
-from shepard.slurmspec import format_indexes, parse_indexes
+from shepard.backends.slurm.ctl import ALIVE, Result
+from shepard.backends.slurm.spec import format_indexes, parse_indexes
 
 
 @dataclass

@@ -7,13 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from shepard import __version__
+from shepard import __version__, backends
 from shepard.cli import deploy, jobs, ops, profiles
 from shepard.cli.common import (
     FlockOption,
@@ -40,9 +39,15 @@ worker_app = typer.Typer(help="Worker-side commands, called by backends.", no_ar
 app.add_typer(worker_app, name="worker")
 
 
-class BackendKind(StrEnum):
-    LOCAL = "local"
-    SLURM = "slurm"
+def _backend_kind(value: str) -> str:
+    """`--backend` must name a registered backend kind (shepard.backends.KINDS)."""
+    if value not in backends.KINDS:
+        raise typer.BadParameter(f"{value!r} is not a backend; choose one of {_kinds_help()}")
+    return value
+
+
+def _kinds_help() -> str:
+    return "; ".join(f"{k} ({backends.KINDS[k].summary})" for k in backends.kinds())
 
 
 def _version(value: bool) -> None:
@@ -87,15 +92,13 @@ def init(
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
     attempts: Annotated[int, typer.Option(help="Attempts per job.")] = 1,
     backend_kind: Annotated[
-        BackendKind,
-        typer.Option(
-            "--backend", help="Where jobs run: this machine, or a Slurm cluster (docs/slurm.md)."
-        ),
-    ] = BackendKind.LOCAL,
+        str,
+        typer.Option("--backend", callback=_backend_kind, help=f"Where jobs run: {_kinds_help()}."),
+    ] = "local",
 ) -> None:
     """Create a flock: FOLDER/flock.toml plus its stores and catalog."""
     backend = BackendConfig.model_validate(
-        {"kind": backend_kind.value, **({"workers": workers} if workers else {})}
+        {"kind": backend_kind, **({"workers": workers} if workers else {})}
     )
     cfg = FlockConfig(
         name=name or folder.resolve().name,
@@ -161,12 +164,10 @@ def worker_run(
 
 
 def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
-    """An array task: the job on line `index` of `manifest` (see shepard.remote)."""
-    from shepard.remote import run_placed
+    """An array task: the job on line `index` of `manifest` (see shepard.scheduler_task)."""
+    from shepard.scheduler_task import run_array_task
 
-    if index is None:
-        raise ShepardError("worker run --manifest: give --index (or set SLURM_ARRAY_TASK_ID)")
-    status = run_placed(f, manifest, index)
+    status = run_array_task(f.task_setup(), manifest, index)
     if status is None:  # normal for a task whose job was cancelled or handed elsewhere
         err_console.print(f"task {index} of {manifest.name}: its job was not claimable")
     else:
@@ -185,9 +186,9 @@ def worker_serve(
     ] = 5.0,
 ) -> None:
     """Run queued jobs one after another until the queue stays empty (a long-lived sheep)."""
-    from shepard.remote import serve
+    from shepard.scheduler_task import serve
 
-    ran = serve(open_flock(flock), time_limit=time_limit, idle=idle)
+    ran = serve(open_flock(flock).task_setup(), time_limit=time_limit, idle=idle)
     console.print(f"ran {ran} job(s)")
 
 
