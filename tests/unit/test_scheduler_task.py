@@ -16,9 +16,9 @@ import pytest
 from shepard import config, scheduler_task
 from shepard.backends import arrays
 from shepard.config import FlockConfig
+from shepard.errors import ShepardError
 from shepard.flock import Flock
 from shepard.model import JobStatus
-from shepard.errors import ShepardError
 from shepard.scheduler_task import claim_margin, run_array_task, serve
 
 

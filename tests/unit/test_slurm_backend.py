@@ -91,7 +91,11 @@ def start(flock: Flock, slurm: FakeSlurm, job_id: str, kind: str = ARRAY_TASK) -
     slurm.set(array_id, index, "RUNNING")
     env = {"SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": str(index)}
     claimed = flock.catalog.claim_placed(
-        arrays.task_worker_id(kind, slurm_identity(env)), job_id, [job.placement], now=flock.clock(), lease=60
+        arrays.task_worker_id(kind, slurm_identity(env)),
+        job_id,
+        [job.placement],
+        now=flock.clock(),
+        lease=60,
     )
     assert claimed is not None
     return claimed
