@@ -368,17 +368,14 @@ class Flock:
 
     def task_setup(self) -> TaskSetup:
         """What this flock's scheduler tasks need (`shepard worker run --manifest`, `worker
-        serve`); ShepardError when the flock's backend has no scheduler tasks."""
+        serve`), from its backend class; for a backend without tasks of its own (local), a
+        setup for sheep started by hand (`worker serve` on any machine)."""
         from shepard.backends import backend_class
+        from shepard.scheduler_task import handmade_setup
 
-        kind = self.config.backend.kind
-        cls = backend_class(kind)
-        if not hasattr(cls, "task_setup"):
-            raise ShepardError(
-                f"flock {self.config.name} runs its jobs with the {kind} backend, which has no "
-                "scheduler tasks: use `shepard up` or `shepard worker run JOB`"
-            )
-        setup: TaskSetup = cls.task_setup(self.backend_context())
+        cls = backend_class(self.config.backend.kind)
+        make = getattr(cls, "task_setup", handmade_setup)
+        setup: TaskSetup = make(self.backend_context())
         return setup
 
     def run_job(self, job_id: str) -> JobStatus | None:

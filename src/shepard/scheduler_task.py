@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shepard.backends.arrays import manifest_line, task_worker_id
+from shepard.backends.base import BackendContext
 from shepard.catalog.base import Catalog
 from shepard.errors import CatalogError, ShepardError
 from shepard.model import Job, JobStatus, Outcome, RetryPolicy
@@ -71,6 +72,17 @@ class TaskSetup:
     identity: Callable[[Mapping[str, str]], tuple[str, int] | None]
     kind: str
     sheep_kind: str
+
+
+def handmade_setup(ctx: BackendContext) -> TaskSetup:
+    """The setup of a sheep started by hand, outside any scheduler (`shepard worker serve` on
+    a flock whose backend has no tasks): its worker id is plain `host:pid`, and it has no
+    manifests to read."""
+    return TaskSetup(
+        catalog=ctx.catalog, lease=ctx.lease, policy=ctx.policy, runtime=ctx.runtime,
+        manifests=ctx.store("manifests"), identity=lambda env: None, kind="task",
+        sheep_kind="sheep",
+    )  # fmt: skip
 
 
 def run_array_task(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -202,3 +203,14 @@ def test_the_claim_margin_leaves_room_for_a_job_to_finish(tmp_path: Path) -> Non
     assert claim_margin(120, plain) == 30  # at least 30 s
     assert claim_margin(3600, timed) == 630  # the timeout, plus 30 s to store results
     assert claim_margin(600, timed) == 300  # never more than half the limit
+
+
+def test_a_sheep_started_by_hand_serves_a_flock_without_a_scheduler(tmp_path: Path) -> None:
+    cfg = FlockConfig.model_validate({"name": "f", "payload": {"command": "true"}})
+    flock = Flock.create(tmp_path / "local", cfg)
+    ids = flock.submit({"ITEM": i} for i in range(2)).ids
+    try:
+        assert serve(flock.task_setup(), time_limit=None, idle=0.2) == 2
+        assert {flock.job(i).worker for i in ids} == {f"{socket.gethostname()}:{os.getpid()}"}
+    finally:
+        flock.close()

@@ -138,13 +138,13 @@ def worker_run(
     flock: FlockOption = Path("."),
     manifest: Annotated[
         Path | None,
-        typer.Option(help="An array's task manifest: run the job on line --index of it."),
+        typer.Option(help="An array's task manifest (TOKEN.jobs): run the job on line --index."),
     ] = None,
     index: Annotated[
         int | None,
         typer.Option(
-            envvar="SLURM_ARRAY_TASK_ID",
-            help="With --manifest: the task index (default: $SLURM_ARRAY_TASK_ID).",
+            help="With --manifest: the task index (default: this task's, from its scheduler, "
+            "e.g. $SLURM_ARRAY_TASK_ID).",
         ),
     ] = None,
 ) -> None:
