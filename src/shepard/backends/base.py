@@ -15,10 +15,8 @@ There are two kinds:
   calls its `dispatch` instead of claiming. Schedulers with job arrays share the steps of
   backends/arrays.py and fill its hooks.
 
-Every registered class also has `from_context(ctx: BackendContext)`, a class method that builds
-it: it must not start work (no submissions, no jobs claimed) beyond what `capacity`/`dispatch`
-will use, and must accept a context whose `worker_id` is "" (a one-off command such as
-`cancel`, which only calls `cancel` and `logs`).
+Every registered class is also a `BackendClass`: it builds itself from a context
+(`from_context`) and, for a scheduler, says what its tasks need (`task_setup`).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -35,6 +33,9 @@ from shepard.catalog.base import Catalog
 from shepard.model import Job, RetryPolicy
 from shepard.runtime import RuntimeContext, log_key
 from shepard.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from shepard.scheduler_task import TaskSetup
 
 Clock = Callable[[], float]
 
@@ -174,4 +175,26 @@ class SchedulerBackend(Protocol):
     def shutdown(self, *, kill: bool) -> None:
         """Stop handing over work. Jobs already handed to the scheduler stay there and keep
         running (`shepard cancel` removes them); submissions not completed are given back."""
+        ...
+
+
+class BackendClass(Protocol):
+    """What a class registered in `backends.KINDS` provides, besides its instances' methods."""
+
+    @classmethod
+    def from_context(cls, ctx: BackendContext) -> Backend | SchedulerBackend:
+        """Build the backend for the flock `ctx` describes (`ctx.settings` is an instance of the
+        config class registered with it). Must not claim or submit anything: work starts with
+        `submit`/`dispatch`. Must accept `ctx.worker_id == ""` (a one-off command such as
+        `cancel`, which only calls `cancel` and `logs`). May start the processes it runs jobs
+        in (the local backend forks its runners here, before the caller starts threads)."""
+        ...
+
+    @classmethod
+    def task_setup(cls, ctx: BackendContext) -> TaskSetup:
+        """Schedulers only: what their tasks need to run (shepard.scheduler_task): the store of
+        their manifests, how a task learns its identity from its environment, the kinds its
+        worker ids carry. Called inside the task, on a node; must not talk to the scheduler.
+        Backends without tasks of their own leave it out (a sheep started by hand then gets
+        `scheduler_task.handmade_setup`)."""
         ...
