@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shepard.backends.arrays import manifest_line, task_worker_id
+from shepard.backends.arraytasks import manifest_line, task_worker_id
 from shepard.backends.base import BackendContext
 from shepard.catalog.base import Catalog
 from shepard.errors import CatalogError, ShepardError

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shepard.backends import arrays
+from shepard.backends import arrays, arraytasks
 from shepard.backends.arrays import Arrays, Pacer, SchedulerBusy, SchedulerRefused
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
@@ -130,10 +130,10 @@ def claim(arr: Arrays, catalog: Catalog, job_id: str) -> Job:
     """Play the part of the job's task (`worker run --manifest`): claim it."""
     job = catalog.get(job_id)
     assert job is not None and job.placement is not None
-    token, array_id = arrays.split_placement(job.placement)
+    token, array_id = arraytasks.split_placement(job.placement)
     assert array_id is not None
-    index = arrays.manifest_ids(arr.manifests, token).index(job_id)
-    worker = arrays.task_worker_id("fake", (array_id, index))
+    index = arraytasks.manifest_ids(arr.manifests, token).index(job_id)
+    worker = arraytasks.task_worker_id("fake", (array_id, index))
     claimed = catalog.claim_placed(worker, job_id, [job.placement], now=T0, lease=60)
     assert claimed is not None
     return claimed
@@ -150,7 +150,7 @@ def test_queued_jobs_become_arrays_of_the_room_the_scheduler_has(
     listed = []
     for array_id, token in scheduler.tokens.items():
         placed = [j.placement for j in catalog.placed_in([f"{token}@{array_id}"])]
-        manifest = arrays.manifest_ids(arr.manifests, token)
+        manifest = arraytasks.manifest_ids(arr.manifests, token)
         assert placed == [f"{token}@{array_id}"] * len(manifest)
         listed += manifest
     assert listed == ids, "every job handed over once, in order"
@@ -232,7 +232,7 @@ def test_a_stale_submission_without_an_array_is_given_back(
     tmp_path: Path, catalog: Catalog, scheduler: FakeScheduler
 ) -> None:
     add(catalog, 1)
-    token = arrays.new_token(T0)
+    token = arraytasks.new_token(T0)
     catalog.place(token, now=T0, limit=1)  # a dispatcher placed them, then died
     arr = template(scheduler, catalog, tmp_path)
     arr.reconcile(T0 + arrays.STALE / 2)
@@ -294,31 +294,33 @@ def test_tasks_of_cancelled_jobs_are_found_through_the_manifest(
 
 def test_a_task_reads_its_own_manifest_line(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "manifests")
-    arrays.write_manifest(store, "x", IDS)
-    assert [arrays.manifest_line(store, "x", i) for i in range(12)] == IDS
-    assert arrays.manifest_ids(store, "x") == IDS and arrays.manifest_ids(store, "gone") == []
+    arraytasks.write_manifest(store, "x", IDS)
+    assert [arraytasks.manifest_line(store, "x", i) for i in range(12)] == IDS
+    assert (
+        arraytasks.manifest_ids(store, "x") == IDS and arraytasks.manifest_ids(store, "gone") == []
+    )
     with pytest.raises(ShepardError, match="has no task 12"):
-        arrays.manifest_line(store, "x", 12)
+        arraytasks.manifest_line(store, "x", 12)
     with pytest.raises(ShepardError, match="cannot read the task manifest"):
-        arrays.manifest_line(store, "missing", 0)
+        arraytasks.manifest_line(store, "missing", 0)
     assert list(store.list()) == ["x.jobs"], "no temporary object left behind"
 
 
 def test_manifests_hold_only_job_ids(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a job id"):
-        arrays.write_manifest(LocalStore(tmp_path), "x", ["short"])
+        arraytasks.write_manifest(LocalStore(tmp_path), "x", ["short"])
 
 
 def test_tokens_carry_their_age() -> None:
-    token = arrays.new_token(T0)
-    assert arrays.token_age(token, T0 + 90.5) == pytest.approx(90.5)
-    assert arrays.split_placement(f"{token}@123") == (token, "123")
-    assert arrays.split_placement(token) == (token, None)
+    token = arraytasks.new_token(T0)
+    assert arraytasks.token_age(token, T0 + 90.5) == pytest.approx(90.5)
+    assert arraytasks.split_placement(f"{token}@123") == (token, "123")
+    assert arraytasks.split_placement(token) == (token, None)
 
 
 def test_worker_ids_name_their_task_for_their_scheduler_only() -> None:
-    worker = arrays.task_worker_id("fake", ("job-7f", 3))
+    worker = arraytasks.task_worker_id("fake", ("job-7f", 3))
     assert worker.endswith(" fake job-7f_3")
-    assert arrays.task_of(worker, {"fake"}) == arrays.TaskRef("fake", "job-7f", 3)
-    assert arrays.task_of(worker, {"slurm"}) is None
-    assert arrays.task_of(arrays.task_worker_id("fake", None), {"fake"}) is None
+    assert arraytasks.task_of(worker, {"fake"}) == arraytasks.TaskRef("fake", "job-7f", 3)
+    assert arraytasks.task_of(worker, {"slurm"}) is None
+    assert arraytasks.task_of(arraytasks.task_worker_id("fake", None), {"fake"}) is None

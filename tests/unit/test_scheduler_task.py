@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from shepard import config, scheduler_task
-from shepard.backends import arrays
+from shepard.backends import arraytasks
 from shepard.config import FlockConfig
 from shepard.errors import ShepardError
 from shepard.flock import Flock
@@ -45,11 +45,11 @@ def flock(tmp_path: Path) -> Iterator[Flock]:
 def place(flock: Flock, n: int, array_id: str = "41") -> tuple[list[str], str]:
     """Place `n` new jobs in array `array_id`, as the Slurm backend does; (ids, manifest)."""
     ids = flock.submit({"ITEM": i} for i in range(n)).ids
-    token = arrays.new_token(time.time())
+    token = arraytasks.new_token(time.time())
     assert flock.catalog.place(token, now=time.time(), limit=n) == ids
     flock.catalog.rename_placement(token, f"{token}@{array_id}")
-    arrays.write_manifest(flock.store("slurm"), token, ids)
-    return ids, arrays.manifest_key(token)
+    arraytasks.write_manifest(flock.store("slurm"), token, ids)
+    return ids, arraytasks.manifest_key(token)
 
 
 def run_placed(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shepard import config
-from shepard.backends import arrays
+from shepard.backends import arraytasks
 from shepard.backends.arrays import STALE
 from shepard.backends.slurm.backend import ARRAY_TASK, SHEEP_TASK, SlurmBackend, slurm_identity
 from shepard.backends.slurm.ctl import Result, SlurmCtl, SlurmError, comment, token_of
@@ -74,7 +74,7 @@ def drain(backend: SlurmBackend, clock: Clock, steps: int = 20) -> None:
 
 
 def manifest_ids(flock: Flock, token: str) -> list[str]:
-    return arrays.manifest_ids(flock.store("slurm"), token)
+    return arraytasks.manifest_ids(flock.store("slurm"), token)
 
 
 def ended(task: str, state: str | None, flock: Flock, slurm: FakeSlurm, clock: Clock) -> str:
@@ -85,13 +85,13 @@ def start(flock: Flock, slurm: FakeSlurm, job_id: str, kind: str = ARRAY_TASK) -
     """Play the part of the job's task: claim it as `worker run` would."""
     job = flock.catalog.get(job_id)
     assert job is not None and job.placement is not None
-    token, array_id = arrays.split_placement(job.placement)
+    token, array_id = arraytasks.split_placement(job.placement)
     assert array_id is not None
     index = manifest_ids(flock, token).index(job_id)
     slurm.set(array_id, index, "RUNNING")
     env = {"SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": str(index)}
     claimed = flock.catalog.claim_placed(
-        arrays.task_worker_id(kind, slurm_identity(env)),
+        arraytasks.task_worker_id(kind, slurm_identity(env)),
         job_id,
         [job.placement],
         now=flock.clock(),
@@ -104,7 +104,7 @@ def start(flock: Flock, slurm: FakeSlurm, job_id: str, kind: str = ARRAY_TASK) -
 def task_of(flock: Flock, job_id: str) -> tuple[str, int]:
     job = flock.catalog.get(job_id)
     assert job is not None
-    ref = arrays.task_of(job.worker, {ARRAY_TASK, SHEEP_TASK})
+    ref = arraytasks.task_of(job.worker, {ARRAY_TASK, SHEEP_TASK})
     assert ref is not None
     return ref.array_id, ref.index
 
@@ -201,7 +201,7 @@ def test_a_busy_controller_is_retried_with_the_same_array(
     clock.now += 1
     backend.dispatch(clock())
     (array,) = slurm.arrays.values()
-    tokens = {arrays.split_placement(j.placement or "")[0] for j in flock.catalog.placed()}
+    tokens = {arraytasks.split_placement(j.placement or "")[0] for j in flock.catalog.placed()}
     assert tokens == {token_of(array.comment)}, "the same submission, not a new one"
     assert {j.placement for j in flock.catalog.placed()} == {f"{tokens.pop()}@{array.id}"}
 
@@ -413,7 +413,7 @@ def test_a_sheep_cut_by_its_time_limit_loses_its_job_without_spending_an_attempt
     backend.dispatch(clock())
     (array_id,) = slurm.arrays
     env = {"SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": "0"}
-    worker = arrays.task_worker_id(SHEEP_TASK, slurm_identity(env))
+    worker = arraytasks.task_worker_id(SHEEP_TASK, slurm_identity(env))
     flock.catalog.claim(worker, now=clock(), lease=60)
     slurm.set(array_id, 0, "TIMEOUT")
     backend.arrays.reconcile(clock())
@@ -443,7 +443,7 @@ def test_a_submission_whose_dispatcher_died_is_adopted_or_given_back(
     flock: Flock, slurm: FakeSlurm, clock: Clock
 ) -> None:
     ids = flock.submit([{"A": 1}, {"A": 2}]).ids
-    token_a, token_b = arrays.new_token(clock()), arrays.new_token(clock() + 1)
+    token_a, token_b = arraytasks.new_token(clock()), arraytasks.new_token(clock() + 1)
     flock.catalog.place(token_a, now=clock(), limit=1)
     flock.catalog.place(token_b, now=clock(), limit=1)
     # the dispatcher submitted token_a's array, then died before recording its id

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shepard import config
-from shepard.backends import arrays
+from shepard.backends import arraytasks
 from shepard.backends.arrays import Pacer
 from shepard.backends.slurm.backend import ARRAY_TASK, SHEEP_TASK, slurm_identity
 from shepard.backends.slurm.config import SlurmConfig
@@ -167,7 +167,7 @@ def test_pacer_spaces_calls_and_backs_off_on_failures() -> None:
 
 
 def test_tokens_ride_in_the_arrays_comment() -> None:
-    token = arrays.new_token(1_795_000_000.0)
+    token = arraytasks.new_token(1_795_000_000.0)
     assert token_of(comment(token)) == token
     assert token_of("someone else's comment") is None
 
@@ -175,15 +175,15 @@ def test_tokens_ride_in_the_arrays_comment() -> None:
 def test_worker_ids_name_their_slurm_task() -> None:
     env = {"SLURM_ARRAY_JOB_ID": "225", "SLURM_ARRAY_TASK_ID": "7"}
     kinds = {ARRAY_TASK, SHEEP_TASK}
-    worker = arrays.task_worker_id(SHEEP_TASK, slurm_identity(env))
+    worker = arraytasks.task_worker_id(SHEEP_TASK, slurm_identity(env))
     assert worker.endswith(" slurm-sheep 225_7")
-    assert arrays.task_of(worker, kinds) == arrays.TaskRef(SHEEP_TASK, "225", 7)
-    assert arrays.task_of(
-        arrays.task_worker_id(ARRAY_TASK, slurm_identity(env)), kinds
-    ) == arrays.TaskRef(ARRAY_TASK, "225", 7)
+    assert arraytasks.task_of(worker, kinds) == arraytasks.TaskRef(SHEEP_TASK, "225", 7)
+    assert arraytasks.task_of(
+        arraytasks.task_worker_id(ARRAY_TASK, slurm_identity(env)), kinds
+    ) == arraytasks.TaskRef(ARRAY_TASK, "225", 7)
     assert slurm_identity({}) is None and slurm_identity({"SLURM_ARRAY_JOB_ID": "x"}) is None
-    assert arrays.task_of(arrays.task_worker_id(ARRAY_TASK, None), kinds) is None
-    assert arrays.task_of("vm:1234", kinds) is None and arrays.task_of(None, kinds) is None
+    assert arraytasks.task_of(arraytasks.task_worker_id(ARRAY_TASK, None), kinds) is None
+    assert arraytasks.task_of("vm:1234", kinds) is None and arraytasks.task_of(None, kinds) is None
 
 
 # -- [backend.slurm] ---------------------------------------------------------------------------

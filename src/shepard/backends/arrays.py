@@ -16,9 +16,8 @@ task this process is); `Arrays` does the rest, the same way for every scheduler:
 - *reconcile*: a running job whose task vanished without reporting ends its attempt with the
   scheduler's reason (`Catalog.finish` when the job caused it, else `Catalog.lose`).
 
-A task's worker id (recorded with each claim) ends with ` KIND ARRAYID_INDEX`, KIND being the
-scheduler's name (`slurm`) or its sheep's (`slurm-sheep`): that is how the reconciler finds
-the task of a running job. Order matters when reconciling: the catalog is read *before* the
+A task's worker id (recorded with each claim) names its task (arraytasks.py): that is how the
+reconciler finds the task of a running job. Order matters when reconciling: the catalog is read *before* the
 scheduler is asked, so every array the catalog names is one the scheduler already had; every
 change is fenced (placement, attempt), so a task that claimed or reported meanwhile is never
 overridden. Only tasks that are no longer alive lead to catalog work, each once.
@@ -26,21 +25,25 @@ overridden. Only tasks that are no longer alive lead to catalog work, each once.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import logging
-import os
-import re
-import secrets
-import socket
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from shepard.backends.arraytasks import (
+    TaskRef,
+    manifest_ids,
+    manifest_key,
+    new_token,
+    split_placement,
+    task_of,
+    token_age,
+    write_manifest,
+)
 from shepard.catalog.base import Catalog
 from shepard.errors import ShepardError
 from shepard.model import Job, JobStatus, Outcome, RetryPolicy
@@ -53,10 +56,6 @@ log = logging.getLogger(__name__)
 STALE = 120.0  # seconds after which a submission with no array id is looked into
 SWEEP_EVERY = 60.0  # seconds between two clean-ups of finished manifests
 KEEP_MANIFESTS = 86400.0  # seconds a manifest is kept once no placed job names it
-_ID_WIDTH = 36  # job ids are UUIDs in text form
-_LINE = _ID_WIDTH + 1
-_TOKEN = re.compile(r"^(\d{8}-\d{6})-[0-9a-f]{6}$")
-_WORKER = re.compile(r" ([a-z][a-z0-9-]*) (\S+)_(\d+)$")
 
 
 class SchedulerError(ShepardError):
@@ -69,94 +68,6 @@ class SchedulerBusy(SchedulerError):
 
 class SchedulerRefused(SchedulerError):
     """The scheduler refused a submission as configured (a bad queue, option, size)."""
-
-
-# -- tokens and placements ------------------------------------------------------------------
-
-
-def new_token(now: float) -> str:
-    """A new submission token: `YYYYMMDD-HHMMSS-xxxxxx` (UTC, then random)."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
-
-
-def token_age(token: str, now: float) -> float:
-    """Seconds since `token` was made (0 for a token not made by `new_token`)."""
-    match = _TOKEN.match(token)
-    if match is None:
-        return 0.0
-    made = calendar.timegm(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))
-    return max(0.0, now - made)
-
-
-def split_placement(placement: str) -> tuple[str, str | None]:
-    """(token, array id or None while its submission has not returned)."""
-    token, sep, array_id = placement.partition("@")
-    return token, (array_id if sep else None)
-
-
-# -- manifests ------------------------------------------------------------------------------
-
-
-def manifest_key(token: str) -> str:
-    return f"{token}.jobs"
-
-
-def write_manifest(store: ObjectStore, token: str, job_ids: Sequence[str]) -> None:
-    """Store the job ids in task order (a store's put is whole: no task sees half of it)."""
-    for job_id in job_ids:
-        if len(job_id) != _ID_WIDTH or "\n" in job_id:
-            raise ValueError(f"not a job id: {job_id!r}")
-    store.put_bytes(manifest_key(token), "".join(f"{i}\n" for i in job_ids).encode())
-
-
-def manifest_line(store: ObjectStore, token: str, index: int) -> str:
-    """The job id of task `index`; ShepardError when the manifest has no such line."""
-    key = manifest_key(token)
-    try:
-        line = store.read_range(key, index * _LINE, _LINE) if index >= 0 else b""
-    except (OSError, ShepardError) as exc:
-        raise ShepardError(f"cannot read the task manifest {key} in {store}: {exc}") from None
-    if len(line) != _LINE or not line.endswith(b"\n"):
-        raise ShepardError(f"the task manifest {key} in {store} has no task {index}")
-    return line[:-1].decode()
-
-
-def manifest_ids(store: ObjectStore, token: str) -> list[str]:
-    """Every job id of a manifest, in task order ([] when it is gone)."""
-    key = manifest_key(token)
-    try:
-        return store.get_bytes(key).decode().split() if store.exists(key) else []
-    except (OSError, ShepardError):
-        return []
-
-
-# -- tasks ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    """One task of an array, as a worker id names it."""
-
-    kind: str  # the scheduler's name for one-job tasks (`slurm`) or its sheep's
-    array_id: str
-    index: int
-
-    def __str__(self) -> str:
-        return f"{self.array_id}_{self.index}"
-
-
-def task_worker_id(kind: str, identity: tuple[str, int] | None) -> str:
-    """The worker id of this process: `host:pid`, plus ` KIND ARRAYID_INDEX` inside a task."""
-    base = f"{socket.gethostname()}:{os.getpid()}"
-    return base if identity is None else f"{base} {kind} {identity[0]}_{identity[1]}"
-
-
-def task_of(worker: str | None, kinds: AbstractSet[str]) -> TaskRef | None:
-    """The task a worker id names, if it is one of `kinds`."""
-    match = _WORKER.search(worker or "")
-    if match is None or match.group(1) not in kinds:
-        return None
-    return TaskRef(match.group(1), match.group(2), int(match.group(3)))
 
 
 class TaskList(Protocol):

@@ -28,7 +28,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shepard.backends.arrays import Arrays, Pacer, new_token, split_placement
+from shepard.backends.arrays import Arrays, Pacer
+from shepard.backends.arraytasks import new_token
 from shepard.backends.base import BackendContext, LogRef, payload_logs
 from shepard.backends.slurm import spec
 from shepard.backends.slurm.config import SlurmConfig
@@ -361,4 +362,4 @@ def warn_if_sqlite(flock: str, url: str) -> None:
         )  # fmt: skip
 
 
-__all__ = ["SlurmBackend", "SlurmScheduler", "names_for", "split_placement"]
+__all__ = ["SlurmBackend", "SlurmScheduler", "names_for"]
