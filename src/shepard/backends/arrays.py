@@ -17,10 +17,10 @@ task this process is); `Arrays` does the rest, the same way for every scheduler:
   scheduler's reason (`Catalog.finish` when the job caused it, else `Catalog.lose`).
 
 A task's worker id (recorded with each claim) names its task (arraytasks.py): that is how the
-reconciler finds the task of a running job. Order matters when reconciling: the catalog is read *before* the
-scheduler is asked, so every array the catalog names is one the scheduler already had; every
-change is fenced (placement, attempt), so a task that claimed or reported meanwhile is never
-overridden. Only tasks that are no longer alive lead to catalog work, each once.
+reconciler finds the task of a running job. Order matters when reconciling: the catalog is read
+*before* the scheduler is asked, so every array the catalog names is one the scheduler already
+had; every change is fenced (placement, attempt), so a task that claimed or reported meanwhile
+is never overridden. Only tasks that are no longer alive lead to catalog work, each once.
 """
 
 from __future__ import annotations
@@ -182,10 +182,10 @@ class Arrays:
     policy: RetryPolicy
     pacer: Pacer
     sheep_kind: str | None = None
-    retry: list[PendingArray] = field(default_factory=list)
-    _manifests: dict[str, list[str]] = field(default_factory=dict)  # token -> job ids
-    _settled: dict[str, set[int]] = field(default_factory=dict)  # placement -> indexes done
-    _next_sweep: float = float("-inf")
+    retry: list[PendingArray] = field(init=False, default_factory=list)  # to submit again
+    _manifests: dict[str, list[str]] = field(init=False, default_factory=dict)  # token -> ids
+    _settled: dict[str, set[int]] = field(init=False, default_factory=dict)  # placement -> done
+    _next_sweep: float = field(init=False, default=float("-inf"))
 
     # -- handing over -------------------------------------------------------------------------
 
