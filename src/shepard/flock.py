@@ -25,6 +25,7 @@ from shepard.params import find_key, validate_params
 from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.context import ContainerSpec
 from shepard.runtime.engine import check_gpus
+from shepard.service import FlockService
 from shepard.storage import LocalStore
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Submission:
     ids: list[str]
 
 
-class Flock:
+class Flock(FlockService):
     """One flock: its config, stores, catalog and the operations on its jobs."""
 
     def __init__(self, flockdir: Flockdir, *, clock: Callable[[], float] = time.time) -> None:

@@ -245,18 +245,7 @@ def query(
             {
                 "counts": {s.value: n for s, n in counts.items()},
                 "rejected": rejected,
-                "jobs": [
-                    {
-                        "id": j.id,
-                        "status": j.status.value,
-                        "attempt": j.attempt,
-                        "params": dict(j.params),
-                        "reason": j.reason,
-                        "start_time": j.started_at,
-                        "outputs": [str(f.store("outputs").path(k)) for k in j.outputs],
-                    }
-                    for j in jobs
-                ],
+                "jobs": [render.job_json(j, f) for j in jobs],
             }
         )
         return
