@@ -529,3 +529,28 @@ def test_pending_sheep_go_when_the_dispatcher_stops_with_nothing_left(
     backend.shutdown(kill=False)
     assert slurm.alive() == {array.id: {0}}
     flock.close()
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+def test_logs_name_the_payloads_streams_and_slurms_own_output(
+    flock: Flock, slurm: FakeSlurm, clock: Clock
+) -> None:
+    (job_id,) = flock.submit([{"A": 1}]).ids
+    backend = backend_for(flock, slurm, clock)
+    backend.dispatch(clock())
+    job = start(flock, slurm, job_id)
+    logs = flock.store("logs")
+    logs.put_bytes(f"{job_id[:8]}/{job_id}.1.stdout", b"payload\n")
+    array_id, index = task_of(flock, job_id)
+    token = token_of(slurm.arrays[array_id].comment)
+    logs.put_bytes(f"slurm/{token}/{index}.log", b"task 0 of the array\n")
+    refs = backend.logs(job, 1)
+    assert [(r.label, r.key) for r in refs] == [
+        ("stdout", f"{job_id[:8]}/{job_id}.1.stdout"),
+        ("slurm", f"slurm/{token}/{index}.log"),
+    ]
+    assert refs[1].store.get_bytes(refs[1].key) == b"task 0 of the array\n"
+    slurm.purge(array_id)  # Slurm forgot the task: only the payload's streams remain
+    assert [r.label for r in backend.logs(job, 1)] == ["stdout"]

@@ -26,10 +26,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shepard.backends.arrays import Arrays, Pacer
-from shepard.backends.arraytasks import new_token
+from shepard.backends.arraytasks import new_token, task_of
 from shepard.backends.base import BackendContext, LogRef, payload_logs
 from shepard.backends.slurm import spec
 from shepard.backends.slurm.config import SlurmConfig
@@ -253,9 +254,26 @@ class SlurmBackend:
             log.warning("could not remove the Slurm tasks of cancelled jobs: %s", exc)
 
     def logs(self, job: Job, attempt: int) -> list[LogRef]:
-        """The payload's streams; Slurm's own output of a task is under `logs/slurm/`, named
-        by submission token and task index, which a claimed job no longer carries."""
-        return payload_logs(self.ctx.store("logs"), job, attempt)
+        """The payload's streams, then Slurm's own output of the task that ran the job's
+        latest attempt (`slurm`), found through `scontrol show job` while Slurm still knows
+        the task (MinJobAge after it ended)."""
+        logs = self.ctx.store("logs")
+        found = payload_logs(logs, job, attempt)
+        task = task_of(job.worker, {ARRAY_TASK, SHEEP_TASK})
+        if task is None or attempt != job.attempt:
+            return found
+        try:
+            info = self.ctl.show_job(str(task)) or {}
+        except SlurmError as exc:
+            log.warning("could not ask Slurm where task %s wrote its output: %s", task, exc)
+            return found
+        try:
+            key = Path(info.get("StdOut", "")).relative_to(self.ctx.shared_path("logs"))
+        except ValueError:  # not in the flock's logs (e.g. another install's option)
+            return found
+        if key.parts and logs.exists(key.as_posix()):
+            found.append(LogRef("slurm", logs, key.as_posix()))
+        return found
 
     def shutdown(self, *, kill: bool) -> None:
         """Jobs handed to Slurm stay there; submissions that never went through are given
