@@ -21,7 +21,7 @@ from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
-from shepard.params import find_key, validate_params
+from shepard.params import check_env_size, find_key, validate_params
 from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.context import ContainerSpec
 from shepard.runtime.engine import check_gpus
@@ -129,9 +129,13 @@ class Flock:
         self.check_resources()
         label = batch or new_batch_label()
 
+        env = self.config.payload.env
+
         def specs() -> Iterable[JobSpec]:
             for item in params:
-                yield JobSpec(validate_params(item), None, max_attempts, timeout, label)
+                checked = validate_params(item)
+                check_env_size(checked, env)  # payload.env counts against the same limit
+                yield JobSpec(checked, None, max_attempts, timeout, label)
 
         ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)
         return Submission(label, ids)
@@ -145,6 +149,9 @@ class Flock:
         """
         self.check_resources()
         params = read_bundle_file(path, self.config.limits)
+        check_env_size(
+            params, self.config.payload.env, source=f"parameters of bundle {path.name!r}"
+        )
         key = _zip_key(key or f"{uuid.uuid4()}.zip")
         inputs = self.store("inputs")
         if inputs.exists(key):

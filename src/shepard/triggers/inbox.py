@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -180,7 +181,7 @@ class InboxWatcher:
         """
         result = ScanResult()
         candidates = self._observe(result)
-        if not candidates and not self._journal.exists():
+        if not candidates and not os.path.lexists(self._journal):
             return result
         if not self._lock():
             result.busy = True
@@ -330,7 +331,7 @@ class InboxWatcher:
         keys: list[str] = []
         bad: list[tuple[str, str, str]] = []
         checks = [(os.path.join(self._inputs_dir, key), rel) for rel, key in claimed]
-        outcomes = check_bundles(checks, self.flock.config.limits)
+        outcomes = check_bundles(checks, self.flock.config.limits, self.flock.config.payload.env)
         for (rel, key), (params, reason) in zip(claimed, outcomes, strict=True):
             if params is None:
                 bad.append((rel, key, reason))
@@ -349,41 +350,92 @@ class InboxWatcher:
             self._reject(Path(self._inputs_dir, key), rel, reason, result)
 
     def _reject(self, src: Path, rel: str, reason: str, result: ScanResult) -> None:
-        """Move `src` to inbox/rejected/`rel` (or a free name near it) with its reason file."""
-        dest = self._rejected_path(rel)
-        note = dest.with_name(dest.name + REASON_SUFFIX)
-        note.write_text(reason + "\n", encoding="utf-8", errors="replace")
-        try:
-            os.rename(src, dest)
-        except FileNotFoundError:
-            note.unlink(missing_ok=True)
-            if not os.path.lexists(src):
-                return  # gone meanwhile: nothing to reject
-            raise
-        log.info("inbox: rejected %s: %s", rel, reason)
-        result.rejected.append(Rejection(rel, reason, dest))
+        """Move `src` to inbox/rejected/`rel` (or a free name near it) with its reason file.
 
-    def _rejected_path(self, rel: str) -> Path:
+        Never raises for one file: when even a short flat name under rejected/ cannot be
+        written, the file is left where it is and a warning is logged.
+        """
+        for flat in (False, True):
+            note: Path | None = None
+            try:
+                dest = self._rejected_path(_flat_name(rel) if flat else rel, flat=flat)
+                note = dest.with_name(dest.name + REASON_SUFFIX)
+                note.write_text(reason + "\n", encoding="utf-8", errors="replace")
+                os.rename(src, dest)
+            except OSError as exc:
+                if note is not None:
+                    with contextlib.suppress(OSError):
+                        note.unlink(missing_ok=True)
+                if not os.path.lexists(src):
+                    return  # gone meanwhile: nothing to reject
+                log.warning("inbox: cannot move %r to rejected/ (%s)", rel, exc.strerror or exc)
+                continue
+            log.info("inbox: rejected %r: %s", rel, reason)
+            result.rejected.append(Rejection(rel, reason, dest))
+            return
+        log.warning("inbox: %r is bad (%s) but could not be moved to rejected/", rel, reason)
+
+    def _rejected_path(self, rel: str, *, flat: bool = False) -> Path:
         """A free path for a rejected `rel`: rejected/rel, else rejected/<stem>-N<suffix>.
 
         Falls back to a flat name when the subfolder cannot be made (a file is in the way).
         """
-        base = Path(self.inbox, REJECTED, rel)
-        try:
-            base.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            base = Path(self.inbox, REJECTED, rel.replace("/", "--"))
-            base.parent.mkdir(parents=True, exist_ok=True)
+        root = self._rejected_root()
+        parts = [p for p in rel.split("/") if p not in ("", ".", "..")] or ["unnamed"]
+        base = root.joinpath(*parts)
+        if not flat and len(parts) > 1:
+            try:
+                base.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                base = root / _flat_name(rel)
         path, n = base, 1
         while os.path.lexists(path):
             n += 1
             path = base.with_name(f"{base.stem}-{n}{base.suffix}")
         return path
 
+    def _rejected_root(self) -> Path:
+        """inbox/rejected/ as a real folder. Whatever else holds that name (a file, a link, a
+        fifo dropped by a user) is moved into the folder as a rejected file itself."""
+        root = self.inbox / REJECTED
+        try:
+            st = os.lstat(root)
+        except FileNotFoundError:
+            root.mkdir(exist_ok=True)
+            return root
+        if stat.S_ISDIR(st.st_mode):
+            return root
+        aside = self.inbox / f".shepard-rejected-{new_job_id()}"
+        os.rename(root, aside)
+        root.mkdir(exist_ok=True)
+        dest = root / REJECTED
+        dest.with_name(REJECTED + REASON_SUFFIX).write_text(
+            f"{REJECTED!r} at the top of the inbox is the folder of rejected bundles: a file of "
+            "that name was in its way and was moved here\n",
+            encoding="utf-8",
+        )
+        os.rename(aside, dest)
+        log.warning("inbox: moved the file %s out of the way of the rejected/ folder", root)
+        return root
+
+    def _clear_journal(self) -> None:
+        """Move aside whatever holds the journal's name without being a regular file (a
+        folder or a link someone made there), so claims can still be journaled."""
+        try:
+            st = os.lstat(self._journal)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            return
+        dest = self._rejected_path(JOURNAL_NAME.lstrip("."), flat=True)
+        os.rename(self._journal, dest)
+        log.warning("inbox: %s was not a regular file; moved to %s", self._journal, dest)
+
     def _recover(self, result: ScanResult) -> None:
         """Settle the journaled claims of a watcher that stopped before registering them."""
+        self._clear_journal()
         try:
-            text = self._journal.read_text()
+            text = self._journal.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return
         pending: list[tuple[str, str]] = []
@@ -480,13 +532,27 @@ def _new_key(rel: str) -> str:
     return f"{KEY_PREFIX}{new_job_id().replace('-', '')}-{name}"
 
 
+def _flat_name(rel: str) -> str:
+    """`rel` as one short file name (folders joined with `--`), for a rejected file whose
+    own path cannot be used."""
+    name = _CONTROL.sub("_", rel.replace("/", "--")) or "unnamed"
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > _MAX_NAME_BYTES:
+        suffix = Path(name).suffix[:16]
+        cut = raw[: _MAX_NAME_BYTES - len(suffix.encode("utf-8", "surrogateescape"))]
+        name = cut.decode("utf-8", "ignore") + suffix
+    return name
+
+
 def _journal_entry(line: str) -> tuple[str, str] | None:
-    """(rel, key) from one journal line, or None if the line is torn or not plausible."""
+    """(rel, key) from one journal line, or None if the line is torn or not plausible.
+
+    `rel` is any name a file in the inbox can have (backslashes and newlines included); it
+    only names the file in messages and under rejected/, where `_rejected_path` cleans it."""
     try:
         rel, key = json.loads(line)
         if not (isinstance(rel, str) and isinstance(key, str) and key.startswith(KEY_PREFIX)):
             return None
-        check_key(rel)
         check_key(key)
     except (ValueError, TypeError, StorageError):
         return None
