@@ -55,7 +55,9 @@ def logs(
         typer.Option(
             "--follow",
             "-f",
-            help="Stream new output while the attempt runs; end when the job ends or is requeued.",
+            help="Stream new output, attempt after attempt, until the job ends (with "
+            "--attempt: until that attempt ends). Exit code: 0 if the job succeeded, "
+            "1 if it failed or was cancelled.",
         ),
     ] = False,
     stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr instead of stdout.")] = (
@@ -82,12 +84,14 @@ def logs(
     try:
         end = joblogs.follow(
             f, job_id, write, attempt=attempt, stream=stream, stop=stop,
-            on_wait=lambda message: err_console.print(message, soft_wrap=True),
+            on_wait=lambda message: err_console.print(message, soft_wrap=True, markup=False),
         )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if end is not None:
         err_console.print(end.message, soft_wrap=True, markup=False)
+        if end.status is not JobStatus.SUCCEEDED or end.attempt != end.current:
+            raise typer.Exit(1)  # failed or cancelled (or, with --attempt, that attempt failed)
 
 
 # -- cancel ----------------------------------------------------------------------------------
