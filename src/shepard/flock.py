@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shepard import config
-from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
+from shepard.bundle import make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import check_env_size, find_key, validate_params
+from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.context import ContainerSpec
 from shepard.runtime.engine import check_gpus
@@ -213,32 +214,24 @@ class Flock:
         errors: bool = False,
         job_ids: Iterable[str] = (),
         on_file: Callable[[Path], None] | None = None,
-    ) -> list[Path]:
+    ) -> Retrieval:
         """Copy result zips (and error bundles into dest/errors/) to a local folder.
 
         Files already present with the same size are skipped, so retrieve can be re-run to
-        fetch what is new. With `unzip`, each zip is also extracted (safely) into a folder of
-        the same name without `.zip`.
+        fetch what is new. With `unzip`, each zip is also extracted into a folder of the same
+        name without `.zip` (see `retrieval.extract_results`: nothing lands outside it, odd
+        names are cleaned or left out). One object that cannot be copied or unzipped never
+        stops the others: the result lists them (`failed`), and the entries left out
+        (`skipped`).
         """
         wanted = [f"@{job_id}_" for job_id in job_ids]
+        result = Retrieval()
         sources = [(self.store("outputs"), dest)]
         if errors:
             sources.append((self.store("errors"), dest / "errors"))
-        copied = []
         for store, target in sources:
-            for key in store.list():
-                if wanted and not any(w in key for w in wanted):
-                    continue
-                path = target / key
-                if not path.exists() or path.stat().st_size != store.size(key):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    store.get_file(key, path)
-                if unzip and key.endswith(".zip"):
-                    extract_bundle(path, path.with_suffix(""), self.config.limits)
-                copied.append(path)
-                if on_file:
-                    on_file(path)
-        return copied
+            retrieve_store(store, target, result, unzip=unzip, wanted=wanted, on_file=on_file)
+        return result
 
     # -- user actions ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from shepard import __version__
 from shepard.cli import deploy, jobs, ops, profiles
@@ -105,10 +106,10 @@ def init(
         retry=RetryConfig(attempts=attempts),
     )
     flock = Flock.create(folder, cfg)
-    console.print(f"created flock [bold]{cfg.name}[/] in {flock.dir.folder}")
-    console.print(f"  catalog  {flock.dir.catalog_url}")
-    console.print(f"  stores   {flock.dir.storage_root}")
-    console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})")
+    console.print(f"created flock [bold]{escape(cfg.name)}[/] in {escape(str(flock.dir.folder))}")
+    console.print(f"  catalog  {flock.dir.catalog_url}", markup=False)
+    console.print(f"  stores   {flock.dir.storage_root}", markup=False)
+    console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})", markup=False)
 
 
 app.command()(jobs.batch)
@@ -155,9 +156,11 @@ def worker_run(
     assert job_id is not None
     status = f.run_job(job_id)
     if status is None:
-        err_console.print(f"job {job_id} was not claimable (taken, finished or cancelled)")
+        err_console.print(
+            f"job {job_id} was not claimable (taken, finished or cancelled)", markup=False
+        )
         raise typer.Exit(3)
-    console.print(f"job {job_id}: {status.value}")
+    console.print(f"job {job_id}: {status.value}", markup=False)
 
 
 def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
@@ -168,9 +171,11 @@ def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
         raise ShepardError("worker run --manifest: give --index (or set SLURM_ARRAY_TASK_ID)")
     status = run_placed(f, manifest, index)
     if status is None:  # normal for a task whose job was cancelled or handed elsewhere
-        err_console.print(f"task {index} of {manifest.name}: its job was not claimable")
+        err_console.print(
+            f"task {index} of {manifest.name}: its job was not claimable", markup=False
+        )
     else:
-        console.print(f"task {index} of {manifest.name}: {status.value}")
+        console.print(f"task {index} of {manifest.name}: {status.value}", markup=False)
 
 
 @worker_app.command("serve")
@@ -197,7 +202,7 @@ def app_main() -> int | str | None:
     try:
         command_app(sys.argv[1:])()
     except ShepardError as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except SystemExit as exc:
         return exc.code

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import sys
 import threading
 import time
 import typing
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -220,12 +222,15 @@ def parse_since(text: str, now: float) -> float:
 
 
 def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH) -> None:
-    """Show live counts with a progress bar until Ctrl-C, or (until_done) until nothing is
-    queued or running; then print the counts table."""
+    """Show live counts until Ctrl-C, or (until_done) until nothing is queued or running;
+    then print the counts table. On a terminal, a progress bar; elsewhere (a pipe, a file),
+    one plain line each time the counts change, written at once."""
     counter = PacedCounts(f.counts)
     counts = counter.count()
+    show = _print_changes() if not console.is_terminal else None
     try:
-        with render.job_progress(None, out=console) as update:
+        with contextlib.ExitStack() as stack:
+            update = show or stack.enter_context(render.job_progress(None, out=console))
             while True:
                 update(counts)
                 if until_done and counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
@@ -237,13 +242,28 @@ def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH)
     console.print(render.counts_table(counts))
 
 
+def _print_changes() -> Callable[[dict[JobStatus, int]], None]:
+    """An update function that prints the counts as a plain line when they changed."""
+    last = ""
+
+    def update(counts: dict[JobStatus, int]) -> None:
+        nonlocal last
+        line = render.counts_line(counts)
+        if line != last:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            last = line
+
+    return update
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
 def _report_ids(verb: str, ids: list[str]) -> None:
     console.print(f"{verb} {len(ids)} job(s)")
     for job_id in ids[:LIST_AT_MOST]:
-        console.print(f"  {job_id}")
+        console.print(f"  {job_id}", markup=False)
     if len(ids) > LIST_AT_MOST:
         console.print(f"  ... and {len(ids) - LIST_AT_MOST} more")
 
