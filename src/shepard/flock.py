@@ -135,7 +135,8 @@ class Flock:
         def specs() -> Iterable[JobSpec]:
             for item in params:
                 checked = validate_params(item)
-                check_env_size(checked, env)  # payload.env counts against the same limit
+                if env:  # payload.env counts against the same limit
+                    check_env_size(checked, env)
                 yield JobSpec(checked, None, max_attempts, timeout, label)
 
         ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)

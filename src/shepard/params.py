@@ -9,6 +9,7 @@ integral float such as `3.0` becomes the integer `3`).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -102,6 +103,7 @@ def env_entry_size(name: str, value: str) -> int:
     return len(name.encode("utf-8")) + 1 + len(value.encode("utf-8", "surrogateescape")) + 1
 
 
+@functools.cache
 def env_total_limit() -> int:
     """Bytes a job's parameters and payload.env may take in all: this host's ARG_MAX (the
     limit on the arguments plus the environment of a new process) less RUNTIME_ENV_MARGIN."""
@@ -120,11 +122,36 @@ def env_size_problems(
 
     Each `NAME=value` must stay under MAX_ARG_STRLEN, and all of them (a pointer each
     included) under `env_total_limit()`; otherwise every attempt would fail to start with
-    `Argument list too long`.
+    `Argument list too long`. Runs for every submitted job, so an upper bound is tried first
+    and the exact sizes are measured only when it does not settle the question.
     """
+    rough = 0
+    for name, value in params.items():
+        rough += _rough_size(name, value)
+    if extra:
+        for name, text in extra.items():
+            rough += _rough_size(name, text)
+    if rough <= MAX_ARG_STRLEN or (
+        rough <= env_total_limit()
+        and all(_rough_size(k, v) <= MAX_ARG_STRLEN for k, v in params.items())
+        and all(_rough_size(k, v) <= MAX_ARG_STRLEN for k, v in (extra or {}).items())
+    ):
+        return []  # the total bounds each variable too (the usual case: small jobs)
+    return _exact_problems(params, extra or {})
+
+
+def _rough_size(name: str, value: ParamValue) -> int:
+    """At least the bytes `name=value` takes (a UTF-8 character is at most 4 bytes, a
+    decimal digit holds more than 3 bits), plus a pointer."""
+    if isinstance(value, str):
+        return len(name) + 4 * len(value) + 2 + _POINTER
+    return len(name) + value.bit_length() // 3 + 4 + _POINTER  # sign and digits, `=`, NUL
+
+
+def _exact_problems(params: Mapping[str, ParamValue], extra: Mapping[str, str]) -> list[str]:
     problems = []
     total = 0
-    for name, value in {**(extra or {}), **{k: env_value(v) for k, v in params.items()}}.items():
+    for name, value in {**extra, **{k: env_value(v) for k, v in params.items()}}.items():
         size = env_entry_size(name, value)
         total += size + _POINTER
         if size > MAX_ARG_STRLEN:
