@@ -612,3 +612,28 @@ def test_a_bundle_whose_environment_is_too_large_is_rejected(flock: Flock, clock
     result = settle(watcher(flock, clock), clock)
     assert [r.name for r in result.rejected] == ["huge.zip"]
     assert "131,072 bytes (128 KiB) per variable" in result.rejected[0].reason
+
+
+def test_a_folder_or_link_in_place_of_the_lock_file_is_moved_aside(
+    flock: Flock, clock: Clock, tmp_path: Path
+) -> None:
+    (inbox(flock) / LOCK_NAME).mkdir()
+    drop(flock, "good.zip", bundle({"ITEM": 1}))
+    with watcher(flock, clock) as w:
+        assert settle(w, clock).registered == 1
+    assert (inbox(flock) / LOCK_NAME).is_file()
+    (inbox(flock) / LOCK_NAME).unlink()
+    (inbox(flock) / LOCK_NAME).symlink_to(tmp_path / "elsewhere.lock")
+    with watcher(flock, clock):
+        assert not (tmp_path / "elsewhere.lock").exists()
+
+
+def test_undecodable_names_are_taken_or_rejected(flock: Flock, clock: Clock) -> None:
+    root = os.fsencode(inbox(flock))
+    for name, data in ((b"good-\xff.zip", bundle({"ITEM": 1})), (b"bad-\xfe.zip", bundle(None))):
+        with open(os.path.join(root, name), "wb") as fh:
+            fh.write(data)
+    result = settle(watcher(flock, clock), clock)
+    assert result.registered == 1 and len(result.rejected) == 1
+    rejected = sorted(os.listdir(os.path.join(root, b"rejected")))
+    assert rejected == [b"bad-\xfe.zip", b"bad-\xfe.zip.reason.txt"]

@@ -455,7 +455,21 @@ class InboxWatcher:
     # -- the inbox lock ---------------------------------------------------------------------
 
     def _open_lock(self) -> int:
-        return os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            return os.open(self._lock_path, flags, 0o644)
+        except OSError as exc:
+            if not os.path.lexists(self._lock_path) or stat.S_ISREG(
+                os.lstat(self._lock_path).st_mode
+            ):
+                raise
+            # A folder or a link made in its place: move it aside, as rejected, and go on.
+            dest = self._rejected_path(LOCK_NAME.lstrip("."), flat=True)
+            os.rename(self._lock_path, dest)
+            log.warning(
+                "inbox: %s was not a regular file (%s); moved to %s", self._lock_path, exc, dest
+            )
+            return os.open(self._lock_path, flags, 0o644)
 
     def _lock(self) -> bool:
         """Take the inbox lock without waiting; False if another watcher holds it."""
