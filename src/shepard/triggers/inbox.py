@@ -43,7 +43,6 @@ import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,10 +60,10 @@ from shepard.triggers.arrivals import (
     refused_unopened,
     walk_inbox,
 )
+from shepard.triggers.rejected import REASON_SUFFIX, move_aside_unless_file, reject
 
 log = logging.getLogger(__name__)
 
-REASON_SUFFIX = ".reason.txt"
 KEY_PREFIX = "inbox-"
 """Input-store keys of bundles taken from the inbox start with this."""
 
@@ -350,90 +349,14 @@ class InboxWatcher:
             self._reject(Path(self._inputs_dir, key), rel, reason, result)
 
     def _reject(self, src: Path, rel: str, reason: str, result: ScanResult) -> None:
-        """Move `src` to inbox/rejected/`rel` (or a free name near it) with its reason file.
-
-        Never raises for one file: when even a short flat name under rejected/ cannot be
-        written, the file is left where it is and a warning is logged.
-        """
-        for flat in (False, True):
-            note: Path | None = None
-            try:
-                dest = self._rejected_path(_flat_name(rel) if flat else rel, flat=flat)
-                note = dest.with_name(dest.name + REASON_SUFFIX)
-                note.write_text(reason + "\n", encoding="utf-8", errors="replace")
-                os.rename(src, dest)
-            except OSError as exc:
-                if note is not None:
-                    with contextlib.suppress(OSError):
-                        note.unlink(missing_ok=True)
-                if not os.path.lexists(src):
-                    return  # gone meanwhile: nothing to reject
-                log.warning("inbox: cannot move %r to rejected/ (%s)", rel, exc.strerror or exc)
-                continue
-            log.info("inbox: rejected %r: %s", rel, reason)
+        """Move `src` to inbox/rejected/ with its reason (see `rejected.reject`)."""
+        dest = reject(self.inbox, src, rel, reason)
+        if dest is not None:
             result.rejected.append(Rejection(rel, reason, dest))
-            return
-        log.warning("inbox: %r is bad (%s) but could not be moved to rejected/", rel, reason)
-
-    def _rejected_path(self, rel: str, *, flat: bool = False) -> Path:
-        """A free path for a rejected `rel`: rejected/rel, else rejected/<stem>-N<suffix>.
-
-        Falls back to a flat name when the subfolder cannot be made (a file is in the way).
-        """
-        root = self._rejected_root()
-        parts = [p for p in rel.split("/") if p not in ("", ".", "..")] or ["unnamed"]
-        base = root.joinpath(*parts)
-        if not flat and len(parts) > 1:
-            try:
-                base.parent.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                base = root / _flat_name(rel)
-        path, n = base, 1
-        while os.path.lexists(path):
-            n += 1
-            path = base.with_name(f"{base.stem}-{n}{base.suffix}")
-        return path
-
-    def _rejected_root(self) -> Path:
-        """inbox/rejected/ as a real folder. Whatever else holds that name (a file, a link, a
-        fifo dropped by a user) is moved into the folder as a rejected file itself."""
-        root = self.inbox / REJECTED
-        try:
-            st = os.lstat(root)
-        except FileNotFoundError:
-            root.mkdir(exist_ok=True)
-            return root
-        if stat.S_ISDIR(st.st_mode):
-            return root
-        aside = self.inbox / f".shepard-rejected-{new_job_id()}"
-        os.rename(root, aside)
-        root.mkdir(exist_ok=True)
-        dest = root / REJECTED
-        dest.with_name(REJECTED + REASON_SUFFIX).write_text(
-            f"{REJECTED!r} at the top of the inbox is the folder of rejected bundles: a file of "
-            "that name was in its way and was moved here\n",
-            encoding="utf-8",
-        )
-        os.rename(aside, dest)
-        log.warning("inbox: moved the file %s out of the way of the rejected/ folder", root)
-        return root
-
-    def _clear_journal(self) -> None:
-        """Move aside whatever holds the journal's name without being a regular file (a
-        folder or a link someone made there), so claims can still be journaled."""
-        try:
-            st = os.lstat(self._journal)
-        except FileNotFoundError:
-            return
-        if stat.S_ISREG(st.st_mode):
-            return
-        dest = self._rejected_path(JOURNAL_NAME.lstrip("."), flat=True)
-        os.rename(self._journal, dest)
-        log.warning("inbox: %s was not a regular file; moved to %s", self._journal, dest)
 
     def _recover(self, result: ScanResult) -> None:
         """Settle the journaled claims of a watcher that stopped before registering them."""
-        self._clear_journal()
+        move_aside_unless_file(self.inbox, self._journal)
         try:
             text = self._journal.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
@@ -455,21 +378,10 @@ class InboxWatcher:
     # -- the inbox lock ---------------------------------------------------------------------
 
     def _open_lock(self) -> int:
+        # A folder or a link made in the lock file's place is moved aside, as rejected.
+        move_aside_unless_file(self.inbox, self._lock_path)
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            return os.open(self._lock_path, flags, 0o644)
-        except OSError as exc:
-            if not os.path.lexists(self._lock_path) or stat.S_ISREG(
-                os.lstat(self._lock_path).st_mode
-            ):
-                raise
-            # A folder or a link made in its place: move it aside, as rejected, and go on.
-            dest = self._rejected_path(LOCK_NAME.lstrip("."), flat=True)
-            os.rename(self._lock_path, dest)
-            log.warning(
-                "inbox: %s was not a regular file (%s); moved to %s", self._lock_path, exc, dest
-            )
-            return os.open(self._lock_path, flags, 0o644)
+        return os.open(self._lock_path, flags, 0o644)
 
     def _lock(self) -> bool:
         """Take the inbox lock without waiting; False if another watcher holds it."""
@@ -546,23 +458,11 @@ def _new_key(rel: str) -> str:
     return f"{KEY_PREFIX}{new_job_id().replace('-', '')}-{name}"
 
 
-def _flat_name(rel: str) -> str:
-    """`rel` as one short file name (folders joined with `--`), for a rejected file whose
-    own path cannot be used."""
-    name = _CONTROL.sub("_", rel.replace("/", "--")) or "unnamed"
-    raw = name.encode("utf-8", "surrogateescape")
-    if len(raw) > _MAX_NAME_BYTES:
-        suffix = Path(name).suffix[:16]
-        cut = raw[: _MAX_NAME_BYTES - len(suffix.encode("utf-8", "surrogateescape"))]
-        name = cut.decode("utf-8", "ignore") + suffix
-    return name
-
-
 def _journal_entry(line: str) -> tuple[str, str] | None:
     """(rel, key) from one journal line, or None if the line is torn or not plausible.
 
     `rel` is any name a file in the inbox can have (backslashes and newlines included); it
-    only names the file in messages and under rejected/, where `_rejected_path` cleans it."""
+    only names the file in messages and under rejected/, where `rejected_path` cleans it."""
     try:
         rel, key = json.loads(line)
         if not (isinstance(rel, str) and isinstance(key, str) and key.startswith(KEY_PREFIX)):
