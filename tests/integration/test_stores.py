@@ -378,3 +378,32 @@ def test_s3_urls_are_checked() -> None:
             StorageError, match=r"bucket name|not a bucket|invalid object key|unsupported"
         ):
             open_store(bad)
+
+
+def test_init_on_s3_through_the_standard_chain(
+    endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shepard.cli import main as cli_main
+    from shepard.flock import Flock
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # boto3's own setting, nothing of ours
+    monkeypatch.delenv("SHEPARD_PROFILE", raising=False)
+    folder = tmp_path / "f"
+    argv = ["shepard", "init", str(folder), "--storage", "s3://absent-bucket/flocks/f"]
+    monkeypatch.setattr("sys.argv", argv)
+    assert cli_main.app_main() == 2
+    err = capsys.readouterr().err
+    assert "bucket 'absent-bucket' does not exist" in err and "[storage] endpoint_url" in err
+    assert not (folder / "flock.toml").exists()  # nothing half made
+
+    bucket = new_bucket(endpoint)
+    argv[-1] = f"s3://{bucket}/flocks/f"
+    assert cli_main.app_main() == 0
+    flock = Flock.open(folder)
+    flock.store("outputs").put_bytes("r.zip", b"zip")
+    whole = open_store(f"s3://{bucket}", options=s3_options(endpoint))
+    assert list(whole.list()) == ["flocks/f/outputs/r.zip"]
+    flock.close()

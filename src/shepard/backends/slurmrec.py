@@ -208,7 +208,7 @@ class Reconciler:
         """An error bundle with the payload's logs, as the runtime would have left."""
         start = job.started_at or int(now)
         key = error_bundle_key(job.id, start)
-        logs = self.flock.store("logs")
+        logs = self.flock.local_store("logs")
         streams = (
             logs.path(log_key(job.id, job.attempt, "stdout")),
             logs.path(log_key(job.id, job.attempt, "stderr")),

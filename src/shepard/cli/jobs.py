@@ -253,7 +253,7 @@ def query(
                         "params": dict(j.params),
                         "reason": j.reason,
                         "start_time": j.started_at,
-                        "outputs": [str(f.store("outputs").path(k)) for k in j.outputs],
+                        "outputs": [f.store("outputs").url(k) for k in j.outputs],
                     }
                     for j in jobs
                 ],

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from shepard import __version__
 from shepard.cli import deploy, jobs, ops, profiles
@@ -24,7 +25,7 @@ from shepard.cli.common import (
     open_flock,
 )
 from shepard.cli.secrets import secretify
-from shepard.config import BackendConfig, FlockConfig, RetryConfig
+from shepard.config import BackendConfig, FlockConfig, RetryConfig, StorageConfig
 from shepard.errors import ShepardError
 from shepard.flock import Flock
 
@@ -86,6 +87,13 @@ def init(
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
     attempts: Annotated[int, typer.Option(help="Attempts per job.")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the stores live: a folder or s3://BUCKET[/PREFIX] (default: FOLDER).",
+            envvar="SHEPARD_STORAGE",
+        ),
+    ] = None,
     backend_kind: Annotated[
         BackendKind,
         typer.Option(
@@ -101,13 +109,14 @@ def init(
         name=name or folder.resolve().name,
         backend=backend,
         catalog={"url": catalog} if catalog else {},  # type: ignore[arg-type]
+        storage=StorageConfig.at(storage) if storage else StorageConfig(),
         payload=deploy.payload_config(payload_command, payload_image, timeout),
         retry=RetryConfig(attempts=attempts),
     )
     flock = Flock.create(folder, cfg)
     console.print(f"created flock [bold]{cfg.name}[/] in {flock.dir.folder}")
     console.print(f"  catalog  {flock.dir.catalog_url}")
-    console.print(f"  stores   {flock.dir.storage_root}")
+    console.print(f"  stores   {flock.dir.storage_url}")
     console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})")
 
 
@@ -197,7 +206,7 @@ def app_main() -> int | str | None:
     try:
         command_app(sys.argv[1:])()
     except ShepardError as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except SystemExit as exc:
         return exc.code

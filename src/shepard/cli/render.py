@@ -124,8 +124,8 @@ def job_dict(job: Job, events: list[JobEvent], flock: Flock) -> dict[str, Any]:
         "placement": job.placement,  # queued, handed to an engine's queue (a Slurm array)
         "reason": job.reason,
         "exit_code": job.exit_code,
-        "outputs": [str(flock.store("outputs").path(k)) for k in job.outputs],
-        "error_bundle": job.error_bundle and str(flock.store("errors").path(job.error_bundle)),
+        "outputs": [flock.store("outputs").url(k) for k in job.outputs],
+        "error_bundle": job.error_bundle and flock.store("errors").url(job.error_bundle),
         "logs": [
             {"attempt": a, "stdout": str(out), "stderr": str(err)}
             for a, out, err in flock.log_paths(job)

@@ -19,6 +19,7 @@ from shepard.storage.base import (
     join_key,
 )
 from shepard.storage.local import LocalStore
+from shepard.storage.urls import is_folder_url, parse_s3_url, scheme
 
 __all__ = [
     "STORES",
@@ -31,6 +32,8 @@ __all__ = [
     "is_folder_url",
     "join_key",
     "open_store",
+    "parse_s3_url",
+    "scheme",
     "transfer",
 ]
 
@@ -39,17 +42,6 @@ STORES: dict[str, str] = {
     "file": "shepard.storage.local:LocalStore",
     "s3": "shepard.storage.s3:S3Store",
 }
-
-
-def scheme(url: str) -> str:
-    """The URL's scheme, lower-case; "file" for a plain path."""
-    head, sep, _ = url.partition("://")
-    return head.lower() if sep else "file"
-
-
-def is_folder_url(url: str) -> bool:
-    """Whether `url` names a local folder (a plain path or file://PATH)."""
-    return scheme(url) == "file"
 
 
 def open_store(url: str, *, options: StoreOptions | None = None) -> ObjectStore:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from shepard.errors import StorageError
 from shepard.storage.base import NoSuchObject, ObjectInfo, StoreOptions, check_key
+from shepard.storage.urls import parse_s3_url
 
 try:
     import boto3
@@ -42,38 +43,24 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 MIN_PART = 5 << 20  # S3 refuses smaller parts (except the last)
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "Forbidden"}
 
-# One client per (endpoint, region, pool size) and process: creating one costs tens of
-# milliseconds, clients are thread-safe, and a client must not cross a fork (its sockets would).
-_clients: dict[tuple[str | None, str | None, int, int], Any] = {}
+# One client per process and settings: creating one costs tens of milliseconds, clients are
+# thread-safe, and a client must not cross a fork (its pooled sockets would be shared). The
+# environment that boto3's chain reads is part of the key, so changing it takes effect.
+_CHAIN_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_REGION")
+_clients: dict[tuple[object, ...], Any] = {}
 _clients_lock = threading.Lock()
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """(bucket, prefix) of `s3://BUCKET[/PREFIX]`; StorageError naming what is wrong."""
-    if not url.startswith("s3://"):
-        raise StorageError(f"{url!r} is not an S3 URL: use s3://BUCKET[/PREFIX]")
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise StorageError(
-            f"{url!r}: {bucket!r} is not a bucket name (3-63 lower-case letters, digits, "
-            "dots and hyphens): use s3://BUCKET[/PREFIX]"
-        )
-    prefix = prefix.strip("/")
-    if prefix:
-        check_key(prefix)
-    return bucket, prefix
 
 
 def client_for(options: StoreOptions) -> Any:
     """The S3 client of this process for these options (created once, then shared)."""
     pool = max(10, 2 * options.max_concurrency)
-    ident = (options.endpoint_url, options.region, pool, os.getpid())
+    chain = tuple(os.environ.get(name) for name in _CHAIN_ENV)
+    ident = (options.endpoint_url, options.region, pool, os.getpid(), *chain)
     with _clients_lock:
         if ident not in _clients:
             config = Config(
@@ -118,7 +105,7 @@ class S3Store:
 
     @classmethod
     def from_url(cls, url: str, options: StoreOptions | None = None) -> S3Store:
-        bucket, prefix = parse_url(url)
+        bucket, prefix = parse_s3_url(url)
         return cls(bucket, prefix, options)
 
     @property
