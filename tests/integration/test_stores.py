@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,6 @@ from shepard.storage import (
     ObjectStore,
     StoreOptions,
     open_store,
-    transfer,
 )
 from shepard.storage.rangefile import RangeFile
 from tests.services import s3_endpoint
@@ -291,14 +291,20 @@ def test_copy_and_move(store: ObjectStore) -> None:
     assert not store.exists("inbox/job.zip")
 
 
-def test_transfer_between_stores_of_any_kind(store: ObjectStore, tmp_path: Path) -> None:
+def test_copy_between_stores_of_any_kind(make_store: Any, tmp_path: Path) -> None:
+    store: ObjectStore = make_store()
     folder = open_store(f"file://{tmp_path / 'other'}")
     folder.put_bytes("a.zip", b"from the folder")
-    transfer(folder, "a.zip", store, "in/a.zip")
-    transfer(store, "in/a.zip", folder, "back.zip")
+    store.copy_from(folder, "a.zip", "in/a.zip")
+    folder.copy_from(store, "in/a.zip", "back.zip")
     assert folder.get_bytes("back.zip") == b"from the folder"
+    twin = make_store()
+    twin.copy_from(store, "in/a.zip", "a.zip")  # S3: another bucket of the same service
+    assert twin.get_bytes("a.zip") == b"from the folder"
     with pytest.raises(NoSuchObject):
-        transfer(store, "absent.zip", folder, "x")
+        folder.copy_from(store, "absent.zip", "x")
+    with pytest.raises(NoSuchObject):
+        store.copy_from(folder, "absent.zip", "x")
 
 
 def test_where_objects_live(kind: str, store: ObjectStore) -> None:

@@ -34,7 +34,6 @@ __all__ = [
     "open_store",
     "parse_s3_url",
     "scheme",
-    "transfer",
 ]
 
 # URL scheme -> "module:class"; imported on first use, so boto3 loads only for S3 stores.
@@ -59,19 +58,3 @@ def open_store(url: str, *, options: StoreOptions | None = None) -> ObjectStore:
     cls = getattr(importlib.import_module(module), name)
     store: ObjectStore = cls.from_url(url, options or StoreOptions())
     return store
-
-
-def transfer(src: ObjectStore, src_key: str, dst: ObjectStore, dst_key: str) -> None:
-    """Copy one object from a store to another (any kinds), streamed; atomic for `dst_key`.
-
-    A folder source is uploaded as a file (S3: multipart, in parallel); otherwise the object
-    streams through this process with bounded memory. NoSuchObject when `src_key` is gone.
-    """
-    path = src.local_path(src_key)
-    if path is not None:
-        if not path.is_file():
-            raise NoSuchObject(f"no object {src_key!r} in {src.location}")
-        dst.put_file(dst_key, path)
-        return
-    with src.open_read(src_key) as stream:
-        dst.put_stream(dst_key, stream)

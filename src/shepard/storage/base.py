@@ -149,6 +149,13 @@ class ObjectStore(Protocol):
         """Copy object `src` to `dst` within the store (atomic for `dst`; S3: server-side)."""
         ...
 
+    def copy_from(self, src: ObjectStore, src_key: str, dst_key: str) -> None:
+        """Copy object `src_key` of another store (any kind) into this one as `dst_key`
+        (atomic for `dst_key`): server-side between stores of one S3 service, a file upload
+        from a folder, else streamed through this process with bounded memory. NoSuchObject
+        when `src_key` is gone."""
+        ...
+
     def move(self, src: str, dst: str) -> None:
         """Move object `src` to `dst` within the store. A folder renames (atomic); S3 copies
         then deletes, so for a moment (or after a crash in between) both keys exist. Raises

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from shepard.errors import StorageError
-from shepard.storage.base import NoSuchObject, ObjectInfo, check_key
+from shepard.storage.base import NoSuchObject, ObjectInfo, ObjectStore, check_key
 
 _TMP_PREFIX = ".tmp-"
 _COPY_CHUNK = 1 << 20
@@ -119,6 +119,10 @@ class LocalStore:
     def copy(self, src: str, dst: str) -> None:
         with self._open(src) as fh:
             self._write(dst, lambda out: shutil.copyfileobj(fh, out, _COPY_CHUNK))
+
+    def copy_from(self, src: ObjectStore, src_key: str, dst_key: str) -> None:
+        with src.open_read(src_key) as stream:
+            self.put_stream(dst_key, stream)
 
     def move(self, src: str, dst: str) -> None:
         source, dest = self.path(src), self.path(dst)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from shepard.errors import StorageError
-from shepard.storage.base import NoSuchObject, ObjectInfo, StoreOptions, check_key
+from shepard.storage.base import NoSuchObject, ObjectInfo, ObjectStore, StoreOptions, check_key
 from shepard.storage.urls import parse_s3_url
 
 try:
@@ -51,8 +51,12 @@ _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "Forbidden"}
 # One client per process and settings: creating one costs tens of milliseconds, clients are
 # thread-safe, and a client must not cross a fork (its pooled sockets would be shared). The
 # environment that boto3's chain reads is part of the key, so changing it takes effect.
-_CHAIN_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_REGION")
+_CHAIN_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+)  # fmt: skip
 _clients: dict[tuple[object, ...], Any] = {}
+_sessions: dict[tuple[object, ...], Any] = {}  # a session caches the service models it loaded
 _clients_lock = threading.Lock()
 
 
@@ -73,7 +77,9 @@ def client_for(options: StoreOptions) -> Any:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             )
-            session = boto3.session.Session()
+            session = _sessions.get(chain)
+            if session is None:
+                session = _sessions[chain] = boto3.session.Session()
             _clients[ident] = session.client(
                 "s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config
             )
@@ -184,6 +190,21 @@ class S3Store:
         source = {"Bucket": self.bucket, "Key": self._key(src)}
         with self._errors("copy", src):
             self.client.copy(source, self.bucket, self._key(dst), Config=self._transfer)
+
+    def copy_from(self, src: ObjectStore, src_key: str, dst_key: str) -> None:
+        if isinstance(src, S3Store) and src.client is self.client:  # one service: server-side
+            source = {"Bucket": src.bucket, "Key": src._key(src_key)}
+            with self._errors("copy", src_key):
+                self.client.copy(source, self.bucket, self._key(dst_key), Config=self._transfer)
+            return
+        path = src.local_path(src_key)
+        if path is not None:
+            if not path.is_file():
+                raise NoSuchObject(f"no object {src_key!r} in {src.location}")
+            self.put_file(dst_key, path)
+            return
+        with src.open_read(src_key) as stream:
+            self.put_stream(dst_key, stream)
 
     def move(self, src: str, dst: str) -> None:
         self.copy(src, dst)
