@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shepard import slurmspec
 from shepard.errors import ConfigError, StorageError
 from shepard.model import RetryPolicy
+from shepard.storage import STORES
 from shepard.storage import urls as storage_urls
 from shepard.storage.base import StoreOptions
 
@@ -84,7 +85,7 @@ def _store_url(url: str) -> str:
             storage_urls.parse_s3_url(url)
         except StorageError as exc:
             raise ValueError(str(exc)) from exc
-    elif kind != "file" or not url.strip():
+    elif kind not in STORES or not url.strip():
         raise ValueError(f"{url!r}: use a folder, file://PATH or s3://BUCKET[/PREFIX]")
     return url
 

@@ -109,3 +109,12 @@ def test_s3_without_boto3_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("StorageError S3 stores need boto3")
     assert "pip install 'shepard[aws]'" in out.stdout
+
+
+def test_a_flock_on_memory_stores_has_no_folders(tmp_path: Path) -> None:
+    cfg = config.parse({"name": "f", "storage": {"root": "memory://flock-f"}})
+    flock = Flock.create(tmp_path / "f", cfg)
+    flock.store("outputs").put_bytes("r.zip", b"zip")
+    assert Flock.open(tmp_path / "f").store("outputs").get_bytes("r.zip") == b"zip"
+    assert sorted(p.name for p in (tmp_path / "f").iterdir() if p.is_dir()) == ["work"]
+    flock.close()

@@ -39,6 +39,7 @@ __all__ = [
 # URL scheme -> "module:class"; imported on first use, so boto3 loads only for S3 stores.
 STORES: dict[str, str] = {
     "file": "shepard.storage.local:LocalStore",
+    "memory": "shepard.storage.memory:MemoryStore",  # a fake for tests, this process only
     "s3": "shepard.storage.s3:S3Store",
 }
 
