@@ -33,6 +33,7 @@ def stubbed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Store, Stubber]
         ("InvalidAccessKeyId", 403, r"refused the credentials \(InvalidAccessKeyId\)"),
         ("AccessDenied", 403, r"access denied; the credentials in use .* need s3 permissions"),
         ("NoSuchBucket", 404, r"the bucket 'my-bucket' does not exist at http://.*aws s3 mb"),
+        ("PermanentRedirect", 301, r"in another region than the one in use \(us-east-1\)"),
         ("SlowDown", 503, r"cannot write s3://my-bucket/flocks/f/k: .*SlowDown"),
     ],
 )

@@ -47,6 +47,12 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "Forbidden"}
+_REGION = {
+    "301",
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+}
 
 # One client per process and settings: creating one costs tens of milliseconds, clients are
 # thread-safe, and a client must not cross a fork (its pooled sockets would be shared). The
@@ -356,6 +362,11 @@ class S3Store:
             return StorageError(
                 f"cannot {action} {where}: access denied; the credentials in use (AWS_PROFILE, "
                 "AWS_ACCESS_KEY_ID, instance role) need s3 permissions on this bucket and prefix"
+            )
+        if code in _REGION:
+            return StorageError(
+                f"cannot {action} {where}: the bucket is in another region than the one in use "
+                f"({self.client.meta.region_name}); set AWS_REGION or [storage] region"
             )
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return StorageError(
