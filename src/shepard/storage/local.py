@@ -16,6 +16,7 @@ from shepard.storage.base import NoSuchObject, ObjectInfo, ObjectStore, check_ke
 
 _TMP_PREFIX = ".tmp-"
 _COPY_CHUNK = 1 << 20
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}  # link() unsupported
 
 
 class LocalStore:
@@ -111,10 +112,25 @@ class LocalStore:
         except FileExistsError:
             return False
         except OSError as exc:
-            raise _storage_error("write", key, exc) from exc
+            if exc.errno not in _NO_LINKS:
+                raise _storage_error("write", key, exc) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        return self._create_exclusive(key, data)
+
+    def _create_exclusive(self, key: str, data: bytes) -> bool:
+        """put_if_absent on a filesystem without hard links: O_EXCL still lets one creator
+        win, but a reader may see the object before its data is all written."""
+        try:
+            fd = os.open(self.path(key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _storage_error("write", key, exc) from exc
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return True
 
     def copy(self, src: str, dst: str) -> None:
         with self._open(src) as fh:
