@@ -90,7 +90,7 @@ def init(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="Where the stores live: a folder or s3://BUCKET[/PREFIX] (default: FOLDER).",
+            help="Where the stores live: a folder or s3://BUCKET\\[/PREFIX] (default: FOLDER).",
             envvar="SHEPARD_STORAGE",
         ),
     ] = None,
