@@ -118,3 +118,14 @@ def test_a_flock_on_memory_stores_has_no_folders(tmp_path: Path) -> None:
     assert Flock.open(tmp_path / "f").store("outputs").get_bytes("r.zip") == b"zip"
     assert sorted(p.name for p in (tmp_path / "f").iterdir() if p.is_dir()) == ["work"]
     flock.close()
+
+
+def test_init_help_shows_the_storage_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shepard.cli import main as cli_main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr("sys.argv", ["shepard", "init", "--help"])
+    assert cli_main.app_main() == 0  # brackets in the help are not taken for markup
+    assert "a folder or s3://BUCKET[/PREFIX]" in capsys.readouterr().out
