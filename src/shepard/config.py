@@ -35,7 +35,16 @@ CONFIG_NAME = "flock.toml"
 MAX_WORKERS = 4096  # worker slots of one process (backend.workers, init/up --workers)
 MAX_ATTEMPTS = 100  # attempts of one job (retry.attempts, --attempts)
 # The flock's object stores: folders or S3 prefixes under [storage] root, each overridable.
-STORE_NAMES = ("inbox", "inputs", "outputs", "errors", "logs", "quick-deploy", "secrets")
+STORE_NAMES = (
+    "inbox",
+    "inputs",
+    "outputs",
+    "errors",
+    "logs",
+    "quick-deploy",
+    "secrets",
+    "manifests",
+)
 FOLDERS = (*STORE_NAMES, "work")  # work/ (job workspaces) is always a local folder
 
 
