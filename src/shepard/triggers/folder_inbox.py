@@ -1,4 +1,7 @@
-"""The inbox trigger: every bundle that appears in a flock's `inbox/` folder becomes one job.
+"""The folder inbox: every bundle that appears in a flock's `inbox/` folder becomes one job.
+
+Used when the inbox and inputs stores are both folders (`shepard.triggers.inbox.open_inbox`);
+other stores use `shepard.triggers.object_inbox`.
 
 One scan (`InboxWatcher.scan_once`) moves files through three steps:
 
@@ -45,22 +48,22 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shepard.errors import StorageError
+from shepard.errors import ConfigError, StorageError
 from shepard.flock import Flock
 from shepard.model import JobSpec, new_job_id
-from shepard.storage import check_key
+from shepard.storage import ObjectStore, check_key
 from shepard.triggers.arrivals import (
-    REJECTED,
     check_bundles,
     is_complete_zip,
     refused_unopened,
     walk_inbox,
 )
-from shepard.triggers.rejected import REASON_SUFFIX, move_aside_unless_file, reject
+from shepard.triggers.rejected import move_aside_unless_file, reject
+from shepard.triggers.scan import Rejection, ScanResult
 
 log = logging.getLogger(__name__)
 
@@ -84,31 +87,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _Signature = tuple[int, int, int]  # size, mtime_ns, inode
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """A file the inbox refused, and why."""
-
-    name: str  # its path relative to the inbox when it was dropped
-    reason: str
-    path: Path  # where it is now, under inbox/rejected/
-
-
-@dataclass
-class ScanResult:
-    """What one scan did."""
-
-    jobs: list[str] = field(default_factory=list)  # ids of the jobs registered
-    keys: list[str] = field(default_factory=list)  # their bundle keys (= batch labels)
-    rejected: list[Rejection] = field(default_factory=list)
-    recovered: int = 0  # claims of an interrupted watcher settled by this scan
-    waiting: int = 0  # files seen but not taken yet (changing, or not a complete zip yet)
-    busy: bool = False  # another watcher held the inbox lock, so nothing was claimed here
-
-    @property
-    def registered(self) -> int:
-        return len(self.jobs)
-
-
 @dataclass(frozen=True, slots=True)
 class _Seen:
     sig: _Signature
@@ -124,13 +102,20 @@ class _Candidate:
     problem: str | None = None  # reject as is, without opening it
 
 
-class InboxWatcher:
-    """Turns the files of a flock's inbox into jobs (see the module docstring).
+def folder_of(store: ObjectStore) -> Path | None:
+    """The folder holding a store's objects, or None when the store is not a folder."""
+    path = store.local_path("x")  # a folder store's folder is its keys' parent
+    return None if path is None else path.parent
+
+
+class FolderInbox:
+    """Turns the files of a flock's inbox folder into jobs (see the module docstring); an
+    `Inbox` (shepard.triggers.scan).
 
     One instance is used by one thread at a time; any number of instances, in any number of
     processes, may watch the same inbox. `on_registered` is called after each catalog
     transaction that added jobs (to wake a dispatcher up); `clock` measures the settle and
-    give-up times.
+    give-up times. ConfigError when the inbox or inputs store is not a folder.
     """
 
     def __init__(
@@ -140,18 +125,25 @@ class InboxWatcher:
         settle: float = SETTLE,
         give_up: float = GIVE_UP,
         chunk: int = CHUNK,
+        interval: float = SETTLE,
         on_registered: Callable[[], None] | None = None,
         on_result: Callable[[ScanResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.flock = flock
         self.settle, self.give_up, self.chunk = settle, give_up, max(1, chunk)
+        self._interval = interval
         self.on_registered, self.on_result, self.clock = on_registered, on_result, clock
-        self.inbox = flock.dir.store_path("inbox")
-        self.inputs = flock.local_store("inputs")
+        inbox, inputs = folder_of(flock.store("inbox")), folder_of(flock.store("inputs"))
+        if inbox is None or inputs is None:
+            raise ConfigError(
+                f"the folder inbox needs the inbox and inputs stores in folders, not "
+                f"{flock.store('inbox').location} and {flock.store('inputs').location}"
+            )
+        self.inbox, self.inputs_dir = inbox, inputs
         self.inbox.mkdir(parents=True, exist_ok=True)
-        self.inputs.root.mkdir(parents=True, exist_ok=True)
-        self._inbox_dir, self._inputs_dir = str(self.inbox), str(self.inputs.root)  # hot paths
+        self.inputs_dir.mkdir(parents=True, exist_ok=True)
+        self._inbox_dir, self._inputs_dir = str(self.inbox), str(self.inputs_dir)  # hot paths
         self._journal = self.inbox / JOURNAL_NAME
         self._lock_path = self.inbox / LOCK_NAME
         self._lock_fd = self._open_lock()
@@ -163,7 +155,15 @@ class InboxWatcher:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def __enter__(self) -> InboxWatcher:
+    @property
+    def location(self) -> str:
+        return str(self.inbox)
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def __enter__(self) -> FolderInbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,7 +196,7 @@ class InboxWatcher:
             self._unlock()
         return result
 
-    def run(self, stop: threading.Event, interval: float = SETTLE) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Scan every `interval` seconds until `stop` is set; errors are logged, not raised."""
         while not stop.is_set():
             try:
@@ -212,7 +212,7 @@ class InboxWatcher:
                         self.on_result(result)
                     except Exception:
                         log.exception("reporting an inbox scan failed")
-            stop.wait(interval)
+            stop.wait(self._interval)
 
     def _observe(self, result: ScanResult) -> list[_Candidate]:
         """Walk the inbox, update what was seen, and return the files to take now."""
@@ -282,12 +282,12 @@ class InboxWatcher:
             except FileNotFoundError:
                 if not os.path.lexists(src):
                     return False  # another watcher took it first, or it was removed
-                self.inputs.root.mkdir(parents=True, exist_ok=True)  # the store was removed
+                self.inputs_dir.mkdir(parents=True, exist_ok=True)  # the store was removed
             except OSError as exc:
                 if exc.errno == errno.EXDEV:
                     raise StorageError(
                         f"cannot move {rel!r} from {self.inbox} into the inputs store "
-                        f"{self.inputs.root}: they are on different filesystems; keep inbox/ "
+                        f"{self.inputs_dir}: they are on different filesystems; keep inbox/ "
                         "and inputs/ on one filesystem"
                     ) from exc
                 log.warning("cannot take %s from the inbox (%s): left until it changes", rel, exc)
@@ -352,7 +352,7 @@ class InboxWatcher:
         """Move `src` to inbox/rejected/ with its reason (see `rejected.reject`)."""
         dest = reject(self.inbox, src, rel, reason)
         if dest is not None:
-            result.rejected.append(Rejection(rel, reason, dest))
+            result.rejected.append(Rejection(rel, reason, str(dest)))
 
     def _recover(self, result: ScanResult) -> None:
         """Settle the journaled claims of a watcher that stopped before registering them."""
@@ -367,7 +367,8 @@ class InboxWatcher:
             if entry is None:
                 continue  # a torn last line: its renames never started
             rel, key = entry
-            if self.inputs.exists(key) and not any(self.flock.counts(batch=key).values()):
+            stored = os.path.isfile(os.path.join(self._inputs_dir, key))
+            if stored and not any(self.flock.counts(batch=key).values()):
                 pending.append((rel, key))
         if pending:
             log.warning("inbox: settling %d claim(s) of an interrupted scan", len(pending))
@@ -406,48 +407,17 @@ class InboxWatcher:
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def watching(
-    flock: Flock,
-    *,
-    wakeup: threading.Event | None = None,
-    interval: float = SETTLE,
-    on_result: Callable[[ScanResult], None] | None = None,
-) -> Iterator[InboxWatcher]:
-    """Watch the flock's inbox in a background thread while the block runs.
-
-    `wakeup` is set whenever jobs were registered, so a dispatcher waiting on it starts them
-    at once. Leaving the block stops the watcher after its current chunk.
-    """
-    watcher = InboxWatcher(flock, on_registered=wakeup.set if wakeup else None, on_result=on_result)
-    halt = threading.Event()
-    thread = threading.Thread(
-        target=watcher.run, args=(halt, interval), name="shepard-inbox", daemon=True
-    )
-    thread.start()
-    try:
-        yield watcher
-    finally:
-        halt.set()
-        thread.join()
-        watcher.close()
-
-
-def count_rejected(flock: Flock) -> int:
-    """Bundles in the flock's inbox/rejected/ (those that still have their reason file)."""
-    count = 0
-    for _folder, dirnames, filenames in os.walk(flock.dir.store_path("inbox") / REJECTED):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        names = set(filenames)
-        count += sum(1 for n in filenames if n + REASON_SUFFIX in names and n[:1] != ".")
-    return count
-
-
 # -- helpers ------------------------------------------------------------------------------------
 
 
 def _new_key(rel: str) -> str:
     """A new, time-ordered input-store key that keeps the dropped file's name readable."""
+    return f"{KEY_PREFIX}{new_job_id().replace('-', '')}-{key_name(rel)}"
+
+
+def key_name(rel: str) -> str:
+    """The name `rel` (a path in the inbox) as the last part of an input-store key: folders
+    joined with `--`, control characters and backslashes as `_`, at most 200 bytes."""
     name = _CONTROL.sub("_", rel.replace("/", "--").replace("\\", "_"))
     name = name.encode("utf-8", "replace").decode("utf-8")  # undecodable bytes become '?'
     raw = name.encode()
@@ -455,7 +425,7 @@ def _new_key(rel: str) -> str:
         suffix = Path(name).suffix[:16]
         head = raw[: _MAX_NAME_BYTES - len(suffix.encode())].decode("utf-8", "ignore")
         name = head + suffix
-    return f"{KEY_PREFIX}{new_job_id().replace('-', '')}-{name}"
+    return name
 
 
 def _journal_entry(line: str) -> tuple[str, str] | None:
