@@ -163,8 +163,8 @@ def test_run_registers_until_stopped(flock: Flock) -> None:
         results.append(result)
         registered.set()
 
-    w = FolderInbox(flock, settle=0.05, on_result=seen)
-    thread = threading.Thread(target=w.run, args=(stop, 0.02))
+    w = FolderInbox(flock, settle=0.05, interval=0.02, on_result=seen)
+    thread = threading.Thread(target=w.run, args=(stop,))
     thread.start()
     try:
         drop(flock, "a.zip", bundle({"ITEM": 1}))
