@@ -297,24 +297,27 @@ class ObjectInbox:
         return _Taken(info, key, ident, params)
 
     def _register(self, taken: list[_Taken], result: ScanResult) -> None:
-        """Add each bundle's job under its idempotency key (exactly once across watchers)."""
-        catalog, clock = self.flock.catalog, self.flock.clock
-        attempts = self.flock.config.retry.attempts
-        added = 0
-        for item in taken:
-            spec = JobSpec(item.params, item.key, None, None, item.key)
-            request = hashlib.sha256(item.key.encode()).hexdigest()
-            done = catalog.add_jobs_once(
-                f"inbox:{item.ident}", request, item.key, [spec], now=clock(),
-                default_attempts=attempts,
-            )  # fmt: skip
+        """Add each bundle's job under its idempotency key (exactly once across watchers),
+        the whole chunk in one catalog transaction."""
+        requests = [
+            (
+                f"inbox:{item.ident}",
+                hashlib.sha256(item.key.encode()).hexdigest(),
+                item.key,
+                [JobSpec(item.params, item.key, None, None, item.key)],
+            )
+            for item in taken
+        ]
+        answers = self.flock.catalog.add_jobs_once_each(
+            requests, now=self.flock.clock(), default_attempts=self.flock.config.retry.attempts
+        )
+        for item, done in zip(taken, answers, strict=True):
             if done.replayed:
                 result.recovered += 1  # registered by another watcher (or an earlier one)
-                continue
-            result.jobs.extend(done.ids)
-            result.keys.append(item.key)
-            added += 1
-        if added and self.on_registered is not None:
+            else:
+                result.jobs.extend(done.ids)
+                result.keys.append(item.key)
+        if result.jobs and self.on_registered is not None:
             self.on_registered()
 
     def _reject(self, bad: _Bad) -> str | None:
