@@ -217,17 +217,23 @@ def test_two_watchers_racing_over_200_objects_make_200_jobs(
     store = flock.store("inbox")
     for i in range(200):
         store.put_bytes(f"race/{i:03}.zip", bundle({"ITEM": i}))
-    # Both watchers list everything, then take the same chunk at the same moment, every
-    # time: each object is taken by both, and only the claim keeps it to one job.
+    # Both watchers list everything, then take the same chunk at the same moment, and
+    # neither deletes a chunk before both have read it: each object is taken by both, and
+    # only the claim keeps it to one job.
     monkeypatch.setattr("shepard.triggers.object_inbox.random.randrange", lambda n: 0)
-    together = threading.Barrier(2, timeout=5)
-    take = ObjectInbox._take
+    together = threading.Barrier(2, timeout=10)
+    take, delete_many = ObjectInbox._take, type(store).delete_many
 
     def take_together(self: ObjectInbox, chunk: Any, result: Any) -> None:
         together.wait()
         take(self, chunk, result)
 
+    def delete_together(self: ObjectStore, keys: Iterable[str]) -> None:
+        together.wait()
+        delete_many(self, keys)  # type: ignore[arg-type]
+
     monkeypatch.setattr(ObjectInbox, "_take", take_together)
+    monkeypatch.setattr(type(store), "delete_many", delete_together)
     heads = [flock, Flock.open(flock.dir.folder)]
     results: list[Any] = []
     errors: list[BaseException] = []
