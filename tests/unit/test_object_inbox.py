@@ -332,3 +332,25 @@ def test_reading_errors_leave_the_object_for_the_next_scan(
         assert result.registered == 0 and not result.rejected
         monkeypatch.setattr(type(store), "get_bytes", get)
         assert inbox.scan_once().registered == 1
+
+
+def test_a_fifo_in_a_folder_inbox_beside_an_s3_like_inputs_store_is_rejected_unopened(
+    tmp_path: Path,
+) -> None:
+    cfg = FlockConfig(
+        name="mixed",
+        payload=PayloadConfig(command="true"),
+        storage=StorageConfig(stores={"inputs": f"memory://inputs-{uuid.uuid4().hex}"}),
+    )
+    f = Flock.create(tmp_path / "flock", cfg)
+    inbox_dir = f.dir.store_path("inbox")
+    os.mkfifo(inbox_dir / "pipe.zip")
+    (inbox_dir / "ok.zip").write_bytes(bundle({"ITEM": 1}))
+    try:
+        with ObjectInbox(f, settle=0.0) as inbox:
+            result = inbox.scan_once()  # would block for ever reading the fifo
+        assert result.registered == 1 and [r.name for r in result.rejected] == ["pipe.zip"]
+        assert "not a regular file" in result.rejected[0].reason
+        assert (inbox_dir / "rejected" / "pipe.zip.reason.txt").exists()
+    finally:
+        f.close()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
@@ -49,6 +50,7 @@ from shepard.flock import Flock
 from shepard.model import JobSpec, ParamValue
 from shepard.params import check_env_size
 from shepard.storage import NoSuchObject, ObjectInfo, check_key
+from shepard.triggers.arrivals import refused_unopened
 from shepard.triggers.folder_inbox import KEY_PREFIX, key_name
 from shepard.triggers.object_rejected import PREFIX, is_hidden, reject_object
 from shepard.triggers.scan import Rejection, ScanResult
@@ -276,6 +278,14 @@ class ObjectInbox:
             return _Bad(info, f"bundle {info.key!r} could not be read: {exc}")
 
     def _fetch(self, info: ObjectInfo) -> _Taken | None:
+        path = self.inbox.local_path(info.key)
+        if path is not None:  # a folder inbox: a fifo would block a read, a link leads away
+            try:
+                problem = refused_unopened(os.lstat(path).st_mode, info.key)
+            except OSError:
+                return None  # gone meanwhile
+            if problem is not None:
+                raise BundleError(problem)
         ident = identity(self.inbox.url(info.key), info)
         key = inputs_key(info, ident)
         limits, env = self.flock.config.limits, self.flock.config.payload.env
