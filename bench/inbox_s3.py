@@ -53,6 +53,7 @@ class Round:
     put: float  # seconds to put the N objects (no watcher)
     watched: float  # seconds from the first put to the last registration, watcher running
     backlog: float  # seconds to drain N objects already in the inbox
+    cpu: float  # CPU seconds of this process while draining them (client, checks, catalog)
     requests: collections.Counter[str]  # S3 requests of the backlog watcher, by operation
 
 
@@ -129,20 +130,22 @@ def watched_round(flock: Flock, bundles: list[bytes], threads: int) -> float:
     return elapsed
 
 
-def backlog_round(flock: Flock, bundles: list[bytes], threads: int, counter: Requests) -> float:
+def backlog_round(
+    flock: Flock, bundles: list[bytes], threads: int, counter: Requests
+) -> tuple[float, float]:
     n = len(bundles)
     with ThreadPoolExecutor(8) as pool:
         put_all(flock, bundles, pool)
     registered = 0
     with ObjectInbox(flock, threads=threads) as inbox:
         counter.on, counter.counts = True, collections.Counter()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         while registered < n:
             registered += inbox.scan_once().registered
-        elapsed = time.perf_counter() - began
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
         counter.on = False
     check(flock, n)
-    return elapsed
+    return elapsed, cpu
 
 
 def one_round(n: int, endpoint: str, threads: int, counter: Requests) -> Round:
@@ -157,9 +160,9 @@ def one_round(n: int, endpoint: str, threads: int, counter: Requests) -> Round:
         watched = watched_round(flock, bundles, threads)
         flock.close()
         flock = new_flock(scratch, endpoint, "backlog")
-        backlog = backlog_round(flock, bundles, threads, counter)
+        backlog, cpu = backlog_round(flock, bundles, threads, counter)
         flock.close()
-        return Round(put, watched, backlog, counter.counts)
+        return Round(put, watched, backlog, cpu, counter.counts)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -206,6 +209,11 @@ def main() -> int:
     print(f"  requests per bundle     {total / n:.2f} ({ops})")
     per = request_time(args.endpoint)
     print(f"  server time per request {per * 1000:.2f} ms (one at a time)")
+    cpu = statistics.median(r.cpu for r in rounds)
+    print(
+        f"  watcher CPU per bundle  {cpu / n * 1000:.2f} ms (this process: S3 client, checks, "
+        f"catalog), so at most {n / cpu:.0f} bundles/s per watcher process"
+    )
     print(f"\nfolder inbox ({tempfile.gettempdir()}), same N, end to end with the 0.5 s wait")
     print(f"  watcher e2e             {folder_e2e:6.2f} s  {n / folder_e2e:7.0f} bundles/s")
     print(f"\nratio S3 watched / folder: {folder_e2e / watched:.3f}")
