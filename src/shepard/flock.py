@@ -73,7 +73,9 @@ class Flock:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return open_catalog(self.dir.catalog_url)
+        # patient: `up`, `--wait`, the inbox and sheep must outlast another command holding
+        # the catalog's write lock; a short command waiting says so in its log
+        return open_catalog(self.dir.catalog_url, patient=True)
 
     def close(self) -> None:
         if "catalog" in self.__dict__:

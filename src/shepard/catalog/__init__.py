@@ -6,12 +6,15 @@ from shepard.catalog.sql import SqlCatalog
 __all__ = ["Catalog", "SqlCatalog", "open_catalog"]
 
 
-def open_catalog(url: str) -> SqlCatalog:
+def open_catalog(url: str, *, patient: bool = False) -> SqlCatalog:
     """Open (creating or upgrading its schema if needed) the catalog at `url`.
 
     Accepted URLs: `sqlite:///ABSOLUTE/PATH.db`, `sqlite://` (in memory, private to this
     process), `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB` (psycopg 3 is always used) or
     `postgresql+psycopg://...`. Raises CatalogError if the URL is unsupported or the database
     cannot be reached; the message never contains the password.
+
+    `patient`: for long-running processes, which must outlast another process holding the
+    SQLite write lock for long: they wait (and log it) instead of raising CatalogError.
     """
-    return SqlCatalog(url)
+    return SqlCatalog(url, patient=patient)

@@ -53,13 +53,16 @@ _FENCE_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
 class SqlCatalog(Placements):
     """A Catalog stored in the database at `url` (see `shepard.catalog.open_catalog`).
 
+    `patient`: never fail because another process holds the SQLite write lock for long; wait,
+    and log once that it is waiting (for long-running processes; see engine.begin_immediate).
     Opening brings the database to the current schema. Database failures surface as
     CatalogError with a message naming the catalog (password hidden).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, patient: bool = False) -> None:
         self._url = _engine.parse_url(url)
-        self._engine = _engine.create_engine(self._url)
+        self._patient = patient
+        self._engine = _engine.create_engine(self._url, patient=patient)
         # An in-memory SQLite database is one shared connection: transactions must not overlap.
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if _engine.is_memory(self._url) else contextlib.nullcontext()
@@ -73,7 +76,6 @@ class SqlCatalog(Placements):
             else contextlib.nullcontext()
         )
         self._driver_error = _engine.driver_errors(self._engine)
-        self._begin = _engine.begin_writes(self._url)
         # SQLite writers take turns on `_writer` anyway: `_hot` keeps one connection rather
         # than taking one from the pool and giving it back for every transaction
         self._keep = self._url.get_backend_name() == "sqlite"
@@ -132,8 +134,10 @@ class SqlCatalog(Placements):
         ):
             raw = self._kept or self._engine.raw_connection()
             try:
-                if self._begin is not None:
-                    raw.driver_connection.execute(self._begin)  # type: ignore[union-attr]
+                if self._keep:  # SQLite: open the write transaction as `_on_begin` does
+                    _engine.begin_immediate(
+                        raw.driver_connection, patient=self._patient, name=self.url
+                    )
                 yield raw
                 raw.commit()
             except BaseException:
