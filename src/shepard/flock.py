@@ -33,12 +33,25 @@ if TYPE_CHECKING:
 Progress = Callable[[dict[JobStatus, int]], None]
 
 
+IDS_KEPT = 10_000
+"""A submission of up to this many jobs returns their ids; a larger one only counts them."""
+
+
 @dataclass(frozen=True)
 class Submission:
-    """The jobs one call registered, grouped under one batch label."""
+    """The jobs one call registered, grouped under one batch label.
+
+    `ids`: every id in order when there are at most IDS_KEPT jobs, else empty (a submission
+    may not fit in memory): stream them with `Flock.batch_ids(batch)`. `count`: how many.
+    """
 
     batch: str
     ids: list[str]
+    count: int = -1
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            object.__setattr__(self, "count", len(self.ids))
 
 
 class Flock:
@@ -73,9 +86,8 @@ class Flock:
 
     @cached_property
     def catalog(self) -> Catalog:
-        # patient: `up`, `--wait`, the inbox and sheep must outlast another command holding
-        # the catalog's write lock; a short command waiting says so in its log
-        return open_catalog(self.dir.catalog_url, patient=True)
+        # made patient (catalog.be_patient) by the dispatcher and heartbeats of long runs
+        return open_catalog(self.dir.catalog_url)
 
     def close(self) -> None:
         if "catalog" in self.__dict__:
@@ -126,17 +138,34 @@ class Flock:
         batch: str | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Submission:
-        """Register one parameter-only job per mapping, all in one transaction."""
+        """Register one parameter-only job per mapping, all or nothing.
+
+        `params` is consumed lazily, in chunks, so memory stays flat whatever its length, and
+        the catalog is never locked for long (see catalog/staging.py). A mapping that fails
+        validation registers nothing. `progress` is called with the number of jobs written.
+        """
         self.check_resources()
         label = batch or new_batch_label()
+        self.catalog.sweep_submissions(now=self.clock())  # leftovers of a killed submission
+        kept: list[str] = []
 
-        def specs() -> Iterable[JobSpec]:
+        def specs() -> Iterator[JobSpec]:
             for item in params:
                 yield JobSpec(validate_params(item), None, max_attempts, timeout, label)
 
-        ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)
-        return Submission(label, ids)
+        count = self.catalog.submit_jobs(
+            specs(), batch=label, now=self.clock(), default_attempts=self._attempts,
+            clock=self.clock, progress=progress,
+        )  # fmt: skip
+        if count <= IDS_KEPT:
+            kept = list(self.catalog.batch_ids(label))
+        return Submission(label, kept, count)
+
+    def batch_ids(self, batch: str) -> Iterator[str]:
+        """The ids of the jobs of `batch`, in submission order, streamed from the catalog."""
+        return self.catalog.batch_ids(batch)
 
     def submit_bundle(
         self, path: Path, *, key: str | None = None, batch: str | None = None

@@ -12,6 +12,7 @@ import pytest
 from shepard.catalog import engine, open_catalog
 from shepard.dispatcher import Dispatcher
 from shepard.model import Job, JobSpec, RetryPolicy
+from shepard.sheep import Heartbeat
 
 T0 = 1_700_000_000.0
 
@@ -43,7 +44,7 @@ def test_a_patient_dispatcher_waits_out_a_long_lock_then_claims(
 ) -> None:
     monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.1)  # the lock outlasts it 8 times
     db = tmp_path / "c.db"
-    catalog = open_catalog(f"sqlite:///{db}", patient=True)
+    catalog = open_catalog(f"sqlite:///{db}")  # the dispatcher makes it patient
     catalog.add_jobs([JobSpec({"A": 1})], now=T0, default_attempts=1)
     backend = _Backend()
     dispatcher = Dispatcher(
@@ -83,4 +84,12 @@ def test_a_patient_catalog_waits_on_the_hot_path_too(
     finally:
         holder.join()
     assert job.params == {"A": 1} and len(ids) == 1
+    catalog.close()
+
+
+def test_a_heartbeat_makes_its_catalog_patient(tmp_path: Path) -> None:
+    catalog = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    assert not catalog.patient  # short commands keep the clear error
+    Heartbeat(catalog, 60.0)
+    assert catalog.patient
     catalog.close()

@@ -3,7 +3,7 @@
 from shepard.catalog.base import Catalog
 from shepard.catalog.sql import SqlCatalog
 
-__all__ = ["Catalog", "SqlCatalog", "open_catalog"]
+__all__ = ["Catalog", "SqlCatalog", "be_patient", "open_catalog"]
 
 
 def open_catalog(url: str, *, patient: bool = False) -> SqlCatalog:
@@ -18,3 +18,11 @@ def open_catalog(url: str, *, patient: bool = False) -> SqlCatalog:
     SQLite write lock for long: they wait (and log it) instead of raising CatalogError.
     """
     return SqlCatalog(url, patient=patient)
+
+
+def be_patient(catalog: Catalog) -> None:
+    """Make `catalog` wait out another process's long write transaction (logging it) instead
+    of failing: for long-running processes (dispatchers, heartbeats, runners), which must
+    never die because another command is busy. Short commands keep the clear error."""
+    if isinstance(catalog, SqlCatalog):
+        catalog.patient = True

@@ -15,7 +15,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,11 +61,12 @@ def is_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def create_engine(url: URL, *, patient: bool = False) -> Engine:
+def create_engine(url: URL, *, patient: Callable[[], bool] = bool) -> Engine:
     """An Engine for a URL from `parse_url`, configured as the module docstring describes.
 
-    `patient`: a SQLite write transaction that finds the catalog locked for longer than
-    SQLITE_BUSY_TIMEOUT_S keeps waiting (see `begin_immediate`) instead of failing.
+    `patient()`, asked at each write transaction: True when a SQLite write transaction that
+    finds the catalog locked for longer than SQLITE_BUSY_TIMEOUT_S must keep waiting (see
+    `begin_immediate`) instead of failing.
     """
     if url.get_backend_name() == "postgresql":
         connect_args: dict[str, Any] = {}
@@ -85,7 +86,7 @@ def create_engine(url: URL, *, patient: bool = False) -> Engine:
     return engine
 
 
-def _configure_sqlite(engine: Engine, *, wal: bool, patient: bool) -> None:
+def _configure_sqlite(engine: Engine, *, wal: bool, patient: Callable[[], bool]) -> None:
     """SQLAlchemy's documented recipe for explicit SQLite transactions, plus our pragmas."""
     name = engine.url.render_as_string(hide_password=True)
 
@@ -112,7 +113,7 @@ def _configure_sqlite(engine: Engine, *, wal: bool, patient: bool) -> None:
             # On the DBAPI connection itself: a failed BEGIN must not go through SQLAlchemy's
             # error handling, which would end the transaction it is opening.
             try:
-                begin_immediate(conn.connection.driver_connection, patient=patient, name=name)
+                begin_immediate(conn.connection.driver_connection, patient=patient(), name=name)
             except sqlite3.Error as exc:  # wrapped as SQLAlchemy would have done
                 raise sa.exc.DBAPIError.instance(
                     "BEGIN IMMEDIATE", None, exc, sqlite3.Error

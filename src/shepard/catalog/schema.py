@@ -5,13 +5,17 @@ of a million-job submission: `id` is unique (lookups by id), `(status, seq)` ser
 (oldest queued first) and status-filtered paging, `(batch, status)` serves the progress of one
 submission, `job_events.job_id` serves `events()`, and a partial index on `placement` serves
 the engine backends' bookkeeping.
+
+A large submission is streamed (see staging.py): its rows are written with status STAGED, in
+many short transactions, under a `submissions` row; the jobs become visible (QUEUED) only once
+the submission is marked committed. STAGED rows are never claimed, counted or listed.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest migration; opening a catalog whose version table holds it skips Alembic."""
 
 VERSION_TABLE = "shepard_alembic_version"
@@ -77,4 +81,20 @@ job_events = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("at", sa.Float(), nullable=False),
     sa.Column("detail", sa.Text(), nullable=True),
+)
+
+
+STAGED = "staged"
+"""Status of the rows of a submission still being written: invisible to every query."""
+
+submissions = sa.Table(
+    "submissions",
+    metadata,
+    sa.Column("batch", sa.String(), primary_key=True),  # one submission in flight per label
+    sa.Column("started_at", sa.Float(), nullable=False),
+    sa.Column("updated_at", sa.Float(), nullable=False),  # each transaction of it moves it on
+    sa.Column("host", sa.String(), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    # 1 once every row is written: the rows are then made visible (rolled forward), never removed
+    sa.Column("committed", sa.Integer(), nullable=False, server_default=sa.text("0")),
 )

@@ -26,7 +26,8 @@ from shepard.catalog.bulk import insert_specs
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
 from shepard.catalog.prepared import Prepared
-from shepard.catalog.schema import job_events, jobs
+from shepard.catalog.schema import STAGED, job_events, jobs
+from shepard.catalog.staging import Staging
 from shepard.catalog.statements import (
     CLAIM,
     CLAIM_IDS,
@@ -50,19 +51,20 @@ _FAILED, _CANCELLED = JobStatus.FAILED.value, JobStatus.CANCELLED.value
 _FENCE_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
 
 
-class SqlCatalog(Placements):
+class SqlCatalog(Placements, Staging):
     """A Catalog stored in the database at `url` (see `shepard.catalog.open_catalog`).
 
-    `patient`: never fail because another process holds the SQLite write lock for long; wait,
-    and log once that it is waiting (for long-running processes; see engine.begin_immediate).
+    `patient` (an attribute too, see `be_patient`): never fail because another process holds
+    the SQLite write lock for long; wait, and log once that it is waiting (for long-running
+    processes; see engine.begin_immediate). Else such a wait ends in CatalogError.
     Opening brings the database to the current schema. Database failures surface as
     CatalogError with a message naming the catalog (password hidden).
     """
 
     def __init__(self, url: str, *, patient: bool = False) -> None:
         self._url = _engine.parse_url(url)
-        self._patient = patient
-        self._engine = _engine.create_engine(self._url, patient=patient)
+        self.patient = patient
+        self._engine = _engine.create_engine(self._url, patient=lambda: self.patient)
         # An in-memory SQLite database is one shared connection: transactions must not overlap.
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if _engine.is_memory(self._url) else contextlib.nullcontext()
@@ -136,7 +138,7 @@ class SqlCatalog(Placements):
             try:
                 if self._keep:  # SQLite: open the write transaction as `_on_begin` does
                     _engine.begin_immediate(
-                        raw.driver_connection, patient=self._patient, name=self.url
+                        raw.driver_connection, patient=self.patient, name=self.url
                     )
                 yield raw
                 raw.commit()
@@ -423,7 +425,11 @@ class SqlCatalog(Placements):
 
     def get(self, job_id: str) -> Job | None:
         with self._transaction(read_only=True) as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.status != STAGED))
+                .mappings()
+                .first()
+            )
         return None if row is None else to_job(row)
 
     def events(self, job_id: str) -> list[JobEvent]:
@@ -469,6 +475,8 @@ class SqlCatalog(Placements):
         stmt = sa.select(jobs).limit(limit)
         if status is not None:
             stmt = stmt.where(jobs.c.status == status.value)
+        else:  # rows of a submission still being written are not jobs yet (staging.py)
+            stmt = stmt.where(jobs.c.status != STAGED)
         if worker is not None:
             stmt = stmt.where(jobs.c.worker == worker)
         if before_seq is not None:
