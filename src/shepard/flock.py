@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shepard import config
+from shepard import config, leftovers
 from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
@@ -194,9 +194,19 @@ class Flock:
         """Zip `folder` (which holds inputs.json or inputs.txt) and submit it as one job."""
         work = self.dir.store_path("work")
         work.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work, prefix=".batch-") as tmp:
+        self.sweep_leftovers()
+        with (
+            tempfile.TemporaryDirectory(dir=work, prefix=leftovers.BATCH_PREFIX) as tmp,
+            leftovers.held(Path(tmp)),  # tells a later sweep this folder is in use
+        ):
             bundle = make_bundle(folder, Path(tmp) / "bundle.zip", self.config.limits)
             return self.submit_bundle(bundle, key=zip_name)
+
+    def sweep_leftovers(self) -> leftovers.Swept:
+        """Remove what killed `batch` commands left behind (see leftovers.py): run at the
+        start of `batch` and of `up`."""
+        work = self.dir.store_path("work")
+        return leftovers.sweep(work, self.store("inputs"), self.catalog, now=self.clock())
 
     @property
     def _attempts(self) -> int:

@@ -43,6 +43,10 @@ class Catalog(Protocol):
         """The ids of the jobs labelled `batch`, in submission order, streamed."""
         ...
 
+    def referenced_bundles(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` that some job names as its bundle."""
+        ...
+
     def sweep_submissions(
         self, *, now: float, stale_after: float = ..., budget: int | None = None
     ) -> int:

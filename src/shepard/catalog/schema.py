@@ -58,6 +58,9 @@ jobs = sa.Table(
     # partial: jobs of in-process backends never carry a placement, so it costs their
     # bulk inserts nothing
     sa.Index("ix_jobs_placement", "placement", sqlite_where=sa.text("placement IS NOT NULL")),
+    # partial, like ix_jobs_placement: finds the job of a stored bundle (leftovers.py), free
+    # for parameter-only jobs
+    sa.Index("ix_jobs_bundle_key", "bundle_key", sqlite_where=sa.text("bundle_key IS NOT NULL")),
 )
 
 
@@ -66,9 +69,10 @@ def complete_metadata() -> sa.MetaData:
     compare them with this module. The catalog itself never needs them (the migrations create
     the tables), and naming them at import would load SQLAlchemy's PostgreSQL dialect in every
     process, some 25 ms of each CLI start on a slow machine."""
-    placement = next(i for i in jobs.indexes if i.name == "ix_jobs_placement")
-    if "postgresql_where" not in placement.dialect_kwargs:
-        placement.dialect_kwargs["postgresql_where"] = sa.text("placement IS NOT NULL")
+    for name, column in (("ix_jobs_placement", "placement"), ("ix_jobs_bundle_key", "bundle_key")):
+        index = next(i for i in jobs.indexes if i.name == name)
+        if "postgresql_where" not in index.dialect_kwargs:
+            index.dialect_kwargs["postgresql_where"] = sa.text(f"{column} IS NOT NULL")
     return metadata
 
 

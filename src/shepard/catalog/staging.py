@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from shepard.catalog.bulk import insert_sql, pipeline
 from shepard.catalog.schema import STAGED, jobs, submissions
+from shepard.catalog.statements import chunks
 from shepard.errors import CatalogError
 from shepard.model import JobSpec, JobStatus
 
@@ -119,6 +120,15 @@ class Staging:
                 return
             after = rows[-1].seq
             yield from (r.id for r in rows)
+
+    def referenced_bundles(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` that some job (visible or being submitted) names as its bundle."""
+        found: set[str] = set()
+        for chunk in chunks(list(keys)):
+            stmt = sa.select(jobs.c.bundle_key).where(jobs.c.bundle_key.in_(chunk)).distinct()
+            with self._transaction(read_only=True) as conn:
+                found.update(conn.execute(stmt).scalars())
+        return found
 
     def sweep_submissions(
         self, *, now: float, stale_after: float = STALE_AFTER_S, budget: int | None = None

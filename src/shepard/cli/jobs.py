@@ -247,6 +247,7 @@ def up(
 ) -> None:
     """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
+    f.sweep_leftovers()  # of `batch` commands killed midway
     n = workers or f.config.backend.workers
     if f.config.backend.kind == "slurm":
         mode = f.config.backend.slurm.mode

@@ -1,4 +1,4 @@
-"""Streamed submissions: the in-flight submissions whose STAGED rows are not visible yet.
+"""Streamed submissions (whose STAGED rows are not visible yet); finding a bundle's job.
 
 Revision ID: 0003
 Revises: 0002
@@ -28,7 +28,15 @@ def upgrade() -> None:
         sa.Column("pid", sa.Integer(), nullable=False),
         sa.Column("committed", sa.Integer(), nullable=False, server_default=sa.text("0")),
     )
+    op.create_index(
+        "ix_jobs_bundle_key",
+        "jobs",
+        ["bundle_key"],
+        sqlite_where=sa.text("bundle_key IS NOT NULL"),
+        postgresql_where=sa.text("bundle_key IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_bundle_key", table_name="jobs")
     op.drop_table("submissions")
