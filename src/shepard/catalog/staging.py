@@ -39,7 +39,7 @@ STALE_AFTER_S = 600.0
 """A submission whose record has not moved for this long (and whose process cannot be checked
 from this host) is taken for dead. Every transaction of a live one moves it on."""
 
-SWEEP_CHUNK = 50_000
+SWEEP_CHUNK = 20_000
 """Rows made visible or removed per transaction: well under a second of the write lock."""
 
 _QUEUED = JobStatus.QUEUED.value
