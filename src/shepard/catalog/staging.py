@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -42,7 +43,33 @@ from this host) is taken for dead. Every transaction of a live one moves it on."
 SWEEP_CHUNK = 20_000
 """Rows made visible or removed per transaction: well under a second of the write lock."""
 
+HOLD_S = 0.75
+GAP_S = 0.11
+"""After holding the write lock for HOLD_S in back-to-back transactions, a submission leaves it
+free for GAP_S. Other SQLite writers wait in SQLite's busy handler, which looks again at most
+every 100 ms: without a gap, a writer could find every look fall inside a transaction and wait
+for the whole submission. With it, any other writer gets its turn within about a second."""
+
 _QUEUED = JobStatus.QUEUED.value
+
+
+class Turns:
+    """Paces a series of write transactions as HOLD_S / GAP_S describe (thread-safe enough:
+    one submission runs its transactions one at a time)."""
+
+    def __init__(self, hold: float = HOLD_S, gap: float = GAP_S) -> None:
+        self.hold, self.gap, self.held = hold, gap, 0.0
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if self.held >= self.hold:
+            time.sleep(self.gap)
+            self.held = 0.0
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.held += time.monotonic() - began
 
 
 class Staging:
@@ -82,11 +109,12 @@ class Staging:
             if conn.execute(sa.select(submissions.c.batch).where(_mine(batch))).first():
                 raise CatalogError(f"batch {batch!r} is being submitted by another process")
             conn.execute(submissions.insert().values(record))
+        turns = Turns()
         try:
             sql = insert_sql(self._engine.dialect.name, STAGED)
 
             def write(chunk: str) -> None:
-                with self._transaction() as conn:
+                with turns.turn(), self._transaction() as conn:
                     conn.exec_driver_sql(sql, (now, chunk))
                     _touch(conn, batch, tick())
 
@@ -98,9 +126,9 @@ class Staging:
                 conn.execute(submissions.update().where(_mine(batch)).values(committed=1))
         except BaseException:
             with contextlib.suppress(Exception):  # else the sweep removes them later
-                self._discard(batch, tick)
+                self._discard(batch, tick, turns=turns)
             raise
-        self._publish(batch, tick)
+        self._publish(batch, tick, turns=turns)
         return count
 
     def batch_ids(self, batch: str, *, chunk: int = 10_000) -> Iterator[str]:
@@ -152,14 +180,20 @@ class Staging:
                 break
         return handled
 
-    def _publish(self, batch: str, tick: Callable[[], float], budget: int | None = None) -> int:
+    def _publish(
+        self, batch: str, tick: Callable[[], float], budget: int | None = None,
+        turns: Turns | None = None,
+    ) -> int:  # fmt: skip
         """Turn the STAGED rows of a committed submission into QUEUED rows, then drop it."""
-        return self._drain(batch, tick, budget, lambda seqs: jobs.update().where(
+        return self._drain(batch, tick, budget, turns or Turns(), lambda seqs: jobs.update().where(
             jobs.c.seq.in_(seqs)).values(status=_QUEUED))  # fmt: skip
 
-    def _discard(self, batch: str, tick: Callable[[], float], budget: int | None = None) -> int:
+    def _discard(
+        self, batch: str, tick: Callable[[], float], budget: int | None = None,
+        turns: Turns | None = None,
+    ) -> int:  # fmt: skip
         """Remove the STAGED rows of an abandoned submission, then drop it."""
-        return self._drain(batch, tick, budget, lambda seqs: jobs.delete().where(
+        return self._drain(batch, tick, budget, turns or Turns(), lambda seqs: jobs.delete().where(
             jobs.c.seq.in_(seqs)))  # fmt: skip
 
     def _drain(
@@ -167,6 +201,7 @@ class Staging:
         batch: str,
         tick: Callable[[], float],
         budget: int | None,
+        turns: Turns,
         change: Callable[[Any], sa.Update | sa.Delete],
     ) -> int:
         staged = (
@@ -177,7 +212,7 @@ class Staging:
         )
         done = 0
         while budget is None or done < budget:
-            with self._transaction() as conn:
+            with turns.turn(), self._transaction() as conn:
                 n = conn.execute(change(staged)).rowcount
                 done += n
                 if n < SWEEP_CHUNK:
