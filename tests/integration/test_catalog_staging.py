@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from shepard.catalog import SqlCatalog, bulk, open_catalog
 from shepard.catalog.schema import jobs, submissions
-from shepard.catalog.staging import Staging
+from shepard.catalog.staging import STALE_AFTER_S, Staging
+from shepard.dispatcher import Dispatcher
 from shepard.errors import ParamsError
-from shepard.model import JobSpec, JobStatus
+from shepard.model import JobSpec, JobStatus, RetryPolicy
 
 T0 = 1_700_000_000.0
 
@@ -141,3 +142,20 @@ def test_a_submission_whose_process_died_is_swept_at_once(
         conn.execute(submissions.update().values(pid=gone.pid))
     assert catalog.sweep_submissions(now=T0) == 40  # proven dead: no waiting for staleness
     assert rows(catalog) == 0
+
+
+def test_a_dispatcher_sweeps_dead_submissions(
+    catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _killed(catalog, monkeypatch, committed=False)
+
+    class Idle:
+        def capacity(self) -> int:
+            return 0
+
+    dispatcher = Dispatcher(
+        catalog, Idle(), RetryPolicy(), worker_id="w", lease=60.0,  # type: ignore[arg-type]
+        clock=lambda: T0 + STALE_AFTER_S + 1,
+    )  # fmt: skip
+    dispatcher.step()
+    assert rows(catalog) == 0 and rows(catalog, submissions) == 0
