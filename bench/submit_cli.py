@@ -1,6 +1,7 @@
 """Benchmark: `shepard submit --range ITEM=1-N` from the command line, into a fresh flock.
 
     .venv/bin/python bench/submit_cli.py [--jobs N ...] [--dir DIR] [--check]
+    .venv/bin/python bench/submit_cli.py --transactions N   # each transaction, from inside
 
 For each N (default 1,000,000 and 10,000,000), in a new flock (`shepard init`):
 - an idle `shepard up --workers 1 --no-inbox` runs on the flock the whole time (it runs the
@@ -18,6 +19,8 @@ no write transaction longer than ~1 s; `up` survives. `--check` exits 1 when one
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,12 +108,51 @@ def measure(jobs: int, root: Path) -> Result:
                   base_rss)  # fmt: skip
 
 
+def longest_transaction(db: str, jobs: int) -> tuple[float, float, int]:
+    """Child process: `submit_jobs` of `jobs` specs with each of its write transactions timed
+    from inside; returns (seconds, longest transaction in s, transactions)."""
+    from shepard.catalog import open_catalog, staging
+    from shepard.model import JobSpec
+
+    spans: list[float] = []
+    original = staging.Turns.turn
+
+    @contextlib.contextmanager
+    def timed(self: staging.Turns) -> Iterator[None]:
+        with original(self):
+            began = time.perf_counter()
+            try:
+                yield
+            finally:
+                spans.append(time.perf_counter() - began)
+
+    staging.Turns.turn = timed  # type: ignore[method-assign]
+    catalog = open_catalog(f"sqlite:///{db}")
+    began = time.perf_counter()
+    specs = (JobSpec({"ITEM": i}) for i in range(jobs))
+    catalog.submit_jobs(specs, batch="b", now=time.time(), default_attempts=1)
+    seconds = time.perf_counter() - began
+    catalog.close()
+    return seconds, max(spans), len(spans)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--dir", type=Path, default=None, help="where the flocks go")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--transactions", type=int, metavar="N", default=None,
+                        help="only time each write transaction of N jobs, from inside")  # fmt: skip
     args = parser.parse_args()
+    if args.transactions:
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="shepard-bench-") as tmp:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                run = pool.submit(longest_transaction, str(Path(tmp) / "c.db"), args.transactions)
+                seconds, longest, count = run.result()
+        print(f"submit_jobs of {args.transactions:,} jobs: {seconds:.1f} s, {count} write "
+              f"transactions, the longest {longest:.3f} s")  # fmt: skip
+        return 0
     results = []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="shepard-bench-") as tmp:
         for jobs in args.jobs:
