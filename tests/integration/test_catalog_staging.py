@@ -13,7 +13,7 @@ from shepard.catalog import SqlCatalog, bulk, open_catalog
 from shepard.catalog.schema import jobs, submissions
 from shepard.catalog.staging import STALE_AFTER_S, Staging
 from shepard.dispatcher import Dispatcher
-from shepard.errors import ParamsError
+from shepard.errors import CatalogError, ParamsError
 from shepard.model import JobSpec, JobStatus, RetryPolicy
 
 T0 = 1_700_000_000.0
@@ -159,3 +159,14 @@ def test_a_dispatcher_sweeps_dead_submissions(
     )  # fmt: skip
     dispatcher.step()
     assert rows(catalog) == 0 and rows(catalog, submissions) == 0
+
+
+def test_a_submission_wrongly_swept_as_dead_registers_nothing(catalog: SqlCatalog) -> None:
+    def swept_midway() -> Iterator[JobSpec]:
+        yield from specs(25)
+        catalog.sweep_submissions(now=T0 + 1, stale_after=0.5)  # another process's mistake
+        yield from specs(25)
+
+    with pytest.raises(CatalogError, match="taken for dead"):
+        catalog.submit_jobs(swept_midway(), batch="b", now=T0, default_attempts=1)
+    assert rows(catalog) == 0 and sum(catalog.counts().values()) == 0

@@ -51,6 +51,10 @@ every 100 ms: without a gap, a writer could find every look fall inside a transa
 for the whole submission. With it, any other writer gets its turn within about a second."""
 
 _QUEUED = JobStatus.QUEUED.value
+_SWEPT = (
+    "the submission of batch {batch!r} was taken for dead (its record did not move for "
+    "too long) and removed; nothing of it was registered: submit it again"
+)
 
 
 class Turns:
@@ -116,14 +120,17 @@ class Staging:
             def write(chunk: str) -> None:
                 with turns.turn(), self._transaction() as conn:
                     conn.exec_driver_sql(sql, (now, chunk))
-                    _touch(conn, batch, tick())
+                    if not _touch(conn, batch, tick()):
+                        raise CatalogError(_SWEPT.format(batch=batch))
 
             count = pipeline(
                 specs, default_attempts=default_attempts, write=write, batch=batch,
                 progress=progress,
             )  # fmt: skip
             with self._transaction() as conn:
-                conn.execute(submissions.update().where(_mine(batch)).values(committed=1))
+                mark = submissions.update().where(_mine(batch)).values(committed=1)
+                if conn.execute(mark).rowcount != 1:
+                    raise CatalogError(_SWEPT.format(batch=batch))
         except BaseException:
             with contextlib.suppress(Exception):  # else the sweep removes them later
                 self._discard(batch, tick, turns=turns)
@@ -226,8 +233,11 @@ def _mine(batch: str) -> sa.ColumnElement[bool]:
     return submissions.c.batch == batch
 
 
-def _touch(conn: Connection, batch: str, now: float) -> None:
-    conn.execute(submissions.update().where(_mine(batch)).values(updated_at=now))
+def _touch(conn: Connection, batch: str, now: float) -> bool:
+    """Date the submission's progress; False if its record is gone (swept as dead)."""
+    return (
+        conn.execute(submissions.update().where(_mine(batch)).values(updated_at=now)).rowcount == 1
+    )
 
 
 def _dead(row: Any, now: float, stale_after: float) -> bool:
