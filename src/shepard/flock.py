@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from shepard import config, leftovers
 from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
-from shepard.catalog import open_catalog
+from shepard.catalog import be_patient, open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
@@ -381,6 +381,7 @@ class Flock:
         of its own: a local backend then starts its runner processes as forks, at once."""
         from shepard.backends import open_backend
 
+        be_patient(self.catalog)  # whatever runs jobs runs long (and so does an inbox beside)
         return open_backend(self, workers=workers, worker_id=worker_id(), wakeup=wakeup)
 
     def run_job(self, job_id: str) -> JobStatus | None:

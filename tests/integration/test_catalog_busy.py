@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from shepard.catalog import engine, open_catalog
+from shepard.catalog import SqlCatalog, engine, open_catalog
+from shepard.config import FlockConfig, PayloadConfig
 from shepard.dispatcher import Dispatcher
+from shepard.flock import Flock
 from shepard.model import Job, JobSpec, RetryPolicy
 from shepard.sheep import Heartbeat
 
@@ -93,3 +95,14 @@ def test_a_heartbeat_makes_its_catalog_patient(tmp_path: Path) -> None:
     Heartbeat(catalog, 60.0)
     assert catalog.patient
     catalog.close()
+
+
+def test_a_flock_that_runs_jobs_has_a_patient_catalog(tmp_path: Path) -> None:
+    flock = Flock.create(
+        tmp_path / "f", FlockConfig(name="f", payload=PayloadConfig(command="true"))
+    )
+    catalog = flock.catalog
+    assert isinstance(catalog, SqlCatalog) and not catalog.patient
+    flock.open_backend(workers=1).shutdown(kill=True)
+    assert catalog.patient
+    flock.close()
