@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from shepard.backends.base import Backend, EngineBackend
+from shepard.backends.base import Backend, SchedulerBackend
 from shepard.catalog import be_patient
 from shepard.catalog.base import Catalog
 from shepard.model import RetryPolicy
@@ -22,14 +22,14 @@ class Dispatcher:
     """Claims jobs for `backend` as it has room, and expires leases of lost workers.
 
     Claiming goes through the catalog, so any number of dispatchers (processes, machines) can
-    serve one flock: each job is claimed by exactly one of them. An EngineBackend is not given
-    claimed jobs: its `dispatch` hands queued jobs to the engine itself (see backends/base.py).
+    serve one flock: each job is claimed by exactly one of them. An SchedulerBackend is not given
+    claimed jobs: its `dispatch` hands queued jobs to the scheduler itself (see backends/base.py).
     """
 
     def __init__(
         self,
         catalog: Catalog,
-        backend: Backend | EngineBackend,
+        backend: Backend | SchedulerBackend,
         policy: RetryPolicy,
         *,
         worker_id: str,
@@ -56,7 +56,7 @@ class Dispatcher:
             # them), a bounded part per step so that claiming goes on meanwhile
             if self.catalog.sweep_submissions(now=now, budget=SWEEP_BUDGET):
                 self._last_expiry = float("-inf")  # more to do: carry on at the next step
-        if isinstance(self.backend, EngineBackend):
+        if isinstance(self.backend, SchedulerBackend):
             return self.backend.dispatch(now)
         room = self.backend.capacity()
         if room <= 0:

@@ -15,20 +15,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shepard import config, leftovers
-from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
+from shepard.bundle import make_bundle, read_bundle_file
 from shepard.catalog import be_patient, open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
-from shepard.errors import JobNotFound, ShepardError
+from shepard.errors import CatalogMissing, JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
-from shepard.params import find_key, validate_params
+from shepard.params import check_env_size, find_key, validate_params
+from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.context import ContainerSpec
 from shepard.runtime.engine import check_gpus
+from shepard.service import FlockService
 from shepard.storage import LocalStore
 
 if TYPE_CHECKING:
-    from shepard.backends.base import Backend, EngineBackend
+    from shepard.backends.base import Backend, BackendContext, SchedulerBackend
+    from shepard.scheduler_task import TaskSetup
 
 Progress = Callable[[dict[JobStatus, int]], None]
 
@@ -54,7 +57,7 @@ class Submission:
             object.__setattr__(self, "count", len(self.ids))
 
 
-class Flock:
+class Flock(FlockService):
     """One flock: its config, stores, catalog and the operations on its jobs."""
 
     def __init__(self, flockdir: Flockdir, *, clock: Callable[[], float] = time.time) -> None:
@@ -75,8 +78,24 @@ class Flock:
         flock = cls.open(folder)
         for name in FOLDERS:
             flock.dir.store_path(name).mkdir(parents=True, exist_ok=True)
-        flock.catalog  # noqa: B018 - create the catalog now so errors surface at init
+        open_catalog(flock.dir.catalog_url, create=True).close()  # the only place one is made
         return flock
+
+    def repair(self) -> list[str]:
+        """Create the missing stores and catalog (empty) of this existing flock; return what
+        was made. The only other way to a catalog is `create` (`shepard init --repair`)."""
+        made = []
+        for name in FOLDERS:
+            path = self.dir.store_path(name)
+            if not path.is_dir():
+                path.mkdir(parents=True)
+                made.append(f"store {path}")
+        try:
+            open_catalog(self.dir.catalog_url, create=False).close()
+        except CatalogMissing:
+            open_catalog(self.dir.catalog_url, create=True).close()
+            made.append(f"an empty catalog {self.dir.catalog_url}")
+        return made
 
     # -- stores and catalog -------------------------------------------------------------
 
@@ -86,8 +105,8 @@ class Flock:
 
     @cached_property
     def catalog(self) -> Catalog:
-        # made patient (catalog.be_patient) by the dispatcher and heartbeats of long runs
-        return open_catalog(self.dir.catalog_url)
+        # made patient (catalog.be_patient) when it runs jobs: see open_backend
+        return open_catalog(self.dir.catalog_url, create=False)
 
     def close(self) -> None:
         if "catalog" in self.__dict__:
@@ -125,7 +144,7 @@ class Flock:
 
     def check_resources(self) -> None:
         """Raise ResourceError when this host cannot give the flock's jobs what they ask for
-        (GPUs). Judged for the local backend only: an engine's nodes are other hosts."""
+        (GPUs). Judged for the local backend only: a scheduler's nodes are other hosts."""
         if self.config.backend.kind == "local":
             check_gpus(self.config.container.gpus, self.config.container.engine)
 
@@ -146,14 +165,20 @@ class Flock:
         the catalog is never locked for long (see catalog/staging.py). A mapping that fails
         validation registers nothing. `progress` is called with the number of jobs written.
         """
+        config.check_job_limits(max_attempts, timeout)
         self.check_resources()
         label = batch or new_batch_label()
         self.catalog.sweep_submissions(now=self.clock())  # leftovers of a killed submission
         kept: list[str] = []
 
+        env = self.config.payload.env
+
         def specs() -> Iterator[JobSpec]:
             for item in params:
-                yield JobSpec(validate_params(item), None, max_attempts, timeout, label)
+                checked = validate_params(item)
+                if env:  # payload.env counts against the same limit
+                    check_env_size(checked, env)
+                yield JobSpec(checked, None, max_attempts, timeout, label)
 
         count = self.catalog.submit_jobs(
             specs(), batch=label, now=self.clock(), default_attempts=self._attempts,
@@ -176,6 +201,9 @@ class Flock:
         """
         self.check_resources()
         params = read_bundle_file(path, self.config.limits)
+        check_env_size(
+            params, self.config.payload.env, source=f"parameters of bundle {path.name!r}"
+        )
         key = _zip_key(key or f"{uuid.uuid4()}.zip")
         inputs = self.store("inputs")
         if inputs.exists(key):
@@ -247,32 +275,24 @@ class Flock:
         errors: bool = False,
         job_ids: Iterable[str] = (),
         on_file: Callable[[Path], None] | None = None,
-    ) -> list[Path]:
+    ) -> Retrieval:
         """Copy result zips (and error bundles into dest/errors/) to a local folder.
 
         Files already present with the same size are skipped, so retrieve can be re-run to
-        fetch what is new. With `unzip`, each zip is also extracted (safely) into a folder of
-        the same name without `.zip`.
+        fetch what is new. With `unzip`, each zip is also extracted into a folder of the same
+        name without `.zip` (see `retrieval.extract_results`: nothing lands outside it, odd
+        names are cleaned or left out). One object that cannot be copied or unzipped never
+        stops the others: the result lists them (`failed`), and the entries left out
+        (`skipped`).
         """
         wanted = [f"@{job_id}_" for job_id in job_ids]
+        result = Retrieval()
         sources = [(self.store("outputs"), dest)]
         if errors:
             sources.append((self.store("errors"), dest / "errors"))
-        copied = []
         for store, target in sources:
-            for key in store.list():
-                if wanted and not any(w in key for w in wanted):
-                    continue
-                path = target / key
-                if not path.exists() or path.stat().st_size != store.size(key):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    store.get_file(key, path)
-                if unzip and key.endswith(".zip"):
-                    extract_bundle(path, path.with_suffix(""), self.config.limits)
-                copied.append(path)
-                if on_file:
-                    on_file(path)
-        return copied
+            retrieve_store(store, target, result, unzip=unzip, wanted=wanted, on_file=on_file)
+        return result
 
     # -- user actions ---------------------------------------------------------------------
 
@@ -286,16 +306,17 @@ class Flock:
 
         Returns the ids cancelled. A queued job never starts; the sheep running a running job
         notices at its next heartbeat (within about 2 s) and kills the payload's process group,
-        and the runtime's late report of that attempt is refused by the catalog. On an engine
-        backend (Slurm) the engine's tasks of those jobs are removed as well (`scancel`).
+        and the runtime's late report of that attempt is refused by the catalog. On a scheduler
+        backend (Slurm) the scheduler's tasks of those jobs are removed as well (`scancel`).
         """
         cancelled = self.catalog.cancel(job_ids, now=self.clock(), statuses=statuses)
         if cancelled:
-            from shepard.backends import open_engine
+            from shepard.backends import open_scheduler
 
-            engine = open_engine(self)  # e.g. Slurm: remove the cancelled jobs' tasks
-            if engine is not None:
-                engine.cancel(cancelled)
+            # e.g. Slurm: remove the cancelled jobs' tasks
+            scheduler = open_scheduler(self.config.backend.kind, self.backend_context())
+            if scheduler is not None:
+                scheduler.cancel(cancelled)
         return cancelled
 
     def retry(
@@ -350,12 +371,12 @@ class Flock:
         until: Callable[[], bool] | None = None,
         workers: int | None = None,
         wakeup: threading.Event | None = None,
-        backend: Backend | EngineBackend | None = None,
+        backend: Backend | SchedulerBackend | None = None,
     ) -> None:
         """Run queued jobs with the flock's backend until `stop` is set or `until()` is true.
 
-        The local backend runs them here (`workers` slots, default `backend.workers`); an
-        engine backend (Slurm) hands them to its engine, whose tasks run them.
+        The local backend runs them here (`workers` slots, default `backend.workers`); a
+        scheduler backend (Slurm) hands them to its scheduler, whose tasks run them.
         Setting `wakeup` makes the dispatcher look again at once (new jobs, `until` changed).
         `backend`: one opened with `open_backend` (with the same `wakeup`); it is shut down
         on return.
@@ -376,16 +397,50 @@ class Flock:
 
     def open_backend(
         self, *, workers: int | None = None, wakeup: threading.Event | None = None
-    ) -> Backend | EngineBackend:
+    ) -> Backend | SchedulerBackend:
         """The flock's backend, ready for `run`. Open it before this process starts threads
         of its own: a local backend then starts its runner processes as forks, at once."""
         from shepard.backends import open_backend
 
         be_patient(self.catalog)  # whatever runs jobs runs long (and so does an inbox beside)
-        return open_backend(self, workers=workers, worker_id=worker_id(), wakeup=wakeup)
+        ctx = self.backend_context(workers=workers, wakeup=wakeup, worker=worker_id())
+        return open_backend(self.config.backend.kind, ctx)
+
+    def backend_context(
+        self,
+        *,
+        workers: int | None = None,
+        wakeup: threading.Event | None = None,
+        worker: str = "",
+    ) -> BackendContext:
+        """What the flock's backend may see of it (backends/base.py): `worker` is the id this
+        process claims under ("" for commands that claim nothing)."""
+        from shepard.backends.base import BackendContext
+
+        backend = self.config.backend
+        return BackendContext(
+            name=self.config.name, folder=self.dir.folder, catalog=self.catalog,
+            catalog_url=self.dir.catalog_url, settings=backend.section(),
+            workers=workers or backend.workers, lease=backend.lease,
+            policy=self.config.retry.policy(), worker_id=worker, clock=self.clock,
+            wakeup=wakeup or threading.Event(), store=self.store,
+            shared_path=self.dir.store_path, runtime=self.runtime_context,
+        )  # fmt: skip
+
+    def task_setup(self) -> TaskSetup:
+        """What this flock's scheduler tasks need (`shepard worker run --manifest`, `worker
+        serve`), from its backend class; for a backend without tasks of its own (local), a
+        setup for sheep started by hand (`worker serve` on any machine)."""
+        from shepard.backends import backend_class
+        from shepard.scheduler_task import handmade_setup
+
+        cls = backend_class(self.config.backend.kind)
+        make = getattr(cls, "task_setup", handmade_setup)
+        setup: TaskSetup = make(self.backend_context())
+        return setup
 
     def run_job(self, job_id: str) -> JobStatus | None:
-        """Claim and run one specific queued job here (what a remote engine's task does).
+        """Claim and run one specific queued job here (what `shepard worker run JOB` does).
 
         Returns the job's new status, or None when the job was not claimable (already taken,
         finished or cancelled), in which case nothing ran.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest migration; opening a catalog whose version table holds it skips Alembic."""
 
 VERSION_TABLE = "shepard_alembic_version"
@@ -101,4 +101,17 @@ submissions = sa.Table(
     sa.Column("pid", sa.Integer(), nullable=False),
     # 1 once every row is written: the rows are then made visible (rolled forward), never removed
     sa.Column("committed", sa.Integer(), nullable=False, server_default=sa.text("0")),
+)
+
+
+# Client-supplied idempotency keys of submissions (`Flock.submit_request`): a retried request
+# finds its key here and gets the first answer back instead of registering its jobs again.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),  # sha256 of the request
+    sa.Column("batch", sa.String(), nullable=False),
+    sa.Column("ids", sa.Text(), nullable=False),  # JSON list of the job ids registered
+    sa.Column("created_at", sa.Float(), nullable=False),
 )

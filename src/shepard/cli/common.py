@@ -3,24 +3,49 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 
 from shepard.errors import ShepardError
 from shepard.flock import Flock
 from shepard.profiles import ProfileStore
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+PLAIN_WIDTH = 1 << 20
+"""Columns of output that is not a terminal: wide enough that no line is ever wrapped."""
+
+
+class CliConsole(Console):
+    """The CLI's console. On a terminal, rich's usual output; anywhere else (a pipe, a file,
+    a script) plain lines that are never wrapped, whatever the width or COLUMNS, so ids and
+    paths stay whole for grep and cut (rich already leaves colours out there).
+
+    Text from users and libraries printed through it must be escaped (`escape`) or passed
+    as rich `Text`, never as markup: `[...]` in it would be taken for a style.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(PLAIN_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = CliConsole(highlight=False)
+err_console = CliConsole(stderr=True, highlight=False)
 
 
 def resolve_flock(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path:
@@ -49,6 +74,41 @@ FlockOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+def seconds(value: float | None) -> float | None:
+    """Callback of the options given in seconds: unset, or a finite number above 0."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value:g} is not a number of seconds: give a number > 0")
+    return value
+
+
+def between(low: int, high: int) -> Callable[[int | None], int | None]:
+    """Callback of an integer option: unset, or from `low` to `high` (both included)."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is out of range: give a number from {low} to {high}")
+        return value
+
+    return check
+
+
+def flags_without_type(command: Any) -> None:
+    """Show no value type for the flags of `command` (a click command made by
+    typer.main.get_command) and of every command under it, in their --help.
+
+    A flag takes no value, so the `<bool>` typer shows for it would only mislead.
+    """
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))  # --help is a flag too
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        flags_without_type(sub)
+
+
 _opened: list[Flock] = []
 
 
@@ -66,7 +126,9 @@ def close_flocks() -> None:
         try:
             flock.close()
         except Exception as exc:  # the command's outcome stands; say what went wrong
-            err_console.print(f"[yellow]warning:[/] closing {flock.dir.folder}: {exc}")
+            err_console.print(
+                f"[yellow]warning:[/] closing {escape(str(flock.dir.folder))}: {escape(str(exc))}"
+            )
 
 
 # Which commands take each profile option as their default (aliases included).

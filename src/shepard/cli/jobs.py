@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import sys
 import threading
 import time
@@ -27,16 +26,19 @@ from shepard.cli import render
 from shepard.cli.common import (
     FlockOption,
     JsonOption,
+    between,
     console,
     err_console,
     interruptible,
     open_flock,
     print_json,
+    seconds,
 )
+from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
 from shepard.errors import ParamsError
 from shepard.flock import Flock, Submission
-from shepard.model import JobStatus
-from shepard.params import parse_params_json
+from shepard.model import JobStatus, ParamValue
+from shepard.params import json_file_params, parse_params_json
 from shepard.triggers import ScanResult, count_rejected, watching
 
 WaitOption = Annotated[
@@ -55,6 +57,7 @@ def batch(
     zip_name: Annotated[
         str | None, typer.Option("--zip-name", help="Name of the bundle in the inputs store.")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Zip FOLDER into an input bundle (or take a zip as is) and submit it as one job."""
     f = open_flock(flock)
@@ -62,7 +65,12 @@ def batch(
         sub = f.submit_bundle(folder, key=zip_name)
     else:
         sub = f.batch(folder, zip_name=zip_name)
-    console.print(f"submitted job {sub.ids[0]} (bundle {f.job(sub.ids[0]).bundle_key})")
+    if as_json:
+        print_json({"id": sub.ids[0], "batch": sub.batch, "bundle": f.job(sub.ids[0]).bundle_key})
+    else:
+        console.print(
+            f"submitted job {sub.ids[0]} (bundle {f.job(sub.ids[0]).bundle_key})", markup=False
+        )
     if wait:
         _wait(f, sub)
 
@@ -88,8 +96,16 @@ def submit(
             "to it, on top of the --json parameters.",
         ),
     ] = None,
-    attempts: Annotated[int | None, typer.Option(help="Attempts per job (retries).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    attempts: Annotated[
+        int | None,
+        typer.Option(
+            callback=between(1, MAX_ATTEMPTS),
+            help=f"Attempts per job, retries included: 1 to {MAX_ATTEMPTS}.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(callback=seconds, help="Seconds per attempt (> 0).")
+    ] = None,
     wait: WaitOption = False,
     ids: Annotated[bool, typer.Option("--ids", help="Print only the job ids, one a line.")] = False,
 ) -> None:
@@ -110,9 +126,9 @@ def submit(
         while chunk := list(itertools.islice(listed, 10_000)):
             sys.stdout.write("".join(f"{job_id}\n" for job_id in chunk))
     elif sub.count == 1:
-        console.print(f"submitted job {sub.ids[0]}")
+        console.print(f"submitted job {sub.ids[0]}", markup=False)
     else:
-        console.print(f"submitted {sub.count} jobs (batch {sub.batch})")
+        console.print(f"submitted {sub.count} jobs (batch {sub.batch})", markup=False)
     if wait:
         _wait(f, sub)
 
@@ -163,18 +179,20 @@ def _range_size(range_: str | None) -> int | None:
 
 def _param_sets(
     json_text: str | None, json_file: Path | None, range_: str | None
-) -> Iterator[dict[str, object]]:
-    base: dict[str, object] = (
+) -> Iterator[dict[str, ParamValue]]:
+    """The jobs of a submission: --json alone is one job; with --range or --json-file its
+    parameters are defaults under those of every job they make."""
+    base: dict[str, ParamValue] = (
         dict(parse_params_json(json_text, source="--json")) if json_text else {}
     )
     if range_:
         name, start, end = _parse_range(range_)
         for i in range(start, end + 1):
             yield {**base, name: i}
-    elif json_text:
-        yield base
     if json_file:
-        yield from _read_json_file(json_file)
+        yield from json_file_params(json_file, base, stdin=sys.stdin)
+    if json_text and not range_ and not json_file:
+        yield base
 
 
 def _parse_range(text: str) -> tuple[str, int, int]:
@@ -189,32 +207,6 @@ def _parse_range(text: str) -> tuple[str, int, int]:
             f"--range {text!r}: expected NAME=START-END with START <= END, e.g. ITEM=1-200"
         )
     return name, start, end
-
-
-def _read_json_file(path: Path) -> Iterator[dict[str, object]]:
-    """Jobs from a file: one JSON object, an array of objects, or JSON lines."""
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    source = "stdin" if str(path) == "-" else str(path)
-    body = text.strip()
-    try:
-        first, end = json.JSONDecoder().raw_decode(body)
-    except json.JSONDecodeError as exc:
-        raise ParamsError(f"{source}: invalid JSON: {exc}") from exc
-    if body[end:].strip():  # more than one value: JSON lines
-        for n, line in enumerate(body.splitlines(), 1):
-            if line.strip():
-                yield dict(parse_params_json(line, source=f"{source} line {n}"))
-    elif isinstance(first, list):
-        for n, item in enumerate(first, 1):
-            yield from _checked(item, f"{source} item {n}")
-    else:
-        yield dict(parse_params_json(body, source=source))
-
-
-def _checked(item: object, source: str) -> Iterator[dict[str, object]]:
-    from shepard.params import validate_params
-
-    yield dict(validate_params(item, source=source))
 
 
 def _wait(f: Flock, sub: Submission) -> None:
@@ -238,7 +230,11 @@ def _wait(f: Flock, sub: Submission) -> None:
 def up(
     flock: FlockOption = Path("."),
     workers: Annotated[
-        int | None, typer.Option(help="Worker slots (default: the flock's backend.workers).")
+        int | None,
+        typer.Option(
+            callback=between(1, MAX_WORKERS),
+            help=f"Worker slots, 1 to {MAX_WORKERS} (default: the flock's backend.workers).",
+        ),
     ] = None,
     no_inbox: Annotated[
         bool,
@@ -248,16 +244,23 @@ def up(
     """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
     f.sweep_leftovers()  # of `batch` commands killed midway
-    n = workers or f.config.backend.workers
+    n = f.config.backend.workers if workers is None else workers
     if f.config.backend.kind == "slurm":
-        mode = f.config.backend.slurm.mode
-        console.print(f"flock {f.config.name}: handing jobs to Slurm ({mode} mode; Ctrl-C to stop)")
+        mode = getattr(f.config.backend.section(), "mode", "")
+        console.print(
+            f"flock {f.config.name}: handing jobs to Slurm ({mode} mode; Ctrl-C to stop)",
+            markup=False,
+        )
     else:
-        console.print(f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)")
+        console.print(
+            f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)", markup=False
+        )
     wakeup = threading.Event()
     inbox: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if not no_inbox:
-        console.print(f"turning bundles dropped into {f.dir.store_path('inbox')} into jobs")
+        console.print(
+            f"turning bundles dropped into {f.dir.store_path('inbox')} into jobs", markup=False
+        )
         inbox = watching(f, wakeup=wakeup, on_result=_report_inbox)
     backend = f.open_backend(workers=n, wakeup=wakeup)  # before the inbox's thread starts
     with interruptible() as stop:
@@ -307,18 +310,7 @@ def query(
             {
                 "counts": {s.value: n for s, n in counts.items()},
                 "rejected": rejected,
-                "jobs": [
-                    {
-                        "id": j.id,
-                        "status": j.status.value,
-                        "attempt": j.attempt,
-                        "params": dict(j.params),
-                        "reason": j.reason,
-                        "start_time": j.started_at,
-                        "outputs": [str(f.store("outputs").path(k)) for k in j.outputs],
-                    }
-                    for j in jobs
-                ],
+                "jobs": [render.job_json(j, f) for j in jobs],
             }
         )
         return
@@ -352,9 +344,16 @@ def retrieve(
         bool, typer.Option(help="Also copy error bundles (into DEST/errors).")
     ] = False,
     job: Annotated[list[str] | None, typer.Option(help="Only these job ids.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Copy result zips (and error bundles) to a local folder."""
+    """Copy result zips (and error bundles) to a local folder.
+
+    Exit code 1 when something could not be copied or unzipped (listed at the end); entries
+    of a zip renamed or left out while unzipping are listed as warnings.
+    """
     f = open_flock(flock)
     with render.file_progress("retrieving") as tick:
-        files = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or (), on_file=tick)
-    console.print(f"{len(files)} file(s) in {dest}")
+        got = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or (), on_file=tick)
+    render.print_retrieval(got, dest, as_json=as_json)
+    if not got.ok:
+        raise typer.Exit(1)
