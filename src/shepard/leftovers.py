@@ -7,8 +7,9 @@ leaves any of these three, which nothing else would ever remove:
 - `work/.batch-*` folders: each holds LOCK_NAME, locked (flock) by its live process for as
   long as it exists, so a folder whose lock can be taken is proven abandoned and goes at once
   (a folder without the lock file goes once older than GRACE_S);
-- `.tmp-*` files in the inputs store, which a live copy keeps writing to: they go once not
-  modified for TMP_GRACE_S;
+- a partial write in the inputs store (a folder's `.tmp-*` file, S3's unfinished multipart
+  upload), which a live copy keeps writing to: it goes once older than TMP_GRACE_S
+  (`ObjectStore.discard_partial`);
 - a bundle stored but never registered: an input bundle no job names, older than GRACE_S (a
   bundle is registered right after it is stored; the grace covers a registration waiting for
   a busy catalog).
@@ -28,12 +29,12 @@ from pathlib import Path
 from typing import IO
 
 from shepard.catalog.base import Catalog
-from shepard.storage import LocalStore
+from shepard.errors import StorageError
+from shepard.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 BATCH_PREFIX = ".batch-"
-TMP_PREFIX = ".tmp-"  # LocalStore's temporary files
 LOCK_NAME = ".lock"
 GRACE_S = 3600.0
 TMP_GRACE_S = 600.0
@@ -60,15 +61,15 @@ def held(folder: Path) -> Iterator[None]:
         yield
 
 
-def sweep(work: Path, inputs: LocalStore, catalog: Catalog, *, now: float | None = None) -> Swept:
+def sweep(work: Path, inputs: ObjectStore, catalog: Catalog, *, now: float | None = None) -> Swept:
     """Remove the leftovers the module docstring lists; never fails (an error is logged)."""
     now = time.time() if now is None else now
     swept = Swept()
     try:
         _sweep_folders(work, now, swept)
-        _sweep_tmp(inputs.root, now, swept)
+        swept.tmp_files += inputs.discard_partial(older_than=now - TMP_GRACE_S)
         _sweep_bundles(inputs, catalog, now, swept)
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         log.warning("could not remove the leftovers of killed submissions: %s", exc)
     if swept:
         log.info(
@@ -102,25 +103,19 @@ def _abandoned(folder: Path, now: float) -> bool:
         return True  # our lock is dropped with the file when the folder goes
 
 
-def _sweep_tmp(root: Path, now: float, swept: Swept) -> None:
-    if not root.is_dir():
-        return
-    for path in root.rglob(TMP_PREFIX + "*"):
-        if path.is_file() and _older(path, now, TMP_GRACE_S):
-            swept.bytes += path.stat().st_size
-            path.unlink(missing_ok=True)
-            swept.tmp_files += 1
-
-
-def _sweep_bundles(inputs: LocalStore, catalog: Catalog, now: float, swept: Swept) -> None:
-    old = [k for k in inputs.list() if k.endswith(".zip") and _older(inputs.path(k), now, GRACE_S)]
+def _sweep_bundles(inputs: ObjectStore, catalog: Catalog, now: float, swept: Swept) -> None:
+    old = [
+        info
+        for info in inputs.scan()
+        if info.key.endswith(".zip") and info.modified < now - GRACE_S
+    ]
     if not old:
         return
-    referenced = catalog.referenced_bundles(old)
-    for key in old:
-        if key not in referenced:
-            swept.bytes += inputs.path(key).stat().st_size
-            inputs.delete(key)
+    referenced = catalog.referenced_bundles([info.key for info in old])
+    for info in old:
+        if info.key not in referenced:
+            swept.bytes += info.size
+            inputs.delete(info.key)
             swept.bundles += 1
 
 
