@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shepard import slurmspec
 from shepard.errors import ConfigError
@@ -100,6 +107,11 @@ class BackendConfig(_Strict):
 
 
 class PayloadConfig(_Strict):
+    """`[payload]`: what runs for each job. `kind` names a payload kind (payloads/base.py,
+    docs/payloads.md), which checks the other keys; a file without `kind` gets the one its
+    keys meant before kinds existed (`infer_kind`)."""
+
+    kind: str = ""  # "command" | "image" | "quick-deploy"; "" (unset): inferred
     command: str | None = None  # run through /bin/sh -c in the job's workspace
     # a container image to run each job in (docs/containers.md); `command` then runs inside
     # it, or the image's own entrypoint and command run when `command` is unset
@@ -113,6 +125,15 @@ class PayloadConfig(_Strict):
         if value is not None and (not value or any(c.isspace() for c in value)):
             raise ValueError(f"{value!r} is not an image name (e.g. localhost/tool:1)")
         return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> PayloadConfig:
+        from shepard.payloads.base import infer_kind, kind_class  # payloads import config
+
+        if not self.kind:  # frozen model: set once, here, while it is being validated
+            object.__setattr__(self, "kind", infer_kind(self.command, self.image))
+        kind_class(self.kind).check(self)
+        return self
 
 
 class RetryConfig(_Strict):
@@ -292,5 +313,6 @@ def write(folder: Path, config: FlockConfig) -> Path:
     data = {"name": config.name, **data}
     if "backend" not in data or "workers" not in data["backend"]:
         data.setdefault("backend", {})["workers"] = config.backend.workers
+    data["payload"] = {"kind": config.payload.kind, **data.get("payload", {})}
     path.write_text(tomli_w.dumps(data))
     return path

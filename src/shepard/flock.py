@@ -22,9 +22,9 @@ from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import find_key, validate_params
+from shepard.payloads import open_payload
+from shepard.payloads.container_engine import check_gpus
 from shepard.runtime import RuntimeContext, log_key
-from shepard.runtime.context import ContainerSpec
-from shepard.runtime.engine import check_gpus
 from shepard.storage import LocalStore
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ class Flock:
             self.catalog.close()
 
     def runtime_context(self) -> RuntimeContext:
+        """What the runtime needs to run this flock's jobs: its stores, folders and its
+        payload kind, configured (built once per worker process)."""
         payload = self.config.payload
         return RuntimeContext(
             inputs=self.store("inputs"),
@@ -89,25 +91,12 @@ class Flock:
             logs=self.store("logs"),
             secrets_dir=self.dir.store_path("secrets"),
             workspace_root=self.dir.store_path("work"),
-            command=payload.command,
+            payload=open_payload(self.config),
             timeout=payload.timeout,
             env=dict(payload.env),
             efs=self.dir.filesystem("efs"),
             lustre=self.dir.filesystem("lustre"),
-            container=self._container_spec(),
         )
-
-    def _container_spec(self) -> ContainerSpec | None:
-        """How jobs run in the flock's image (None when the payload is not an image)."""
-        image, c = self.config.payload.image, self.config.container
-        if image is None:
-            return None
-        return ContainerSpec(
-            image=image, flock=self.config.name, engine=c.engine, cpus=c.cpus,
-            memory=c.memory_bytes(), ulimits=c.ulimit_pairs(),
-            gpus=-1 if c.gpus == "all" else c.gpus, allow_docker_access=c.allow_docker_access,
-            network=c.network, pull=c.pull, user=c.user,
-        )  # fmt: skip
 
     def check_resources(self) -> None:
         """Raise ResourceError when this host cannot give the flock's jobs what they ask for
