@@ -42,7 +42,7 @@ class QuickDeployPayload(ProcessPayload):
 
     @classmethod
     def check(cls, payload: PayloadConfig) -> None:
-        if payload.command is not None or payload.image is not None:
+        if (payload.command and payload.command.strip()) or payload.image is not None:
             raise ValueError(
                 'kind "quick-deploy" runs each job\'s QUICK_DEPLOY_DIRECTORY: remove '
                 'payload.command and payload.image, or set kind = "command" or "image"'
