@@ -31,6 +31,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shepard.errors import PayloadError, StorageError
 from shepard.model import Job, JobStatus, Outcome
@@ -53,6 +54,9 @@ from shepard.runtime.workspace import (
     plan_workspace,
     remove_workspace,
 )
+
+if TYPE_CHECKING:
+    from shepard.payloads.base import Launch
 
 SUPERSEDED = "superseded: a newer attempt owns this job"
 
@@ -128,21 +132,28 @@ class _Attempt:
             ctx.logs.path(log_key(job.id, job.attempt, "stdout")),
             ctx.logs.path(log_key(job.id, job.attempt, "stderr")),
         )
-        create_workspace(ws)
-        _place_secrets(ctx.secrets_dir, ws.secrets)
-        payload = ctx.payload
-        launch = payload.prepare(job, ctx, ws)
-        if job.bundle_key is not None:
-            fetch_bundle(ctx.inputs, job.bundle_key, ws.input)
-        env = payload.environment(job, ctx, start_time=self.start_time, ws=ws, base=self.base_env)
+        launch, env = self._prepare(ws)
         if self.control.stop.is_set():
             return self._cancelled()
-        result = payload.run(
+        result = ctx.payload.run(
             launch, job=job, ctx=ctx, ws=ws, env=env, logs=logs, deadline=self._deadline(),
             stop=self.control.stop, grace=self.grace,
         )  # fmt: skip
         self.returncode, self.detail = result.returncode, result.detail
         return self._finish(result, ws)
+
+    def _prepare(self, ws: Workspace) -> tuple[Launch, dict[str, str]]:
+        """Fill the workspace; return what the payload runs and its environment."""
+        job, ctx = self.job, self.ctx
+        create_workspace(ws)
+        _place_secrets(ctx.secrets_dir, ws.secrets)
+        launch = ctx.payload.prepare(job, ctx, ws)
+        if job.bundle_key is not None:
+            fetch_bundle(ctx.inputs, job.bundle_key, ws.input)
+        env = ctx.payload.environment(
+            job, ctx, start_time=self.start_time, ws=ws, base=self.base_env
+        )
+        return launch, env
 
     def _deadline(self) -> float | None:
         """time.monotonic() value at which the payload is stopped: `timeout` seconds after it
