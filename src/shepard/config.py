@@ -126,12 +126,21 @@ class PayloadConfig(_Strict):
             raise ValueError(f"{value!r} is not an image name (e.g. localhost/tool:1)")
         return value
 
-    @model_validator(mode="after")
-    def _kind(self) -> PayloadConfig:
-        from shepard.payloads.base import infer_kind, kind_class  # payloads import config
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        """A section without `kind` gets the one its keys meant before kinds existed."""
+        if isinstance(data, dict) and not data.get("kind"):
+            from shepard.payloads.base import infer_kind  # payloads import this module
 
-        if not self.kind:  # frozen model: set once, here, while it is being validated
-            object.__setattr__(self, "kind", infer_kind(self.command, self.image))
+            return {**data, "kind": infer_kind(data.get("command"), data.get("image"))}
+        return data
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> PayloadConfig:
+        """The kind must be registered, and accept the other keys."""
+        from shepard.payloads.base import kind_class
+
         kind_class(self.kind).check(self)
         return self
 
