@@ -136,6 +136,14 @@ class PayloadConfig(_Strict):
             return {**data, "kind": infer_kind(data.get("command"), data.get("image"))}
         return data
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from shepard.payloads.base import kind_class
+
+        kind_class(value)  # UnknownKind (a ValueError) lists the known kinds
+        return value
+
     @model_validator(mode="after")
     def _check_kind(self) -> PayloadConfig:
         """The kind must be registered, and accept the other keys."""

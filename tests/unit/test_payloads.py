@@ -67,7 +67,7 @@ def test_an_unknown_kind_is_a_config_error_listing_the_known_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         parse(kind="lambda", command="run")
     message = str(caught.value)
-    assert "unknown payload kind 'lambda'" in message
+    assert "payload.kind: Value error, unknown payload kind 'lambda'" in message
     assert "known: command, image, quick-deploy" in message
 
 
