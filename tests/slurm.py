@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shepard.catalog import open_catalog
 from tests.services import require_service
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -69,7 +70,8 @@ def require_slurm() -> None:
 
 
 def fresh_catalog_url() -> str:
-    """The URL of a new, empty PostgreSQL schema (dropped when the test process exits)."""
+    """The URL of a new PostgreSQL schema holding an empty catalog (dropped when the test
+    process exits)."""
     schema = f"shepard_slurm_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     try:
@@ -81,7 +83,9 @@ def fresh_catalog_url() -> str:
         atexit.register(_drop_schemas)
     _schemas.append(schema)
     url = sa.make_url(POSTGRES).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
+    rendered = url.render_as_string(hide_password=False)
+    open_catalog(rendered, create=True).close()  # as `init` would: commands never make one
+    return rendered
 
 
 def use_slurm(data: dict[str, Any], mode: str = "array", **slurm: Any) -> None:

@@ -6,6 +6,7 @@ so a flock can be moved or shared as a whole.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -23,10 +24,13 @@ from pydantic import (
 )
 
 from shepard import slurmspec
-from shepard.errors import ConfigError
+from shepard.errors import ConfigError, ParamsError
 from shepard.model import RetryPolicy
+from shepard.params import validate_params
 
 CONFIG_NAME = "flock.toml"
+MAX_WORKERS = 4096  # worker slots of one process (backend.workers, init/up --workers)
+MAX_ATTEMPTS = 100  # attempts of one job (retry.attempts, --attempts)
 FOLDERS = ("inbox", "inputs", "outputs", "errors", "logs", "quick-deploy", "secrets", "work")
 
 
@@ -101,8 +105,13 @@ _SBATCH_OWNED = frozenset(
 
 class BackendConfig(_Strict):
     kind: Literal["local", "slurm"] = "local"
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=4096)
-    lease: float = Field(default=60.0, gt=1, description="seconds a claim lasts without heartbeat")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_WORKERS)
+    lease: float = Field(
+        default=60.0,
+        gt=1,
+        allow_inf_nan=False,
+        description="seconds a claim lasts without heartbeat",
+    )
     slurm: SlurmConfig = SlurmConfig()
 
 
@@ -116,8 +125,21 @@ class PayloadConfig(_Strict):
     # a container image to run each job in (docs/containers.md); `command` then runs inside
     # it, or the image's own entrypoint and command run when `command` is unset
     image: str | None = None
-    timeout: float | None = Field(default=None, gt=0)  # seconds per attempt; None = no limit
+    # seconds per attempt; None = no limit
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     env: dict[str, str] = Field(default_factory=dict)  # extra variables for every job
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        # the same names and values a job's parameters may have: the runtime sets the
+        # reserved ones (PATH included) for every job, and a bad name breaks every start
+        try:
+            validate_params(value, source="payload.env")
+        except ParamsError as exc:
+            problems = [line.strip().removeprefix("- ") for line in str(exc).splitlines()[1:]]
+            raise ValueError("; ".join(problems)) from None
+        return value
 
     @field_validator("image")
     @classmethod
@@ -154,9 +176,9 @@ class PayloadConfig(_Strict):
 
 
 class RetryConfig(_Strict):
-    attempts: int = Field(default=1, ge=1, le=100)
-    backoff: float = Field(default=5.0, ge=0)
-    backoff_max: float = Field(default=300.0, ge=0)
+    attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
+    backoff: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    backoff_max: float = Field(default=300.0, ge=0, allow_inf_nan=False)
     no_retry_exit_codes: list[int] = Field(default_factory=list)
 
     def policy(self) -> RetryPolicy:
@@ -256,6 +278,15 @@ class FlockConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     filesystems: FilesystemsConfig = FilesystemsConfig()
     container: ContainerConfig = ContainerConfig()
+
+
+def check_job_limits(max_attempts: int | None, timeout: float | None) -> None:
+    """Refuse per-submission attempts and timeout outside what `[retry]` and `[payload]`
+    accept (None leaves the flock's own value), with the accepted range in the message."""
+    if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS:
+        raise ConfigError(f"attempts {max_attempts}: give a number from 1 to {MAX_ATTEMPTS}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"timeout {timeout:g}: give a finite number of seconds > 0")
 
 
 class Flockdir:

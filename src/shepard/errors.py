@@ -27,6 +27,10 @@ class CatalogError(ShepardError):
     """The job catalog could not be reached or refused an operation."""
 
 
+class CatalogMissing(CatalogError):
+    """The catalog a flock names holds no catalog (deleted, emptied): only `init` makes one."""
+
+
 class JobNotFound(ShepardError):
     """No job with the given id exists in the catalog."""
 

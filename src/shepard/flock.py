@@ -19,12 +19,13 @@ from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
-from shepard.errors import JobNotFound, ShepardError
+from shepard.errors import CatalogMissing, JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import find_key, validate_params
 from shepard.payloads import open_payload
 from shepard.payloads.container_engine import check_gpus
 from shepard.runtime import RuntimeContext, log_key
+from shepard.service import FlockService
 from shepard.storage import LocalStore
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class Submission:
     ids: list[str]
 
 
-class Flock:
+class Flock(FlockService):
     """One flock: its config, stores, catalog and the operations on its jobs."""
 
     def __init__(self, flockdir: Flockdir, *, clock: Callable[[], float] = time.time) -> None:
@@ -62,8 +63,24 @@ class Flock:
         flock = cls.open(folder)
         for name in FOLDERS:
             flock.dir.store_path(name).mkdir(parents=True, exist_ok=True)
-        flock.catalog  # noqa: B018 - create the catalog now so errors surface at init
+        open_catalog(flock.dir.catalog_url, create=True).close()  # the only place one is made
         return flock
+
+    def repair(self) -> list[str]:
+        """Create the missing stores and catalog (empty) of this existing flock; return what
+        was made. The only other way to a catalog is `create` (`shepard init --repair`)."""
+        made = []
+        for name in FOLDERS:
+            path = self.dir.store_path(name)
+            if not path.is_dir():
+                path.mkdir(parents=True)
+                made.append(f"store {path}")
+        try:
+            open_catalog(self.dir.catalog_url, create=False).close()
+        except CatalogMissing:
+            open_catalog(self.dir.catalog_url, create=True).close()
+            made.append(f"an empty catalog {self.dir.catalog_url}")
+        return made
 
     # -- stores and catalog -------------------------------------------------------------
 
@@ -73,7 +90,7 @@ class Flock:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return open_catalog(self.dir.catalog_url)
+        return open_catalog(self.dir.catalog_url, create=False)
 
     def close(self) -> None:
         if "catalog" in self.__dict__:
@@ -115,6 +132,7 @@ class Flock:
         timeout: float | None = None,
     ) -> Submission:
         """Register one parameter-only job per mapping, all in one transaction."""
+        config.check_job_limits(max_attempts, timeout)
         self.check_resources()
         label = batch or new_batch_label()
 

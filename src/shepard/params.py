@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from shepard.errors import ParamsError
 from shepard.model import ParamValue
@@ -106,11 +107,14 @@ def parse_params_json(text: str, *, source: str) -> dict[str, ParamValue]:
     try:
         obj = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, duplicates))
     except json.JSONDecodeError as exc:
-        raise ParamsError(
-            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from exc
+        where = f"line {exc.lineno}, column" if "\n" in text.strip() else "column"
+        raise ParamsError(f"{source} is not valid JSON: {exc.msg} at {where} {exc.colno}") from exc
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise ParamsError(f"{source} is not usable JSON: {exc}") from exc
+    except RecursionError:  # thousands of nested [ or {: no parameter object looks like that
+        raise ParamsError(
+            f"{source} is nested too deeply to be a parameter object (a flat JSON object)"
+        ) from None
     if duplicates:
         names = ", ".join(repr(d) for d in dict.fromkeys(duplicates))
         raise ParamsError(
@@ -118,6 +122,145 @@ def parse_params_json(text: str, *, source: str) -> dict[str, ParamValue]:
             "so remove the duplicates"
         )
     return validate_params(obj, source=source)
+
+
+MAX_REPORTED = 20
+"""How many bad lines of a --json-file one error lists (their total is always given)."""
+
+
+def json_file_params(
+    path: Path, defaults: Mapping[str, ParamValue] | None = None, *, stdin: Iterable[str] = ()
+) -> Iterator[dict[str, ParamValue]]:
+    """The jobs of a --json-file, each with `defaults` under its own parameters.
+
+    The file (UTF-8, a leading BOM allowed; `-` reads `stdin`) holds one JSON object, an array
+    of objects, or one object per line (JSON lines, blank lines skipped). JSON lines are read
+    and yielded one at a time; a bad line or item does not stop the reading: once the file is
+    read, one ParamsError lists every bad one with its number, so a caller that registers the
+    jobs as one all-or-nothing submission keeps none of them. An unreadable file (missing, a
+    folder, not UTF-8) is a ParamsError naming it.
+    """
+    source = "stdin" if str(path) == "-" else str(path)
+    lines = _guarded(iter(stdin) if str(path) == "-" else _file_lines(path), source)
+    first, skipped = next(lines, "").removeprefix("\ufeff"), 0
+    while first and not first.strip():
+        first, skipped = next(lines, ""), skipped + 1
+    if _one_value(first):
+        rest = _chain(first, lines)
+        yield from _json_lines(rest, base=dict(defaults or {}), source=source, start=skipped + 1)
+        return
+    body = first + "".join(lines)
+    if body.lstrip().startswith("["):
+        yield from _array(body, dict(defaults or {}), source)
+        return
+    try:
+        yield {**(defaults or {}), **parse_params_json(body, source=source)}
+    except ParamsError:
+        if not _looks_like_lines(body):
+            raise
+        # JSON lines whose first line is bad: report every bad line, not only that one
+        yield from _json_lines(iter(body.splitlines()), base=dict(defaults or {}), source=source)
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    if path.is_dir():
+        raise ParamsError(f"--json-file {path} is a folder: give a file of JSON objects")
+    with path.open(encoding="utf-8") as handle:
+        yield from handle
+
+
+def _guarded(lines: Iterator[str], source: str) -> Iterator[str]:
+    """`lines`, with read and decoding failures turned into a ParamsError naming `source`."""
+    try:
+        yield from lines
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{source} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise ParamsError(f"cannot read --json-file {source}: {exc.strerror or exc}") from None
+
+
+def _looks_like_lines(body: str) -> bool:
+    """Whether `body`, which is not one JSON value, was meant as JSON lines: one of its lines
+    is an object by itself, or each of its (several) lines starts one."""
+    lines = [line for line in body.splitlines() if line.strip()]
+    if any(_one_value(line) for line in lines):
+        return True
+    return len(lines) > 1 and all(line.lstrip().startswith("{") for line in lines)
+
+
+def _one_value(line: str) -> bool:
+    """Whether `line` holds one complete JSON object (so its file is JSON lines)."""
+    if not line.lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _json_lines(
+    lines: Iterator[str], *, base: dict[str, ParamValue], source: str, start: int = 1
+) -> Iterator[dict[str, ParamValue]]:
+    """One job per non-blank line; the first of `lines` is line `start` of the file."""
+    bad = _Problems(source, "line")
+    for n, line in enumerate(lines, start):
+        if line.strip():
+            try:
+                yield {**base, **parse_params_json(line, source=f"line {n}")}
+            except ParamsError as exc:
+                bad.add(str(exc))
+    bad.check()
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _array(body: str, base: dict[str, ParamValue], source: str) -> Iterator[dict[str, ParamValue]]:
+    """The jobs of a file holding one JSON array of objects."""
+    try:
+        items = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from exc
+    except RecursionError:
+        raise ParamsError(f"{source} is nested too deeply to hold parameter objects") from None
+    bad = _Problems(source, "item")
+    for n, item in enumerate(items, 1):
+        try:
+            yield {**base, **validate_params(item, source=f"item {n}")}
+        except ParamsError as exc:
+            bad.add(str(exc))
+    bad.check()
+
+
+class _Problems:
+    """The bad lines (or items) of one file: the first MAX_REPORTED, and how many in all."""
+
+    def __init__(self, source: str, unit: str) -> None:
+        self.source, self.unit = source, unit
+        self.shown: list[str] = []
+        self.count = 0
+
+    def add(self, problem: str) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_REPORTED:
+            self.shown.append(problem)
+
+    def check(self) -> None:
+        """Raise one ParamsError listing the problems, if there were any."""
+        if not self.count:
+            return
+        more = self.count - len(self.shown)
+        tail = f"\n... and {more} more bad {self.unit}(s)" if more else ""
+        raise ParamsError(
+            f"{self.source}: {self.count} bad {self.unit}(s), nothing was submitted:\n"
+            + "\n".join(self.shown)
+            + tail
+        )
 
 
 def find_key(params: Mapping[str, ParamValue], name: str) -> str | None:

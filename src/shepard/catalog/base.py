@@ -9,9 +9,24 @@ that lost its lease can never overwrite what a newer attempt recorded.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from shepard.errors import ShepardError
 from shepard.model import Ended, Job, JobEvent, JobSpec, JobStatus, Outcome
+
+
+class IdempotencyConflict(ShepardError):
+    """An idempotency key was used again with a different request (a 409-style error)."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What a keyed submission registered; `replayed`: by an earlier request with the key."""
+
+    batch: str
+    ids: list[str]
+    replayed: bool
 
 
 class Catalog(Protocol):
@@ -223,13 +238,37 @@ class Catalog(Protocol):
         *,
         status: JobStatus | None = None,
         worker: str | None = None,
+        batch: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
         limit: int = 50,
         before_seq: int | None = None,
         after_seq: int | None = None,
         newest_first: bool = True,
     ) -> list[Job]:
-        """Jobs in `seq` order, optionally filtered by status and by the worker that claimed
-        them last, keyset-paged by seq."""
+        """Jobs in `seq` order, keyset-paged by seq, optionally filtered by status, by the
+        worker that claimed them last, by batch label, by tag (a parameter named TAG in any
+        case whose value equals `tag` ignoring case) and by submission time (`since`: epoch
+        seconds, submitted at or after). Filters combine with AND."""
+        ...
+
+    def add_jobs_once(
+        self,
+        key: str,
+        request_hash: str,
+        batch: str,
+        specs: Iterable[JobSpec],
+        *,
+        now: float,
+        default_attempts: int,
+    ) -> Registered:
+        """`add_jobs(specs)` (each spec carrying `batch`) under the client's idempotency `key`,
+        in ONE transaction with the key's record.
+
+        If `key` was used before, nothing is added and what that request registered comes
+        back with `replayed` set; IdempotencyConflict if that request's `request_hash` differs.
+        Concurrent calls with one key register the jobs exactly once.
+        """
         ...
 
     def close(self) -> None: ...

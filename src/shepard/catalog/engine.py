@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
-from shepard.errors import CatalogError
+from shepard.errors import CatalogError, CatalogMissing
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for another process's write transaction before giving up."""
@@ -41,11 +42,11 @@ def parse_url(url: str) -> URL:
         raise CatalogError(f"invalid catalog URL {shown!r}: {_USAGE}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    backend = parsed.get_backend_name()
-    if (backend, parsed.get_driver_name()) not in (
-        ("sqlite", "pysqlite"),
-        ("postgresql", "psycopg"),
-    ):
+    try:  # a driver name SQLAlchemy does not know fails while looking for its module
+        kind = (parsed.get_backend_name(), parsed.get_driver_name())
+    except sa.exc.ArgumentError:
+        kind = ("", "")
+    if kind not in (("sqlite", "pysqlite"), ("postgresql", "psycopg")):
         shown = parsed.render_as_string(hide_password=True)
         raise CatalogError(f"unsupported catalog URL {shown!r}: {_USAGE}")
     return parsed
@@ -53,6 +54,26 @@ def parse_url(url: str) -> URL:
 
 def is_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def check_exists(url: URL) -> None:
+    """Raise CatalogMissing when `url` is a SQLite file that does not exist or is empty
+    (connecting would quietly make a new, empty database there)."""
+    if url.get_backend_name() != "sqlite" or is_memory(url):
+        return
+    path = Path(str(url.database))
+    if not path.is_file() or path.stat().st_size == 0:
+        raise missing_catalog(url)
+
+
+def missing_catalog(url: URL) -> CatalogMissing:
+    """The error for a flock whose catalog is gone (deleted, emptied, never made)."""
+    shown = url.render_as_string(hide_password=True)
+    return CatalogMissing(
+        f"the flock's catalog {shown} is missing or empty, so the history of its jobs is "
+        "gone (was it deleted?); commands refuse to run without it. If it cannot be brought "
+        "back, `shepard init --repair FLOCK_FOLDER` creates a new, empty one"
+    )
 
 
 def create_engine(url: URL) -> Engine:

@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from shepard.catalog.engine import READ_ONLY
+from shepard.catalog.engine import READ_ONLY, missing_catalog
 from shepard.catalog.schema import HEAD_REVISION, VERSION_TABLE
 from shepard.errors import CatalogError
 
@@ -26,8 +26,11 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x73686570
 
 
-def ensure_schema(engine: Engine, *, tries: int = 5) -> None:
+def ensure_schema(engine: Engine, *, tries: int = 5, create: bool = True) -> None:
     """Upgrade the database behind `engine` to HEAD_REVISION unless it is already there.
+
+    A database holding no catalog at all gets one only with `create`; without, it raises
+    CatalogMissing (see shepard.catalog.open_catalog).
 
     On a brand-new SQLite file, processes racing to switch it to WAL and create the schema
     can deadlock on SQLite's file locks, which SQLite reports at once as "database is
@@ -35,7 +38,7 @@ def ensure_schema(engine: Engine, *, tries: int = 5) -> None:
     """
     for attempt in range(1, tries + 1):
         try:
-            _ensure_schema(engine)
+            _ensure_schema(engine, create)
             return
         except sa.exc.OperationalError as exc:
             if "database is locked" not in str(exc) or attempt == tries:
@@ -43,11 +46,14 @@ def ensure_schema(engine: Engine, *, tries: int = 5) -> None:
             time.sleep(0.05 * attempt + random.random() * 0.1)
 
 
-def _ensure_schema(engine: Engine) -> None:
+def _ensure_schema(engine: Engine, create: bool) -> None:
     with engine.connect() as conn:
         conn.execution_options(**{READ_ONLY: True})
-        if current_revision(conn) == HEAD_REVISION:
+        found = current_revision(conn)
+        if found == HEAD_REVISION:
             return
+        if found is None and not create:
+            raise missing_catalog(engine.url)
     with engine.begin() as conn:  # on SQLite this BEGIN IMMEDIATE is the lock
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest migration; opening a catalog whose version table holds it skips Alembic."""
 
 VERSION_TABLE = "shepard_alembic_version"
@@ -77,4 +77,17 @@ job_events = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("at", sa.Float(), nullable=False),
     sa.Column("detail", sa.Text(), nullable=True),
+)
+
+
+# Client-supplied idempotency keys of submissions (`Flock.submit_request`): a retried request
+# finds its key here and gets the first answer back instead of registering its jobs again.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),  # sha256 of the request
+    sa.Column("batch", sa.String(), nullable=False),
+    sa.Column("ids", sa.Text(), nullable=False),  # JSON list of the job ids registered
+    sa.Column("created_at", sa.Float(), nullable=False),
 )

@@ -22,7 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shepard.catalog import engine as _engine
+from shepard.catalog.base import Registered
 from shepard.catalog.bulk import insert_specs
+from shepard.catalog.listing import page_queries, submit_once
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
 from shepard.catalog.prepared import Prepared
@@ -57,8 +59,10 @@ class SqlCatalog(Placements):
     CatalogError with a message naming the catalog (password hidden).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self._url = _engine.parse_url(url)
+        if not create:
+            _engine.check_exists(self._url)
         self._engine = _engine.create_engine(self._url)
         # An in-memory SQLite database is one shared connection: transactions must not overlap.
         self._serial: contextlib.AbstractContextManager[Any] = (
@@ -79,7 +83,7 @@ class SqlCatalog(Placements):
         self._keep = self._url.get_backend_name() == "sqlite"
         self._kept: Any = None
         with self._serial, _engine.catalog_errors(self._url):
-            ensure_schema(self._engine)
+            ensure_schema(self._engine, create=create)
         dialect = self._engine.dialect
         job_columns = [c.name for c in jobs.c]
         self._claim = Prepared(CLAIM, dialect, job_columns)
@@ -454,6 +458,9 @@ class SqlCatalog(Placements):
         *,
         status: JobStatus | None = None,
         worker: str | None = None,
+        batch: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
         limit: int = 50,
         before_seq: int | None = None,
         after_seq: int | None = None,
@@ -461,16 +468,31 @@ class SqlCatalog(Placements):
     ) -> list[Job]:
         """Up to `limit` jobs with before_seq > seq > after_seq (bounds optional), in
         descending seq order when newest_first else ascending. To page on, pass the last
-        returned seq as before_seq (newest_first) or after_seq (oldest first)."""
-        stmt = sa.select(jobs).limit(limit)
-        if status is not None:
-            stmt = stmt.where(jobs.c.status == status.value)
-        if worker is not None:
-            stmt = stmt.where(jobs.c.worker == worker)
-        if before_seq is not None:
-            stmt = stmt.where(jobs.c.seq < before_seq)
-        if after_seq is not None:
-            stmt = stmt.where(jobs.c.seq > after_seq)
-        stmt = stmt.order_by(jobs.c.seq.desc() if newest_first else jobs.c.seq.asc())
+        returned seq as before_seq (newest_first) or after_seq (oldest first).
+        Filters: see Catalog.page; the tag filter is explained in `listing`."""
+        queries = page_queries(
+            self._url.get_backend_name(), status=status, worker=worker, batch=batch, tag=tag,
+            since=since, limit=limit, before_seq=before_seq, after_seq=after_seq,
+            newest_first=newest_first,
+        )  # fmt: skip
         with self._transaction(read_only=True) as conn:
-            return [to_job(row) for row in conn.execute(stmt).mappings()]
+            found = [to_job(row) for stmt in queries for row in conn.execute(stmt).mappings()]
+        if len(queries) > 1:
+            found = sorted(found, key=by_seq, reverse=newest_first)[:limit]
+        return found
+
+    def add_jobs_once(
+        self,
+        key: str,
+        request_hash: str,
+        batch: str,
+        specs: Iterable[JobSpec],
+        *,
+        now: float,
+        default_attempts: int,
+    ) -> Registered:
+        """See Catalog.add_jobs_once."""
+        with self._transaction() as conn:
+            return submit_once(
+                conn, key, request_hash, batch, specs, now=now, default_attempts=default_attempts
+            )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,41 @@ FlockOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def seconds(value: float | None) -> float | None:
+    """Callback of the options given in seconds: unset, or a finite number above 0."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value:g} is not a number of seconds: give a number > 0")
+    return value
+
+
+def between(low: int, high: int) -> Callable[[int | None], int | None]:
+    """Callback of an integer option: unset, or from `low` to `high` (both included)."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is out of range: give a number from {low} to {high}")
+        return value
+
+    return check
+
+
+def flags_without_type(command: Any) -> None:
+    """Show no value type for the flags of `command` (a click command made by
+    typer.main.get_command) and of every command under it, in their --help.
+
+    A flag takes no value, so the `<bool>` typer shows for it would only mislead.
+    """
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))  # --help is a flag too
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        flags_without_type(sub)
 
 
 _opened: list[Flock] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import threading
 import time
@@ -18,16 +17,19 @@ from shepard.cli import render
 from shepard.cli.common import (
     FlockOption,
     JsonOption,
+    between,
     console,
     err_console,
     interruptible,
     open_flock,
     print_json,
+    seconds,
 )
+from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
 from shepard.errors import ParamsError
 from shepard.flock import Flock, Submission
-from shepard.model import JobStatus
-from shepard.params import parse_params_json
+from shepard.model import JobStatus, ParamValue
+from shepard.params import json_file_params, parse_params_json
 from shepard.triggers import ScanResult, count_rejected, watching
 
 WaitOption = Annotated[
@@ -79,8 +81,16 @@ def submit(
             "to it, on top of the --json parameters.",
         ),
     ] = None,
-    attempts: Annotated[int | None, typer.Option(help="Attempts per job (retries).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    attempts: Annotated[
+        int | None,
+        typer.Option(
+            callback=between(1, MAX_ATTEMPTS),
+            help=f"Attempts per job, retries included: 1 to {MAX_ATTEMPTS}.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(callback=seconds, help="Seconds per attempt (> 0).")
+    ] = None,
     wait: WaitOption = False,
     ids: Annotated[bool, typer.Option("--ids", help="Print only the job ids, one a line.")] = False,
 ) -> None:
@@ -102,18 +112,20 @@ def submit(
 
 def _param_sets(
     json_text: str | None, json_file: Path | None, range_: str | None
-) -> Iterator[dict[str, object]]:
-    base: dict[str, object] = (
+) -> Iterator[dict[str, ParamValue]]:
+    """The jobs of a submission: --json alone is one job; with --range or --json-file its
+    parameters are defaults under those of every job they make."""
+    base: dict[str, ParamValue] = (
         dict(parse_params_json(json_text, source="--json")) if json_text else {}
     )
     if range_:
         name, start, end = _parse_range(range_)
         for i in range(start, end + 1):
             yield {**base, name: i}
-    elif json_text:
-        yield base
     if json_file:
-        yield from _read_json_file(json_file)
+        yield from json_file_params(json_file, base, stdin=sys.stdin)
+    if json_text and not range_ and not json_file:
+        yield base
 
 
 def _parse_range(text: str) -> tuple[str, int, int]:
@@ -128,32 +140,6 @@ def _parse_range(text: str) -> tuple[str, int, int]:
             f"--range {text!r}: expected NAME=START-END with START <= END, e.g. ITEM=1-200"
         )
     return name, start, end
-
-
-def _read_json_file(path: Path) -> Iterator[dict[str, object]]:
-    """Jobs from a file: one JSON object, an array of objects, or JSON lines."""
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    source = "stdin" if str(path) == "-" else str(path)
-    body = text.strip()
-    try:
-        first, end = json.JSONDecoder().raw_decode(body)
-    except json.JSONDecodeError as exc:
-        raise ParamsError(f"{source}: invalid JSON: {exc}") from exc
-    if body[end:].strip():  # more than one value: JSON lines
-        for n, line in enumerate(body.splitlines(), 1):
-            if line.strip():
-                yield dict(parse_params_json(line, source=f"{source} line {n}"))
-    elif isinstance(first, list):
-        for n, item in enumerate(first, 1):
-            yield from _checked(item, f"{source} item {n}")
-    else:
-        yield dict(parse_params_json(body, source=source))
-
-
-def _checked(item: object, source: str) -> Iterator[dict[str, object]]:
-    from shepard.params import validate_params
-
-    yield dict(validate_params(item, source=source))
 
 
 def _wait(f: Flock, sub: Submission) -> None:
@@ -177,7 +163,11 @@ def _wait(f: Flock, sub: Submission) -> None:
 def up(
     flock: FlockOption = Path("."),
     workers: Annotated[
-        int | None, typer.Option(help="Worker slots (default: the flock's backend.workers).")
+        int | None,
+        typer.Option(
+            callback=between(1, MAX_WORKERS),
+            help=f"Worker slots, 1 to {MAX_WORKERS} (default: the flock's backend.workers).",
+        ),
     ] = None,
     no_inbox: Annotated[
         bool,
@@ -186,7 +176,7 @@ def up(
 ) -> None:
     """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
-    n = workers or f.config.backend.workers
+    n = f.config.backend.workers if workers is None else workers
     if f.config.backend.kind == "slurm":
         mode = f.config.backend.slurm.mode
         console.print(f"flock {f.config.name}: handing jobs to Slurm ({mode} mode; Ctrl-C to stop)")
@@ -245,18 +235,7 @@ def query(
             {
                 "counts": {s.value: n for s, n in counts.items()},
                 "rejected": rejected,
-                "jobs": [
-                    {
-                        "id": j.id,
-                        "status": j.status.value,
-                        "attempt": j.attempt,
-                        "params": dict(j.params),
-                        "reason": j.reason,
-                        "start_time": j.started_at,
-                        "outputs": [str(f.store("outputs").path(k)) for k in j.outputs],
-                    }
-                    for j in jobs
-                ],
+                "jobs": [render.job_json(j, f) for j in jobs],
             }
         )
         return

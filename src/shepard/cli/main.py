@@ -12,19 +12,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from shepard import __version__
-from shepard.cli import deploy, jobs, ops, profiles
+from shepard import __version__, config
+from shepard.catalog.engine import parse_url
+from shepard.cli import deploy, jobs, newflock, ops, profiles
 from shepard.cli.common import (
     FlockOption,
     apply_profile_defaults,
+    between,
     close_flocks,
     console,
     err_console,
+    flags_without_type,
     open_flock,
+    seconds,
 )
 from shepard.cli.secrets import secretify
-from shepard.config import BackendConfig, FlockConfig, RetryConfig
+from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
 from shepard.errors import ShepardError
 from shepard.flock import Flock
 
@@ -70,7 +75,10 @@ def init(
     name: Annotated[str | None, typer.Option(help="Flock name (default: folder name).")] = None,
     payload_command: Annotated[
         str | None,
-        typer.Option(help="Command every job runs (through /bin/sh -c), e.g. 'python3 job.py'."),
+        typer.Option(
+            help="Command every job runs (through /bin/sh -c), e.g. 'python3 job.py'; "
+            "files it names relative to this folder are stored as absolute paths."
+        ),
     ] = None,
     payload_image: Annotated[
         str | None,
@@ -79,36 +87,79 @@ def init(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Local worker slots (default: cores).")
+        int | None,
+        typer.Option(
+            callback=between(1, MAX_WORKERS),
+            help=f"Local worker slots, 1 to {MAX_WORKERS} (default: cores).",
+        ),
     ] = None,
     catalog: Annotated[
         str | None, typer.Option(help="Catalog URL (default: sqlite:///FOLDER/catalog.db).")
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
-    attempts: Annotated[int, typer.Option(help="Attempts per job.")] = 1,
+    timeout: Annotated[
+        float | None, typer.Option(callback=seconds, help="Seconds per attempt (> 0).")
+    ] = None,
+    attempts: Annotated[
+        int,
+        typer.Option(
+            callback=between(1, MAX_ATTEMPTS), help=f"Attempts per job, 1 to {MAX_ATTEMPTS}."
+        ),
+    ] = 1,
     backend_kind: Annotated[
         BackendKind,
         typer.Option(
             "--backend", help="Where jobs run: this machine, or a Slurm cluster (docs/slurm.md)."
         ),
     ] = BackendKind.LOCAL,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="For the existing flock in FOLDER: create its missing catalog (empty) and "
+            "stores. No other option may be given.",
+        ),
+    ] = False,
 ) -> None:
     """Create a flock: FOLDER/flock.toml plus its stores and catalog."""
-    backend = BackendConfig.model_validate(
-        {"kind": backend_kind.value, **({"workers": workers} if workers else {})}
-    )
-    cfg = FlockConfig(
-        name=name or folder.resolve().name,
-        backend=backend,
-        catalog={"url": catalog} if catalog else {},  # type: ignore[arg-type]
-        payload=deploy.payload_config(payload_command, payload_image, timeout),
-        retry=RetryConfig(attempts=attempts),
-    )
-    flock = Flock.create(folder, cfg)
+    if repair:
+        given = [name, payload_command, payload_image, workers, catalog, timeout]
+        if any(v is not None for v in given) or attempts != 1:
+            raise ShepardError(
+                "init --repair takes the flock's flock.toml as it is: give no options"
+            )
+        _repair(folder)
+        return
+    data: dict[str, object] = {
+        "name": name or folder.resolve().name,
+        "backend": {
+            "kind": backend_kind.value,
+            **({} if workers is None else {"workers": workers}),
+        },
+        "payload": deploy.payload_config(  # its errors name the options
+            newflock.resolve_command(payload_command, Path.cwd()), payload_image, timeout
+        ).model_dump(exclude_defaults=True),
+        "retry": {"attempts": attempts},
+    }
+    if catalog:
+        data["catalog"] = {"url": catalog}
+        parse_url(catalog)  # a bad URL is refused before anything is written
+    cfg = config.parse(data, source="init")
+    flock = newflock.create_flock(folder, cfg)
     console.print(f"created flock [bold]{cfg.name}[/] in {flock.dir.folder}")
     console.print(f"  catalog  {flock.dir.catalog_url}")
     console.print(f"  stores   {flock.dir.storage_root}")
+    if cfg.payload.command and cfg.payload.command != payload_command:
+        console.print(f"  payload  {cfg.payload.command}")
     console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})")
+
+
+def _repair(folder: Path) -> None:
+    """`init --repair`: the missing catalog and stores of the flock at `folder`."""
+    made = Flock.open(folder).repair()
+    if not made:
+        console.print(f"nothing to repair: the flock in {folder} has its catalog and stores")
+    for line in made:
+        console.print(f"created {line}")
 
 
 app.command()(jobs.batch)
@@ -195,15 +246,33 @@ def app_main() -> int | str | None:
     """Run the command line; return the exit code (user errors print one clear line, never
     a traceback, and give 2). The `shepard` command is shepard.cli.launch.run."""
     try:
-        command_app(sys.argv[1:])()
+        command = typer.main.get_command(command_app(sys.argv[1:]))
+        flags_without_type(command)
+        command()
     except ShepardError as exc:
         err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return 2
+    except (OSError, RecursionError, UnicodeError) as exc:
+        # what user input (a path, a file's bytes, its nesting) made a library call fail on
+        err_console.print(f"[red]error:[/] {escape(describe_failure(exc))}", soft_wrap=True)
         return 2
     except SystemExit as exc:
         return exc.code
     finally:
         close_flocks()
     return 0
+
+
+def describe_failure(exc: OSError | RecursionError | UnicodeError) -> str:
+    """One line saying what failed, for errors no command turned into a ShepardError."""
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply (thousands of levels of [ or {) to be read"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 def command_app(args: Sequence[str]) -> typer.Typer:

@@ -23,6 +23,8 @@ from shepard.cli.common import console, err_console, when
 from shepard.flock import Flock
 from shepard.flock import Progress as ProgressFn
 from shepard.model import Job, JobEvent, JobStatus
+from shepard.service import object_url
+from shepard.views import event_view, job_view
 
 STYLE = {
     JobStatus.QUEUED: "cyan",
@@ -107,33 +109,26 @@ def jobs_table(jobs: list[Job], title: str = "Recent jobs") -> Table:
     return table
 
 
+def job_json(job: Job, flock: Flock) -> dict[str, Any]:
+    """A job's JobView as JSON, plus what the CLI has always shown: `start_time`, and the
+    outputs and error bundle as locations rather than keys."""
+    info = job_view(job).model_dump(mode="json")
+    outputs, errors = flock.store("outputs").location, flock.store("errors").location
+    info["start_time"] = job.started_at
+    info["outputs"] = [object_url(outputs, key) for key in job.outputs]
+    info["error_bundle"] = job.error_bundle and object_url(errors, job.error_bundle)
+    return info
+
+
 def job_dict(job: Job, events: list[JobEvent], flock: Flock) -> dict[str, Any]:
+    """`shepard show --json`: `job_json`, its logs and its history."""
     return {
-        "id": job.id,
-        "status": job.status.value,
-        "params": dict(job.params),
-        "bundle": job.bundle_key,
-        "batch": job.batch,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "timeout": job.timeout,
-        "submitted_at": job.submitted_at,
-        "start_time": job.started_at,
-        "finished_at": job.finished_at,
-        "worker": job.worker,
-        "placement": job.placement,  # queued, handed to an engine's queue (a Slurm array)
-        "reason": job.reason,
-        "exit_code": job.exit_code,
-        "outputs": [str(flock.store("outputs").path(k)) for k in job.outputs],
-        "error_bundle": job.error_bundle and str(flock.store("errors").path(job.error_bundle)),
+        **job_json(job, flock),
         "logs": [
             {"attempt": a, "stdout": str(out), "stderr": str(err)}
             for a, out, err in flock.log_paths(job)
         ],
-        "history": [
-            {"at": e.at, "attempt": e.attempt, "status": e.status.value, "detail": e.detail}
-            for e in events
-        ],
+        "history": [event_view(e).model_dump(mode="json") for e in events],
     }
 
 

@@ -1,0 +1,93 @@
+"""Filtered pages and idempotent submissions, on SQLite and PostgreSQL through the same tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shepard.catalog import SqlCatalog, open_catalog
+from shepard.catalog.base import IdempotencyConflict, Registered
+from shepard.model import JobSpec, JobStatus, Outcome
+
+T0 = 1_700_000_000.0
+
+
+def add(catalog: SqlCatalog, params: list[dict[str, Any]], *, batch: str, now: float) -> list[str]:
+    specs = (JobSpec(p, batch=batch) for p in params)
+    return catalog.add_jobs(specs, now=now, default_attempts=1)
+
+
+def ids(catalog: SqlCatalog, **filters: Any) -> list[str]:
+    return [job.id for job in catalog.page(newest_first=False, **filters)]
+
+
+def test_page_filters_by_batch_since_and_tag(catalog: SqlCatalog) -> None:
+    a = add(catalog, [{"TAG": "Red"}, {"tag": "rED"}, {"TAG": "blue"}, {}], batch="a", now=T0)
+    b = add(catalog, [{"Tag": "red", "X": 1}, {"X": "red"}, {"TAG": 5}], batch="b", now=T0 + 10)
+    assert ids(catalog, batch="a") == a
+    assert ids(catalog, since=T0 + 10) == b
+    assert ids(catalog, tag="RED") == [a[0], a[1], b[0]]
+    assert ids(catalog, tag="red", batch="b") == [b[0]]
+    assert ids(catalog, tag="5") == [b[2]]
+    assert ids(catalog, tag="red", since=T0 + 11) == []
+
+
+def test_tag_and_status_filters_with_keyset_paging(catalog: SqlCatalog) -> None:
+    tagged = add(catalog, [{"TAG": "t", "I": i} for i in range(5)], batch="a", now=T0)
+    (job,) = catalog.claim("w", now=T0, lease=60, job_ids=[tagged[1]])
+    catalog.finish(job.id, job.attempt, Outcome(JobStatus.FAILED, reason="x"), now=T0)
+    queued = ids(catalog, tag="t", status=JobStatus.QUEUED)
+    assert queued == [tagged[0], *tagged[2:]]
+    newest = catalog.page(tag="t", status=JobStatus.QUEUED, limit=2)
+    rest = catalog.page(tag="t", status=JobStatus.QUEUED, limit=5, before_seq=newest[-1].seq)
+    assert [j.id for j in newest + rest] == queued[::-1]
+    # one batch in several statuses: merged by seq, and paged on by seq
+    top = catalog.page(batch="a", limit=3)
+    more = catalog.page(batch="a", limit=3, before_seq=top[-1].seq)
+    assert [j.id for j in top + more] == tagged[::-1]
+    assert ids(catalog, batch="a", limit=2) == tagged[:2]
+
+
+def test_a_key_registers_once_and_replays(catalog: SqlCatalog) -> None:
+    def submit(params: list[dict[str, Any]], digest: str, batch: str) -> Registered:
+        specs = (JobSpec(p, batch=batch) for p in params)
+        return catalog.add_jobs_once("k", digest, batch, specs, now=T0, default_attempts=1)
+
+    first = submit([{"I": 1}, {"I": 2}], "h1", "b1")
+    again = submit([{"I": 1}, {"I": 2}], "h1", "b2")
+    assert not first.replayed and again == Registered("b1", first.ids, replayed=True)
+    with pytest.raises(IdempotencyConflict):
+        submit([{"I": 3}], "h2", "b3")
+    assert sum(catalog.counts().values()) == 2
+
+
+@pytest.fixture
+def second(catalog_url: str, catalog: SqlCatalog) -> Iterator[SqlCatalog]:
+    """Another handle on the same database (as another process would have)."""
+    other = open_catalog(catalog_url)
+    yield other
+    other.close()
+
+
+def test_concurrent_requests_with_one_key_register_once(
+    catalog: SqlCatalog, second: SqlCatalog
+) -> None:
+    results: list[Registered] = []
+    start = threading.Barrier(2)
+
+    def submit(on: SqlCatalog, batch: str) -> None:
+        start.wait()
+        specs = (JobSpec({"I": i}, batch=batch) for i in range(200))
+        results.append(on.add_jobs_once("k", "h", batch, specs, now=T0, default_attempts=1))
+
+    threads = [threading.Thread(target=submit, args=a) for a in ((catalog, "x"), (second, "y"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.replayed for r in results) == [False, True]
+    assert results[0].ids == results[1].ids and results[0].batch == results[1].batch
+    assert sum(catalog.counts().values()) == 200
