@@ -139,8 +139,8 @@ def run_shepard(jobs: int, flock: Path) -> float:
 
 def run_hand_over(jobs: int, flock_dir: Path) -> tuple[float, int]:
     """Seconds to hand `jobs` queued jobs to Slurm, and the number of sbatch calls."""
-    from shepard.backends.slurm import SlurmBackend
-    from shepard.backends.slurmctl import SlurmCtl, run_command
+    from shepard.backends.slurm.backend import SlurmBackend
+    from shepard.backends.slurm.ctl import SlurmCtl, run_command
     from shepard.flock import Flock
 
     calls = 0
@@ -152,7 +152,7 @@ def run_hand_over(jobs: int, flock_dir: Path) -> tuple[float, int]:
 
     flock = Flock.open(flock_dir)
     flock.submit({"ITEM": i} for i in range(jobs))
-    backend = SlurmBackend(flock, ctl=SlurmCtl(counting))
+    backend = SlurmBackend(flock.backend_context(worker="bench"), ctl=SlurmCtl(counting))
     names = backend.names
     try:
         began = time.perf_counter()

@@ -101,7 +101,7 @@ def use_slurm(data: dict[str, Any], mode: str = "array", **slurm: Any) -> None:
 
 def cancel_tasks(flock: Path) -> None:
     """scancel whatever the flock's arrays still have in Slurm (after a test)."""
-    from shepard.backends.slurmrec import flock_names
+    from shepard.backends.slurm.backend import names_for
     from shepard.flock import Flock
 
     if not (flock / "flock.toml").exists():
@@ -109,7 +109,7 @@ def cancel_tasks(flock: Path) -> None:
     opened = Flock.open(flock)
     if opened.config.backend.kind != "slurm":
         return
-    names = flock_names(opened)
+    names = names_for(opened.config.name, opened.dir.catalog_url)
     subprocess.run(["scancel", f"--name={names.array}"], capture_output=True, timeout=30)
     subprocess.run(["scancel", f"--name={names.sheep}"], capture_output=True, timeout=30)
 

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from shepard import slurmspec
+from shepard import backends
 from shepard.errors import ConfigError, ParamsError
 from shepard.model import RetryPolicy
 from shepard.params import validate_params
@@ -47,64 +47,14 @@ class CatalogConfig(_Strict):
     url: str | None = None  # default sqlite:///<flock>/catalog.db
 
 
-class SlurmConfig(_Strict):
-    """`[backend.slurm]`: how a flock with `backend.kind = "slurm"` uses its cluster
-    (docs/slurm.md). Sizes and limits use Slurm's notations and are checked here."""
+class BackendConfig(BaseModel):
+    """`[backend]`: the kind of backend, the settings every kind shares, and one section per
+    kind (`[backend.slurm]`...), each validated by the class that kind registers
+    (shepard.backends.KINDS). Read a section with `section(kind)`."""
 
-    mode: Literal["array", "sheep"] = "array"  # one array task per job | long-lived sheep
-    partition: str | None = None
-    account: str | None = None
-    cpus_per_job: int = Field(default=1, ge=1, le=4096)  # per array task or per sheep
-    memory: str | None = None  # per task or sheep: MB (2048) or with a unit (512M, 2G)
-    time: str | None = None  # limit per array task: 30 (minutes), 1:00:00, 1-12:00:00
-    sbatch_options: list[str] = Field(default_factory=list)  # e.g. ["--qos=short"]
-    max_sheep: int = Field(default=16, ge=1, le=1_000_000)
-    jobs_per_sheep: int = Field(default=20, ge=1)  # queued jobs that justify one more sheep
-    sheep_time: str = "1:00:00"  # time limit of each sheep
-    sheep_idle: float = Field(default=5.0, gt=0)  # seconds a sheep waits on an empty queue
-    submit_rate: float = Field(default=2.0, gt=0)  # sbatch calls per second, at most
-    reconcile: float = Field(default=5.0, ge=0.5)  # seconds between two looks at squeue
-    shepard: str | None = None  # the shepard command on the nodes; default: this install's
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    @field_validator("memory", mode="before")
-    @classmethod
-    def _memory(cls, value: object) -> object:
-        if value is not None:
-            slurmspec.memory_megabytes(value)  # type: ignore[arg-type]
-            return str(value).strip().upper()
-        return value
-
-    @field_validator("time", "sheep_time", mode="before")
-    @classmethod
-    def _time(cls, value: object) -> object:
-        if value is not None:
-            slurmspec.time_seconds(value)  # type: ignore[arg-type]
-            return str(value).strip()
-        return value
-
-    @field_validator("sbatch_options")
-    @classmethod
-    def _options(cls, value: list[str]) -> list[str]:
-        for option in value:
-            name = option.split("=", 1)[0]
-            if not option.startswith("-"):
-                raise ValueError(f"{option!r} is not an sbatch option (they start with -)")
-            if name in _SBATCH_OWNED:
-                raise ValueError(f"{name} is set by shepard itself; remove {option!r}")
-        return value
-
-
-# sbatch options the slurm backend sets itself: a flock may not override them
-_SBATCH_OWNED = frozenset(
-    {
-        "-a", "--array", "-o", "--output", "-e", "--error", "-J", "--job-name", "--parsable",
-        "--comment", "--wrap", "-D", "--chdir", "--export",
-    }
-)  # fmt: skip
-
-
-class BackendConfig(_Strict):
-    kind: Literal["local", "slurm"] = "local"
+    kind: str = "local"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_WORKERS)
     lease: float = Field(
         default=60.0,
@@ -112,7 +62,39 @@ class BackendConfig(_Strict):
         allow_inf_nan=False,
         description="seconds a claim lasts without heartbeat",
     )
-    slurm: SlurmConfig = SlurmConfig()
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in backends.KINDS:
+            raise ValueError(f"unknown backend {value!r}; known: {', '.join(backends.kinds())}")
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _sections(cls, data: Any, handler: Any) -> Any:
+        """Validate each `[backend.<kind>]` table with its kind's class (errors keep their
+        place, e.g. `backend.slurm.memory`); a table of no known kind is an unknown key."""
+        if isinstance(data, dict):
+            data = dict(data)
+            errors: list[Any] = []
+            for key in [k for k in data if k not in cls.model_fields]:
+                if key not in backends.KINDS:
+                    errors.append({"type": "extra_forbidden", "loc": (key,), "input": data[key]})
+                    continue
+                try:
+                    data[key] = backends.config_class(key).model_validate(data[key])
+                except ValidationError as exc:
+                    errors += [{**e, "loc": (key, *e["loc"])} for e in exc.errors()]
+            if errors:
+                raise ValidationError.from_exception_data(cls.__name__, errors)
+        return handler(data)
+
+    def section(self, kind: str | None = None) -> BaseModel:
+        """The `[backend.<kind>]` section (of `kind`, default this flock's), defaults filled."""
+        kind = kind or self.kind
+        found = (self.model_extra or {}).get(kind)
+        return found if isinstance(found, BaseModel) else backends.config_class(kind)()
 
 
 class PayloadConfig(_Strict):
@@ -359,6 +341,9 @@ def write(folder: Path, config: FlockConfig) -> Path:
     path = folder / CONFIG_NAME
     data = config.model_dump(exclude_defaults=True, exclude_none=True)
     data = {"name": config.name, **data}
+    sections = data.get("backend", {})
+    for key in [k for k, v in sections.items() if v == {}]:  # a section left at its defaults
+        del sections[key]
     if "backend" not in data or "workers" not in data["backend"]:
         data.setdefault("backend", {})["workers"] = config.backend.workers
     data["payload"] = {"kind": config.payload.kind, **data.get("payload", {})}

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from shepard.backends.base import Backend, EngineBackend
+from shepard.backends.base import Backend, SchedulerBackend
 from shepard.catalog.base import Catalog
 from shepard.model import RetryPolicy
 
@@ -18,14 +18,14 @@ class Dispatcher:
     """Claims jobs for `backend` as it has room, and expires leases of lost workers.
 
     Claiming goes through the catalog, so any number of dispatchers (processes, machines) can
-    serve one flock: each job is claimed by exactly one of them. An EngineBackend is not given
-    claimed jobs: its `dispatch` hands queued jobs to the engine itself (see backends/base.py).
+    serve one flock: each job is claimed by exactly one of them. An SchedulerBackend is not given
+    claimed jobs: its `dispatch` hands queued jobs to the scheduler itself (see backends/base.py).
     """
 
     def __init__(
         self,
         catalog: Catalog,
-        backend: Backend | EngineBackend,
+        backend: Backend | SchedulerBackend,
         policy: RetryPolicy,
         *,
         worker_id: str,
@@ -47,7 +47,7 @@ class Dispatcher:
             expired = self.catalog.expire_leases(now=now, retry_at=now + self.policy.backoff)
             if expired:
                 log.warning("%d job(s) lost their worker and were re-queued", len(expired))
-        if isinstance(self.backend, EngineBackend):
+        if isinstance(self.backend, SchedulerBackend):
             return self.backend.dispatch(now)
         room = self.backend.capacity()
         if room <= 0:

@@ -29,7 +29,8 @@ from shepard.service import FlockService
 from shepard.storage import LocalStore
 
 if TYPE_CHECKING:
-    from shepard.backends.base import Backend, EngineBackend
+    from shepard.backends.base import Backend, BackendContext, SchedulerBackend
+    from shepard.scheduler_task import TaskSetup
 
 Progress = Callable[[dict[JobStatus, int]], None]
 
@@ -117,7 +118,7 @@ class Flock(FlockService):
 
     def check_resources(self) -> None:
         """Raise ResourceError when this host cannot give the flock's jobs what they ask for
-        (GPUs). Judged for the local backend only: an engine's nodes are other hosts."""
+        (GPUs). Judged for the local backend only: a scheduler's nodes are other hosts."""
         if self.config.backend.kind == "local":
             check_gpus(self.config.container.gpus, self.config.container.engine)
 
@@ -252,16 +253,17 @@ class Flock(FlockService):
 
         Returns the ids cancelled. A queued job never starts; the sheep running a running job
         notices at its next heartbeat (within about 2 s) and kills the payload's process group,
-        and the runtime's late report of that attempt is refused by the catalog. On an engine
-        backend (Slurm) the engine's tasks of those jobs are removed as well (`scancel`).
+        and the runtime's late report of that attempt is refused by the catalog. On a scheduler
+        backend (Slurm) the scheduler's tasks of those jobs are removed as well (`scancel`).
         """
         cancelled = self.catalog.cancel(job_ids, now=self.clock(), statuses=statuses)
         if cancelled:
-            from shepard.backends import open_engine
+            from shepard.backends import open_scheduler
 
-            engine = open_engine(self)  # e.g. Slurm: remove the cancelled jobs' tasks
-            if engine is not None:
-                engine.cancel(cancelled)
+            # e.g. Slurm: remove the cancelled jobs' tasks
+            scheduler = open_scheduler(self.config.backend.kind, self.backend_context())
+            if scheduler is not None:
+                scheduler.cancel(cancelled)
         return cancelled
 
     def retry(
@@ -316,12 +318,12 @@ class Flock(FlockService):
         until: Callable[[], bool] | None = None,
         workers: int | None = None,
         wakeup: threading.Event | None = None,
-        backend: Backend | EngineBackend | None = None,
+        backend: Backend | SchedulerBackend | None = None,
     ) -> None:
         """Run queued jobs with the flock's backend until `stop` is set or `until()` is true.
 
-        The local backend runs them here (`workers` slots, default `backend.workers`); an
-        engine backend (Slurm) hands them to its engine, whose tasks run them.
+        The local backend runs them here (`workers` slots, default `backend.workers`); a
+        scheduler backend (Slurm) hands them to its scheduler, whose tasks run them.
         Setting `wakeup` makes the dispatcher look again at once (new jobs, `until` changed).
         `backend`: one opened with `open_backend` (with the same `wakeup`); it is shut down
         on return.
@@ -342,15 +344,49 @@ class Flock(FlockService):
 
     def open_backend(
         self, *, workers: int | None = None, wakeup: threading.Event | None = None
-    ) -> Backend | EngineBackend:
+    ) -> Backend | SchedulerBackend:
         """The flock's backend, ready for `run`. Open it before this process starts threads
         of its own: a local backend then starts its runner processes as forks, at once."""
         from shepard.backends import open_backend
 
-        return open_backend(self, workers=workers, worker_id=worker_id(), wakeup=wakeup)
+        ctx = self.backend_context(workers=workers, wakeup=wakeup, worker=worker_id())
+        return open_backend(self.config.backend.kind, ctx)
+
+    def backend_context(
+        self,
+        *,
+        workers: int | None = None,
+        wakeup: threading.Event | None = None,
+        worker: str = "",
+    ) -> BackendContext:
+        """What the flock's backend may see of it (backends/base.py): `worker` is the id this
+        process claims under ("" for commands that claim nothing)."""
+        from shepard.backends.base import BackendContext
+
+        backend = self.config.backend
+        return BackendContext(
+            name=self.config.name, folder=self.dir.folder, catalog=self.catalog,
+            catalog_url=self.dir.catalog_url, settings=backend.section(),
+            workers=workers or backend.workers, lease=backend.lease,
+            policy=self.config.retry.policy(), worker_id=worker, clock=self.clock,
+            wakeup=wakeup or threading.Event(), store=self.store,
+            shared_path=self.dir.store_path, runtime=self.runtime_context,
+        )  # fmt: skip
+
+    def task_setup(self) -> TaskSetup:
+        """What this flock's scheduler tasks need (`shepard worker run --manifest`, `worker
+        serve`), from its backend class; for a backend without tasks of its own (local), a
+        setup for sheep started by hand (`worker serve` on any machine)."""
+        from shepard.backends import backend_class
+        from shepard.scheduler_task import handmade_setup
+
+        cls = backend_class(self.config.backend.kind)
+        make = getattr(cls, "task_setup", handmade_setup)
+        setup: TaskSetup = make(self.backend_context())
+        return setup
 
     def run_job(self, job_id: str) -> JobStatus | None:
-        """Claim and run one specific queued job here (what a remote engine's task does).
+        """Claim and run one specific queued job here (what `shepard worker run JOB` does).
 
         Returns the job's new status, or None when the job was not claimable (already taken,
         finished or cancelled), in which case nothing ran.

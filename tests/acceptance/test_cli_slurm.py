@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shepard.backends.slurmrec import flock_names
+from shepard.backends.slurm.backend import names_for
 from shepard.flock import Flock
 from tests.acceptance.conftest import SHEPARD, Cli
 from tests.slurm import cancel_tasks, require_slurm, squeue, use_slurm
@@ -38,7 +38,8 @@ def init(cli: Cli, command: str, mode: str = "array", **settings: Any) -> str:
     cli.init(command, "--backend", "slurm")
     assert 'kind = "slurm"' in (cli.flock / "flock.toml").read_text()
     cli.configure(lambda data: use_slurm(data, mode, **settings))
-    return flock_names(Flock.open(cli.flock)).array
+    opened = Flock.open(cli.flock)
+    return names_for(opened.config.name, opened.dir.catalog_url).array
 
 
 def wait_for(what: Callable[[], Any], timeout: float = 60) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shepard.backends.slurmctl import SlurmCtl, SlurmRefused
+from shepard.backends.slurm.ctl import SlurmCtl, SlurmRefused
 from tests.services import require_service
 from tests.slurm import slurm_problem
 

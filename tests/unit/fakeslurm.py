@@ -11,8 +11,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shepard.backends.slurmctl import ALIVE, Result
-from shepard.slurmspec import format_indexes, parse_indexes
+from shepard.backends.slurm.ctl import ALIVE, Result
+from shepard.backends.slurm.spec import format_indexes, parse_indexes
 
 
 @dataclass
@@ -145,4 +145,8 @@ class FakeSlurm:
         if array is None or (index and int(index) not in array.states):
             return Result(1, "", "slurm_load_jobs error: Invalid job id specified\n")
         state = array.states[int(index)] if index else next(iter(array.states.values()))
-        return Result(0, f"JobId={job} JobState={state} Reason=None ExitCode=0:0\n", "")
+        output = next((o for o in array.options if o.startswith("--output=")), "=")
+        stdout = output.split("=", 1)[1].replace("%a", index or "0")
+        return Result(
+            0, f"JobId={job} JobState={state} Reason=None ExitCode=0:0 StdOut={stdout}\n", ""
+        )

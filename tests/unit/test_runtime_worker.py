@@ -527,12 +527,15 @@ def test_a_reused_slot_is_emptied_before_and_after_each_job(
     (slot / "output").mkdir()
     (slot / "output" / "stale.txt").write_text("from an earlier job")
     (slot / "junk").write_text("left in the working folder")
-    # listed before seen.txt exists (a pipeline into it would race with its creation)
-    listing = 'seen=$(find . | sort); echo "$seen" > "$ROOT_OUTPUT_NAME/seen.txt"; echo x > s.txt'
+    # the file exists before `find` starts: in a pipeline, sort's redirection races find
+    listing = (
+        ': > "$ROOT_OUTPUT_NAME/seen.txt"; find . | sort > "$ROOT_OUTPUT_NAME/seen.txt"; '
+        "echo x > scratch.txt"
+    )
     outcome = run_attempt(make_job(), with_command(ctx, listing), AttemptControl(), slot=slot)
     assert outcome.status is JobStatus.SUCCEEDED
     seen = members(ctx.outputs, outcome.outputs[0])["seen.txt"].decode().split()
-    assert seen == [".", "./input", "./input/secrets", "./output"]
+    assert seen == [".", "./input", "./input/secrets", "./output", "./output/seen.txt"]
     assert sorted(p.name for p in slot.rglob("*")) == ["input", "output", "secrets"]
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from shepard import config
-from shepard.backends import slurmtasks as tasks
-from shepard.backends.slurm import SlurmBackend
-from shepard.backends.slurmctl import Result, SlurmCtl, SlurmError
-from shepard.backends.slurmrec import STALE
+from shepard.backends import arraytasks
+from shepard.backends.arrays import STALE
+from shepard.backends.slurm.backend import ARRAY_TASK, SHEEP_TASK, SlurmBackend, slurm_identity
+from shepard.backends.slurm.ctl import Result, SlurmCtl, SlurmError, comment, token_of
 from shepard.catalog.placing import MAX_LOST
 from shepard.config import FlockConfig
 from shepard.errors import ShepardError
@@ -57,7 +57,7 @@ def slurm() -> FakeSlurm:
 
 
 def backend_for(flock: Flock, slurm: FakeSlurm, clock: Clock) -> SlurmBackend:
-    return SlurmBackend(flock, ctl=SlurmCtl(slurm), clock=clock)
+    return SlurmBackend(flock.backend_context(worker="dispatcher"), ctl=SlurmCtl(slurm))
 
 
 @pytest.fixture
@@ -73,17 +73,29 @@ def drain(backend: SlurmBackend, clock: Clock, steps: int = 20) -> None:
         clock.now += 1
 
 
-def start(flock: Flock, slurm: FakeSlurm, job_id: str, kind: str = tasks.ARRAY_TASK) -> Job:
+def manifest_ids(flock: Flock, token: str) -> list[str]:
+    return arraytasks.manifest_ids(flock.store("slurm"), token)
+
+
+def ended(task: str, state: str | None, flock: Flock, slurm: FakeSlurm, clock: Clock) -> str:
+    return backend_for(flock, slurm, clock).arrays.ended(task, state)
+
+
+def start(flock: Flock, slurm: FakeSlurm, job_id: str, kind: str = ARRAY_TASK) -> Job:
     """Play the part of the job's task: claim it as `worker run` would."""
     job = flock.catalog.get(job_id)
     assert job is not None and job.placement is not None
-    token, array_id = tasks.split_placement(job.placement)
+    token, array_id = arraytasks.split_placement(job.placement)
     assert array_id is not None
-    index = tasks.manifest_ids(flock.dir.storage_root / "slurm" / f"{token}.jobs").index(job_id)
+    index = manifest_ids(flock, token).index(job_id)
     slurm.set(array_id, index, "RUNNING")
     env = {"SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": str(index)}
     claimed = flock.catalog.claim_placed(
-        tasks.task_worker_id(kind, env), job_id, [job.placement], now=flock.clock(), lease=60
+        arraytasks.task_worker_id(kind, slurm_identity(env)),
+        job_id,
+        [job.placement],
+        now=flock.clock(),
+        lease=60,
     )
     assert claimed is not None
     return claimed
@@ -92,7 +104,7 @@ def start(flock: Flock, slurm: FakeSlurm, job_id: str, kind: str = tasks.ARRAY_T
 def task_of(flock: Flock, job_id: str) -> tuple[str, int]:
     job = flock.catalog.get(job_id)
     assert job is not None
-    ref = tasks.task_of(job.worker)
+    ref = arraytasks.task_of(job.worker, {ARRAY_TASK, SHEEP_TASK})
     assert ref is not None
     return ref.array_id, ref.index
 
@@ -110,14 +122,13 @@ def test_queued_jobs_become_arrays_within_max_array_size(tmp_path: Path, clock: 
     assert sizes == [1001, 1001, 498]
     assert flock.catalog.ready(now=clock()) == 0
     for array in slurm.arrays.values():
-        token = tasks.token_of(array.comment)
+        token = token_of(array.comment)
         assert token is not None
-        manifest = flock.dir.storage_root / "slurm" / f"{token}.jobs"
-        listed = tasks.manifest_ids(manifest)
+        listed = manifest_ids(flock, token)
         assert [j.placement for j in flock.catalog.placed_in([f"{token}@{array.id}"])] == [
             f"{token}@{array.id}"
         ] * len(listed)
-        assert f"-m shepard.task run --manifest {manifest} --flock {flock.dir.folder}" in (
+        assert f"-m shepard.task run --manifest {token}.jobs --flock {flock.dir.folder}" in (
             array.script
         )
         assert f"--output={flock.dir.store_path('logs')}/slurm/{token}/%a.log" in array.options
@@ -190,8 +201,8 @@ def test_a_busy_controller_is_retried_with_the_same_array(
     clock.now += 1
     backend.dispatch(clock())
     (array,) = slurm.arrays.values()
-    tokens = {tasks.split_placement(j.placement or "")[0] for j in flock.catalog.placed()}
-    assert tokens == {tasks.token_of(array.comment)}, "the same submission, not a new one"
+    tokens = {arraytasks.split_placement(j.placement or "")[0] for j in flock.catalog.placed()}
+    assert tokens == {token_of(array.comment)}, "the same submission, not a new one"
     assert {j.placement for j in flock.catalog.placed()} == {f"{tokens.pop()}@{array.id}"}
 
 
@@ -289,7 +300,7 @@ def test_only_the_jobs_of_tasks_that_ended_unstarted_are_given_back(
     slurm.set(array_id, 1, "FAILED")  # could not start
     del slurm.arrays[array_id].states[2]  # cancelled while pending: squeue forgets it
     for _ in range(3):  # each ended task is handled once, however often it is seen
-        backend.reconciler.run(clock())
+        backend.arrays.reconcile(clock())
     back = {j.id for j in flock.catalog.page(limit=10) if j.placement is None}
     assert back == {ids[0], ids[1], ids[2]}
     assert flock.job(ids[0]).status is JobStatus.SUCCEEDED
@@ -311,7 +322,7 @@ def test_jobs_whose_manifest_is_gone_are_given_back(
     backend.dispatch(clock())
     for manifest in (flock.dir.storage_root / "slurm").glob("*.jobs"):
         manifest.unlink()
-    backend.reconciler.run(clock())
+    backend.arrays.reconcile(clock())
     assert flock.catalog.placed() == [] and flock.catalog.ready(now=clock()) == 2
     assert [flock.job(i).max_attempts for i in ids] == [2, 2]
 
@@ -333,7 +344,7 @@ def test_a_vanished_array_is_confirmed_before_its_jobs_are_given_back(
     backend.dispatch(clock())
     (array_id,) = slurm.arrays
     slurm.purge(array_id)
-    backend.reconciler.run(clock.now + 10)
+    backend.arrays.reconcile(clock.now + 10)
     job = flock.catalog.get(job_id)
     assert job is not None and job.placement is None and job.status is JobStatus.QUEUED
     assert "no longer known to Slurm" in (flock.events(job_id)[-1].detail or "")
@@ -353,12 +364,12 @@ def test_a_running_task_that_vanished_is_a_lost_worker(
     else:
         slurm.set(array_id, index, state)
     clock.now += 10
-    backend.reconciler.run(clock())
+    backend.arrays.reconcile(clock())
     job = flock.catalog.get(job_id)
     assert job is not None and job.status is JobStatus.QUEUED
     assert job.max_attempts == 3, "a lost worker does not spend an attempt"
     assert job.not_before == clock.now + 5  # retry.backoff, no doubling
-    assert job.reason == tasks.ended(f"{array_id}_{index}", state)
+    assert job.reason == ended(f"{array_id}_{index}", state, flock, slurm, clock)
 
 
 @pytest.mark.parametrize("state", ["TIMEOUT", "OUT_OF_MEMORY"])
@@ -374,10 +385,10 @@ def test_a_task_killed_for_its_own_limits_spends_an_attempt(
     log.write_text("working...\n")
     array_id, index = task_of(flock, job_id)
     slurm.set(array_id, index, state)
-    backend.reconciler.run(clock())
+    backend.arrays.reconcile(clock())
     after = flock.catalog.get(job_id)
     assert after is not None and after.status is JobStatus.QUEUED and after.max_attempts == 2
-    assert after.reason == tasks.ended(f"{array_id}_{index}", state)
+    assert after.reason == ended(f"{array_id}_{index}", state, flock, slurm, clock)
     assert after.error_bundle == f"log@{job_id}_{job.started_at}.zip"
     with zipfile.ZipFile(flock.store("errors").path(after.error_bundle)) as bundle:
         assert bundle.read("stdout.txt").decode().endswith("working...\n")
@@ -388,7 +399,7 @@ def test_a_task_killed_for_its_own_limits_spends_an_attempt(
     start(flock, slurm, job_id)
     array_id, index = task_of(flock, job_id)
     slurm.set(array_id, index, state)
-    backend.reconciler.run(clock())
+    backend.arrays.reconcile(clock())
     final = flock.catalog.get(job_id)
     assert final is not None and final.status is JobStatus.FAILED and final.attempt == 2
 
@@ -402,10 +413,10 @@ def test_a_sheep_cut_by_its_time_limit_loses_its_job_without_spending_an_attempt
     backend.dispatch(clock())
     (array_id,) = slurm.arrays
     env = {"SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": "0"}
-    worker = tasks.task_worker_id(tasks.SHEEP_TASK, env)
+    worker = arraytasks.task_worker_id(SHEEP_TASK, slurm_identity(env))
     flock.catalog.claim(worker, now=clock(), lease=60)
     slurm.set(array_id, 0, "TIMEOUT")
-    backend.reconciler.run(clock())
+    backend.arrays.reconcile(clock())
     job = flock.catalog.get(job_id)
     assert job is not None and job.status is JobStatus.QUEUED and job.max_attempts == 3
     flock.close()
@@ -421,7 +432,7 @@ def test_a_job_that_keeps_losing_its_task_fails(
         alive = slurm.alive()
         ((array_id, indexes),) = alive.items()
         slurm.set(array_id, min(indexes), "FAILED")
-        backend.reconciler.run(clock())
+        backend.arrays.reconcile(clock())
     job = flock.catalog.get(job_id)
     assert job is not None and job.status is JobStatus.FAILED
     assert job.reason is not None and job.reason.endswith(f"(FAILED) ({MAX_LOST} times)")
@@ -432,16 +443,16 @@ def test_a_submission_whose_dispatcher_died_is_adopted_or_given_back(
     flock: Flock, slurm: FakeSlurm, clock: Clock
 ) -> None:
     ids = flock.submit([{"A": 1}, {"A": 2}]).ids
-    token_a, token_b = tasks.new_token(clock()), tasks.new_token(clock() + 1)
+    token_a, token_b = arraytasks.new_token(clock()), arraytasks.new_token(clock() + 1)
     flock.catalog.place(token_a, now=clock(), limit=1)
     flock.catalog.place(token_b, now=clock(), limit=1)
     # the dispatcher submitted token_a's array, then died before recording its id
     slurm._create(["--array=0-0", "--job-name=" + backend_for(flock, slurm, clock).names.array,
-                   f"--comment={tasks.comment(token_a)}"], "")  # fmt: skip
+                   f"--comment={comment(token_a)}"], "")  # fmt: skip
     backend = backend_for(flock, slurm, clock)
-    backend.reconciler.run(clock.now + STALE / 2)
+    backend.arrays.reconcile(clock.now + STALE / 2)
     assert {j.placement for j in flock.catalog.placed()} == {token_a, token_b}, "too early"
-    backend.reconciler.run(clock.now + STALE + 5)
+    backend.arrays.reconcile(clock.now + STALE + 5)
     (array_id,) = slurm.arrays
     assert [j.placement for j in flock.catalog.placed()] == [f"{token_a}@{array_id}"]
     job_b = flock.catalog.get(ids[1])
@@ -470,7 +481,7 @@ def test_cancel_removes_exactly_the_tasks_of_the_cancelled_jobs(
 def test_flock_cancel_reaches_slurm(
     flock: Flock, slurm: FakeSlurm, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shepard.backends import slurm as slurm_module
+    from shepard.backends.slurm import backend as slurm_module
 
     ids = flock.submit({"ITEM": i} for i in range(3)).ids
     backend_for(flock, slurm, clock).dispatch(clock())
@@ -518,3 +529,28 @@ def test_pending_sheep_go_when_the_dispatcher_stops_with_nothing_left(
     backend.shutdown(kill=False)
     assert slurm.alive() == {array.id: {0}}
     flock.close()
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+def test_logs_name_the_payloads_streams_and_slurms_own_output(
+    flock: Flock, slurm: FakeSlurm, clock: Clock
+) -> None:
+    (job_id,) = flock.submit([{"A": 1}]).ids
+    backend = backend_for(flock, slurm, clock)
+    backend.dispatch(clock())
+    job = start(flock, slurm, job_id)
+    logs = flock.store("logs")
+    logs.put_bytes(f"{job_id[:8]}/{job_id}.1.stdout", b"payload\n")
+    array_id, index = task_of(flock, job_id)
+    token = token_of(slurm.arrays[array_id].comment)
+    logs.put_bytes(f"slurm/{token}/{index}.log", b"task 0 of the array\n")
+    refs = backend.logs(job, 1)
+    assert [(r.label, r.key) for r in refs] == [
+        ("stdout", f"{job_id[:8]}/{job_id}.1.stdout"),
+        ("slurm", f"slurm/{token}/{index}.log"),
+    ]
+    assert refs[1].store.get_bytes(refs[1].key) == b"task 0 of the array\n"
+    slurm.purge(array_id)  # Slurm forgot the task: only the payload's streams remain
+    assert [r.label for r in backend.logs(job, 1)] == ["stdout"]

@@ -1,25 +1,26 @@
 """Slurm's notations and command outputs, parsed: sizes, time limits, array indexes,
-`scontrol show config`, `squeue`, manifests, worker ids, the [backend.slurm] section."""
+`scontrol show config`, `squeue`, Slurm task identities, the [backend.slurm] section."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shepard import config
-from shepard.backends import slurmtasks as tasks
-from shepard.backends.slurmctl import Limits, Pacer, parse_config, parse_squeue
-from shepard.errors import ConfigError, ShepardError
-from shepard.slurmspec import (
+from shepard.backends import arraytasks
+from shepard.backends.arrays import Pacer
+from shepard.backends.slurm.backend import ARRAY_TASK, SHEEP_TASK, slurm_identity
+from shepard.backends.slurm.config import SlurmConfig
+from shepard.backends.slurm.ctl import Limits, comment, parse_config, parse_squeue, token_of
+from shepard.backends.slurm.spec import (
     format_indexes,
     memory_megabytes,
     parse_indexes,
     slurm_time,
     time_seconds,
 )
+from shepard.errors import ConfigError
 
 # -- sizes and time limits -------------------------------------------------------------------
 
@@ -139,7 +140,7 @@ def test_squeue_lines_become_task_records() -> None:
         ("211", [1], "CANCELLED"),
         ("300", [], "RUNNING"),
     ]
-    from shepard.backends.slurmctl import Snapshot
+    from shepard.backends.slurm.ctl import Snapshot
 
     snapshot = Snapshot(records)
     assert snapshot.alive("211", 3) and snapshot.alive("211", 0)
@@ -162,55 +163,27 @@ def test_pacer_spaces_calls_and_backs_off_on_failures() -> None:
     assert pacer.failed(20.0) == 1.0
 
 
-# -- manifests, tokens, worker ids -------------------------------------------------------------
-
-IDS = [f"01a201cf-c6aa-7000-ab42-67717b8852{i:02d}" for i in range(12)]
+# -- tokens, worker ids ------------------------------------------------------------------------
 
 
-def test_a_task_reads_its_own_manifest_line(tmp_path: Path) -> None:
-    manifest = tmp_path / "slurm" / "x.jobs"
-    tasks.write_manifest(manifest, IDS)
-    assert [tasks.manifest_line(manifest, i) for i in range(12)] == IDS
-    assert tasks.manifest_ids(manifest) == IDS
-    with pytest.raises(ShepardError, match="has no task 12"):
-        tasks.manifest_line(manifest, 12)
-    with pytest.raises(ShepardError, match="cannot read the task manifest"):
-        tasks.manifest_line(tmp_path / "missing.jobs", 0)
-    assert list(manifest.parent.iterdir()) == [manifest], "no temporary file left behind"
-
-
-def test_manifests_hold_only_job_ids(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not a job id"):
-        tasks.write_manifest(tmp_path / "x.jobs", ["short"])
-
-
-def test_tokens_carry_their_age() -> None:
-    token = tasks.new_token(1_795_000_000.0)
-    assert tasks.token_age(token, 1_795_000_090.5) == pytest.approx(90.5)
-    assert tasks.token_of(tasks.comment(token)) == token
-    assert tasks.token_of("someone else's comment") is None
-    assert tasks.split_placement(f"{token}@123") == (token, "123")
-    assert tasks.split_placement(token) == (token, None)
+def test_tokens_ride_in_the_arrays_comment() -> None:
+    token = arraytasks.new_token(1_795_000_000.0)
+    assert token_of(comment(token)) == token
+    assert token_of("someone else's comment") is None
 
 
 def test_worker_ids_name_their_slurm_task() -> None:
     env = {"SLURM_ARRAY_JOB_ID": "225", "SLURM_ARRAY_TASK_ID": "7"}
-    worker = tasks.task_worker_id(tasks.SHEEP_TASK, env)
+    kinds = {ARRAY_TASK, SHEEP_TASK}
+    worker = arraytasks.task_worker_id(SHEEP_TASK, slurm_identity(env))
     assert worker.endswith(" slurm-sheep 225_7")
-    assert tasks.task_of(worker) == tasks.TaskRef(tasks.SHEEP_TASK, "225", 7)
-    assert tasks.task_of(tasks.task_worker_id(tasks.ARRAY_TASK, env)) == tasks.TaskRef(
-        tasks.ARRAY_TASK, "225", 7
-    )
-    assert tasks.task_of(tasks.task_worker_id(tasks.ARRAY_TASK, {})) is None
-    assert tasks.task_of("vm:1234") is None and tasks.task_of(None) is None
-
-
-def test_ended_tasks_are_described_with_slurms_state() -> None:
-    ended = tasks.ended("12_3", "OUT_OF_MEMORY")
-    assert ended == "slurm task 12_3 ran out of memory (OUT_OF_MEMORY)"
-    assert tasks.ended_unstarted("12", None) == (
-        "slurm array 12: its task ended before it started the job (no longer known to Slurm)"
-    )
+    assert arraytasks.task_of(worker, kinds) == arraytasks.TaskRef(SHEEP_TASK, "225", 7)
+    assert arraytasks.task_of(
+        arraytasks.task_worker_id(ARRAY_TASK, slurm_identity(env)), kinds
+    ) == arraytasks.TaskRef(ARRAY_TASK, "225", 7)
+    assert slurm_identity({}) is None and slurm_identity({"SLURM_ARRAY_JOB_ID": "x"}) is None
+    assert arraytasks.task_of(arraytasks.task_worker_id(ARRAY_TASK, None), kinds) is None
+    assert arraytasks.task_of("vm:1234", kinds) is None and arraytasks.task_of(None, kinds) is None
 
 
 # -- [backend.slurm] ---------------------------------------------------------------------------
@@ -226,7 +199,8 @@ def test_a_slurm_section_is_validated_and_normalised() -> None:
             },
         }
     )
-    slurm = cfg.backend.slurm
+    slurm = cfg.backend.section()
+    assert isinstance(slurm, SlurmConfig)
     assert (slurm.memory, slurm.time, slurm.mode, slurm.partition) == ("2G", "90", "sheep", "short")
 
 

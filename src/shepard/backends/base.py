@@ -1,27 +1,95 @@
-"""The Backend contracts: how queued jobs get run somewhere.
+"""The backend contracts: how queued jobs get run somewhere.
 
-A backend is one module in this package plus one line in `backends/__init__.py`. It never decides
-*which* jobs run (the catalog hands out the oldest claimable ones) and never records outcomes
-itself except through the runtime, which reports to the catalog from wherever the job runs.
+A backend is one module (or package) in `shepard.backends`, one pydantic config section
+(`[backend.<kind>]`), one line in `backends/__init__.py`'s KINDS, and a conformance flavour. It
+never decides *which* jobs run (the catalog hands out the oldest claimable ones) and never
+records outcomes itself except through the runtime, which reports to the catalog from wherever
+the job runs. It sees the flock only through a `BackendContext`: never the `Flock` facade.
 
 There are two kinds:
 - `Backend` runs jobs from this process (the local worker pool): the dispatcher claims jobs
   for it and hands them over with `submit`.
-- `EngineBackend` hands jobs to an engine with a queue of its own (Slurm): jobs may wait
+- `SchedulerBackend` hands jobs to a scheduler with a queue of its own (Slurm): jobs may wait
   there for hours, so they are not claimed at submission but *placed* (see
-  catalog/placing.py), and the engine's tasks claim them when they start. The dispatcher
-  calls its `dispatch` instead of claiming.
+  catalog/placing.py), and the scheduler's tasks claim them when they start. The dispatcher
+  calls its `dispatch` instead of claiming. Schedulers with job arrays share the steps of
+  backends/arrays.py and fill its hooks.
 
-Every class registered in BACKENDS also has a `from_flock(flock, *, workers, worker_id,
-wakeup)` class method that builds it for a flock (see `backends.open_backend`).
+Every registered class is also a `BackendClass`: it builds itself from a context
+(`from_context`) and, for a scheduler, says what its tasks need (`task_setup`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from shepard.model import Job
+from pydantic import BaseModel
+
+from shepard.catalog.base import Catalog
+from shepard.model import Job, RetryPolicy
+from shepard.runtime import RuntimeContext, log_key
+from shepard.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from shepard.scheduler_task import TaskSetup
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a backend may use of its flock, and nothing more.
+
+    - `name`, `folder`: the flock's name and folder (where its flock.toml is);
+    - `catalog`, `catalog_url`: the open catalog, and its URL for processes of their own;
+    - `settings`: the backend's own `[backend.<kind>]` section (its registered config class);
+    - `workers`, `lease`, `policy`: `[backend] workers` (or the caller's override), the claim
+      lease in seconds and the retry policy;
+    - `worker_id`: who claims ("" for a one-off command that claims nothing);
+    - `clock`, `wakeup`: the time source of this process, and the event that makes the
+      dispatcher look again at once;
+    - `store(name)`: one of the flock's stores (inputs, outputs, errors, logs, ... and any
+      name of the backend's own, such as `slurm` for manifests);
+    - `shared_path(name)`: the folder of store `name` where a scheduler needs a path its nodes
+      share (Slurm's `--output`); a backend that uses it says so in its docs;
+    - `runtime()`: how the flock's jobs run (the runtime context, for backends that run jobs
+      in this host's processes).
+    """
+
+    name: str
+    folder: Path
+    catalog: Catalog
+    catalog_url: str
+    settings: BaseModel
+    workers: int
+    lease: float
+    policy: RetryPolicy
+    worker_id: str
+    clock: Clock
+    wakeup: threading.Event
+    store: Callable[[str], ObjectStore]
+    shared_path: Callable[[str], Path]
+    runtime: Callable[[], RuntimeContext]
+
+
+@dataclass(frozen=True)
+class LogRef:
+    """One log of an attempt: `key` in `store`, shown under `label` (stdout, stderr, ...)."""
+
+    label: str
+    store: ObjectStore
+    key: str
+
+
+def payload_logs(logs: ObjectStore, job: Job, attempt: int) -> list[LogRef]:
+    """The payload's stdout and stderr of `attempt`, as the runtime stores them on every
+    backend (those the attempt did not leave are omitted)."""
+    refs = [LogRef(s, logs, log_key(job.id, attempt, s)) for s in ("stdout", "stderr")]
+    return [ref for ref in refs if logs.exists(ref.key)]
 
 
 class Backend(Protocol):
@@ -52,6 +120,11 @@ class Backend(Protocol):
         and any its workers claimed for themselves since (see `LocalBackend`)."""
         ...
 
+    def logs(self, job: Job, attempt: int) -> list[LogRef]:
+        """Where `attempt` of `job` left logs that can be read now, from any process: at least
+        the payload's streams (`payload_logs`), then any the backend keeps of its own."""
+        ...
+
     def shutdown(self, *, kill: bool) -> None:
         """Stop accepting work. kill=False: wait for running jobs to end; kill=True: stop them.
 
@@ -62,8 +135,8 @@ class Backend(Protocol):
 
 
 @runtime_checkable
-class EngineBackend(Protocol):
-    """A backend that hands queued jobs to an engine's own queue; the engine's tasks run
+class SchedulerBackend(Protocol):
+    """A backend that hands queued jobs to a scheduler's own queue; the scheduler's tasks run
     `shepard worker run` / `shepard worker serve`, which claim, run and report like any sheep.
 
     An implementation must guarantee:
@@ -72,15 +145,15 @@ class EngineBackend(Protocol):
       `Catalog.claim`);
     - no job is lost: a placement whose task ended without claiming its job is given back
       (`Catalog.unplace`), and an attempt whose task vanished while running is ended with the
-      engine's reason (`Catalog.lose`, or `Catalog.finish` when the job itself caused it);
-    - engine errors that may pass (a busy controller) are retried later with back-off; errors
-      that cannot (a submission the engine refuses as configured) raise ShepardError.
+      scheduler's reason (`Catalog.lose`, or `Catalog.finish` when the job itself caused it);
+    - scheduler errors that may pass (a busy controller) are retried later with back-off;
+      errors that cannot (a submission refused as configured) raise ShepardError.
     """
 
     name: str
 
     def dispatch(self, now: float) -> int:
-        """Hand queued work to the engine and reconcile with it; must return quickly.
+        """Hand queued work to the scheduler and reconcile with it; must return quickly.
 
         Called by the dispatcher every poll interval. Returns the number of jobs handed over
         (0 makes the dispatcher wait a poll interval before calling again).
@@ -88,13 +161,40 @@ class EngineBackend(Protocol):
         ...
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        """Remove the engine's tasks of these jobs (already cancelled in the catalog).
+        """Remove the scheduler's tasks of these jobs (already cancelled in the catalog).
 
         Works from any process, not only the one that submitted them; unknown ids are ignored.
         """
         ...
 
+    def logs(self, job: Job, attempt: int) -> list[LogRef]:
+        """As `Backend.logs`: the payload's streams, then the scheduler's own output of the
+        task, where the backend can tell which task ran the attempt."""
+        ...
+
     def shutdown(self, *, kill: bool) -> None:
-        """Stop handing over work. Jobs already handed to the engine stay there and keep
+        """Stop handing over work. Jobs already handed to the scheduler stay there and keep
         running (`shepard cancel` removes them); submissions not completed are given back."""
+        ...
+
+
+class BackendClass(Protocol):
+    """What a class registered in `backends.KINDS` provides, besides its instances' methods."""
+
+    @classmethod
+    def from_context(cls, ctx: BackendContext) -> Backend | SchedulerBackend:
+        """Build the backend for the flock `ctx` describes (`ctx.settings` is an instance of the
+        config class registered with it). Must not claim or submit anything: work starts with
+        `submit`/`dispatch`. Must accept `ctx.worker_id == ""` (a one-off command such as
+        `cancel`, which only calls `cancel` and `logs`). May start the processes it runs jobs
+        in (the local backend forks its runners here, before the caller starts threads)."""
+        ...
+
+    @classmethod
+    def task_setup(cls, ctx: BackendContext) -> TaskSetup:
+        """Schedulers only: what their tasks need to run (shepard.scheduler_task): the store of
+        their manifests, how a task learns its identity from its environment, the kinds its
+        worker ids carry. Called inside the task, on a node; must not talk to the scheduler.
+        Backends without tasks of their own leave it out (a sheep started by hand then gets
+        `scheduler_task.handmade_setup`)."""
         ...

@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from shepard.backends.base import BackendContext, LogRef, payload_logs
 from shepard.backends.procs import CLOSE_TIMEOUT, RunnerProcess, RunnerSetup, start_runners
 from shepard.catalog.base import Catalog
 from shepard.catalog.engine import is_memory, parse_url
@@ -27,9 +27,7 @@ from shepard.model import Job, RetryPolicy
 from shepard.runtime import RuntimeContext
 from shepard.runtime.workspace import remove_tree
 from shepard.sheep import Clock, release
-
-if TYPE_CHECKING:
-    from shepard.flock import Flock
+from shepard.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,9 @@ class LocalBackend:
         catalog_url: str,
         wakeup: threading.Event | None = None,
         clock: Clock = time.time,
+        logs: ObjectStore | None = None,
     ) -> None:
+        self.logs_store = logs or ctx.logs
         self.ctx, self.catalog, self.policy, self.workers = ctx, catalog, policy, workers
         self.lease, self.worker_id, self.clock = lease, worker_id, clock
         self.wakeup = wakeup or threading.Event()  # set when a slot goes idle
@@ -80,20 +80,12 @@ class LocalBackend:
             start_runners(self._slots, before_fork=catalog.close)
 
     @classmethod
-    def from_flock(
-        cls,
-        flock: Flock,
-        *,
-        workers: int | None = None,
-        worker_id: str,
-        wakeup: threading.Event | None = None,
-    ) -> LocalBackend:
-        """The flock's local backend (`backend.workers` slots unless `workers` says otherwise)."""
+    def from_context(cls, ctx: BackendContext) -> LocalBackend:
+        """The flock's local backend: `ctx.workers` slots, started at once (as forks)."""
         return cls(
-            flock.runtime_context(), flock.catalog, flock.config.retry.policy(),
-            workers=workers or flock.config.backend.workers, lease=flock.config.backend.lease,
-            worker_id=worker_id, catalog_url=flock.dir.catalog_url, wakeup=wakeup,
-            clock=flock.clock,
+            ctx.runtime(), ctx.catalog, ctx.policy, workers=ctx.workers, lease=ctx.lease,
+            worker_id=ctx.worker_id, catalog_url=ctx.catalog_url, wakeup=ctx.wakeup,
+            clock=ctx.clock, logs=ctx.store("logs"),
         )  # fmt: skip
 
     def capacity(self) -> int:
@@ -116,6 +108,10 @@ class LocalBackend:
     def active(self) -> int:
         """Jobs running now: one per busy slot (handed by `submit` or claimed by the slot)."""
         return sum(slot.busy for slot in self._slots)
+
+    def logs(self, job: Job, attempt: int) -> list[LogRef]:
+        """The payload's streams: a local runner keeps no log of its own per attempt."""
+        return payload_logs(self.logs_store, job, attempt)
 
     def shutdown(self, *, kill: bool) -> None:
         self._closing = True

@@ -178,7 +178,7 @@ def up(
     f = open_flock(flock)
     n = f.config.backend.workers if workers is None else workers
     if f.config.backend.kind == "slurm":
-        mode = f.config.backend.slurm.mode
+        mode = getattr(f.config.backend.section(), "mode", "")
         console.print(f"flock {f.config.name}: handing jobs to Slurm ({mode} mode; Ctrl-C to stop)")
     else:
         console.print(f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)")

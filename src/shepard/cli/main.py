@@ -7,14 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from shepard import __version__, config
+from shepard import __version__, backends, config
 from shepard.catalog.engine import parse_url
 from shepard.cli import deploy, jobs, newflock, ops, profiles
 from shepard.cli.common import (
@@ -45,9 +44,15 @@ worker_app = typer.Typer(help="Worker-side commands, called by backends.", no_ar
 app.add_typer(worker_app, name="worker")
 
 
-class BackendKind(StrEnum):
-    LOCAL = "local"
-    SLURM = "slurm"
+def _backend_kind(value: str) -> str:
+    """`--backend` must name a registered backend kind (shepard.backends.KINDS)."""
+    if value not in backends.KINDS:
+        raise typer.BadParameter(f"{value!r} is not a backend; choose one of {_kinds_help()}")
+    return value
+
+
+def _kinds_help() -> str:
+    return "; ".join(f"{k} ({backends.KINDS[k].summary})" for k in backends.kinds())
 
 
 def _version(value: bool) -> None:
@@ -106,11 +111,9 @@ def init(
         ),
     ] = 1,
     backend_kind: Annotated[
-        BackendKind,
-        typer.Option(
-            "--backend", help="Where jobs run: this machine, or a Slurm cluster (docs/slurm.md)."
-        ),
-    ] = BackendKind.LOCAL,
+        str,
+        typer.Option("--backend", callback=_backend_kind, help=f"Where jobs run: {_kinds_help()}."),
+    ] = "local",
     repair: Annotated[
         bool,
         typer.Option(
@@ -132,7 +135,7 @@ def init(
     data: dict[str, object] = {
         "name": name or folder.resolve().name,
         "backend": {
-            "kind": backend_kind.value,
+            "kind": backend_kind,
             **({} if workers is None else {"workers": workers}),
         },
         "payload": deploy.payload_config(  # its errors name the options
@@ -186,13 +189,13 @@ def worker_run(
     flock: FlockOption = Path("."),
     manifest: Annotated[
         Path | None,
-        typer.Option(help="An array's task manifest: run the job on line --index of it."),
+        typer.Option(help="An array's task manifest (TOKEN.jobs): run the job on line --index."),
     ] = None,
     index: Annotated[
         int | None,
         typer.Option(
-            envvar="SLURM_ARRAY_TASK_ID",
-            help="With --manifest: the task index (default: $SLURM_ARRAY_TASK_ID).",
+            help="With --manifest: the task index (default: this task's, from its scheduler, "
+            "e.g. $SLURM_ARRAY_TASK_ID).",
         ),
     ] = None,
 ) -> None:
@@ -212,12 +215,10 @@ def worker_run(
 
 
 def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
-    """An array task: the job on line `index` of `manifest` (see shepard.remote)."""
-    from shepard.remote import run_placed
+    """An array task: the job on line `index` of `manifest` (see shepard.scheduler_task)."""
+    from shepard.scheduler_task import run_array_task
 
-    if index is None:
-        raise ShepardError("worker run --manifest: give --index (or set SLURM_ARRAY_TASK_ID)")
-    status = run_placed(f, manifest, index)
+    status = run_array_task(f.task_setup(), manifest, index)
     if status is None:  # normal for a task whose job was cancelled or handed elsewhere
         err_console.print(f"task {index} of {manifest.name}: its job was not claimable")
     else:
@@ -236,9 +237,9 @@ def worker_serve(
     ] = 5.0,
 ) -> None:
     """Run queued jobs one after another until the queue stays empty (a long-lived sheep)."""
-    from shepard.remote import serve
+    from shepard.scheduler_task import serve
 
-    ran = serve(open_flock(flock), time_limit=time_limit, idle=idle)
+    ran = serve(open_flock(flock).task_setup(), time_limit=time_limit, idle=idle)
     console.print(f"ran {ran} job(s)")
 
 

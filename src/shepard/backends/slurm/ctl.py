@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from shepard.errors import ShepardError
-from shepard.slurmspec import parse_indexes
+from shepard.backends.arrays import SchedulerBusy, SchedulerError, SchedulerRefused
+from shepard.backends.slurm.spec import parse_indexes
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,32 @@ _REFUSALS = re.compile(
 _UNKNOWN_JOB = "Invalid job id specified"
 
 
-class SlurmError(ShepardError):
+COMMENT_PREFIX = "shepard:"  # sbatch --comment of our arrays: shepard:TOKEN
+
+
+def comment(token: str) -> str:
+    """The `--comment` of the array submitted as `token`."""
+    return f"{COMMENT_PREFIX}{token}"
+
+
+def token_of(comment_text: str) -> str | None:
+    """The submission token in an array's `--comment`, if it is one of ours."""
+    return (
+        comment_text.removeprefix(COMMENT_PREFIX)
+        if comment_text.startswith(COMMENT_PREFIX)
+        else None
+    )
+
+
+class SlurmError(SchedulerError):
     """A Slurm command failed."""
 
 
-class SlurmBusy(SlurmError):
+class SlurmBusy(SlurmError, SchedulerBusy):
     """Slurm could not answer now (controller busy or unreachable, a timeout): try later."""
 
 
-class SlurmRefused(SlurmError):
+class SlurmRefused(SlurmError, SchedulerRefused):
     """Slurm refused a submission as configured (bad partition, option, size): fix the flock."""
 
 
@@ -177,6 +194,13 @@ class Snapshot:
         record = self.task(array_id, index)
         return record is not None and record.alive
 
+    def state(self, array_id: str, index: int) -> str | None:
+        record = self.task(array_id, index)
+        return None if record is None else record.state
+
+    def arrays_of(self, token: str) -> set[str]:
+        return self.with_comment(comment(token))
+
     def arrays(self) -> set[str]:
         return {r.array_id for r in self.records}
 
@@ -294,31 +318,3 @@ def _only_unknown(err: str) -> bool:
     return bool(lines) and all(
         "Invalid job id" in line or "already completing or completed" in line for line in lines
     )
-
-
-class Pacer:
-    """Spaces out submissions: at most `rate` per second, and after failures, waits that double
-    from 1 s up to `cap` seconds (reset by the next success). Times come from the caller."""
-
-    def __init__(self, rate: float, *, cap: float = 60.0) -> None:
-        self.interval = 1.0 / rate
-        self.cap = cap
-        self._next = float("-inf")
-        self._failures = 0
-
-    def ready(self, now: float) -> bool:
-        return now >= self._next
-
-    def sent(self, now: float) -> None:
-        """A call was made at `now`: the next may go `interval` seconds later."""
-        self._next = max(self._next, now + self.interval)
-
-    def failed(self, now: float) -> float:
-        """The call made at `now` failed; returns the seconds to wait before the next one."""
-        self._failures += 1
-        delay = min(self.cap, 2.0 ** (self._failures - 1))
-        self._next = max(self._next, now + delay)
-        return delay
-
-    def succeeded(self) -> None:
-        self._failures = 0

@@ -1,10 +1,11 @@
-"""The task side of an engine backend (remote.py): a placed job run by its array task, a sheep
-serving the queue, and what SIGTERM (scancel, a time limit) does to both."""
+"""The task side of a scheduler backend (scheduler_task.py): a placed job run by its array
+task, a sheep serving the queue, and what SIGTERM (scancel, a time limit) does to both."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from shepard import config, remote
-from shepard.backends import slurmtasks as tasks
+from shepard import config, scheduler_task
+from shepard.backends import arraytasks
 from shepard.config import FlockConfig
+from shepard.errors import ShepardError
 from shepard.flock import Flock
 from shepard.model import JobStatus
-from shepard.remote import claim_margin, run_placed, serve
+from shepard.scheduler_task import claim_margin, run_array_task, serve
 
 
 def make_flock(tmp_path: Path, command: str, timeout: float | None = None) -> Flock:
@@ -40,14 +42,20 @@ def flock(tmp_path: Path) -> Iterator[Flock]:
     made.close()
 
 
-def place(flock: Flock, n: int, array_id: str = "41") -> tuple[list[str], Path]:
+def place(flock: Flock, n: int, array_id: str = "41") -> tuple[list[str], str]:
+    """Place `n` new jobs in array `array_id`, as the Slurm backend does; (ids, manifest)."""
     ids = flock.submit({"ITEM": i} for i in range(n)).ids
-    token = tasks.new_token(time.time())
+    token = arraytasks.new_token(time.time())
     assert flock.catalog.place(token, now=time.time(), limit=n) == ids
     flock.catalog.rename_placement(token, f"{token}@{array_id}")
-    manifest = flock.dir.storage_root / "slurm" / f"{token}.jobs"
-    tasks.write_manifest(manifest, ids)
-    return ids, manifest
+    arraytasks.write_manifest(flock.store("slurm"), token, ids)
+    return ids, arraytasks.manifest_key(token)
+
+
+def run_placed(
+    flock: Flock, manifest: str, index: int | None, env: dict[str, str]
+) -> JobStatus | None:
+    return run_array_task(flock.task_setup(), manifest, index, env=env)
 
 
 def task_env(array_id: str, index: int) -> dict[str, str]:
@@ -62,6 +70,14 @@ def test_an_array_task_runs_the_job_on_its_manifest_line(flock: Flock) -> None:
     assert job.worker.endswith(" slurm 41_1") and job.placement is None
     assert [flock.job(i).status for i in (ids[0], ids[2])] == [JobStatus.QUEUED] * 2
     assert len(list((flock.dir.storage_root / "outputs").glob("*.zip"))) == 1
+
+
+def test_an_array_task_learns_its_index_from_the_scheduler(flock: Flock) -> None:
+    ids, manifest = place(flock, 3)
+    assert run_placed(flock, manifest, None, env=task_env("41", 2)) is JobStatus.SUCCEEDED
+    assert flock.job(ids[2]).status is JobStatus.SUCCEEDED
+    with pytest.raises(ShepardError, match="give --index"):
+        run_placed(flock, manifest, None, env={})
 
 
 def test_a_task_of_another_array_cannot_take_the_job(flock: Flock) -> None:
@@ -108,7 +124,7 @@ def test_a_payload_killed_by_a_signal_is_reported_unless_its_task_is_ending(
 def test_a_sheep_runs_jobs_until_the_queue_stays_empty(flock: Flock) -> None:
     ids = flock.submit({"ITEM": i} for i in range(5)).ids
     began = time.monotonic()
-    assert serve(flock, time_limit=None, idle=0.5) == 5
+    assert serve(flock.task_setup(), time_limit=None, idle=0.5) == 5
     assert time.monotonic() - began < 20
     assert {flock.job(i).status for i in ids} == {JobStatus.SUCCEEDED}
     assert list(flock.dir.store_path("work").iterdir()) == [], "job folders are removed"
@@ -129,7 +145,7 @@ def test_a_sheep_records_short_jobs_in_batches(
 
     monkeypatch.setattr(flock.catalog, "finish_and_claim", counted)
     here = os.getcwd()
-    assert serve(flock, time_limit=None, idle=0.3) == 40
+    assert serve(flock.task_setup(), time_limit=None, idle=0.3) == 40
     assert os.getcwd() == here
     assert {flock.job(i).status for i in ids} == {JobStatus.SUCCEEDED}
     assert len(calls) < 30 and max(calls) > 1  # type: ignore[type-var]
@@ -145,7 +161,7 @@ def test_jobs_a_sheep_claimed_but_did_not_start_go_back_unspent(
     keep every attempt they had."""
     ids = flock.submit({"ITEM": i} for i in range(10)).ids
     start, ran = time.time(), []
-    real = remote._attempt
+    real = scheduler_task._attempt
 
     def attempt(*args: Any, **kwargs: Any) -> Any:
         ran.append(args[0].id)
@@ -154,8 +170,8 @@ def test_jobs_a_sheep_claimed_but_did_not_start_go_back_unspent(
     def clock() -> float:  # past the deadline once two jobs have run
         return start + (200 if len(ran) >= 2 else 0)
 
-    monkeypatch.setattr(remote, "_attempt", attempt)
-    assert serve(flock, time_limit=150.0, idle=0.3, clock=clock) == 2
+    monkeypatch.setattr(scheduler_task, "_attempt", attempt)
+    assert serve(flock.task_setup(), time_limit=150.0, idle=0.3, clock=clock) == 2
     jobs = [flock.job(i) for i in ids]
     assert sum(j.status is JobStatus.SUCCEEDED for j in jobs) == 2
     waiting = [j for j in jobs if j.status is JobStatus.QUEUED]
@@ -177,7 +193,7 @@ def test_a_sheep_near_its_time_limit_takes_no_more_jobs(
         return next(times, time.time() + 100)
 
     # it keeps 30 s for the end: with 150 s it may still start a job, with 120 s not
-    assert serve(flock, time_limit=limit, idle=0.2, clock=clock) == ran
+    assert serve(flock.task_setup(), time_limit=limit, idle=0.2, clock=clock) == ran
 
 
 def test_the_claim_margin_leaves_room_for_a_job_to_finish(tmp_path: Path) -> None:
@@ -187,3 +203,14 @@ def test_the_claim_margin_leaves_room_for_a_job_to_finish(tmp_path: Path) -> Non
     assert claim_margin(120, plain) == 30  # at least 30 s
     assert claim_margin(3600, timed) == 630  # the timeout, plus 30 s to store results
     assert claim_margin(600, timed) == 300  # never more than half the limit
+
+
+def test_a_sheep_started_by_hand_serves_a_flock_without_a_scheduler(tmp_path: Path) -> None:
+    cfg = FlockConfig.model_validate({"name": "f", "payload": {"command": "true"}})
+    flock = Flock.create(tmp_path / "local", cfg)
+    ids = flock.submit({"ITEM": i} for i in range(2)).ids
+    try:
+        assert serve(flock.task_setup(), time_limit=None, idle=0.2) == 2
+        assert {flock.job(i).worker for i in ids} == {f"{socket.gethostname()}:{os.getpid()}"}
+    finally:
+        flock.close()

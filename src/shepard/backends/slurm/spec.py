@@ -1,6 +1,6 @@
 """Slurm's own notations, parsed without I/O: time limits, memory sizes, array index sets.
 
-Used by the flock configuration (to refuse bad values before anything is submitted) and by the
+Used by the `[backend.slurm]` section (to refuse bad values before anything is submitted) and by the
 Slurm backend (to read what `squeue` prints and to write `--array` and `scancel` arguments).
 """
 

@@ -1,17 +1,21 @@
-"""What runs inside an engine's task (a Slurm array task): one placed job, or a sheep.
+"""What runs inside a scheduler's task (a Slurm array task): one placed job, or a sheep.
 
-- `run_placed` (`shepard worker run --manifest M`): task N of an array reads its job id on
-  line N of the manifest and claims that job, provided it is still placed in this array
-  (`Catalog.claim_placed`), then runs it.
+Engine-neutral: the scheduler backend gives a `TaskSetup` (its `task_setup` class method),
+which says how a task learns its identity (Slurm: SLURM_ARRAY_JOB_ID / SLURM_ARRAY_TASK_ID),
+where the manifests are, and how its worker ids are marked.
+
+- `run_array_task` (`shepard worker run --manifest TOKEN.jobs`): task N of an array reads its
+  job id on line N of the manifest and claims that job, provided it is still placed in this
+  array (`Catalog.claim_placed`), then runs it.
 - `serve` (`shepard worker serve`): a long-lived sheep claims job after job from the catalog,
   until the queue has stayed empty for `idle` seconds or its time limit is near. Like the local
   backend's runners, it runs its jobs in one folder of its own and, while jobs are short,
   claims several at a time and records their outcomes together (`sheep.Recorder`).
 
 Both keep the lease alive with heartbeats (which also carry cancellations), run the job through
-the same runtime as every backend, and report the outcome. When the engine ends the task
+the same runtime as every backend, and report the outcome. When the scheduler ends the task
 (SIGTERM: scancel, a time limit), the payload's process group is stopped and nothing is
-reported: the dispatcher's reconciler records the reason Slurm gives (backends/slurmrec.py).
+reported: the dispatcher's reconciler records the scheduler's reason (backends/arrays.py).
 """
 
 from __future__ import annotations
@@ -24,30 +28,24 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from shepard.backends.slurmtasks import (
-    ARRAY_TASK,
-    SHEEP_TASK,
-    manifest_line,
-    task_worker_id,
-)
+from shepard.backends.arraytasks import manifest_line, task_worker_id
+from shepard.backends.base import BackendContext
 from shepard.catalog.base import Catalog
-from shepard.errors import CatalogError
+from shepard.errors import CatalogError, ShepardError
 from shepard.model import Job, JobStatus, Outcome, RetryPolicy
 from shepard.recovery import before_attempt
 from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
 from shepard.runtime.process import working_in
 from shepard.runtime.workspace import remove_tree, vacate_slot
 from shepard.sheep import MAX_AHEAD, SHORT_JOB, Heartbeat, Recorder, release, report
-
-if TYPE_CHECKING:
-    from shepard.flock import Flock
+from shepard.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-TERMINATED = "terminated by the engine"
+TERMINATED = "terminated by the scheduler"
 IDLE_POLL = 0.2  # seconds between two claims while the queue is empty
 LATE_MARGIN = 30.0  # seconds a sheep keeps for storing results after a job's timeout
 # Slurm signals every process of a task, the payload included, not all at the same instant:
@@ -57,37 +55,71 @@ SIGNAL_GRACE = 2.0
 Clock = Callable[[], float]
 
 
-def run_placed(
-    flock: Flock,
-    manifest: Path,
-    index: int,
+@dataclass(frozen=True)
+class TaskSetup:
+    """What a scheduler's task needs of its flock (built by the scheduler backend).
+
+    `identity(env)` is (array id, task index) of the task this process runs in, or None
+    outside one; `kind` and `sheep_kind` mark the worker ids of one-job tasks and of sheep
+    (backends/arrays.py: the reconciler finds a running job's task through them).
+    """
+
+    catalog: Catalog
+    lease: float
+    policy: RetryPolicy
+    runtime: Callable[[], RuntimeContext]
+    manifests: ObjectStore
+    identity: Callable[[Mapping[str, str]], tuple[str, int] | None]
+    kind: str
+    sheep_kind: str
+
+
+def handmade_setup(ctx: BackendContext) -> TaskSetup:
+    """The setup of a sheep started by hand, outside any scheduler (`shepard worker serve` on
+    a flock whose backend has no tasks): its worker id is plain `host:pid`, and it has no
+    manifests to read."""
+    return TaskSetup(
+        catalog=ctx.catalog, lease=ctx.lease, policy=ctx.policy, runtime=ctx.runtime,
+        manifests=ctx.store("manifests"), identity=lambda env: None, kind="task",
+        sheep_kind="sheep",
+    )  # fmt: skip
+
+
+def run_array_task(
+    setup: TaskSetup,
+    manifest: str | Path,
+    index: int | None = None,
     *,
     env: Mapping[str, str] | None = None,
     clock: Clock = time.time,
 ) -> JobStatus | None:
-    """Claim and run the job on line `index` of `manifest`; its new status, or None when it
-    was not claimable here (cancelled, taken by another task, handed over elsewhere)."""
+    """Claim and run the job on line `index` (default: this task's index, from `env`) of
+    `manifest` (`TOKEN.jobs`, or a path ending so); its new status, or None when it was not
+    claimable here (cancelled, taken by another task, handed over elsewhere)."""
     env = os.environ if env is None else env
-    job_id = manifest_line(manifest, index)
-    token = manifest.name.removesuffix(".jobs")
-    array_id = env.get("SLURM_ARRAY_JOB_ID")
-    placements = [token] + ([f"{token}@{array_id}"] if array_id else [])
-    catalog, lease = flock.catalog, flock.config.backend.lease
-    me = task_worker_id(ARRAY_TASK, env)
+    identity = setup.identity(env)
+    if index is None:
+        if identity is None:
+            raise ShepardError("give --index: this process does not run in an array task")
+        index = identity[1]
+    token = Path(manifest).name.removesuffix(".jobs")
+    job_id = manifest_line(setup.manifests, token, index)
+    placements = [token] + ([f"{token}@{identity[0]}"] if identity else [])
+    catalog, lease = setup.catalog, setup.lease
+    me = task_worker_id(setup.kind, identity)
     job = catalog.claim_placed(me, job_id, placements, now=clock(), lease=lease)
     if job is None:
         return None
     heartbeat = Heartbeat(catalog, lease, clock).start()
     try:
         with _terminable(heartbeat) as terminated:
-            return _run(job, flock.runtime_context(), catalog, flock.config.retry.policy(),
-                        heartbeat, terminated, clock)  # fmt: skip
+            return _run(job, setup.runtime(), catalog, setup.policy, heartbeat, terminated, clock)
     finally:
         heartbeat.close()
 
 
 def serve(
-    flock: Flock,
+    setup: TaskSetup,
     *,
     time_limit: float | None,
     idle: float,
@@ -105,23 +137,23 @@ def serve(
     """
     from shepard.backends.local import slot_folder, sweep_slots
 
-    ctx = flock.runtime_context()
+    ctx = setup.runtime()
     started = clock()
     deadline = None if time_limit is None else started + time_limit - claim_margin(time_limit, ctx)
-    me = task_worker_id(SHEEP_TASK)
+    me = task_worker_id(setup.sheep_kind, setup.identity(os.environ))
     sweep_slots(ctx.workspace_root)
     slot = slot_folder(ctx.workspace_root, 0)
     os.makedirs(slot, exist_ok=True)
     try:
         with working_in(slot):  # its payloads start the cheap way (see runtime/process.py)
-            return _serve(flock, ctx, me, slot, started, deadline, idle, clock)
+            return _serve(setup, ctx, me, slot, started, deadline, idle, clock)
     finally:
         with contextlib.suppress(OSError):
             remove_tree(slot)
 
 
 def _serve(
-    flock: Flock,
+    setup: TaskSetup,
     ctx: RuntimeContext,
     me: str,
     slot: Path,
@@ -131,7 +163,7 @@ def _serve(
     clock: Clock,
 ) -> int:
     """`serve`'s loop, in the sheep's folder."""
-    catalog, lease, policy = flock.catalog, flock.config.backend.lease, flock.config.retry.policy()
+    catalog, lease, policy = setup.catalog, setup.lease, setup.policy
     heartbeat = Heartbeat(catalog, lease, clock).start()
     recorder = Recorder(
         catalog, heartbeat, policy, ctx.outputs, worker=me, lease=lease, clock=clock
@@ -241,7 +273,7 @@ def _attempt(
 
 @contextlib.contextmanager
 def _terminable(heartbeat: Heartbeat) -> Iterator[threading.Event]:
-    """While inside, SIGTERM (what Slurm sends on scancel and at a time limit) stops every
+    """While inside, SIGTERM (what a scheduler sends on scancel and at a time limit) stops every
     attempt `heartbeat` holds, without a report, and sets the event yielded."""
     terminated = threading.Event()
 
@@ -254,53 +286,3 @@ def _terminable(heartbeat: Heartbeat) -> Iterator[threading.Event]:
         yield terminated
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`run|serve ...` (through `python -m shepard.task`): what `shepard worker run --manifest`
-    and `shepard worker serve` do, without loading the CLI (a task starts in half the time).
-    Returns the exit status, once the flock's catalog connections are closed."""
-    import argparse
-    import gc
-    import sys
-
-    from shepard.errors import ShepardError
-    from shepard.flock import Flock
-
-    parser = argparse.ArgumentParser(prog="python -m shepard.task")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the job on line --index of --manifest")
-    run.add_argument("--manifest", type=Path, required=True)
-    run.add_argument("--index", type=int, default=os.environ.get("SLURM_ARRAY_TASK_ID"))
-    serve_ = commands.add_parser("serve", help="run queued jobs until the queue stays empty")
-    serve_.add_argument("--time-limit", type=float, default=None)
-    serve_.add_argument("--idle", type=float, default=5.0)
-    for command in (run, serve_):
-        command.add_argument(
-            "--flock", type=Path, default=Path(os.environ.get("SHEPARD_FLOCK", "."))
-        )
-    args = parser.parse_args(argv)
-    level = os.environ.get("SHEPARD_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        flock = Flock.open(args.flock)
-        try:
-            if args.command == "serve":
-                gc.enable()  # a sheep lives long
-                ran = serve(flock, time_limit=args.time_limit, idle=args.idle)
-                print(f"ran {ran} job(s)")
-                return 0
-            if args.index is None:
-                raise ShepardError("give --index (or set SLURM_ARRAY_TASK_ID)")
-            status = run_placed(flock, args.manifest, int(args.index))
-        finally:
-            flock.close()
-    except ShepardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    task = f"task {args.index} of {args.manifest.name}"
-    if status is None:  # normal for a task whose job was cancelled or handed elsewhere
-        print(f"{task}: its job was not claimable", file=sys.stderr)
-    else:
-        print(f"{task}: {status.value}")
-    return 0
