@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shepard import config
-from shepard.bundle import extract_bundle, make_bundle, read_bundle_file
+from shepard.bundle import make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import FOLDERS, FlockConfig, Flockdir
 from shepard.errors import CatalogMissing, JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
-from shepard.params import find_key, validate_params
+from shepard.params import check_env_size, find_key, validate_params
 from shepard.payloads import open_payload
 from shepard.payloads.container_engine import check_gpus
+from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
 from shepard.service import FlockService
 from shepard.storage import LocalStore
@@ -137,9 +138,14 @@ class Flock(FlockService):
         self.check_resources()
         label = batch or new_batch_label()
 
+        env = self.config.payload.env
+
         def specs() -> Iterable[JobSpec]:
             for item in params:
-                yield JobSpec(validate_params(item), None, max_attempts, timeout, label)
+                checked = validate_params(item)
+                if env:  # payload.env counts against the same limit
+                    check_env_size(checked, env)
+                yield JobSpec(checked, None, max_attempts, timeout, label)
 
         ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)
         return Submission(label, ids)
@@ -153,6 +159,9 @@ class Flock(FlockService):
         """
         self.check_resources()
         params = read_bundle_file(path, self.config.limits)
+        check_env_size(
+            params, self.config.payload.env, source=f"parameters of bundle {path.name!r}"
+        )
         key = _zip_key(key or f"{uuid.uuid4()}.zip")
         inputs = self.store("inputs")
         if inputs.exists(key):
@@ -214,32 +223,24 @@ class Flock(FlockService):
         errors: bool = False,
         job_ids: Iterable[str] = (),
         on_file: Callable[[Path], None] | None = None,
-    ) -> list[Path]:
+    ) -> Retrieval:
         """Copy result zips (and error bundles into dest/errors/) to a local folder.
 
         Files already present with the same size are skipped, so retrieve can be re-run to
-        fetch what is new. With `unzip`, each zip is also extracted (safely) into a folder of
-        the same name without `.zip`.
+        fetch what is new. With `unzip`, each zip is also extracted into a folder of the same
+        name without `.zip` (see `retrieval.extract_results`: nothing lands outside it, odd
+        names are cleaned or left out). One object that cannot be copied or unzipped never
+        stops the others: the result lists them (`failed`), and the entries left out
+        (`skipped`).
         """
         wanted = [f"@{job_id}_" for job_id in job_ids]
+        result = Retrieval()
         sources = [(self.store("outputs"), dest)]
         if errors:
             sources.append((self.store("errors"), dest / "errors"))
-        copied = []
         for store, target in sources:
-            for key in store.list():
-                if wanted and not any(w in key for w in wanted):
-                    continue
-                path = target / key
-                if not path.exists() or path.stat().st_size != store.size(key):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    store.get_file(key, path)
-                if unzip and key.endswith(".zip"):
-                    extract_bundle(path, path.with_suffix(""), self.config.limits)
-                copied.append(path)
-                if on_file:
-                    on_file(path)
-        return copied
+            retrieve_store(store, target, result, unzip=unzip, wanted=wanted, on_file=on_file)
+        return result
 
     # -- user actions ---------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Each attempt's stdout and stderr are files in the flock's logs store (see `runtime.log_key`),
 written by the payload directly, so they can be read while it runs. Following polls the file
-and the catalog: it ends when the followed attempt is over, because the job reached a
-terminal state or went back to the queue (retry, lost worker, shutdown).
+and the catalog. Following a job goes through its attempts in turn and ends when the job is
+succeeded, failed or cancelled; following one named attempt ends when that attempt is over.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class FollowEnd:
         if self.requeued:
             return (
                 f"job {job} was requeued after attempt {self.attempt}{detail}; "
-                f"follow its next attempt with `shepard logs {job} --follow`"
+                f"follow it to its end with `shepard logs {job} --follow`"
             )
         if self.attempt == 0:
             return f"job {job} {self.status.value} before it started{detail}"
@@ -120,33 +120,85 @@ def follow(
     poll: float = POLL,
     on_wait: Callable[[str], None] | None = None,
 ) -> FollowEnd | None:
-    """Write an attempt's log as it grows, until that attempt is over; say how it ended.
+    """Write a job's log as it grows until the job ends, across its attempts; say how it ended.
 
-    Without `attempt`: the running attempt; for a job that has not started yet, the attempt
-    that starts next (`on_wait` is told once that we are waiting); otherwise the latest
-    attempt that left logs (printed whole, then the end is reported at once).
-    Returns None when `stop` was set first.
+    Without `attempt`: from the running attempt's start, or, for a queued job (new, or waiting
+    for a retry), from the start of the attempt that runs next; each later attempt follows
+    (`on_wait` is told when waiting for an attempt to start, and gets a separator line when
+    a new attempt begins), until the job is succeeded, failed or cancelled. A job already
+    over: its latest log, printed whole, and its end at once. With `attempt`: that attempt
+    only, until it is over (the job may go on with another). Returns None when `stop` was
+    set first.
     """
     stop = stop or threading.Event()
     job = flock.job(job_id)
-    if attempt is None:
-        if job.status is JobStatus.QUEUED and job.attempt == 0:
-            if on_wait:
-                on_wait(f"job {job_id} is queued; waiting for it to start")
-            while job.status is JobStatus.QUEUED and job.attempt == 0:
-                if stop.wait(poll):
-                    return None
-                job = flock.job(job_id)
-            if job.attempt == 0:  # cancelled before it started
-                return FollowEnd(job_id, 0, job.status, 0, job.reason)
-        ref = (
-            log_ref(flock, job_id, job.attempt, stream)
-            if job.status is JobStatus.RUNNING
-            else pick_log(flock, job, stream=stream)
-        )
-    else:
+    if attempt is None and job.status.terminal and job.attempt == 0:
+        return _never_started(job)  # e.g. cancelled while queued
+    if attempt is not None or job.status.terminal:
         ref = pick_log(flock, job, attempt=attempt, stream=stream)
+        return _follow_attempt(flock, ref, write, stop, poll)
+    # Earlier attempts are not replayed: `--attempt N` (or `logs`) shows them.
+    followed = job.attempt if job.status is JobStatus.QUEUED else job.attempt - 1
+    while True:
+        waited = _await_start(flock, job, stop, poll, on_wait)
+        if waited is None:
+            return None
+        job = waited
+        if job.status.terminal and job.attempt == followed:  # ended without running again
+            return _ending(flock, job, followed) if followed else _never_started(job)
+        end: FollowEnd | None = None
+        for number in range(followed + 1, job.attempt + 1):  # none skipped, however quick
+            if on_wait and number > 1:
+                on_wait(f"--- job {job_id}: attempt {number} ---")
+            end = _follow_attempt(flock, log_ref(flock, job_id, number, stream), write, stop, poll)
+            if end is None:
+                return None
+            followed = number
+        if end is not None and end.status.terminal and end.current == followed:
+            return end
+        if end is None and stop.wait(poll):
+            return None
+        job = flock.job(job_id)
+
+
+def _await_start(
+    flock: Flock,
+    job: Job,
+    stop: threading.Event,
+    poll: float,
+    on_wait: Callable[[str], None] | None,
+) -> Job | None:
+    """`job` as soon as it is no longer queued (None when `stop` was set first); `on_wait`
+    is told once what we wait for."""
+    if job.status is JobStatus.QUEUED and on_wait:
+        if job.attempt == 0:
+            on_wait(f"job {job.id} is queued; waiting for it to start")
+        else:
+            on_wait(
+                f"job {job.id} is queued for attempt {job.attempt + 1} after attempt "
+                f"{job.attempt}{_why(job)}; waiting for it to start"
+            )
+    while job.status is JobStatus.QUEUED:
+        if stop.wait(poll):
+            return None
+        job = flock.job(job.id)
+    return job
+
+
+def _why(job: Job) -> str:
+    return f" ({job.reason})" if job.reason else ""
+
+
+def _never_started(job: Job) -> FollowEnd:
+    return FollowEnd(job.id, 0, job.status, job.attempt, job.reason)
+
+
+def _follow_attempt(
+    flock: Flock, ref: LogRef, write: Callable[[bytes], None], stop: threading.Event, poll: float
+) -> FollowEnd | None:
+    """Write `ref`'s log as it grows until its attempt is over; None when `stop` was set."""
     offset = 0
+    job = flock.job(ref.job_id)
     while True:
         offset = _pump(ref.path, offset, write)
         if job.attempt != ref.attempt or job.status is not JobStatus.RUNNING:
@@ -155,7 +207,7 @@ def follow(
             return _ending(flock, job, ref.attempt)
         if stop.wait(poll):
             return None
-        job = flock.job(job_id)
+        job = flock.job(ref.job_id)
 
 
 def _ending(flock: Flock, job: Job, attempt: int) -> FollowEnd:

@@ -9,8 +9,10 @@ integral float such as `3.0` becomes the integer `3`).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -80,9 +82,103 @@ def validate_params(obj: object, *, source: str = "parameters") -> dict[str, Par
             result[key] = normalised
     if reserved:
         problems.append(_reserved_problem(reserved))
+    problems += env_size_problems(result)
     if problems:
         raise ParamsError(f"invalid {source}:\n" + "\n".join(f"  - {p}" for p in problems))
     return result
+
+
+MAX_ARG_STRLEN = 32 * 4096
+"""Linux's limit on one `NAME=value` string of an environment, its final NUL included."""
+
+RUNTIME_ENV_MARGIN = 64 << 10
+"""Bytes of the environment kept for what the runtime adds to a job's parameters (the reserved
+variables, the worker's inherited variables, the command line)."""
+
+_FALLBACK_ARG_MAX = 2 << 20  # Linux's usual total when sysconf cannot say
+_POINTER = 8  # the kernel counts one pointer per variable against the same total
+
+
+def env_entry_size(name: str, value: str) -> int:
+    """Bytes that `NAME=value` takes in a process's environment, its NUL included."""
+    return len(name.encode("utf-8")) + 1 + len(value.encode("utf-8", "surrogateescape")) + 1
+
+
+@functools.cache
+def env_total_limit() -> int:
+    """Bytes a job's parameters and payload.env may take in all: this host's ARG_MAX (the
+    limit on the arguments plus the environment of a new process) less RUNTIME_ENV_MARGIN."""
+    try:
+        arg_max = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        arg_max = -1
+    return (arg_max if arg_max > 0 else _FALLBACK_ARG_MAX) - RUNTIME_ENV_MARGIN
+
+
+def env_size_problems(
+    params: Mapping[str, ParamValue], extra: Mapping[str, str] | None = None
+) -> list[str]:
+    """Why the environment made of `params` (plus `extra`, e.g. payload.env, which the
+    parameters do not override) could never be given to a payload, or [] when it can.
+
+    Each `NAME=value` must stay under MAX_ARG_STRLEN, and all of them (a pointer each
+    included) under `env_total_limit()`; otherwise every attempt would fail to start with
+    `Argument list too long`. Runs for every submitted job, so an upper bound is tried first
+    and the exact sizes are measured only when it does not settle the question.
+    """
+    rough = 0
+    for name, value in params.items():
+        rough += _rough_size(name, value)
+    if extra:
+        for name, text in extra.items():
+            rough += _rough_size(name, text)
+    if rough <= MAX_ARG_STRLEN or (
+        rough <= env_total_limit()
+        and all(_rough_size(k, v) <= MAX_ARG_STRLEN for k, v in params.items())
+        and all(_rough_size(k, v) <= MAX_ARG_STRLEN for k, v in (extra or {}).items())
+    ):
+        return []  # the total bounds each variable too (the usual case: small jobs)
+    return _exact_problems(params, extra or {})
+
+
+def _rough_size(name: str, value: ParamValue) -> int:
+    """At least the bytes `name=value` takes (a UTF-8 character is at most 4 bytes, a
+    decimal digit holds more than 3 bits), plus a pointer."""
+    if isinstance(value, str):
+        return len(name) + 4 * len(value) + 2 + _POINTER
+    return len(name) + value.bit_length() // 3 + 4 + _POINTER  # sign and digits, `=`, NUL
+
+
+def _exact_problems(params: Mapping[str, ParamValue], extra: Mapping[str, str]) -> list[str]:
+    problems = []
+    total = 0
+    for name, value in {**extra, **{k: env_value(v) for k, v in params.items()}}.items():
+        size = env_entry_size(name, value)
+        total += size + _POINTER
+        if size > MAX_ARG_STRLEN:
+            problems.append(
+                f"{name!r}: the value takes {size:,} bytes as the variable {name}=...; "
+                f"Linux allows at most {MAX_ARG_STRLEN:,} bytes (128 KiB) per variable, so pass "
+                "large data in an input bundle instead"
+            )
+    limit = env_total_limit()
+    if total > limit:
+        problems.append(
+            f"the job's variables take {total:,} bytes in all; this host allows "
+            f"{limit:,} bytes (its ARG_MAX less {RUNTIME_ENV_MARGIN:,} bytes kept for the "
+            "runtime's own variables), so pass large data in an input bundle instead"
+        )
+    return problems
+
+
+def check_env_size(
+    params: Mapping[str, ParamValue], extra: Mapping[str, str], *, source: str = "parameters"
+) -> None:
+    """Raise ParamsError when `params` together with `extra` (payload.env) cannot be a
+    payload's environment (see `env_size_problems`)."""
+    problems = env_size_problems(params, extra)
+    if problems:
+        raise ParamsError(f"invalid {source}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def env_value(value: ParamValue) -> str:

@@ -520,3 +520,120 @@ def test_long_names_fit_in_a_key(flock: Flock, clock: Clock) -> None:
     assert settle(watcher(flock, clock), clock).registered == 1
     key = all_jobs(flock)[0].bundle_key
     assert key is not None and len(key.encode()) <= 255 and key.endswith("xx.zip")
+
+
+# -- odd content never jams the inbox -------------------------------------------------------
+
+
+def test_a_file_named_rejected_does_not_jam_the_inbox(flock: Flock, clock: Clock) -> None:
+    (inbox(flock) / "rejected").write_text("mine")
+    drop(flock, "bad.zip", bundle(None))
+    drop(flock, "good.zip", bundle({"ITEM": 1}))
+    w = watcher(flock, clock)
+    result = settle(w, clock)
+    assert result.registered == 1 and [r.name for r in result.rejected] == ["bad.zip"]
+    folder = inbox(flock) / "rejected"
+    assert folder.is_dir() and (folder / "bad.zip").exists()
+    assert (folder / "rejected").read_text() == "mine", "the user's file is kept, as rejected"
+    assert "in its way" in (folder / "rejected.reason.txt").read_text()
+    assert input_keys(flock) == [all_jobs(flock)[0].bundle_key], "nothing bad stays in inputs"
+    drop(flock, "later.zip", bundle({"ITEM": 2}))
+    assert settle(w, clock).registered == 1
+
+
+def test_a_link_named_rejected_never_sends_files_out_of_the_inbox(
+    flock: Flock, clock: Clock, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (inbox(flock) / "rejected").symlink_to(outside)
+    drop(flock, "bad.zip", bundle(None))
+    result = settle(watcher(flock, clock), clock)
+    assert [r.name for r in result.rejected] == ["bad.zip"]
+    assert list(outside.iterdir()) == []
+    assert (inbox(flock) / "rejected" / "bad.zip").is_file()
+
+
+def test_a_folder_in_place_of_the_journal_does_not_jam_the_inbox(
+    flock: Flock, clock: Clock
+) -> None:
+    (inbox(flock) / JOURNAL_NAME).mkdir()
+    drop(flock, "good.zip", bundle({"ITEM": 1}))
+    assert settle(watcher(flock, clock), clock).registered == 1
+    assert (inbox(flock) / JOURNAL_NAME).exists() is False
+
+
+def test_a_folder_named_like_a_zip_and_a_rejected_subfolder_file_are_handled(
+    flock: Flock, clock: Clock
+) -> None:
+    drop(flock, "dir.zip/inner.zip", bundle({"ITEM": 1}))
+    drop(flock, "sub", bundle(None))  # rejected as rejected/sub, a file ...
+    w = watcher(flock, clock)
+    assert settle(w, clock).registered == 1
+    drop(flock, "sub/x.zip", bundle(None))  # ... so rejected/sub/ cannot be a folder
+    result = settle(w, clock)
+    assert [r.name for r in result.rejected] == ["sub/x.zip"]
+    assert (inbox(flock) / "rejected" / "sub--x.zip").is_file()
+
+
+def test_a_name_too_long_for_its_reason_file_is_still_rejected(flock: Flock, clock: Clock) -> None:
+    name = "y" * 250 + ".zip"
+    drop(flock, name, bundle(None))
+    drop(flock, "good.zip", bundle({"ITEM": 1}))
+    result = settle(watcher(flock, clock), clock)
+    assert result.registered == 1 and [r.name for r in result.rejected] == [name]
+    assert len(result.rejected[0].path.name.encode()) <= 210
+    assert input_keys(flock) == [all_jobs(flock)[0].bundle_key], "nothing bad stays in inputs"
+
+
+def test_claims_with_odd_names_are_settled_after_a_crash(
+    flock: Flock, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop(flock, "back\\slash\nnew.zip", bundle(None))
+    first = watcher(flock, clock)
+    first.scan_once()
+    clock.advance()
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(InboxWatcher, "_settle", die)
+    with pytest.raises(Killed):
+        first.scan_once()
+    first.close()
+    monkeypatch.undo()
+    result = watcher(flock, clock).scan_once()
+    assert result.recovered == 1 and [r.name for r in result.rejected] == ["back\\slash\nnew.zip"]
+    assert input_keys(flock) == []
+
+
+def test_a_bundle_whose_environment_is_too_large_is_rejected(flock: Flock, clock: Clock) -> None:
+    drop(flock, "huge.zip", bundle({"DATA": "x" * (128 << 10)}))
+    result = settle(watcher(flock, clock), clock)
+    assert [r.name for r in result.rejected] == ["huge.zip"]
+    assert "131,072 bytes (128 KiB) per variable" in result.rejected[0].reason
+
+
+def test_a_folder_or_link_in_place_of_the_lock_file_is_moved_aside(
+    flock: Flock, clock: Clock, tmp_path: Path
+) -> None:
+    (inbox(flock) / LOCK_NAME).mkdir()
+    drop(flock, "good.zip", bundle({"ITEM": 1}))
+    with watcher(flock, clock) as w:
+        assert settle(w, clock).registered == 1
+    assert (inbox(flock) / LOCK_NAME).is_file()
+    (inbox(flock) / LOCK_NAME).unlink()
+    (inbox(flock) / LOCK_NAME).symlink_to(tmp_path / "elsewhere.lock")
+    with watcher(flock, clock):
+        assert not (tmp_path / "elsewhere.lock").exists()
+
+
+def test_undecodable_names_are_taken_or_rejected(flock: Flock, clock: Clock) -> None:
+    root = os.fsencode(inbox(flock))
+    for name, data in ((b"good-\xff.zip", bundle({"ITEM": 1})), (b"bad-\xfe.zip", bundle(None))):
+        with open(os.path.join(root, name), "wb") as fh:
+            fh.write(data)
+    result = settle(watcher(flock, clock), clock)
+    assert result.registered == 1 and len(result.rejected) == 1
+    rejected = sorted(os.listdir(os.path.join(root, b"rejected")))
+    assert rejected == [b"bad-\xfe.zip", b"bad-\xfe.zip.reason.txt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 
 import pytest
@@ -13,7 +14,11 @@ from shepard.errors import ParamsError
 from shepard.model import ParamValue
 from shepard.params import (
     EXTRA_RESERVED,
+    MAX_ARG_STRLEN,
     RESERVED,
+    RUNTIME_ENV_MARGIN,
+    check_env_size,
+    env_total_limit,
     env_value,
     find_key,
     parse_params_json,
@@ -322,3 +327,37 @@ def test_reserved_rejected_in_any_casing(name: str, data: st.DataObject) -> None
     variant = "".join(c.lower() if f else c for c, f in zip(name, flips, strict=True))
     with pytest.raises(ParamsError, match="set by the runtime"):
         validate_params({variant: 1})
+
+
+# -- environment size limits -------------------------------------------------------------
+
+
+def test_a_value_over_the_per_variable_limit_is_refused_with_the_limit() -> None:
+    fits = "x" * (MAX_ARG_STRLEN - len("DATA=") - 1)
+    assert validate_params({"DATA": fits}) == {"DATA": fits}
+    with pytest.raises(ParamsError, match=r"131,072 bytes \(128 KiB\) per variable"):
+        validate_params({"DATA": fits + "x"})
+
+
+def test_a_multibyte_value_is_measured_in_bytes() -> None:
+    with pytest.raises(ParamsError, match="per variable"):
+        validate_params({"DATA": "é" * (MAX_ARG_STRLEN // 2)})
+
+
+def test_an_environment_over_the_total_limit_is_refused() -> None:
+    piece = "x" * 100_000
+    count = env_total_limit() // 100_000 + 1
+    with pytest.raises(ParamsError, match=r"in all; this host allows [\d,]+ bytes"):
+        validate_params({f"P{i}": piece for i in range(count)})
+
+
+def test_payload_env_counts_against_the_total() -> None:
+    params = validate_params({"A": "x" * 100_000})
+    env = {f"E{i}": "y" * 100_000 for i in range(env_total_limit() // 100_000)}
+    with pytest.raises(ParamsError, match="in all"):
+        check_env_size(params, env)
+    check_env_size(params, {"E": "small"})
+
+
+def test_the_total_limit_keeps_a_margin_under_arg_max() -> None:
+    assert env_total_limit() == os.sysconf("SC_ARG_MAX") - RUNTIME_ENV_MARGIN

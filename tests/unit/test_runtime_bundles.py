@@ -43,20 +43,38 @@ def test_sanitize_tag(raw: str, clean: str) -> None:
     assert sanitize_tag(raw) == clean
 
 
-def test_zip_folder_stores_links_and_skips_special_files(tmp_path: Path) -> None:
+def test_zip_folder_stores_links_inside_as_files_and_leaves_out_the_others(
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "out"
     (out / "d").mkdir(parents=True)
     (out / "d" / "f.txt").write_text("f")
-    (out / "link").symlink_to("/etc/passwd")
+    (out / "inside").symlink_to("d/f.txt")
+    (out / "d" / "up").symlink_to("../d/f.txt")
+    (out / "outside").symlink_to("/etc/passwd")
+    (out / "escape").symlink_to("../../" + tmp_path.name)
     (out / "dangling").symlink_to("nowhere")
+    (out / "folder").symlink_to("d")
     os.mkfifo(out / "fifo")
-    path = zip_folder(out, tmp_path / "r.zip")
+    notes: list[str] = []
+    path = zip_folder(out, tmp_path / "r.zip", warn=notes.append)
     assert path == tmp_path / "r.zip"
     with zipfile.ZipFile(path) as zf:
-        assert sorted(zf.namelist()) == ["d/", "d/f.txt", "dangling", "link"]
-        info = zf.getinfo("link")
-        assert stat.S_ISLNK(info.external_attr >> 16)
-        assert zf.read("link") == b"/etc/passwd"
+        assert sorted(zf.namelist()) == ["d/", "d/f.txt", "d/up", "inside"]
+        for name in ("inside", "d/up"):
+            assert stat.S_ISREG(zf.getinfo(name).external_attr >> 16)
+            assert zf.read(name) == b"f"
+    said = "\n".join(notes)
+    assert len(notes) == 4
+    assert "'outside', a symbolic link to '/etc/passwd', outside the output folder" in said
+    assert "'dangling', a symbolic link to 'nowhere', which does not exist" in said
+    assert "'folder'" in said and "'escape'" in said
+
+
+def test_only_links_to_outside_give_no_zip(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link").symlink_to("/etc/passwd")
+    assert zip_folder(tmp_path / "out", tmp_path / "r.zip") is None
 
 
 def test_zip_folder_without_files_gives_nothing(tmp_path: Path) -> None:

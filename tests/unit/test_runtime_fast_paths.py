@@ -18,13 +18,12 @@ import pytest
 
 from shepard.errors import PayloadError
 from shepard.runtime import contract, process
-from shepard.runtime.outputs import TINY, _write_zip, deflate, small_zip
+from shepard.runtime.outputs import TINY, _write_zip, deflate, output_entries, small_zip
 from shepard.runtime.process import Ending, inherited_env, run_payload, work_in
 from shepard.runtime.workspace import (
     Workspace,
     create_workspace,
     remove_workspace,
-    walk_tree,
 )
 from tests.unit.test_runtime_worker import make_ctx, make_job
 
@@ -44,7 +43,7 @@ def test_small_zip_writes_the_bytes_zipfile_writes(tmp_path: Path) -> None:
     os.chmod(out / "x", 0o751)
     os.utime(out / "a.txt", (0, 0))  # before 1980: clamped, as zipfile does
     os.mkfifo(out / "fifo")
-    entries = [(rel, entry) for rel, entry, _depth in walk_tree(out)]
+    entries = output_entries(out)
     reference = io.BytesIO()
     _write_zip(reference, entries)
     assert small_zip(entries) == reference.getvalue()

@@ -14,14 +14,38 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 
 from shepard.errors import ShepardError
 from shepard.flock import Flock
 from shepard.profiles import ProfileStore
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+PLAIN_WIDTH = 1 << 20
+"""Columns of output that is not a terminal: wide enough that no line is ever wrapped."""
+
+
+class CliConsole(Console):
+    """The CLI's console. On a terminal, rich's usual output; anywhere else (a pipe, a file,
+    a script) plain lines that are never wrapped, whatever the width or COLUMNS, so ids and
+    paths stay whole for grep and cut (rich already leaves colours out there).
+
+    Text from users and libraries printed through it must be escaped (`escape`) or passed
+    as rich `Text`, never as markup: `[...]` in it would be taken for a style.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(PLAIN_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = CliConsole(highlight=False)
+err_console = CliConsole(stderr=True, highlight=False)
 
 
 def resolve_flock(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path:
@@ -102,7 +126,9 @@ def close_flocks() -> None:
         try:
             flock.close()
         except Exception as exc:  # the command's outcome stands; say what went wrong
-            err_console.print(f"[yellow]warning:[/] closing {flock.dir.folder}: {exc}")
+            err_console.print(
+                f"[yellow]warning:[/] closing {escape(str(flock.dir.folder))}: {escape(str(exc))}"
+            )
 
 
 # Which commands take each profile option as their default (aliases included).

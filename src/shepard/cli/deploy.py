@@ -36,8 +36,11 @@ def deploy(
     built = deployments.build_image(f.dir, folder, tag=tag, on_output=None if quiet else show)
     path = deployments.set_payload_image(f.dir, built.tag)
     short = built.image_id.removeprefix("sha256:")[:12]
-    console.print(f"deployed {built.tag} (id {short}): the payload image of flock {f.config.name}")
-    console.print(f"  recorded in {path}")
+    console.print(
+        f"deployed {built.tag} (id {short}): the payload image of flock {f.config.name}",
+        markup=False,
+    )
+    console.print(f"  recorded in {path}", markup=False)
     console.print("  jobs started from now on run it; restart running `shepard up` processes")
 
 
@@ -52,10 +55,11 @@ def quick_deploy(
     """Upload FOLDER to the flock's quick-deploy store (replacing a folder of that name)."""
     f = open_flock(flock)
     stored, count = deployments.upload_quick_deploy(f.store("quick-deploy"), folder, name)
-    console.print(f"uploaded {count} file(s) as quick-deploy folder {stored}")
+    console.print(f"uploaded {count} file(s) as quick-deploy folder {stored}", markup=False)
     where = "in the flock's image" if f.config.payload.image else "as a process"
     console.print(
-        f"  jobs with QUICK_DEPLOY_DIRECTORY={stored} run `sh run.sh` from its copy, {where}"
+        f"  jobs with QUICK_DEPLOY_DIRECTORY={stored} run `sh run.sh` from its copy, {where}",
+        markup=False,
     )
 
 

@@ -48,6 +48,7 @@ def batch(
     zip_name: Annotated[
         str | None, typer.Option("--zip-name", help="Name of the bundle in the inputs store.")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Zip FOLDER into an input bundle (or take a zip as is) and submit it as one job."""
     f = open_flock(flock)
@@ -55,7 +56,12 @@ def batch(
         sub = f.submit_bundle(folder, key=zip_name)
     else:
         sub = f.batch(folder, zip_name=zip_name)
-    console.print(f"submitted job {sub.ids[0]} (bundle {f.job(sub.ids[0]).bundle_key})")
+    if as_json:
+        print_json({"id": sub.ids[0], "batch": sub.batch, "bundle": f.job(sub.ids[0]).bundle_key})
+    else:
+        console.print(
+            f"submitted job {sub.ids[0]} (bundle {f.job(sub.ids[0]).bundle_key})", markup=False
+        )
     if wait:
         _wait(f, sub)
 
@@ -103,9 +109,9 @@ def submit(
     if ids:
         sys.stdout.write("".join(f"{job_id}\n" for job_id in sub.ids))
     elif len(sub.ids) == 1:
-        console.print(f"submitted job {sub.ids[0]}")
+        console.print(f"submitted job {sub.ids[0]}", markup=False)
     else:
-        console.print(f"submitted {len(sub.ids)} jobs (batch {sub.batch})")
+        console.print(f"submitted {len(sub.ids)} jobs (batch {sub.batch})", markup=False)
     if wait:
         _wait(f, sub)
 
@@ -179,13 +185,20 @@ def up(
     n = f.config.backend.workers if workers is None else workers
     if f.config.backend.kind == "slurm":
         mode = getattr(f.config.backend.section(), "mode", "")
-        console.print(f"flock {f.config.name}: handing jobs to Slurm ({mode} mode; Ctrl-C to stop)")
+        console.print(
+            f"flock {f.config.name}: handing jobs to Slurm ({mode} mode; Ctrl-C to stop)",
+            markup=False,
+        )
     else:
-        console.print(f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)")
+        console.print(
+            f"flock {f.config.name}: running jobs with {n} workers (Ctrl-C to stop)", markup=False
+        )
     wakeup = threading.Event()
     inbox: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if not no_inbox:
-        console.print(f"turning bundles dropped into {f.dir.store_path('inbox')} into jobs")
+        console.print(
+            f"turning bundles dropped into {f.dir.store_path('inbox')} into jobs", markup=False
+        )
         inbox = watching(f, wakeup=wakeup, on_result=_report_inbox)
     backend = f.open_backend(workers=n, wakeup=wakeup)  # before the inbox's thread starts
     with interruptible() as stop:
@@ -269,9 +282,16 @@ def retrieve(
         bool, typer.Option(help="Also copy error bundles (into DEST/errors).")
     ] = False,
     job: Annotated[list[str] | None, typer.Option(help="Only these job ids.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Copy result zips (and error bundles) to a local folder."""
+    """Copy result zips (and error bundles) to a local folder.
+
+    Exit code 1 when something could not be copied or unzipped (listed at the end); entries
+    of a zip renamed or left out while unzipping are listed as warnings.
+    """
     f = open_flock(flock)
     with render.file_progress("retrieving") as tick:
-        files = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or (), on_file=tick)
-    console.print(f"{len(files)} file(s) in {dest}")
+        got = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or (), on_file=tick)
+    render.print_retrieval(got, dest, as_json=as_json)
+    if not got.ok:
+        raise typer.Exit(1)

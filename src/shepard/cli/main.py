@@ -148,21 +148,23 @@ def init(
         parse_url(catalog)  # a bad URL is refused before anything is written
     cfg = config.parse(data, source="init")
     flock = newflock.create_flock(folder, cfg)
-    console.print(f"created flock [bold]{cfg.name}[/] in {flock.dir.folder}")
-    console.print(f"  catalog  {flock.dir.catalog_url}")
-    console.print(f"  stores   {flock.dir.storage_root}")
+    console.print(f"created flock [bold]{escape(cfg.name)}[/] in {escape(str(flock.dir.folder))}")
+    console.print(f"  catalog  {flock.dir.catalog_url}", markup=False)
+    console.print(f"  stores   {flock.dir.storage_root}", markup=False)
     if cfg.payload.command and cfg.payload.command != payload_command:
-        console.print(f"  payload  {cfg.payload.command}")
-    console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})")
+        console.print(f"  payload  {cfg.payload.command}", markup=False)
+    console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})", markup=False)
 
 
 def _repair(folder: Path) -> None:
     """`init --repair`: the missing catalog and stores of the flock at `folder`."""
     made = Flock.open(folder).repair()
     if not made:
-        console.print(f"nothing to repair: the flock in {folder} has its catalog and stores")
+        console.print(
+            f"nothing to repair: the flock in {folder} has its catalog and stores", markup=False
+        )
     for line in made:
-        console.print(f"created {line}")
+        console.print(f"created {line}", markup=False)
 
 
 app.command()(jobs.batch)
@@ -209,9 +211,11 @@ def worker_run(
     assert job_id is not None
     status = f.run_job(job_id)
     if status is None:
-        err_console.print(f"job {job_id} was not claimable (taken, finished or cancelled)")
+        err_console.print(
+            f"job {job_id} was not claimable (taken, finished or cancelled)", markup=False
+        )
         raise typer.Exit(3)
-    console.print(f"job {job_id}: {status.value}")
+    console.print(f"job {job_id}: {status.value}", markup=False)
 
 
 def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
@@ -220,9 +224,11 @@ def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
 
     status = run_array_task(f.task_setup(), manifest, index)
     if status is None:  # normal for a task whose job was cancelled or handed elsewhere
-        err_console.print(f"task {index} of {manifest.name}: its job was not claimable")
+        err_console.print(
+            f"task {index} of {manifest.name}: its job was not claimable", markup=False
+        )
     else:
-        console.print(f"task {index} of {manifest.name}: {status.value}")
+        console.print(f"task {index} of {manifest.name}: {status.value}", markup=False)
 
 
 @worker_app.command("serve")
@@ -251,7 +257,7 @@ def app_main() -> int | str | None:
         flags_without_type(command)
         command()
     except ShepardError as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except (OSError, RecursionError, UnicodeError) as exc:
         # what user input (a path, a file's bytes, its nesting) made a library call fail on

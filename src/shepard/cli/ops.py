@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import sys
 import threading
 import time
 import typing
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -55,7 +57,9 @@ def logs(
         typer.Option(
             "--follow",
             "-f",
-            help="Stream new output while the attempt runs; end when the job ends or is requeued.",
+            help="Stream new output, attempt after attempt, until the job ends (with "
+            "--attempt: until that attempt ends). Exit code: 0 if the job succeeded, "
+            "1 if it failed or was cancelled.",
         ),
     ] = False,
     stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr instead of stdout.")] = (
@@ -82,12 +86,14 @@ def logs(
     try:
         end = joblogs.follow(
             f, job_id, write, attempt=attempt, stream=stream, stop=stop,
-            on_wait=lambda message: err_console.print(message, soft_wrap=True),
+            on_wait=lambda message: err_console.print(message, soft_wrap=True, markup=False),
         )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if end is not None:
         err_console.print(end.message, soft_wrap=True, markup=False)
+        if end.status is not JobStatus.SUCCEEDED or end.attempt != end.current:
+            raise typer.Exit(1)  # failed or cancelled (or, with --attempt, that attempt failed)
 
 
 # -- cancel ----------------------------------------------------------------------------------
@@ -216,12 +222,15 @@ def parse_since(text: str, now: float) -> float:
 
 
 def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH) -> None:
-    """Show live counts with a progress bar until Ctrl-C, or (until_done) until nothing is
-    queued or running; then print the counts table."""
+    """Show live counts until Ctrl-C, or (until_done) until nothing is queued or running;
+    then print the counts table. On a terminal, a progress bar; elsewhere (a pipe, a file),
+    one plain line each time the counts change, written at once."""
     counter = PacedCounts(f.counts)
     counts = counter.count()
+    show = _print_changes() if not console.is_terminal else None
     try:
-        with render.job_progress(None, out=console) as update:
+        with contextlib.ExitStack() as stack:
+            update = show or stack.enter_context(render.job_progress(None, out=console))
             while True:
                 update(counts)
                 if until_done and counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 0:
@@ -233,13 +242,28 @@ def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH)
     console.print(render.counts_table(counts))
 
 
+def _print_changes() -> Callable[[dict[JobStatus, int]], None]:
+    """An update function that prints the counts as a plain line when they changed."""
+    last = ""
+
+    def update(counts: dict[JobStatus, int]) -> None:
+        nonlocal last
+        line = render.counts_line(counts)
+        if line != last:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            last = line
+
+    return update
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
 def _report_ids(verb: str, ids: list[str]) -> None:
     console.print(f"{verb} {len(ids)} job(s)")
     for job_id in ids[:LIST_AT_MOST]:
-        console.print(f"  {job_id}")
+        console.print(f"  {job_id}", markup=False)
     if len(ids) > LIST_AT_MOST:
         console.print(f"  ... and {len(ids) - LIST_AT_MOST} more")
 

@@ -8,7 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,10 +21,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shepard.cli.common import console, err_console, when
+from shepard.cli.common import console, err_console, print_json, when
 from shepard.flock import Flock
 from shepard.flock import Progress as ProgressFn
 from shepard.model import Job, JobEvent, JobStatus
+from shepard.retrieval import Retrieval
 from shepard.service import object_url
 from shepard.views import event_view, job_view
 
@@ -37,6 +40,19 @@ STYLE = {
 
 def counts_text(counts: dict[JobStatus, int]) -> str:
     return "  ".join(f"[{STYLE[s]}]{s.value} {n}[/]" for s, n in counts.items() if n)
+
+
+def counts_line(counts: dict[JobStatus, int]) -> str:
+    """The counts as one plain line, every status shown: `queued 3  running 2  ...  total 9`."""
+    total = sum(counts.values())
+    return "  ".join([*(f"{s.value} {n}" for s, n in counts.items()), f"total {total}"])
+
+
+def table(title: str, **options: Any) -> Table:
+    """A table with a title (plain text, not markup) and, when stdout is not a terminal,
+    no box drawing: one plain line per row, for scripts."""
+    style = box.HEAVY_HEAD if console.is_terminal else None
+    return Table(title=escape(title), title_justify="left", box=style, **options)
 
 
 @contextmanager
@@ -83,30 +99,30 @@ def file_progress(label: str) -> Iterator[Callable[[Path], None]]:
 
 
 def counts_table(counts: dict[JobStatus, int], title: str = "Jobs") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("status")
-    table.add_column("jobs", justify="right")
+    shown = table(title)
+    shown.add_column("status")
+    shown.add_column("jobs", justify="right")
     for status, n in counts.items():
-        table.add_row(f"[{STYLE[status]}]{status.value}[/]", str(n))
-    table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
-    return table
+        shown.add_row(f"[{STYLE[status]}]{status.value}[/]", str(n))
+    shown.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    return shown
 
 
 def jobs_table(jobs: list[Job], title: str = "Recent jobs") -> Table:
-    table = Table(title=title, title_justify="left")
+    shown = table(title)
     for col in ("job id", "status", "attempt", "submitted", "params", "reason"):
-        table.add_column(col, overflow="fold")
+        shown.add_column(col, overflow="fold")
     for job in jobs:
         params = " ".join(f"{k}={v}" for k, v in job.params.items())
-        table.add_row(
-            job.id,
+        shown.add_row(
+            escape(job.id),
             f"[{STYLE[job.status]}]{job.status.value}[/]",
             str(job.attempt),
             when(job.submitted_at),
-            params[:60] + ("…" if len(params) > 60 else ""),
-            job.reason or "",
+            escape(params[:60] + ("…" if len(params) > 60 else "")),
+            escape(job.reason or ""),
         )
-    return table
+    return shown
 
 
 def job_json(job: Job, flock: Flock) -> dict[str, Any]:
@@ -134,7 +150,7 @@ def job_dict(job: Job, events: list[JobEvent], flock: Flock) -> dict[str, Any]:
 
 def print_job(info: dict[str, Any]) -> None:
     status = JobStatus(info["status"])
-    console.print(f"[bold]job[/] {info['id']}  [{STYLE[status]}]{status.value}[/]")
+    console.print(f"[bold]job[/] {escape(info['id'])}  [{STYLE[status]}]{status.value}[/]")
     rows = [
         ("batch", info["batch"]),
         ("bundle", info["bundle"] or "- (parameters only)"),
@@ -149,20 +165,23 @@ def print_job(info: dict[str, Any]) -> None:
     if info.get("placement") and status is JobStatus.QUEUED:
         rows.append(("handed to", f"{info['placement']} (waiting in the engine's queue)"))
     for name, value in rows:
-        console.print(f"  {name:<10} {value}")
+        console.print(f"  {name:<10} {escape(str(value))}")
     console.print("  params")
     for key, value in info["params"].items():
-        console.print(f"    {key} = {value!r}")
+        console.print(f"    {key} = {escape(repr(value))}")
     for label, items in (("outputs", info["outputs"]), ("error bundle", [info["error_bundle"]])):
         for item in filter(None, items):
-            console.print(f"  {label:<10} {item}")
+            console.print(f"  {label:<10} {escape(item)}")
     for log in info["logs"]:
-        console.print(f"  logs #{log['attempt']:<4} {log['stdout']}  {log['stderr']}")
-    history = Table(title="history", title_justify="left", box=None, padding=(0, 2))
+        console.print(
+            f"  logs #{log['attempt']:<4} {escape(log['stdout'])}  {escape(log['stderr'])}"
+        )
+    history = table("history", padding=(0, 2))
+    history.box = None
     for col in ("at", "attempt", "status", "detail"):
         history.add_column(col)
     for e in info["history"]:
-        history.add_row(when(e["at"]), str(e["attempt"]), e["status"], e["detail"] or "")
+        history.add_row(when(e["at"]), str(e["attempt"]), e["status"], escape(e["detail"] or ""))
     console.print(history)
 
 
@@ -170,6 +189,28 @@ def summary(flock: Flock, counts: dict[JobStatus, int], started: float) -> None:
     elapsed = max(time.monotonic() - started, 1e-9)
     total = sum(counts.values())
     console.print(counts_table(counts, title=f"Summary ({total} jobs in {elapsed:.1f} s)"))
-    console.print(f"outputs: {flock.store('outputs').location}")
+    console.print(f"outputs: {escape(flock.store('outputs').location)}")
     if counts[JobStatus.FAILED]:
-        console.print(f"error bundles: {flock.store('errors').location}")
+        console.print(f"error bundles: {escape(flock.store('errors').location)}")
+
+
+def print_retrieval(got: Retrieval, dest: Path, *, as_json: bool = False) -> None:
+    """Report a retrieval: the files, then what was left out (warnings) and what could not
+    be copied or unzipped (errors), on stderr; or all of it as JSON on stdout."""
+    if as_json:
+        print_json(
+            {
+                "dest": str(dest),
+                "files": [str(p) for p in got.files],
+                "skipped": got.skipped,
+                "failed": got.failed,
+            }
+        )
+        return
+    console.print(f"{len(got.files)} file(s) in {escape(str(dest))}")
+    for line in got.skipped:
+        err_console.print(f"warning: {line}", markup=False)
+    for line in got.failed:
+        err_console.print(f"error: {line}", markup=False)
+    if got.failed:
+        err_console.print(f"{len(got.failed)} item(s) could not be retrieved", markup=False)

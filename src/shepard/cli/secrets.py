@@ -59,7 +59,7 @@ def secretify(
             _list(store, f.config.name, as_json)
         elif remove:
             store.remove(remove)
-            console.print(f"removed {_names(remove)} from flock {f.config.name}")
+            console.print(f"removed {_names(remove)} from flock {escape(f.config.name)}")
         elif rotate:
             count = store.rotate()
             key = store.key
@@ -88,13 +88,13 @@ def _store(secrets_dir: Path, folder: Path, flock_name: str, add: bool) -> None:
         gone = store.put_all(scan.secrets)
     verb = "added" if add else "stored"
     console.print(
-        f"{verb} {len(scan.secrets)} secret(s) in flock {flock_name}: {_names(scan.secrets)} "
-        f"(encrypted with key {key.fingerprint} from {escape(key.source)})"
+        f"{verb} {len(scan.secrets)} secret(s) in flock {escape(flock_name)}: "
+        f"{_names(scan.secrets)} (encrypted with key {key.fingerprint} from {escape(key.source)})"
     )
     if gone:
         console.print(f"removed {len(gone)} secret(s) not in {escape(str(folder))}: {_names(gone)}")
     for name, why in scan.skipped:
-        console.print(f"skipped {escape(name)}: {why}")
+        console.print(f"skipped {escape(name)}: {escape(why)}")
 
 
 def _announce_key(key: SecretKey) -> None:
@@ -115,9 +115,9 @@ def _list(store: SecretStore, flock_name: str, as_json: bool) -> None:
         print_json([{"name": i.name, "size": i.size} for i in infos])
         return
     if not infos:
-        console.print(f"no secrets in flock {flock_name}")
+        console.print(f"no secrets in flock {flock_name}", markup=False)
         return
-    table = Table(title=f"Secrets of flock {flock_name}")
+    table = Table(title=f"Secrets of flock {escape(flock_name)}")
     table.add_column("name")
     table.add_column("bytes", justify="right")
     for info in infos:

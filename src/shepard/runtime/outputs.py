@@ -1,6 +1,7 @@
 """Result zips: each non-empty output folder of a successful attempt becomes one object.
 
-Names: `[TAG_]result@<UUID>_<START_TIME>_<root|efs|lustre>.zip`. START_TIME differs between
+Names: `[TAG_]result@<UUID>_<START_TIME>_<root|efs|lustre>.zip`. A zip holds files and
+folders only: see `output_entries` for what becomes of symbolic links. START_TIME differs between
 attempts, so a late upload of a superseded attempt can never overwrite a newer one's results.
 """
 
@@ -15,6 +16,7 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -47,30 +49,36 @@ def output_key(params: Params, job_id: str, start_time: int, kind: str) -> str:
     return f"{prefix}result@{job_id}_{start_time}_{kind}.zip"
 
 
-def zip_outputs(ws: Workspace) -> list[tuple[str, Path]]:
+def zip_outputs(ws: Workspace, *, log: Path | None = None) -> list[tuple[str, Path]]:
     """Zip every output folder of `ws` that holds at least one file (anywhere inside).
 
     Returns (kind, zip path) pairs; the zips are temporary files in `ws.root` (removed with the
-    workspace, or moved into a store by `publish`). Empty folders yield no zip.
+    workspace, or moved into a store by `publish`). Empty folders yield no zip. Symbolic links
+    follow `output_entries`; a line for each link left out is appended to the file `log` (the
+    attempt's stderr log).
     """
     zips: list[tuple[str, Path]] = []
+    warn = None if log is None else lambda line: _append_line(log, line)
     for kind, folder in ws.output_folders():
-        path = zip_folder(folder, ws.root / f".shepard-result-{kind}.zip")
+        path = zip_folder(folder, ws.root / f".shepard-result-{kind}.zip", warn=warn)
         if path is not None:
             zips.append((kind, path))
     return zips
 
 
-def zip_folder(folder: Path, dest: Path) -> Path | None:
+def zip_folder(
+    folder: Path, dest: Path, *, warn: Callable[[str], None] | None = None
+) -> Path | None:
     """Zip the content of `folder` (paths relative to it) into the new file `dest` (or, when
     `dest` exists, a new file with a random name next to it); return the zip's path.
 
-    DEFLATE, zip64 allowed, folder entries included; symlinks are stored as links (never
-    followed); FIFOs, sockets and devices are skipped. None (and no file) when `folder` holds
-    no file, symlink included, at any depth. Small outputs (the many tiny results of short
-    jobs) are built in memory by `small_zip` and written in one go.
+    DEFLATE, zip64 allowed, folder entries included; what goes in is `output_entries`
+    (symlinks to files inside `folder` as those files, other links left out and told to
+    `warn`); FIFOs, sockets and devices are skipped. None (and no file) when nothing but
+    folders is left, at any depth. Small outputs (the many tiny results of short jobs) are
+    built in memory by `small_zip` and written in one go.
     """
-    entries = [(_arcname(rel), entry) for rel, entry, _depth in walk_tree(folder)]
+    entries = output_entries(folder, warn)
     if all(entry.is_dir(follow_symlinks=False) for _name, entry in entries):
         return None
     small = len(entries) <= SMALL_ZIP_ENTRIES and _total_size(entries) <= IN_MEMORY_ZIP
@@ -89,6 +97,52 @@ def zip_folder(folder: Path, dest: Path) -> Path | None:
     return path
 
 
+def output_entries(
+    folder: Path, warn: Callable[[str], None] | None = None
+) -> list[tuple[str, os.DirEntry[str]]]:
+    """(name in the zip, entry) of what a result zip of `folder` holds, parents first.
+
+    The runtime contract for links: a symbolic link to a regular file inside `folder` is
+    stored as that file (its content, under the link's name); any other link (pointing
+    outside the folder, dangling, or to a folder) is left out, and `warn` gets one line saying
+    so. The entries that are links in the list are to be read through (followed).
+    """
+    root = os.path.realpath(folder)
+    kept: list[tuple[str, os.DirEntry[str]]] = []
+    for rel, entry, _depth in walk_tree(folder):
+        name = _arcname(rel)
+        if entry.is_symlink():
+            problem = _link_problem(root, entry.path)
+            if problem is not None:
+                if warn is not None:
+                    warn(f"shepard: outputs: left out {name!r}, a symbolic link {problem}")
+                continue
+        kept.append((name, entry))
+    return kept
+
+
+def _link_problem(root: str, path: str) -> str | None:
+    """Why the link at `path` is not stored as the file it points to, or None."""
+    try:
+        target = os.readlink(path)
+    except OSError as exc:
+        return f"that cannot be read ({exc.strerror or exc})"
+    real = os.path.realpath(path)
+    if not real.startswith(root + os.sep):
+        return f"to {target!r}, outside the output folder (copy the file in instead)"
+    if not os.path.exists(real):
+        return f"to {target!r}, which does not exist"
+    if not os.path.isfile(real):
+        return f"to {target!r}, which is not a regular file (links to folders are not followed)"
+    return None
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Add `line` to the log at `path`; a log that cannot be written loses the line only."""
+    with contextlib.suppress(OSError), open(path, "a", encoding="utf-8", errors="replace") as fh:
+        fh.write(line + "\n")
+
+
 _LOCAL = struct.Struct("<4s5H3L2H")
 _CENTRAL = struct.Struct("<4s6H3L5H2L")
 _END = struct.Struct("<4s4H2LH")
@@ -98,21 +152,21 @@ _UTF8_NAME = 0x800
 
 
 def small_zip(entries: list[tuple[str, os.DirEntry[str]]]) -> bytes:
-    """The zip `zipfile` writes for these entries (files DEFLATEd, folders and symlinks
-    stored, Unix modes and times kept), built with a few struct.pack calls: for a tiny
+    """The zip `zipfile` writes for these entries (files DEFLATEd, folders stored, links
+    read through, Unix modes and times kept), built with a few struct.pack calls: for a tiny
     output, zipfile's own bookkeeping costs several times the compression. No zip64: for
     at most SMALL_ZIP_ENTRIES entries of IN_MEMORY_ZIP bytes in all."""
     parts: list[bytes] = []
     central: list[bytes] = []
     offset = 0
     for arcname, entry in entries:
-        info = entry.stat(follow_symlinks=False)
+        info = entry.stat(follow_symlinks=True)  # links kept by output_entries are read through
         name, data, method, attr = _member(arcname, entry, info.st_mode)
         if name is None:
             continue  # FIFOs, sockets, devices
         crc = zlib.crc32(data)
         packed = deflate(data) if method == zipfile.ZIP_DEFLATED else data
-        when = _dos_time(info.st_mtime) if not stat.S_ISLNK(info.st_mode) else (0, 33)
+        when = _dos_time(info.st_mtime)
         raw = name.encode("utf-8")
         flags = 0 if name.isascii() else _UTF8_NAME
         sizes = (crc, len(packed), len(data), len(raw))
@@ -140,11 +194,8 @@ def deflate(data: bytes) -> bytes:
 
 
 def _member(arcname: str, entry: os.DirEntry[str], mode: int) -> tuple[str | None, bytes, int, int]:
-    """(name in the zip, content, compression, external attributes) of one entry, as
-    zipfile's `write` (files, folders) and `_add_symlink` (links) make them."""
-    if stat.S_ISLNK(mode):
-        target = os.fsencode(os.readlink(entry.path))
-        return arcname, target, zipfile.ZIP_STORED, (stat.S_IFLNK | 0o777) << 16
+    """(name in the zip, content, compression, external attributes) of one entry (`mode`:
+    of the file a link points to), as zipfile's `write` makes them."""
     if stat.S_ISDIR(mode):
         return arcname + "/", b"", zipfile.ZIP_STORED, (mode & 0xFFFF) << 16 | 0x10
     if stat.S_ISREG(mode):
@@ -190,8 +241,8 @@ def _write_zip(out: IO[bytes], entries: list[tuple[str, os.DirEntry[str]]]) -> N
 def _total_size(entries: list[tuple[str, os.DirEntry[str]]]) -> int:
     total = 0
     for _name, entry in entries:
-        if entry.is_file(follow_symlinks=False):
-            total += entry.stat(follow_symlinks=False).st_size
+        if entry.is_file():  # links kept by output_entries are files
+            total += entry.stat().st_size
             if total > IN_MEMORY_ZIP:
                 break
     return total
@@ -232,18 +283,10 @@ def _new_file(path: Path) -> tuple[int, Path]:
 
 
 def _add_entry(zf: zipfile.ZipFile, arcname: str, entry: os.DirEntry[str]) -> None:
-    """Add a folder, regular file or symlink to `zf`; skip anything else (FIFOs, sockets)."""
-    if entry.is_symlink():
-        _add_symlink(zf, entry.path, arcname)
-    elif entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+    """Add a folder or a regular file (a kept link: the file it points to) to `zf`; skip
+    anything else (FIFOs, sockets)."""
+    if entry.is_dir(follow_symlinks=False) or entry.is_file():
         zf.write(entry.path, arcname)
-
-
-def _add_symlink(zf: zipfile.ZipFile, path: str, arcname: str) -> None:
-    info = zipfile.ZipInfo(arcname)
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    info.create_system = 3  # Unix, so unzip tools honour the mode bits
-    zf.writestr(info, os.readlink(path))
 
 
 def _arcname(rel: str) -> str:

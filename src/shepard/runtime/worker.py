@@ -178,7 +178,7 @@ class _Attempt:
 
     def _succeed(self, ws: Workspace) -> Outcome:
         try:
-            zips = zip_outputs(ws)
+            zips = zip_outputs(ws, log=self.logs and self.logs[1])  # notes left-out links
         except OSError as exc:
             return self._fail(f"outputs: cannot zip the outputs: {exc}")
         if self.control.stop.is_set():

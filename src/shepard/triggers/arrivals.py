@@ -8,13 +8,14 @@ import logging
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from shepard.bundle import read_bundle_file
 from shepard.config import LimitsConfig
-from shepard.errors import BundleError
+from shepard.errors import BundleError, ParamsError
 from shepard.model import ParamValue
+from shepard.params import check_env_size
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def walk_inbox(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                 entries = list(it)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        except PermissionError as exc:
-            log.warning("cannot read inbox folder %s: %s", folder, exc.strerror or exc)
+        except OSError as exc:  # unreadable, too deep, a name too long: skip that folder only
+            log.warning("cannot read inbox folder %r: %s", folder, exc.strerror or exc)
             continue
         for entry in entries:
             name = entry.name
@@ -121,13 +122,21 @@ def _directory_fits(fd: int, tail: bytes, base: int, eocd: int) -> bool:
 Outcome = tuple[dict[str, ParamValue] | None, str]  # (params, "") or (None, why it is refused)
 
 
-def check_bundles(checks: list[tuple[str, str]], limits: LimitsConfig) -> list[Outcome]:
-    """Validate each (path, name as dropped) with read_bundle_file."""
+def check_bundles(
+    checks: list[tuple[str, str]], limits: LimitsConfig, env: Mapping[str, str] | None = None
+) -> list[Outcome]:
+    """Validate each (path, name as dropped) with read_bundle_file, and its parameters with
+    the flock's payload.env (`env`) against the environment's size limits."""
     outcomes: list[Outcome] = []
     for path, rel in checks:
         try:
-            outcomes.append((read_bundle_file(Path(path), limits), ""))
-        except BundleError as exc:  # name the file as it was dropped, not its new key
+            params = read_bundle_file(Path(path), limits)
+            check_env_size(params, env or {}, source=f"parameters of bundle {rel!r}")
+            outcomes.append((params, ""))
+        except (
+            BundleError,
+            ParamsError,
+        ) as exc:  # name the file as it was dropped, not its new key
             outcomes.append((None, str(exc).replace(repr(path), repr(rel))))
         except Exception as exc:  # whatever it is, one file must not block the inbox
             outcomes.append((None, f"bundle {rel!r} could not be read: {exc}"))

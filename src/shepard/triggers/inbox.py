@@ -60,10 +60,10 @@ from shepard.triggers.arrivals import (
     refused_unopened,
     walk_inbox,
 )
+from shepard.triggers.rejected import REASON_SUFFIX, move_aside_unless_file, reject
 
 log = logging.getLogger(__name__)
 
-REASON_SUFFIX = ".reason.txt"
 KEY_PREFIX = "inbox-"
 """Input-store keys of bundles taken from the inbox start with this."""
 
@@ -180,7 +180,7 @@ class InboxWatcher:
         """
         result = ScanResult()
         candidates = self._observe(result)
-        if not candidates and not self._journal.exists():
+        if not candidates and not os.path.lexists(self._journal):
             return result
         if not self._lock():
             result.busy = True
@@ -330,7 +330,7 @@ class InboxWatcher:
         keys: list[str] = []
         bad: list[tuple[str, str, str]] = []
         checks = [(os.path.join(self._inputs_dir, key), rel) for rel, key in claimed]
-        outcomes = check_bundles(checks, self.flock.config.limits)
+        outcomes = check_bundles(checks, self.flock.config.limits, self.flock.config.payload.env)
         for (rel, key), (params, reason) in zip(claimed, outcomes, strict=True):
             if params is None:
                 bad.append((rel, key, reason))
@@ -349,41 +349,16 @@ class InboxWatcher:
             self._reject(Path(self._inputs_dir, key), rel, reason, result)
 
     def _reject(self, src: Path, rel: str, reason: str, result: ScanResult) -> None:
-        """Move `src` to inbox/rejected/`rel` (or a free name near it) with its reason file."""
-        dest = self._rejected_path(rel)
-        note = dest.with_name(dest.name + REASON_SUFFIX)
-        note.write_text(reason + "\n", encoding="utf-8", errors="replace")
-        try:
-            os.rename(src, dest)
-        except FileNotFoundError:
-            note.unlink(missing_ok=True)
-            if not os.path.lexists(src):
-                return  # gone meanwhile: nothing to reject
-            raise
-        log.info("inbox: rejected %s: %s", rel, reason)
-        result.rejected.append(Rejection(rel, reason, dest))
-
-    def _rejected_path(self, rel: str) -> Path:
-        """A free path for a rejected `rel`: rejected/rel, else rejected/<stem>-N<suffix>.
-
-        Falls back to a flat name when the subfolder cannot be made (a file is in the way).
-        """
-        base = Path(self.inbox, REJECTED, rel)
-        try:
-            base.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            base = Path(self.inbox, REJECTED, rel.replace("/", "--"))
-            base.parent.mkdir(parents=True, exist_ok=True)
-        path, n = base, 1
-        while os.path.lexists(path):
-            n += 1
-            path = base.with_name(f"{base.stem}-{n}{base.suffix}")
-        return path
+        """Move `src` to inbox/rejected/ with its reason (see `rejected.reject`)."""
+        dest = reject(self.inbox, src, rel, reason)
+        if dest is not None:
+            result.rejected.append(Rejection(rel, reason, dest))
 
     def _recover(self, result: ScanResult) -> None:
         """Settle the journaled claims of a watcher that stopped before registering them."""
+        move_aside_unless_file(self.inbox, self._journal)
         try:
-            text = self._journal.read_text()
+            text = self._journal.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return
         pending: list[tuple[str, str]] = []
@@ -403,7 +378,10 @@ class InboxWatcher:
     # -- the inbox lock ---------------------------------------------------------------------
 
     def _open_lock(self) -> int:
-        return os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # A folder or a link made in the lock file's place is moved aside, as rejected.
+        move_aside_unless_file(self.inbox, self._lock_path)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        return os.open(self._lock_path, flags, 0o644)
 
     def _lock(self) -> bool:
         """Take the inbox lock without waiting; False if another watcher holds it."""
@@ -481,12 +459,14 @@ def _new_key(rel: str) -> str:
 
 
 def _journal_entry(line: str) -> tuple[str, str] | None:
-    """(rel, key) from one journal line, or None if the line is torn or not plausible."""
+    """(rel, key) from one journal line, or None if the line is torn or not plausible.
+
+    `rel` is any name a file in the inbox can have (backslashes and newlines included); it
+    only names the file in messages and under rejected/, where `rejected_path` cleans it."""
     try:
         rel, key = json.loads(line)
         if not (isinstance(rel, str) and isinstance(key, str) and key.startswith(KEY_PREFIX)):
             return None
-        check_key(rel)
         check_key(key)
     except (ValueError, TypeError, StorageError):
         return None
