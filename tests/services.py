@@ -7,6 +7,8 @@ same tests FAIL, so a broken service container can never turn a run green by ski
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -22,3 +24,39 @@ def require_service(name: str, reason: str | None) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: a missing service is an error)", pytrace=False)
     pytest.skip(message)
+
+
+S3_ENV = "SHEPARD_TEST_S3"
+
+
+def s3_problem(endpoint: str | None) -> str | None:
+    """None if the S3 server at `endpoint` answers, else why not."""
+    if not endpoint:
+        return f'{S3_ENV} is not set (start the server: eval "$(scripts/services-s3)")'
+    try:
+        with urllib.request.urlopen(endpoint, timeout=3):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered, if only to refuse an unsigned request
+    except OSError as exc:
+        return f"the S3 server at {endpoint} ({S3_ENV}) does not answer: {exc}"
+
+
+def s3_endpoint() -> str:
+    """The S3 test server's endpoint (env SHEPARD_TEST_S3, set by scripts/services-s3),
+    with fake credentials and a region in the environment, as boto3's chain reads them;
+    skips (locally) or fails (CI) the current test when the server is missing."""
+    endpoint = os.environ.get(S3_ENV)
+    require_service("the S3 server", s3_problem(endpoint))
+    assert endpoint is not None
+    for name, value in _FAKE_AWS.items():
+        os.environ.setdefault(name, value)
+    return endpoint
+
+
+# moto accepts any credentials; these only keep boto3 from looking for real ones
+_FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}

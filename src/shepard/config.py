@@ -24,14 +24,28 @@ from pydantic import (
 )
 
 from shepard import backends
-from shepard.errors import ConfigError, ParamsError
+from shepard.errors import ConfigError, ParamsError, StorageError
 from shepard.model import RetryPolicy
 from shepard.params import validate_params
+from shepard.storage import STORES
+from shepard.storage import urls as storage_urls
+from shepard.storage.base import StoreOptions
 
 CONFIG_NAME = "flock.toml"
 MAX_WORKERS = 4096  # worker slots of one process (backend.workers, init/up --workers)
 MAX_ATTEMPTS = 100  # attempts of one job (retry.attempts, --attempts)
-FOLDERS = ("inbox", "inputs", "outputs", "errors", "logs", "quick-deploy", "secrets", "work")
+# The flock's object stores: folders or S3 prefixes under [storage] root, each overridable.
+STORE_NAMES = (
+    "inbox",
+    "inputs",
+    "outputs",
+    "errors",
+    "logs",
+    "quick-deploy",
+    "secrets",
+    "manifests",
+)
+FOLDERS = (*STORE_NAMES, "work")  # work/ (job workspaces) is always a local folder
 
 
 class _Strict(BaseModel):
@@ -39,8 +53,61 @@ class _Strict(BaseModel):
 
 
 class StorageConfig(_Strict):
-    root: str = "."  # holds inbox/ inputs/ outputs/ errors/ logs/ quick-deploy/ secrets/ work/
-    workspace: str | None = None  # job workspaces; default <root>/work
+    """`[storage]`: where the flock's stores live (docs/flock.md#storage)."""
+
+    # a folder or s3://BUCKET[/PREFIX]; holds inbox/ inputs/ outputs/ errors/ logs/
+    # quick-deploy/ secrets/ (and work/ when it is a folder)
+    root: str = "."
+    workspace: str | None = None  # job workspaces, always local; default <root>/work, or
+    # <flock folder>/work when root is in S3
+    endpoint_url: str | None = None  # S3 endpoint; default: boto3's (AWS_ENDPOINT_URL, ...)
+    region: str | None = None  # S3 region; default: boto3's (AWS_REGION, profile, ...)
+    stores: dict[str, str] = Field(
+        default_factory=dict
+    )  # one store elsewhere: outputs = "s3://b/o"
+
+    @classmethod
+    def at(cls, root: str) -> StorageConfig:
+        """The storage config of `root` (a folder or an S3 URL); ConfigError when malformed."""
+        try:
+            return cls(root=root)
+        except ValidationError as exc:
+            messages = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise ConfigError("; ".join(messages)) from exc
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return _store_url(value)
+
+    @field_validator("stores")
+    @classmethod
+    def _stores(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if name not in STORE_NAMES:
+                raise ValueError(f"unknown store {name!r} (stores: {', '.join(STORE_NAMES)})")
+            _store_url(url)
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an endpoint URL (e.g. http://127.0.0.1:9000)")
+        return value
+
+
+def _store_url(url: str) -> str:
+    """`url` if it names a folder or an S3 prefix, else ValueError saying what is accepted."""
+    kind = storage_urls.scheme(url)
+    if kind == "s3":
+        try:
+            storage_urls.parse_s3_url(url)
+        except StorageError as exc:
+            raise ValueError(str(exc)) from exc
+    elif kind not in STORES or not url.strip():
+        raise ValueError(f"{url!r}: use a folder, file://PATH or s3://BUCKET[/PREFIX]")
+    return url
 
 
 class CatalogConfig(_Strict):
@@ -283,14 +350,51 @@ class Flockdir:
         return path if path.is_absolute() else (self.folder / path).resolve()
 
     @property
+    def storage_url(self) -> str:
+        """`[storage] root` as an absolute folder path or an `s3://` URL."""
+        return self._absolute(self.config.storage.root)
+
+    @property
     def storage_root(self) -> Path:
-        return self.resolve(self.config.storage.root)
+        """The folder under which the stores live; ConfigError when `root` is not a folder."""
+        root = self.config.storage.root
+        if not storage_urls.is_folder_url(root):
+            raise ConfigError(f"[storage] root is {root}, not a folder: this needs a folder")
+        return self.resolve(storage_urls.folder_of(root))
+
+    def store_url(self, name: str) -> str:
+        """URL of the store `name` (one of STORE_NAMES): its `[storage.stores]` entry, else
+        `<root>/<name>`. Folders come as absolute paths, S3 stores as `s3://bucket/prefix`."""
+        if name not in STORE_NAMES:
+            raise ConfigError(f"unknown store {name!r} (stores: {', '.join(STORE_NAMES)})")
+        url = self.config.storage.stores.get(name)
+        if url is not None:
+            return self._absolute(url)
+        return storage_urls.child_url(self.storage_url, name)
+
+    def store_options(self) -> StoreOptions:
+        """What every store of the flock is opened with (`[storage] endpoint_url`, `region`)."""
+        storage = self.config.storage
+        return StoreOptions(endpoint_url=storage.endpoint_url, region=storage.region)
 
     def store_path(self, name: str) -> Path:
-        """Folder of one of the flock's stores (inbox, inputs, outputs, errors, logs, ...)."""
-        if name == "work" and self.config.storage.workspace:
-            return self.resolve(self.config.storage.workspace)
-        return self.storage_root / name
+        """Folder of `work` (always local) or of a store kept in a folder; ConfigError for a
+        store elsewhere (open it with `Flock.store(name)`, which works for every kind)."""
+        if name == "work":
+            if self.config.storage.workspace:
+                return self.resolve(self.config.storage.workspace)
+            if not storage_urls.is_folder_url(self.config.storage.root):
+                return self.folder / "work"
+            return self.storage_root / "work"
+        url = self.store_url(name)
+        if not storage_urls.is_folder_url(url):
+            raise ConfigError(f"the {name} store is {url}, not a folder: this needs a folder")
+        return Path(storage_urls.folder_of(url))
+
+    def _absolute(self, url: str) -> str:
+        if storage_urls.is_folder_url(url):
+            return str(self.resolve(storage_urls.folder_of(url)))
+        return url.rstrip("/")
 
     @property
     def catalog_url(self) -> str:

@@ -18,8 +18,8 @@ from shepard import config
 from shepard.bundle import make_bundle, read_bundle_file
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
-from shepard.config import FOLDERS, FlockConfig, Flockdir
-from shepard.errors import CatalogMissing, JobNotFound, ShepardError
+from shepard.config import STORE_NAMES, FlockConfig, Flockdir
+from shepard.errors import CatalogMissing, JobNotFound, ShepardError, StorageError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import check_env_size, find_key, validate_params
 from shepard.payloads import open_payload
@@ -27,7 +27,7 @@ from shepard.payloads.container_engine import check_gpus
 from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
 from shepard.service import FlockService
-from shepard.storage import LocalStore
+from shepard.storage import LocalStore, ObjectStore, open_store
 
 if TYPE_CHECKING:
     from shepard.backends.base import Backend, BackendContext, SchedulerBackend
@@ -51,6 +51,7 @@ class Flock(FlockService):
         self.dir = flockdir
         self.config: FlockConfig = flockdir.config
         self.clock = clock
+        self._stores: dict[str, ObjectStore] = {}
 
     @classmethod
     def open(cls, folder: str | Path) -> Flock:
@@ -61,10 +62,12 @@ class Flock(FlockService):
         """Write `<folder>/flock.toml` (refusing to overwrite one) and create the stores."""
         if (folder / config.CONFIG_NAME).exists():
             raise ShepardError(f"{folder / config.CONFIG_NAME} already exists; not overwriting it")
+        draft = cls(Flockdir(folder, cfg))
+        for name in STORE_NAMES:  # before flock.toml: an unusable store leaves no flock behind
+            draft.store(name).ensure()
+        draft.dir.store_path("work").mkdir(parents=True, exist_ok=True)
         config.write(folder, cfg)
         flock = cls.open(folder)
-        for name in FOLDERS:
-            flock.dir.store_path(name).mkdir(parents=True, exist_ok=True)
         open_catalog(flock.dir.catalog_url, create=True).close()  # the only place one is made
         return flock
 
@@ -72,11 +75,16 @@ class Flock(FlockService):
         """Create the missing stores and catalog (empty) of this existing flock; return what
         was made. The only other way to a catalog is `create` (`shepard init --repair`)."""
         made = []
-        for name in FOLDERS:
-            path = self.dir.store_path(name)
-            if not path.is_dir():
-                path.mkdir(parents=True)
-                made.append(f"store {path}")
+        for name in STORE_NAMES:
+            store = self.store(name)
+            path = store.local_path("x")  # a folder store's folder is its keys' parent
+            if path is not None and not path.parent.is_dir():
+                made.append(f"store {path.parent}")
+            store.ensure()  # makes a folder; an S3 bucket must exist
+        work = self.dir.store_path("work")
+        if not work.is_dir():
+            work.mkdir(parents=True)
+            made.append(f"store {work}")
         try:
             open_catalog(self.dir.catalog_url, create=False).close()
         except CatalogMissing:
@@ -86,9 +94,25 @@ class Flock(FlockService):
 
     # -- stores and catalog -------------------------------------------------------------
 
-    def store(self, name: str) -> LocalStore:
-        """The flock's store `name` (one of config.FOLDERS)."""
-        return LocalStore(self.dir.store_path(name))
+    def store(self, name: str) -> ObjectStore:
+        """The flock's store `name` (one of config.STORE_NAMES), a folder or S3 alike, opened
+        once by its URL (`Flockdir.store_url`) and then shared; thread-safe."""
+        store = self._stores.get(name)
+        if store is None:
+            url = self.dir.store_url(name)
+            store = self._stores.setdefault(name, open_store(url, options=self.dir.store_options()))
+        return store
+
+    def local_store(self, name: str) -> LocalStore:
+        """The store `name` when it is a folder, for code that still needs its files;
+        StorageError naming the store otherwise. Prefer `store(name)`, which works for all."""
+        store = self.store(name)
+        if not isinstance(store, LocalStore):
+            raise StorageError(
+                f"the {name} store is {store.location}: this operation works only on stores "
+                "kept in folders so far"
+            )
+        return store
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -107,7 +131,7 @@ class Flock(FlockService):
             outputs=self.store("outputs"),
             errors=self.store("errors"),
             quick_deploy=self.store("quick-deploy"),
-            logs=self.store("logs"),
+            logs=self.local_store("logs"),
             secrets_dir=self.dir.store_path("secrets"),
             workspace_root=self.dir.store_path("work"),
             payload=open_payload(self.config),
@@ -207,7 +231,7 @@ class Flock(FlockService):
 
     def log_paths(self, job: Job) -> list[tuple[int, Path, Path]]:
         """(attempt, stdout, stderr) log files of every attempt that left logs."""
-        logs = self.store("logs")
+        logs = self.local_store("logs")
         found = []
         for attempt in range(1, job.attempt + 1):
             out, err = (logs.path(log_key(job.id, attempt, s)) for s in ("stdout", "stderr"))

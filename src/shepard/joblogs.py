@@ -72,7 +72,7 @@ class FollowEnd:
 def log_ref(flock: Flock, job_id: str, attempt: int, stream: str = "stdout") -> LogRef:
     """Where `attempt`'s `stream` log lives (the file need not exist yet)."""
     _check_stream(stream)
-    path = flock.store("logs").path(log_key(job_id, attempt, stream))
+    path = flock.local_store("logs").path(log_key(job_id, attempt, stream))
     return LogRef(job_id, attempt, stream, path)
 
 

@@ -48,7 +48,7 @@ def place(flock: Flock, n: int, array_id: str = "41") -> tuple[list[str], str]:
     token = arraytasks.new_token(time.time())
     assert flock.catalog.place(token, now=time.time(), limit=n) == ids
     flock.catalog.rename_placement(token, f"{token}@{array_id}")
-    arraytasks.write_manifest(flock.store("slurm"), token, ids)
+    arraytasks.write_manifest(flock.store("manifests"), token, ids)
     return ids, arraytasks.manifest_key(token)
 
 

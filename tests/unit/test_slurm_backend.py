@@ -74,7 +74,7 @@ def drain(backend: SlurmBackend, clock: Clock, steps: int = 20) -> None:
 
 
 def manifest_ids(flock: Flock, token: str) -> list[str]:
-    return arraytasks.manifest_ids(flock.store("slurm"), token)
+    return arraytasks.manifest_ids(flock.store("manifests"), token)
 
 
 def ended(task: str, state: str | None, flock: Flock, slurm: FakeSlurm, clock: Clock) -> str:
@@ -230,7 +230,7 @@ def test_a_refused_submission_stops_with_a_clear_error_and_loses_nothing(
     with pytest.raises(SlurmError, match=r"Invalid partition name.*\[backend.slurm\]"):
         backend.dispatch(clock())
     assert flock.catalog.placed() == [] and flock.catalog.ready(now=clock()) == 2
-    assert list((flock.dir.storage_root / "slurm").glob("*.jobs")) == []
+    assert list((flock.dir.storage_root / "manifests").glob("*.jobs")) == []
 
 
 def test_a_controller_that_does_not_answer_is_waited_for(
@@ -247,7 +247,9 @@ def test_an_unwritable_manifest_folder_stops_with_a_clear_error(
     flock: Flock, slurm: FakeSlurm, clock: Clock
 ) -> None:
     flock.submit([{"A": 1}])
-    (flock.dir.storage_root / "slurm").write_text("not a folder")
+    manifests = flock.dir.storage_root / "manifests"
+    manifests.rmdir()
+    manifests.write_text("not a folder")
     with pytest.raises(
         ShepardError, match=r"cannot write the task manifest .*shared with the nodes"
     ):
@@ -320,7 +322,7 @@ def test_jobs_whose_manifest_is_gone_are_given_back(
     ids = flock.submit({"ITEM": i} for i in range(2)).ids
     backend = backend_for(flock, slurm, clock)
     backend.dispatch(clock())
-    for manifest in (flock.dir.storage_root / "slurm").glob("*.jobs"):
+    for manifest in (flock.dir.storage_root / "manifests").glob("*.jobs"):
         manifest.unlink()
     backend.arrays.reconcile(clock())
     assert flock.catalog.placed() == [] and flock.catalog.ready(now=clock()) == 2

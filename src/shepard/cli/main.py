@@ -110,6 +110,13 @@ def init(
             callback=between(1, MAX_ATTEMPTS), help=f"Attempts per job, 1 to {MAX_ATTEMPTS}."
         ),
     ] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the stores live: a folder or s3://BUCKET\\[/PREFIX] (default: FOLDER).",
+            envvar="SHEPARD_STORAGE",
+        ),
+    ] = None,
     backend_kind: Annotated[
         str,
         typer.Option("--backend", callback=_backend_kind, help=f"Where jobs run: {_kinds_help()}."),
@@ -125,7 +132,7 @@ def init(
 ) -> None:
     """Create a flock: FOLDER/flock.toml plus its stores and catalog."""
     if repair:
-        given = [name, payload_command, payload_image, workers, catalog, timeout]
+        given = [name, payload_command, payload_image, workers, catalog, timeout, storage]
         if any(v is not None for v in given) or attempts != 1:
             raise ShepardError(
                 "init --repair takes the flock's flock.toml as it is: give no options"
@@ -143,6 +150,8 @@ def init(
         ).model_dump(exclude_defaults=True),
         "retry": {"attempts": attempts},
     }
+    if storage:
+        data["storage"] = {"root": storage}
     if catalog:
         data["catalog"] = {"url": catalog}
         parse_url(catalog)  # a bad URL is refused before anything is written
@@ -150,7 +159,7 @@ def init(
     flock = newflock.create_flock(folder, cfg)
     console.print(f"created flock [bold]{escape(cfg.name)}[/] in {escape(str(flock.dir.folder))}")
     console.print(f"  catalog  {flock.dir.catalog_url}", markup=False)
-    console.print(f"  stores   {flock.dir.storage_root}", markup=False)
+    console.print(f"  stores   {flock.dir.storage_url}", markup=False)
     if cfg.payload.command and cfg.payload.command != payload_command:
         console.print(f"  payload  {cfg.payload.command}", markup=False)
     console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})", markup=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shepard.cli.common import err_console
 from shepard.config import FlockConfig
-from shepard.errors import ShepardError
+from shepard.errors import ShepardError, StorageError
 from shepard.flock import Flock
 
 # A word of a command that can only be a path: no quotes, no shell syntax, no variables.
@@ -55,6 +55,8 @@ def create_flock(folder: Path, cfg: FlockConfig) -> Flock:
         return Flock.create(folder, cfg)
     except BaseException as exc:
         _undo(folder, first_new, before)
+        if isinstance(exc, StorageError):  # a store that cannot be made or reached
+            raise ShepardError(f"cannot create the flock in {folder}: {exc}") from None
         if isinstance(exc, OSError):
             where = exc.filename or folder
             raise ShepardError(

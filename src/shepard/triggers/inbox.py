@@ -148,7 +148,7 @@ class InboxWatcher:
         self.settle, self.give_up, self.chunk = settle, give_up, max(1, chunk)
         self.on_registered, self.on_result, self.clock = on_registered, on_result, clock
         self.inbox = flock.dir.store_path("inbox")
-        self.inputs = flock.store("inputs")
+        self.inputs = flock.local_store("inputs")
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.inputs.root.mkdir(parents=True, exist_ok=True)
         self._inbox_dir, self._inputs_dir = str(self.inbox), str(self.inputs.root)  # hot paths

@@ -12,7 +12,7 @@ Two modes (`backend.slurm.mode`), one runtime contract:
 The dispatcher calls `dispatch` every poll interval; every `backend.slurm.reconcile` seconds it
 also compares the catalog with what Slurm says (`Arrays.reconcile`, which also covers sheep).
 sbatch calls are spaced by `submit_rate`, and failures that may pass are retried with back-off.
-Manifests live in the flock's `slurm` store; Slurm's own output of each task goes to
+Manifests live in the flock's `manifests` store; Slurm's own output of each task goes to
 `logs/slurm/TOKEN/INDEX.log`, a path the nodes must share (sbatch writes it, not shepard).
 """
 
@@ -55,7 +55,7 @@ HEADROOM = 0.9  # share of MaxJobCount the flock may fill, leaving room for ever
 HERD_EVERY = 2.0  # seconds between two looks at the sheep in sheep mode
 ARRAY_TASK = "slurm"  # worker id kind of a one-job array task
 SHEEP_TASK = "slurm-sheep"  # worker id kind of a sheep
-MANIFESTS = "slurm"  # the flock store holding the manifests
+MANIFESTS = "manifests"  # the flock store holding the manifests (every array engine)
 _warned_sqlite: set[str] = set()
 
 # Ends caused by the job itself: they cost the job an attempt (like a failed exit would).
