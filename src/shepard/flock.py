@@ -22,10 +22,10 @@ from shepard.config import STORE_NAMES, FlockConfig, Flockdir
 from shepard.errors import CatalogMissing, JobNotFound, ShepardError, StorageError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import check_env_size, find_key, validate_params
+from shepard.payloads import open_payload
+from shepard.payloads.container_engine import check_gpus
 from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
-from shepard.runtime.context import ContainerSpec
-from shepard.runtime.engine import check_gpus
 from shepard.service import FlockService
 from shepard.storage import LocalStore, ObjectStore, open_store
 
@@ -137,6 +137,8 @@ class Flock(FlockService):
             self.catalog.close()
 
     def runtime_context(self) -> RuntimeContext:
+        """What the runtime needs to run this flock's jobs: its stores, folders and its
+        payload kind, configured (built once per worker process)."""
         payload = self.config.payload
         return RuntimeContext(
             inputs=self.store("inputs"),
@@ -146,25 +148,12 @@ class Flock(FlockService):
             logs=self.local_store("logs"),
             secrets_dir=self.dir.store_path("secrets"),
             workspace_root=self.dir.store_path("work"),
-            command=payload.command,
+            payload=open_payload(self.config),
             timeout=payload.timeout,
             env=dict(payload.env),
             efs=self.dir.filesystem("efs"),
             lustre=self.dir.filesystem("lustre"),
-            container=self._container_spec(),
         )
-
-    def _container_spec(self) -> ContainerSpec | None:
-        """How jobs run in the flock's image (None when the payload is not an image)."""
-        image, c = self.config.payload.image, self.config.container
-        if image is None:
-            return None
-        return ContainerSpec(
-            image=image, flock=self.config.name, engine=c.engine, cpus=c.cpus,
-            memory=c.memory_bytes(), ulimits=c.ulimit_pairs(),
-            gpus=-1 if c.gpus == "all" else c.gpus, allow_docker_access=c.allow_docker_access,
-            network=c.network, pull=c.pull, user=c.user,
-        )  # fmt: skip
 
     def check_resources(self) -> None:
         """Raise ResourceError when this host cannot give the flock's jobs what they ask for
