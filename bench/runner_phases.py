@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import shepard.catalog.sql as catalog_sql
+import shepard.payloads.process as process_payloads
 import shepard.runtime.worker as worker
 import shepard.sheep as sheep
 from shepard.flock import Flock
@@ -98,7 +99,7 @@ def main() -> None:
         flock = Flock.open(folder)
         flock.submit([{"ITEM": i} for i in range(1, args.jobs + 1)])
         measured(worker._Attempt, "_prepare", "workspace and environment")
-        measured(worker, "run_payload", "start, wait for and reap the payload")
+        measured(process_payloads, "run_payload", "start, wait for and reap the payload")
         measured(worker._Attempt, "_succeed", "zip and store the outputs")
         measured(worker, "remove_workspace", "empty the workspace")
         measured(catalog_sql.SqlCatalog, "finish_and_claim", "catalog (batched)")

@@ -165,6 +165,11 @@ class BackendConfig(BaseModel):
 
 
 class PayloadConfig(_Strict):
+    """`[payload]`: what runs for each job. `kind` names a payload kind (payloads/base.py,
+    docs/payloads.md), which checks the other keys; a file without `kind` gets the one its
+    keys meant before kinds existed (`infer_kind`)."""
+
+    kind: str = ""  # "command" | "image" | "quick-deploy"; "" (unset): inferred
     command: str | None = None  # run through /bin/sh -c in the job's workspace
     # a container image to run each job in (docs/containers.md); `command` then runs inside
     # it, or the image's own entrypoint and command run when `command` is unset
@@ -191,6 +196,32 @@ class PayloadConfig(_Strict):
         if value is not None and (not value or any(c.isspace() for c in value)):
             raise ValueError(f"{value!r} is not an image name (e.g. localhost/tool:1)")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        """A section without `kind` gets the one its keys meant before kinds existed."""
+        if isinstance(data, dict) and not data.get("kind"):
+            from shepard.payloads.base import infer_kind  # payloads import this module
+
+            return {**data, "kind": infer_kind(data.get("command"), data.get("image"))}
+        return data
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from shepard.payloads.base import kind_class
+
+        kind_class(value)  # UnknownKind (a ValueError) lists the known kinds
+        return value
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> PayloadConfig:
+        """The kind must be registered, and accept the other keys."""
+        from shepard.payloads.base import kind_class
+
+        kind_class(self.kind).check(self)
+        return self
 
 
 class RetryConfig(_Strict):
@@ -419,5 +450,6 @@ def write(folder: Path, config: FlockConfig) -> Path:
         del sections[key]
     if "backend" not in data or "workers" not in data["backend"]:
         data.setdefault("backend", {})["workers"] = config.backend.workers
+    data["payload"] = {"kind": config.payload.kind, **data.get("payload", {})}
     path.write_text(tomli_w.dumps(data))
     return path

@@ -22,7 +22,7 @@ from typing import Any
 from shepard import config
 from shepard.config import Flockdir
 from shepard.errors import ConfigError, DeployError, StorageError
-from shepard.runtime.engine import Engine, connect, engine_url, import_docker
+from shepard.payloads.container_engine import Engine, connect, engine_url, import_docker
 from shepard.runtime.inputs import QUICK_DEPLOY_SCRIPT
 from shepard.runtime.workspace import SECRETS_DIR, SetupError
 from shepard.storage import ObjectStore, check_key
@@ -199,7 +199,7 @@ def set_payload_image(flockdir: Flockdir, image: str) -> Path:
     except (tomllib.TOMLDecodeError, ConfigError):
         parsed = None
     if parsed is None or parsed.payload.image != image:
-        payload = flockdir.config.payload.model_copy(update={"image": image})
+        payload = flockdir.config.payload.model_copy(update={"image": image, "kind": "image"})
         current = flockdir.config.model_copy(update={"payload": payload})
         return config.write(flockdir.folder, current)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -209,13 +209,17 @@ def set_payload_image(flockdir: Flockdir, image: str) -> Path:
 
 
 def with_payload_image(text: str, image: str) -> str:
-    """`text` (a flock.toml) with `image = "<image>"` in its `[payload]` table."""
+    """`text` (a flock.toml) with `image = "<image>"` in its `[payload]` table, and its
+    `kind`, if the table has one, made `"image"`."""
     line = f"image = {json.dumps(image)}"
     lines = text.splitlines()
     header = next((i for i, x in enumerate(lines) if _is_table(x, "payload")), None)
     if header is None:
         return text.rstrip("\n") + f"\n\n[payload]\n{line}\n"
     end = next((i for i in range(header + 1, len(lines)) if _is_table(lines[i])), len(lines))
+    for i in range(header + 1, end):
+        if re.match(r"^\s*kind\s*=", lines[i]):
+            lines[i] = 'kind = "image"'
     for i in range(header + 1, end):
         if re.match(r"^\s*image\s*=", lines[i]):
             lines[i] = line

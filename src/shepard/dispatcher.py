@@ -8,10 +8,14 @@ import time
 from collections.abc import Callable
 
 from shepard.backends.base import Backend, SchedulerBackend
+from shepard.catalog import be_patient
 from shepard.catalog.base import Catalog
 from shepard.model import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+SWEEP_BUDGET = 200_000
+"""Rows of dead submissions a dispatcher step removes or publishes at most (a few seconds)."""
 
 
 class Dispatcher:
@@ -35,6 +39,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog, self.backend, self.policy = catalog, backend, policy
+        be_patient(catalog)  # a dispatcher outlasts other commands' long transactions
         self.worker_id, self.lease, self.poll, self.clock = worker_id, lease, poll, clock
         self.wakeup = wakeup or threading.Event()
         self._last_expiry = float("-inf")
@@ -47,6 +52,10 @@ class Dispatcher:
             expired = self.catalog.expire_leases(now=now, retry_at=now + self.policy.backoff)
             if expired:
                 log.warning("%d job(s) lost their worker and were re-queued", len(expired))
+            # a submission killed midway: remove its invisible rows (or finish publishing
+            # them), a bounded part per step so that claiming goes on meanwhile
+            if self.catalog.sweep_submissions(now=now, budget=SWEEP_BUDGET):
+                self._last_expiry = float("-inf")  # more to do: carry on at the next step
         if isinstance(self.backend, SchedulerBackend):
             return self.backend.dispatch(now)
         room = self.backend.capacity()

@@ -14,18 +14,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shepard import config
+from shepard import config, leftovers
 from shepard.bundle import make_bundle, read_bundle_file
-from shepard.catalog import open_catalog
+from shepard.catalog import be_patient, open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import STORE_NAMES, FlockConfig, Flockdir
 from shepard.errors import CatalogMissing, JobNotFound, ShepardError, StorageError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import check_env_size, find_key, validate_params
+from shepard.payloads import open_payload
+from shepard.payloads.container_engine import check_gpus
 from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
-from shepard.runtime.context import ContainerSpec
-from shepard.runtime.engine import check_gpus
 from shepard.service import FlockService
 from shepard.storage import LocalStore, ObjectStore, open_store
 
@@ -36,12 +36,25 @@ if TYPE_CHECKING:
 Progress = Callable[[dict[JobStatus, int]], None]
 
 
+IDS_KEPT = 10_000
+"""A submission of up to this many jobs returns their ids; a larger one only counts them."""
+
+
 @dataclass(frozen=True)
 class Submission:
-    """The jobs one call registered, grouped under one batch label."""
+    """The jobs one call registered, grouped under one batch label.
+
+    `ids`: every id in order when there are at most IDS_KEPT jobs, else empty (a submission
+    may not fit in memory): stream them with `Flock.batch_ids(batch)`. `count`: how many.
+    """
 
     batch: str
     ids: list[str]
+    count: int = -1
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            object.__setattr__(self, "count", len(self.ids))
 
 
 class Flock(FlockService):
@@ -116,6 +129,7 @@ class Flock(FlockService):
 
     @cached_property
     def catalog(self) -> Catalog:
+        # made patient (catalog.be_patient) when it runs jobs: see open_backend
         return open_catalog(self.dir.catalog_url, create=False)
 
     def close(self) -> None:
@@ -123,6 +137,8 @@ class Flock(FlockService):
             self.catalog.close()
 
     def runtime_context(self) -> RuntimeContext:
+        """What the runtime needs to run this flock's jobs: its stores, folders and its
+        payload kind, configured (built once per worker process)."""
         payload = self.config.payload
         return RuntimeContext(
             inputs=self.store("inputs"),
@@ -132,25 +148,12 @@ class Flock(FlockService):
             logs=self.local_store("logs"),
             secrets_dir=self.dir.store_path("secrets"),
             workspace_root=self.dir.store_path("work"),
-            command=payload.command,
+            payload=open_payload(self.config),
             timeout=payload.timeout,
             env=dict(payload.env),
             efs=self.dir.filesystem("efs"),
             lustre=self.dir.filesystem("lustre"),
-            container=self._container_spec(),
         )
-
-    def _container_spec(self) -> ContainerSpec | None:
-        """How jobs run in the flock's image (None when the payload is not an image)."""
-        image, c = self.config.payload.image, self.config.container
-        if image is None:
-            return None
-        return ContainerSpec(
-            image=image, flock=self.config.name, engine=c.engine, cpus=c.cpus,
-            memory=c.memory_bytes(), ulimits=c.ulimit_pairs(),
-            gpus=-1 if c.gpus == "all" else c.gpus, allow_docker_access=c.allow_docker_access,
-            network=c.network, pull=c.pull, user=c.user,
-        )  # fmt: skip
 
     def check_resources(self) -> None:
         """Raise ResourceError when this host cannot give the flock's jobs what they ask for
@@ -167,23 +170,40 @@ class Flock(FlockService):
         batch: str | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Submission:
-        """Register one parameter-only job per mapping, all in one transaction."""
+        """Register one parameter-only job per mapping, all or nothing.
+
+        `params` is consumed lazily, in chunks, so memory stays flat whatever its length, and
+        the catalog is never locked for long (see catalog/staging.py). A mapping that fails
+        validation registers nothing. `progress` is called with the number of jobs written.
+        """
         config.check_job_limits(max_attempts, timeout)
         self.check_resources()
         label = batch or new_batch_label()
+        self.catalog.sweep_submissions(now=self.clock())  # leftovers of a killed submission
+        kept: list[str] = []
 
         env = self.config.payload.env
 
-        def specs() -> Iterable[JobSpec]:
+        def specs() -> Iterator[JobSpec]:
             for item in params:
                 checked = validate_params(item)
                 if env:  # payload.env counts against the same limit
                     check_env_size(checked, env)
                 yield JobSpec(checked, None, max_attempts, timeout, label)
 
-        ids = self.catalog.add_jobs(specs(), now=self.clock(), default_attempts=self._attempts)
-        return Submission(label, ids)
+        count = self.catalog.submit_jobs(
+            specs(), batch=label, now=self.clock(), default_attempts=self._attempts,
+            clock=self.clock, progress=progress,
+        )  # fmt: skip
+        if count <= IDS_KEPT:
+            kept = list(self.catalog.batch_ids(label))
+        return Submission(label, kept, count)
+
+    def batch_ids(self, batch: str) -> Iterator[str]:
+        """The ids of the jobs of `batch`, in submission order, streamed from the catalog."""
+        return self.catalog.batch_ids(batch)
 
     def submit_bundle(
         self, path: Path, *, key: str | None = None, batch: str | None = None
@@ -215,9 +235,19 @@ class Flock(FlockService):
         """Zip `folder` (which holds inputs.json or inputs.txt) and submit it as one job."""
         work = self.dir.store_path("work")
         work.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work, prefix=".batch-") as tmp:
+        self.sweep_leftovers()
+        with (
+            tempfile.TemporaryDirectory(dir=work, prefix=leftovers.BATCH_PREFIX) as tmp,
+            leftovers.held(Path(tmp)),  # tells a later sweep this folder is in use
+        ):
             bundle = make_bundle(folder, Path(tmp) / "bundle.zip", self.config.limits)
             return self.submit_bundle(bundle, key=zip_name)
+
+    def sweep_leftovers(self) -> leftovers.Swept:
+        """Remove what killed `batch` commands left behind (see leftovers.py): run at the
+        start of `batch` and of `up`."""
+        work = self.dir.store_path("work")
+        return leftovers.sweep(work, self.store("inputs"), self.catalog, now=self.clock())
 
     @property
     def _attempts(self) -> int:
@@ -385,6 +415,7 @@ class Flock(FlockService):
         of its own: a local backend then starts its runner processes as forks, at once."""
         from shepard.backends import open_backend
 
+        be_patient(self.catalog)  # whatever runs jobs runs long (and so does an inbox beside)
         ctx = self.backend_context(workers=workers, wakeup=wakeup, worker=worker_id())
         return open_backend(self.config.backend.kind, ctx)
 

@@ -100,7 +100,9 @@ def _submit_request(flock: Flock, request: SubmitRequest) -> SubmitResult:
             request.param_sets(), batch=request.batch, max_attempts=request.attempts,
             timeout=request.timeout,
         )  # fmt: skip
-        return SubmitResult(ids=sub.ids, batch=sub.batch, count=len(sub.ids))
+        # a request's body holds every job already: its answer may list every id
+        ids = sub.ids if len(sub.ids) == sub.count else list(flock.batch_ids(sub.batch))
+        return SubmitResult(ids=ids, batch=sub.batch, count=sub.count)
     from shepard.flock import new_batch_label
 
     flock.check_resources()

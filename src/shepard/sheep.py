@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from shepard.catalog import be_patient
 from shepard.catalog.base import Catalog
 from shepard.errors import CatalogError
 from shepard.model import Ended, Job, JobStatus, Outcome, RetryPolicy
@@ -51,6 +52,7 @@ class Heartbeat:
 
     def __init__(self, catalog: Catalog, lease: float, clock: Clock = time.time) -> None:
         self.catalog, self.lease, self.clock = catalog, lease, clock
+        be_patient(catalog)  # whoever heartbeats runs long: never die of a busy catalog
         self._held: dict[str, tuple[int, AttemptControl]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()

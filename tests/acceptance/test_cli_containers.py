@@ -60,7 +60,7 @@ def test_image_and_command_payloads_share_the_contract(cli: Cli) -> None:
     seen: dict[str, dict[str, Any]] = {}
     for mode in ("process", "image"):
         if mode == "image":
-            cli.configure(lambda d: d["payload"].update(image=BUSYBOX))
+            cli.configure(lambda d: d["payload"].update(kind="image", image=BUSYBOX))
         good = submitted(cli("submit", "--json", '{"CODE": 0, "TAG": "t"}', "--wait").out)
         bad = submitted(cli("submit", "--json", '{"CODE": 4}', "--wait", ok=False).out)
         [result] = zips(cli)

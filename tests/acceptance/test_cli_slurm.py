@@ -141,7 +141,7 @@ def test_an_image_payload_runs_in_its_container_on_the_node(cli: Cli) -> None:
     require_engine(BUSYBOX)
     cli.init('echo "in $ITEM"; echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"', "--backend", "slurm")
     cli.configure(lambda data: (use_slurm(data), use_test_engine(data)))
-    cli.configure(lambda data: data["payload"].update(image=BUSYBOX))
+    cli.configure(lambda data: data["payload"].update(kind="image", image=BUSYBOX))
     cli("submit", "--json", '{"ITEM": 7}', "--wait")
     (job,) = jobs(cli)
     info = cli("show", job["id"], "--json").json()

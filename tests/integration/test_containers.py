@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from shepard.model import Job, JobStatus, Outcome
+from shepard.payloads.container_options import ContainerSpec
+from shepard.payloads.image import ImagePayload
 from shepard.runtime import AttemptControl, RuntimeContext, log_key, run_attempt
-from shepard.runtime.context import ContainerSpec
 from shepard.runtime.contract import RUNTIME_NAMES
 from tests.containers import (
     BUSYBOX,
@@ -51,7 +52,9 @@ def spec(image: str = BUSYBOX, **changes: Any) -> ContainerSpec:
 
 
 def in_image(ctx: RuntimeContext, image: str = BUSYBOX, **changes: Any) -> RuntimeContext:
-    return replace(ctx, container=spec(image, **changes))
+    """`ctx`'s command run in `image` instead of as a process."""
+    command = getattr(ctx.payload, "command", None)
+    return replace(ctx, payload=ImagePayload(spec(image, **changes), command))
 
 
 def run(job: Job, ctx: RuntimeContext, control: AttemptControl | None = None) -> Outcome:
@@ -329,9 +332,8 @@ def test_containers_an_earlier_attempt_left_are_removed(tmp_path: Path) -> None:
 
 
 def test_an_engine_that_does_not_answer_is_a_retryable_setup_failure(tmp_path: Path) -> None:
-    ctx = replace(
-        make_ctx(tmp_path, command="true"),
-        container=spec(engine=f"unix://{tmp_path}/nothing.sock"),
+    ctx = make_ctx(
+        tmp_path, command="true", container=spec(engine=f"unix://{tmp_path}/nothing.sock")
     )
     outcome = run(make_job(), ctx)
     assert outcome.status is JobStatus.FAILED and outcome.retryable is True

@@ -17,10 +17,11 @@ from shepard.config import FlockConfig
 from shepard.errors import ConfigError, DeployError, PayloadError, ResourceError
 from shepard.flock import Flock
 from shepard.model import JobSpec, JobStatus, Outcome
-from shepard.runtime import engine
-from shepard.runtime.container import _check_started
-from shepard.runtime.container_options import (
+from shepard.payloads import container_engine as engine
+from shepard.payloads.container import _check_started
+from shepard.payloads.container_options import (
     DOCKER_SOCKET,
+    ContainerSpec,
     Mount,
     container_user,
     create_options,
@@ -30,8 +31,7 @@ from shepard.runtime.container_options import (
     worker_limits,
     workspace_mounts,
 )
-from shepard.runtime.context import ContainerSpec
-from shepard.runtime.contract import runtime_variables
+from shepard.payloads.image import ImagePayload
 from shepard.runtime.workspace import SetupError, plan_workspace
 from shepard.storage import LocalStore
 from tests.unit.test_runtime_worker import make_ctx, make_job
@@ -97,8 +97,9 @@ def test_the_flock_turns_its_settings_into_a_container_spec(tmp_path: Path) -> N
         container={"cpus": 1.5, "memory": "1g", "gpus": "all", "allow_docker_access": True},
     )
     flock = Flock.create(tmp_path / "f", cfg)
-    spec = flock.runtime_context().container
-    assert spec is not None
+    payload = flock.runtime_context().payload
+    assert isinstance(payload, ImagePayload) and payload.command == "run"
+    spec = payload.spec
     assert (spec.image, spec.flock, spec.cpus, spec.memory) == (
         "localhost/tool:1",
         "f",
@@ -106,7 +107,9 @@ def test_the_flock_turns_its_settings_into_a_container_spec(tmp_path: Path) -> N
         1 << 30,
     )
     assert spec.gpus == -1 and spec.allow_docker_access
-    assert Flock.create(tmp_path / "g", parse()).runtime_context().container is None
+    assert not isinstance(
+        Flock.create(tmp_path / "g", parse()).runtime_context().payload, ImagePayload
+    )
 
 
 # -- container options -----------------------------------------------------------------------
@@ -202,7 +205,7 @@ def test_allow_docker_access_is_told_to_the_payload(tmp_path: Path) -> None:
     ):
         ctx = make_ctx(tmp_path, container=spec)
         ws = plan_workspace(ctx, job.id)
-        env = runtime_variables(job, ctx, start_time=1, paths=ws)
+        env = ctx.payload.environment(job, ctx, start_time=1, ws=ws, base={})
         assert env["ALLOW_DOCKER_ACCESS"] == expected
 
 

@@ -24,7 +24,7 @@ from shepard.backends.procs import (
 from shepard.catalog import SqlCatalog, open_catalog
 from shepard.model import Job, JobSpec, JobStatus, RetryPolicy
 from shepard.runtime import RuntimeContext, log_key
-from tests.unit.test_runtime_worker import make_ctx, members
+from tests.unit.test_runtime_worker import make_ctx, members, with_command
 
 LEASE = 60.0
 
@@ -147,7 +147,7 @@ def test_a_dead_runner_loses_its_attempt_and_is_replaced(
     lost = slot.job(first)  # a lost worker's attempt: queued again, no attempt spent
     assert (lost.status, lost.reason) == (JobStatus.QUEUED, WORKER_DIED)
     assert lost.max_attempts == 2 and lost.not_before is not None
-    slot.runner.setup = replace(slot.runner.setup, ctx=replace(slot.ctx, command="true"))
+    slot.runner.setup = replace(slot.runner.setup, ctx=with_command(slot.ctx, "true"))
     slot.start_one()
     assert slot.idle.wait(30)
     assert slot.job(second).status is JobStatus.SUCCEEDED

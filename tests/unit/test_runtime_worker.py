@@ -18,6 +18,10 @@ from cryptography.fernet import Fernet
 
 from shepard.keys import ENV_VAR
 from shepard.model import Job, JobStatus, Outcome, new_job_id
+from shepard.payloads import Payload
+from shepard.payloads.command import CommandPayload
+from shepard.payloads.container_options import ContainerSpec
+from shepard.payloads.image import ImagePayload
 from shepard.runtime import AttemptControl, RuntimeContext, log_key, run_attempt
 from shepard.secrets import SecretStore
 from shepard.storage import LocalStore
@@ -31,7 +35,15 @@ def ctx(tmp_path: Path) -> RuntimeContext:
     return make_ctx(tmp_path)
 
 
-def make_ctx(tmp_path: Path, **changes: Any) -> RuntimeContext:
+def make_ctx(
+    tmp_path: Path,
+    *,
+    command: str | None = "true",
+    container: ContainerSpec | None = None,
+    **changes: Any,
+) -> RuntimeContext:
+    """A context over LocalStores in `tmp_path` whose payload is `command` as a process, or
+    in `container`'s image when one is given."""
     base = RuntimeContext(
         inputs=LocalStore(tmp_path / "inputs"),
         outputs=LocalStore(tmp_path / "outputs"),
@@ -40,9 +52,23 @@ def make_ctx(tmp_path: Path, **changes: Any) -> RuntimeContext:
         logs=LocalStore(tmp_path / "logs"),
         secrets_dir=tmp_path / "secrets",
         workspace_root=tmp_path / "work",
-        command="true",
+        payload=payload_of(command, container),
     )
     return replace(base, **changes)
+
+
+def payload_of(command: str | None, container: ContainerSpec | None = None) -> Payload:
+    """The payload that runs `command` (None: a container's own, or a quick-deploy folder)."""
+    if container is not None:
+        return ImagePayload(container, command)
+    return CommandPayload(command)
+
+
+def with_command(ctx: RuntimeContext, command: str | None, **changes: Any) -> RuntimeContext:
+    """`ctx` running `command` in the same way (a process, or in the same image)."""
+    payload = ctx.payload
+    spec = payload.spec if isinstance(payload, ImagePayload) else None
+    return replace(ctx, payload=payload_of(command, spec), **changes)
 
 
 def make_job(**changes: Any) -> Job:
@@ -165,7 +191,7 @@ def test_bundle_job_sees_the_full_contract(tmp_path: Path) -> None:
 
 def test_param_only_job_without_timeout_or_filesystems(ctx: RuntimeContext) -> None:
     job = make_job(params={"x": "1"})
-    outcome = run(replace(job), replace(ctx, command=ENV_DUMP), base_env={"END_TIME": "9"})
+    outcome = run(replace(job), with_command(ctx, ENV_DUMP), base_env={"END_TIME": "9"})
     env = parse_env(members(ctx.outputs, outcome.outputs[0])["env.txt"])
     assert env["INPUT_ZIP_NAME"] == "None"
     assert env["IS_INVOKED"] == "True"
@@ -176,7 +202,7 @@ def test_param_only_job_without_timeout_or_filesystems(ctx: RuntimeContext) -> N
 
 def test_flock_timeout_gives_end_time(ctx: RuntimeContext) -> None:
     job = make_job()
-    outcome = run(job, replace(ctx, command=ENV_DUMP, timeout=45))
+    outcome = run(job, with_command(ctx, ENV_DUMP, timeout=45))
     env = parse_env(members(ctx.outputs, outcome.outputs[0])["env.txt"])
     assert env["END_TIME"] == str(job.started_at + 45)  # type: ignore[operator]
 
@@ -184,7 +210,7 @@ def test_flock_timeout_gives_end_time(ctx: RuntimeContext) -> None:
 def test_payload_runs_in_the_job_folder_with_no_stdin(ctx: RuntimeContext) -> None:
     command = 'pwd -P > "$ROOT_OUTPUT_NAME/pwd.txt"; cat > "$ROOT_OUTPUT_NAME/stdin.txt"'
     job = make_job()
-    outcome = run(job, replace(ctx, command=command))
+    outcome = run(job, with_command(ctx, command))
     files = members(ctx.outputs, outcome.outputs[0])
     assert files["pwd.txt"].decode().strip() == os.path.realpath(ctx.workspace_root / job.id)
     assert files["stdin.txt"] == b""
@@ -199,7 +225,7 @@ def test_bundle_is_copied_not_unpacked(ctx: RuntimeContext) -> None:
         zf.writestr("inside.txt", "hello")
     ctx.inputs.put_bytes("b/2024/data.zip", buf.getvalue())
     command = 'ls -A "$ROOT_INPUT_NAME" > "$ROOT_OUTPUT_NAME/ls.txt"; cp "$ROOT_INPUT_NAME/$INPUT_ZIP_NAME" "$ROOT_OUTPUT_NAME/"'  # noqa: E501
-    outcome = run(make_job(bundle_key="b/2024/data.zip"), replace(ctx, command=command))
+    outcome = run(make_job(bundle_key="b/2024/data.zip"), with_command(ctx, command))
     files = members(ctx.outputs, outcome.outputs[0])
     assert files["ls.txt"].decode().split() == ["data.zip", "secrets"]
     assert files["data.zip"] == buf.getvalue()
@@ -230,7 +256,7 @@ def test_secrets_are_private_copies(ctx: RuntimeContext, monkeypatch: pytest.Mon
         'cd "$ROOT_INPUT_NAME/secrets" && stat -c "%a %n" . * > "$ROOT_OUTPUT_NAME/modes.txt" '
         '&& cat api.key > "$ROOT_OUTPUT_NAME/key.txt"'
     )
-    outcome = run(make_job(), replace(ctx, command=command))
+    outcome = run(make_job(), with_command(ctx, command))
     files = members(ctx.outputs, outcome.outputs[0])
     assert files["modes.txt"].decode().splitlines() == ["700 .", "600 api.key", "600 db.txt"]
     assert files["key.txt"] == SECRET
@@ -238,7 +264,7 @@ def test_secrets_are_private_copies(ctx: RuntimeContext, monkeypatch: pytest.Mon
 
 def test_secrets_folder_exists_without_secrets(ctx: RuntimeContext) -> None:
     command = 'test -d "$ROOT_INPUT_NAME/secrets" && touch "$ROOT_OUTPUT_NAME/ok"'
-    outcome = run(make_job(), replace(ctx, command=command))
+    outcome = run(make_job(), with_command(ctx, command))
     assert outcome.status is JobStatus.SUCCEEDED
     assert len(outcome.outputs) == 1
 
@@ -247,7 +273,7 @@ def test_secrets_never_reach_the_error_bundle(
     ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_secrets(ctx, monkeypatch)
-    outcome = run(make_job(), replace(ctx, command="echo failing; exit 1"))
+    outcome = run(make_job(), with_command(ctx, "echo failing; exit 1"))
     files = members(ctx.errors, outcome.error_bundle or "")
     assert not any(SECRET in data for data in files.values())
     listing = files["workspace.txt"].decode()
@@ -273,14 +299,14 @@ def test_secrets_never_reach_the_error_bundle(
 )
 def test_output_names(ctx: RuntimeContext, params: dict[str, Any], prefix: str) -> None:
     job = make_job(params=params)
-    outcome = run(job, replace(ctx, command='echo x > "$ROOT_OUTPUT_NAME/o.txt"'))
+    outcome = run(job, with_command(ctx, 'echo x > "$ROOT_OUTPUT_NAME/o.txt"'))
     expected = f"{prefix}result@{job.id}_{job.started_at}_root.zip"
     assert outcome.outputs == (expected,)
     assert keys(ctx.outputs) == [expected]
 
 
 def test_empty_output_folder_gives_no_zip(ctx: RuntimeContext) -> None:
-    outcome = run(make_job(), replace(ctx, command='mkdir -p "$ROOT_OUTPUT_NAME/a/b"'))
+    outcome = run(make_job(), with_command(ctx, 'mkdir -p "$ROOT_OUTPUT_NAME/a/b"'))
     assert outcome == Outcome(JobStatus.SUCCEEDED, exit_code=0, outputs=())
     assert keys(ctx.outputs) == []
 
@@ -306,7 +332,7 @@ def test_zip_holds_relative_paths_and_folders(ctx: RuntimeContext) -> None:
         'cd "$ROOT_OUTPUT_NAME" && mkdir -p a/b empty && echo deep > a/b/c.txt && '
         "seq 1 2000 > top.txt"
     )
-    outcome = run(make_job(), replace(ctx, command=command))
+    outcome = run(make_job(), with_command(ctx, command))
     data = ctx.outputs.get_bytes(outcome.outputs[0])
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert sorted(zf.namelist()) == ["a/", "a/b/", "a/b/c.txt", "empty/", "top.txt"]
@@ -322,7 +348,7 @@ def test_zip_holds_relative_paths_and_folders(ctx: RuntimeContext) -> None:
 def test_failing_payload_leaves_an_error_bundle(ctx: RuntimeContext) -> None:
     command = 'echo to-out; echo to-err >&2; echo partial > "$ROOT_OUTPUT_NAME/p.txt"; exit 3'
     job = make_job(attempt=2)
-    outcome = run(job, replace(ctx, command=command))
+    outcome = run(job, with_command(ctx, command))
     key = f"log@{job.id}_{job.started_at}.zip"
     assert outcome == Outcome(
         JobStatus.FAILED, reason="exit code 3", exit_code=3, error_bundle=key, retryable=True
@@ -344,7 +370,7 @@ def test_failing_payload_leaves_an_error_bundle(ctx: RuntimeContext) -> None:
 
 
 def test_payload_killed_by_a_signal(ctx: RuntimeContext) -> None:
-    outcome = run(make_job(), replace(ctx, command="kill -KILL $$"))
+    outcome = run(make_job(), with_command(ctx, "kill -KILL $$"))
     assert outcome.status is JobStatus.FAILED
     assert outcome.reason == "killed by signal SIGKILL"
     assert outcome.exit_code == -9
@@ -369,7 +395,7 @@ def test_timeout_kills_the_whole_process_tree(ctx: RuntimeContext, tmp_path: Pat
     )
     job = make_job(timeout=1)
     began = time.monotonic()
-    outcome = run(job, replace(ctx, command=command), clock=lambda: float(job.started_at or 0))
+    outcome = run(job, with_command(ctx, command), clock=lambda: float(job.started_at or 0))
     assert time.monotonic() - began < 1 + GRACE + 1.5
     assert outcome.status is JobStatus.FAILED
     assert outcome.reason == "timeout after 1s"
@@ -385,7 +411,7 @@ def test_timeout_kills_the_whole_process_tree(ctx: RuntimeContext, tmp_path: Pat
 def test_the_payload_gets_its_whole_timeout_from_its_start(ctx: RuntimeContext) -> None:
     job = make_job(timeout=1, started_at=int(time.time()) - 10)  # claimed long ago
     began = time.monotonic()
-    outcome = run(job, replace(ctx, command="sleep 30"))
+    outcome = run(job, with_command(ctx, "sleep 30"))
     assert outcome.reason == "timeout after 1s"
     assert 1 <= time.monotonic() - began < 1 + GRACE + 1
 
@@ -396,7 +422,7 @@ def test_stop_cancels_and_publishes_nothing(ctx: RuntimeContext) -> None:
     began = time.monotonic()
     command = 'echo x > "$ROOT_OUTPUT_NAME/o.txt"; sleep 30'
     job = make_job()
-    outcome = run(job, replace(ctx, command=command), control)
+    outcome = run(job, with_command(ctx, command), control)
     assert time.monotonic() - began < 0.3 + GRACE + 1
     assert outcome.status is JobStatus.CANCELLED
     assert outcome.reason == "lease lost"
@@ -408,7 +434,7 @@ def test_stop_before_start_runs_nothing(ctx: RuntimeContext) -> None:
     control = AttemptControl()
     control.stop.set()
     job = make_job()
-    outcome = run(job, replace(ctx, command="touch /nonexistent-never"), control)
+    outcome = run(job, with_command(ctx, "touch /nonexistent-never"), control)
     assert outcome == Outcome(JobStatus.CANCELLED, reason="cancelled")
     assert keys(ctx.logs) == []
 
@@ -421,7 +447,7 @@ def test_superseded_attempt_publishes_nothing(ctx: RuntimeContext) -> None:
         return False
 
     control = AttemptControl(still_current=still_current)
-    outcome = run(make_job(), replace(ctx, command='echo x > "$ROOT_OUTPUT_NAME/o"'), control)
+    outcome = run(make_job(), with_command(ctx, 'echo x > "$ROOT_OUTPUT_NAME/o"'), control)
     assert asked == [True]
     assert outcome.status is JobStatus.FAILED
     assert outcome.reason == "superseded: a newer attempt owns this job"
@@ -430,7 +456,7 @@ def test_superseded_attempt_publishes_nothing(ctx: RuntimeContext) -> None:
 
 
 def test_no_command_is_not_retryable(ctx: RuntimeContext) -> None:
-    outcome = run(make_job(), replace(ctx, command=None))
+    outcome = run(make_job(), with_command(ctx, None))
     assert outcome.status is JobStatus.FAILED
     assert (outcome.reason or "").startswith("setup: no payload command")
     assert outcome.retryable is False
@@ -443,7 +469,7 @@ def test_internal_error_becomes_a_failed_outcome(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("shepard.runtime.worker.build_env", broken)
+    monkeypatch.setattr("shepard.payloads.process.build_env", broken)
     job = make_job()
     outcome = run(job, ctx)
     assert outcome.status is JobStatus.FAILED
@@ -471,16 +497,16 @@ def test_leftovers_of_an_earlier_attempt_are_removed(ctx: RuntimeContext) -> Non
     (stale / "locked").mkdir(parents=True)
     (stale / "locked" / "old.txt").write_text("old")
     (stale / "locked").chmod(0o500)
-    outcome = run(job, replace(ctx, command='echo new > "$ROOT_OUTPUT_NAME/new.txt"'))
+    outcome = run(job, with_command(ctx, 'echo new > "$ROOT_OUTPUT_NAME/new.txt"'))
     assert members(ctx.outputs, outcome.outputs[0]) == {"new.txt": b"new\n"}
 
 
 def test_logs_are_kept_per_attempt(ctx: RuntimeContext) -> None:
     job = make_job(attempt=1)
-    run(job, replace(ctx, command="echo one; echo e1 >&2"))
+    run(job, with_command(ctx, "echo one; echo e1 >&2"))
     run(
         replace(job, attempt=2, started_at=(job.started_at or 0) + 1),
-        replace(ctx, command="echo two"),
+        with_command(ctx, "echo two"),
     )
 
     def log(attempt: int, stream: str) -> str:
@@ -506,7 +532,7 @@ def test_a_reused_slot_is_emptied_before_and_after_each_job(
         ': > "$ROOT_OUTPUT_NAME/seen.txt"; find . | sort > "$ROOT_OUTPUT_NAME/seen.txt"; '
         "echo x > scratch.txt"
     )
-    outcome = run_attempt(make_job(), replace(ctx, command=listing), AttemptControl(), slot=slot)
+    outcome = run_attempt(make_job(), with_command(ctx, listing), AttemptControl(), slot=slot)
     assert outcome.status is JobStatus.SUCCEEDED
     seen = members(ctx.outputs, outcome.outputs[0])["seen.txt"].decode().split()
     assert seen == [".", "./input", "./input/secrets", "./output", "./output/seen.txt"]
@@ -525,7 +551,7 @@ def test_quick_deploy_runs_run_sh_from_its_folder(ctx: RuntimeContext) -> None:
     qd.put_bytes("tool/lib/data.txt", b"data\n")
     qd.put_bytes("toolbox/run.sh", b"exit 9\n")
     job = make_job(params={"quick_deploy_directory": "tool/"})
-    outcome = run(job, replace(ctx, command=None))
+    outcome = run(job, with_command(ctx, None))
     assert outcome.status is JobStatus.SUCCEEDED, outcome
     lines = members(ctx.outputs, outcome.outputs[0])["pwd.txt"].decode().splitlines()
     assert lines == [os.path.realpath(ctx.workspace_root / job.id / "input" / "tool"), "data"]
@@ -551,7 +577,7 @@ def test_missing_quick_deploy_folder(ctx: RuntimeContext) -> None:
 
 def test_processes_left_behind_are_killed(ctx: RuntimeContext, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    outcome = run(make_job(), replace(ctx, command=f"sleep 60 & echo $! > {pids}; exit 0"))
+    outcome = run(make_job(), with_command(ctx, f"sleep 60 & echo $! > {pids}; exit 0"))
     assert outcome.status is JobStatus.SUCCEEDED
     pid = int(pids.read_text())
     deadline = time.monotonic() + 3
@@ -566,7 +592,7 @@ def test_default_environment_follows_os_environ(
     seen = []
     for value in ("one", "two"):
         monkeypatch.setenv("SHEPARD_RUNTIME_TEST", value)
-        outcome = run_attempt(make_job(), replace(ctx, command=ENV_DUMP), AttemptControl())
+        outcome = run_attempt(make_job(), with_command(ctx, ENV_DUMP), AttemptControl())
         seen.append(parse_env(members(ctx.outputs, outcome.outputs[0])["env.txt"]))
     assert [env["SHEPARD_RUNTIME_TEST"] for env in seen] == ["one", "two"]
     assert seen[0]["PATH"] == os.environ["PATH"]

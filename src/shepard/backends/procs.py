@@ -295,7 +295,7 @@ class _Runner:
         os.makedirs(self.setup.slot, exist_ok=True)
         work_in(self.setup.slot)  # its payloads start the cheap way (see runtime/process.py)
         self.worker = runner_worker_id(os.getpid())
-        self.catalog = open_catalog(self.setup.catalog_url, create=False)
+        self.catalog = open_catalog(self.setup.catalog_url, create=False, patient=True)
         self.heartbeat = Heartbeat(self.catalog, self.setup.lease).start()
         self.recorder = Recorder(
             self.catalog, self.heartbeat, self.setup.policy, self.setup.ctx.outputs,

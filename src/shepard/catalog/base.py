@@ -8,7 +8,7 @@ that lost its lease can never overwrite what a newer attempt recorded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +37,35 @@ class Catalog(Protocol):
         specs from a generator stay within bounded memory. If anything fails, nothing is added.
         `default_attempts` fills `max_attempts` where a spec leaves it None.
         """
+        ...
+
+    def submit_jobs(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        batch: str,
+        now: float,
+        default_attempts: int,
+        clock: Callable[[], float] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Register every spec as a QUEUED job labelled `batch`, all or nothing, without ever
+        holding the write lock for long nor keeping the ids; return how many (see staging.py).
+        """
+        ...
+
+    def batch_ids(self, batch: str, *, chunk: int = 10_000) -> Iterator[str]:
+        """The ids of the jobs labelled `batch`, in submission order, streamed."""
+        ...
+
+    def referenced_bundles(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` that some job names as its bundle."""
+        ...
+
+    def sweep_submissions(
+        self, *, now: float, stale_after: float = ..., budget: int | None = None
+    ) -> int:
+        """Finish the streamed submissions whose process died (see staging.py)."""
         ...
 
     def claim(

@@ -1,4 +1,5 @@
-"""The bulk insert behind `add_jobs`: a million specs in seconds, in bounded memory.
+"""The bulk insert behind `add_jobs` and `submit_jobs`: a million specs in seconds, in
+bounded memory.
 
 Per job the work is: take the spec from the caller's generator, make an id, and have the
 database insert the row. Two things make that fast:
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -32,7 +33,6 @@ from shepard.model import JobSpec, JobStatus, new_job_id
 CHUNK = 20_000
 """Rows per INSERT statement: large enough to amortise it, small enough to bound memory."""
 
-_QUEUED = JobStatus.QUEUED.value
 _COLUMNS = "id, status, params, bundle_key, max_attempts, timeout, batch, submitted_at"
 
 # Each element of the bound array is [id, params, bundle_key, max_attempts, timeout, batch];
@@ -40,7 +40,7 @@ _COLUMNS = "id, status, params, bundle_key, max_attempts, timeout, batch, submit
 _INSERT = {
     "sqlite": f"""
         INSERT INTO jobs ({_COLUMNS})
-        SELECT json_extract(value, '$[0]'), '{_QUEUED}', json_extract(value, '$[1]'),
+        SELECT json_extract(value, '$[0]'), '{{status}}', json_extract(value, '$[1]'),
                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?
         FROM json_each(?)
@@ -48,7 +48,7 @@ _INSERT = {
     """,
     "postgresql": f"""
         INSERT INTO jobs ({_COLUMNS})
-        SELECT r ->> 0, '{_QUEUED}', (r -> 1)::text,
+        SELECT r ->> 0, '{{status}}', (r -> 1)::text,
                r ->> 2, (r ->> 3)::integer,
                (r ->> 4)::double precision, r ->> 5, %s
         FROM json_array_elements(%s::json) WITH ORDINALITY AS rows (r, n)
@@ -59,6 +59,11 @@ _INSERT = {
 _to_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
+def insert_sql(dialect: str, status: str) -> str:
+    """The INSERT of one chunk, bound to (now, chunk) as returned by `pipeline`."""
+    return _INSERT[dialect].format(status=status)
+
+
 def insert_specs(
     conn: Connection, specs: Iterable[JobSpec], *, now: float, default_attempts: int
 ) -> list[str]:
@@ -67,30 +72,64 @@ def insert_specs(
     An error from the generator or the database propagates once the in-flight chunk is done;
     the caller's transaction then rolls everything back.
     """
-    sql = _INSERT[conn.dialect.name]
+    sql = insert_sql(conn.dialect.name, JobStatus.QUEUED.value)
     ids: list[str] = []
+    pipeline(
+        specs,
+        default_attempts=default_attempts,
+        write=lambda chunk: conn.exec_driver_sql(sql, (now, chunk)),
+        ids=ids,
+    )
+    return ids
+
+
+def pipeline(
+    specs: Iterable[JobSpec],
+    *,
+    default_attempts: int,
+    write: Callable[[str], object],
+    ids: list[str] | None = None,
+    batch: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Turn `specs` into chunks (JSON arrays of rows) and `write` each on a helper thread
+    while the next is built; return the number of rows written.
+
+    `ids`: extended with every id, in order. `batch`: overrides every spec's batch label.
+    `progress`: called with the running total after each chunk is written. An error from the
+    generator or from `write` propagates once the in-flight chunk is done.
+    """
+    total = 0
     spec_iter = iter(specs)
     with (
         _cyclic_gc_paused(),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepard-insert") as helper,
     ):
         in_flight: Future[Any] | None = None
-        while rows := [_row(s, default_attempts) for s in itertools.islice(spec_iter, CHUNK)]:
-            ids.extend(row[0] for row in rows)
+        while rows := [_row(s, default_attempts, batch) for s in islice(spec_iter, CHUNK)]:
+            if ids is not None:
+                ids.extend(row[0] for row in rows)
+            n = len(rows)
             payload = _to_json(rows)
             del rows
             if in_flight is not None:
                 in_flight.result()  # re-raises a database error; keeps two chunks at most
-            in_flight = helper.submit(conn.exec_driver_sql, sql, (now, payload))
+                if progress is not None:
+                    progress(total)
+            in_flight = helper.submit(write, payload)
+            total += n
         if in_flight is not None:
             in_flight.result()
-    return ids
+            if progress is not None:
+                progress(total)
+    return total
 
 
-def _row(spec: JobSpec, default_attempts: int) -> tuple[Any, ...]:
+def _row(spec: JobSpec, default_attempts: int, batch: str | None) -> tuple[Any, ...]:
     params = spec.params if isinstance(spec.params, dict) else dict(spec.params)
     attempts = default_attempts if spec.max_attempts is None else spec.max_attempts
-    return (new_job_id(), params, spec.bundle_key, attempts, spec.timeout, spec.batch)
+    label = spec.batch if batch is None else batch
+    return (new_job_id(), params, spec.bundle_key, attempts, spec.timeout, label)
 
 
 _gc_lock = threading.Lock()

@@ -11,8 +11,11 @@ Everything dialect-specific about *connecting* lives here, so `sql.py` has a sin
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,10 @@ from sqlalchemy.pool import StaticPool
 from shepard.errors import CatalogError, CatalogMissing
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
-"""How long a SQLite writer waits for another process's write transaction before giving up."""
+"""How long a SQLite writer waits for another process's write transaction before giving up
+(or, in a patient catalog, before it logs that it is waiting and goes on waiting)."""
+
+log = logging.getLogger(__name__)
 
 PG_CONNECT_TIMEOUT_S = 10
 READ_ONLY = "shepard_read_only"
@@ -76,8 +82,13 @@ def missing_catalog(url: URL) -> CatalogMissing:
     )
 
 
-def create_engine(url: URL) -> Engine:
-    """An Engine for a URL from `parse_url`, configured as the module docstring describes."""
+def create_engine(url: URL, *, patient: Callable[[], bool] = bool) -> Engine:
+    """An Engine for a URL from `parse_url`, configured as the module docstring describes.
+
+    `patient()`, asked at each write transaction: True when a SQLite write transaction that
+    finds the catalog locked for longer than SQLITE_BUSY_TIMEOUT_S must keep waiting (see
+    `begin_immediate`) instead of failing.
+    """
     if url.get_backend_name() == "postgresql":
         connect_args: dict[str, Any] = {}
         if "connect_timeout" not in url.query:
@@ -92,12 +103,13 @@ def create_engine(url: URL) -> Engine:
         engine = sa.create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
         )
-    _configure_sqlite(engine, wal=not is_memory(url))
+    _configure_sqlite(engine, wal=not is_memory(url), patient=patient)
     return engine
 
 
-def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+def _configure_sqlite(engine: Engine, *, wal: bool, patient: Callable[[], bool]) -> None:
     """SQLAlchemy's documented recipe for explicit SQLite transactions, plus our pragmas."""
+    name = engine.url.render_as_string(hide_password=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -116,14 +128,49 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         # IMMEDIATE takes the write lock up front: a writer that would otherwise upgrade a
         # read lock mid-transaction can deadlock and fail at once, ignoring busy_timeout.
-        read_only = conn.get_execution_options().get(READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY, False):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            # On the DBAPI connection itself: a failed BEGIN must not go through SQLAlchemy's
+            # error handling, which would end the transaction it is opening.
+            try:
+                begin_immediate(conn.connection.driver_connection, patient=patient(), name=name)
+            except sqlite3.Error as exc:  # wrapped as SQLAlchemy would have done
+                raise sa.exc.DBAPIError.instance(
+                    "BEGIN IMMEDIATE", None, exc, sqlite3.Error
+                ) from exc
 
 
-def begin_writes(url: URL) -> str | None:
-    """The statement that opens a write transaction on a bare DBAPI connection of `url`'s
-    engine (see `_on_begin`), or None when the driver opens transactions by itself."""
-    return "BEGIN IMMEDIATE" if url.get_backend_name() == "sqlite" else None
+def begin_immediate(dbapi_connection: Any, *, patient: bool, name: str) -> None:
+    """Open a SQLite write transaction on a bare sqlite3 connection.
+
+    SQLite itself waits up to SQLITE_BUSY_TIMEOUT_S for another process's write transaction.
+    Beyond that, an impatient caller gets sqlite3.OperationalError ("database is locked"; see
+    `describe`); a patient one (a long-running process: `up`, a runner, a sheep) logs once
+    that it is waiting, tries again until the lock is free, and logs once when it goes on.
+    """
+    waiting_since: float | None = None
+    while True:
+        try:
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not patient or "locked" not in str(exc).lower():
+                raise
+            if waiting_since is None:
+                waiting_since = time.monotonic() - SQLITE_BUSY_TIMEOUT_S
+                log.warning(
+                    "the catalog %s has been locked by another process for %g s; waiting",
+                    name,
+                    SQLITE_BUSY_TIMEOUT_S,
+                )
+            continue
+        if waiting_since is not None:
+            log.warning(
+                "the catalog %s is free again after %.0f s; going on",
+                name,
+                time.monotonic() - waiting_since,
+            )
+        return
 
 
 def driver_errors(engine: Engine) -> type[Exception]:

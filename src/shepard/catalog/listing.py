@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from shepard.catalog.base import IdempotencyConflict, Registered
 from shepard.catalog.bulk import insert_specs
-from shepard.catalog.schema import idempotency_keys, jobs
+from shepard.catalog.schema import STAGED, idempotency_keys, jobs
 from shepard.model import JobSpec, JobStatus
 
 
@@ -60,6 +60,8 @@ def page_query(
     stmt = sa.select(jobs).limit(limit)
     if status is not None:
         stmt = stmt.where(jobs.c.status == status.value)
+    else:  # rows of a submission still being written are not jobs yet (staging.py)
+        stmt = stmt.where(jobs.c.status != STAGED)
     if worker is not None:
         stmt = stmt.where(jobs.c.worker == worker)
     if batch is not None:

@@ -5,13 +5,17 @@ of a million-job submission: `id` is unique (lookups by id), `(status, seq)` ser
 (oldest queued first) and status-filtered paging, `(batch, status)` serves the progress of one
 submission, `job_events.job_id` serves `events()`, and a partial index on `placement` serves
 the engine backends' bookkeeping.
+
+A large submission is streamed (see staging.py): its rows are written with status STAGED, in
+many short transactions, under a `submissions` row; the jobs become visible (QUEUED) only once
+the submission is marked committed. STAGED rows are never claimed, counted or listed.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest migration; opening a catalog whose version table holds it skips Alembic."""
 
 VERSION_TABLE = "shepard_alembic_version"
@@ -54,6 +58,9 @@ jobs = sa.Table(
     # partial: jobs of in-process backends never carry a placement, so it costs their
     # bulk inserts nothing
     sa.Index("ix_jobs_placement", "placement", sqlite_where=sa.text("placement IS NOT NULL")),
+    # partial, like ix_jobs_placement: finds the job of a stored bundle (leftovers.py), free
+    # for parameter-only jobs
+    sa.Index("ix_jobs_bundle_key", "bundle_key", sqlite_where=sa.text("bundle_key IS NOT NULL")),
 )
 
 
@@ -62,9 +69,10 @@ def complete_metadata() -> sa.MetaData:
     compare them with this module. The catalog itself never needs them (the migrations create
     the tables), and naming them at import would load SQLAlchemy's PostgreSQL dialect in every
     process, some 25 ms of each CLI start on a slow machine."""
-    placement = next(i for i in jobs.indexes if i.name == "ix_jobs_placement")
-    if "postgresql_where" not in placement.dialect_kwargs:
-        placement.dialect_kwargs["postgresql_where"] = sa.text("placement IS NOT NULL")
+    for name, column in (("ix_jobs_placement", "placement"), ("ix_jobs_bundle_key", "bundle_key")):
+        index = next(i for i in jobs.indexes if i.name == name)
+        if "postgresql_where" not in index.dialect_kwargs:
+            index.dialect_kwargs["postgresql_where"] = sa.text(f"{column} IS NOT NULL")
     return metadata
 
 
@@ -77,6 +85,22 @@ job_events = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("at", sa.Float(), nullable=False),
     sa.Column("detail", sa.Text(), nullable=True),
+)
+
+
+STAGED = "staged"
+"""Status of the rows of a submission still being written: invisible to every query."""
+
+submissions = sa.Table(
+    "submissions",
+    metadata,
+    sa.Column("batch", sa.String(), primary_key=True),  # one submission in flight per label
+    sa.Column("started_at", sa.Float(), nullable=False),
+    sa.Column("updated_at", sa.Float(), nullable=False),  # each transaction of it moves it on
+    sa.Column("host", sa.String(), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    # 1 once every row is written: the rows are then made visible (rolled forward), never removed
+    sa.Column("committed", sa.Integer(), nullable=False, server_default=sa.text("0")),
 )
 
 

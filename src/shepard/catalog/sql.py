@@ -28,7 +28,8 @@ from shepard.catalog.listing import page_queries, submit_each, submit_once
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
 from shepard.catalog.prepared import Prepared
-from shepard.catalog.schema import job_events, jobs
+from shepard.catalog.schema import STAGED, job_events, jobs
+from shepard.catalog.staging import Staging
 from shepard.catalog.statements import (
     CLAIM,
     CLAIM_IDS,
@@ -52,18 +53,22 @@ _FAILED, _CANCELLED = JobStatus.FAILED.value, JobStatus.CANCELLED.value
 _FENCE_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
 
 
-class SqlCatalog(Placements):
+class SqlCatalog(Placements, Staging):
     """A Catalog stored in the database at `url` (see `shepard.catalog.open_catalog`).
 
+    `patient` (an attribute too, see `be_patient`): never fail because another process holds
+    the SQLite write lock for long; wait, and log once that it is waiting (for long-running
+    processes; see engine.begin_immediate). Else such a wait ends in CatalogError.
     Opening brings the database to the current schema. Database failures surface as
     CatalogError with a message naming the catalog (password hidden).
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, patient: bool = False) -> None:
         self._url = _engine.parse_url(url)
         if not create:
             _engine.check_exists(self._url)
-        self._engine = _engine.create_engine(self._url)
+        self.patient = patient
+        self._engine = _engine.create_engine(self._url, patient=lambda: self.patient)
         # An in-memory SQLite database is one shared connection: transactions must not overlap.
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if _engine.is_memory(self._url) else contextlib.nullcontext()
@@ -77,7 +82,6 @@ class SqlCatalog(Placements):
             else contextlib.nullcontext()
         )
         self._driver_error = _engine.driver_errors(self._engine)
-        self._begin = _engine.begin_writes(self._url)
         # SQLite writers take turns on `_writer` anyway: `_hot` keeps one connection rather
         # than taking one from the pool and giving it back for every transaction
         self._keep = self._url.get_backend_name() == "sqlite"
@@ -136,8 +140,10 @@ class SqlCatalog(Placements):
         ):
             raw = self._kept or self._engine.raw_connection()
             try:
-                if self._begin is not None:
-                    raw.driver_connection.execute(self._begin)  # type: ignore[union-attr]
+                if self._keep:  # SQLite: open the write transaction as `_on_begin` does
+                    _engine.begin_immediate(
+                        raw.driver_connection, patient=self.patient, name=self.url
+                    )
                 yield raw
                 raw.commit()
             except BaseException:
@@ -423,7 +429,11 @@ class SqlCatalog(Placements):
 
     def get(self, job_id: str) -> Job | None:
         with self._transaction(read_only=True) as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.status != STAGED))
+                .mappings()
+                .first()
+            )
         return None if row is None else to_job(row)
 
     def events(self, job_id: str) -> list[JobEvent]:

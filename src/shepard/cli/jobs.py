@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from shepard.cli import render
 from shepard.cli.common import (
@@ -102,18 +111,70 @@ def submit(
 ) -> None:
     """Submit parameter-only jobs (no bundle): their parameters become environment variables."""
     f = open_flock(flock)
-    jobs = list(_param_sets(json_text, json_file, range_))
-    if not jobs:
+    # consumed lazily, chunk by chunk, by Flock.submit: memory stays flat whatever the count
+    jobs = _param_sets(json_text, json_file, range_)
+    first = next(jobs, None)
+    if first is None:
         raise ParamsError("nothing to submit: give --json, --json-file or --range")
-    sub = f.submit(jobs, max_attempts=attempts, timeout=timeout)
-    if ids:
-        sys.stdout.write("".join(f"{job_id}\n" for job_id in sub.ids))
-    elif len(sub.ids) == 1:
+    with _submit_progress(_range_size(range_)) as progress:
+        sub = f.submit(
+            itertools.chain([first], jobs), max_attempts=attempts, timeout=timeout,
+            progress=progress,
+        )  # fmt: skip
+    if ids:  # streamed from the catalog, never held in memory all at once
+        listed = f.batch_ids(sub.batch)
+        while chunk := list(itertools.islice(listed, 10_000)):
+            sys.stdout.write("".join(f"{job_id}\n" for job_id in chunk))
+    elif sub.count == 1:
         console.print(f"submitted job {sub.ids[0]}", markup=False)
     else:
-        console.print(f"submitted {len(sub.ids)} jobs (batch {sub.batch})", markup=False)
+        console.print(f"submitted {sub.count} jobs (batch {sub.batch})", markup=False)
     if wait:
         _wait(f, sub)
+
+
+PROGRESS_AFTER_S = 0.5
+"""A submission shows a progress bar (on a terminal) once it has taken this long."""
+
+
+@contextlib.contextmanager
+def _submit_progress(total: int | None) -> Iterator[Callable[[int], None]]:
+    """A callback fed with the number of jobs written so far, which draws a progress bar on
+    stderr once the submission has lasted PROGRESS_AFTER_S, when stderr is a terminal."""
+    started = time.monotonic()
+    bar: Progress | None = None
+    task: TaskID | None = None
+
+    def update(done: int) -> None:
+        nonlocal bar, task
+        if bar is None:
+            if not err_console.is_terminal or time.monotonic() - started < PROGRESS_AFTER_S:
+                return
+            bar = Progress(
+                TextColumn("submitting"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=err_console, transient=True, auto_refresh=False,
+            )  # fmt: skip
+            bar.start()
+            task = bar.add_task("", total=total)
+        assert task is not None
+        bar.update(task, completed=done, refresh=True)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _range_size(range_: str | None) -> int | None:
+    """The number of jobs a valid --range makes (for the progress bar), else None."""
+    if not range_:
+        return None
+    try:
+        _, start, end = _parse_range(range_)
+    except ParamsError:
+        return None
+    return end - start + 1
 
 
 def _param_sets(
@@ -150,7 +211,7 @@ def _parse_range(text: str) -> tuple[str, int, int]:
 
 def _wait(f: Flock, sub: Submission) -> None:
     started = time.monotonic()
-    with interruptible() as stop, render.job_progress(len(sub.ids)) as progress:
+    with interruptible() as stop, render.job_progress(sub.count) as progress:
         counts = f.wait(sub.batch, stop, on_progress=progress)
     render.summary(f, counts, started)
     if stop.is_set():
@@ -192,6 +253,7 @@ def up(
 ) -> None:
     """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
+    f.sweep_leftovers()  # of `batch` commands killed midway
     n = f.config.backend.workers if workers is None else workers
     if f.config.backend.kind == "slurm":
         mode = getattr(f.config.backend.section(), "mode", "")

@@ -6,8 +6,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shepard.storage import LocalStore, ObjectStore
+
+if TYPE_CHECKING:
+    from shepard.payloads.base import Payload
 
 
 @dataclass(frozen=True)
@@ -21,29 +25,11 @@ class RuntimeContext:
     logs: LocalStore  # per-attempt stdout/stderr, keys from log_key()
     secrets_dir: Path  # files copied into $ROOT_INPUT_NAME/secrets/ for every job
     workspace_root: Path  # job workspaces: <workspace_root>/<UUID>/{input,output}
-    command: str | None  # the payload command, run with /bin/sh -c
+    payload: Payload  # what runs, and how: the flock's payload kind (shepard/payloads/)
     timeout: float | None = None  # default per-attempt timeout (seconds); a job's own wins
     env: Mapping[str, str] = field(default_factory=dict)  # flock-wide extra variables
     efs: Path | None = None  # shared filesystem playing Shepard's EFS role
     lustre: Path | None = None  # shared filesystem playing Shepard's Lustre role
-    container: ContainerSpec | None = None  # run the payload in this image (else a process)
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """How an image payload runs (see runtime/container.py and docs/containers.md)."""
-
-    image: str  # the image every job runs in
-    flock: str  # the flock's name, for the containers' labels
-    engine: str | None = None  # Docker Engine API URL; None: DOCKER_HOST, else a local socket
-    cpus: float | None = None
-    memory: int | None = None  # bytes
-    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (soft, hard), -1 = inf
-    gpus: int = 0  # NVIDIA GPUs per job; -1: all of them
-    allow_docker_access: bool = False  # the engine's socket is mounted into the container
-    network: str | None = None  # None: the engine's default network
-    pull: str = "missing"  # "missing", "never" or "always"
-    user: str = "host"  # "host": the worker's uid:gid; "image": the image's USER; or uid[:gid]
 
 
 @dataclass

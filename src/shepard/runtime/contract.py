@@ -113,18 +113,24 @@ def build_env(
     paths: Workspace,
     base: Mapping[str, str],
     host: HostFacts | None = None,
+    docker_access: bool = False,
 ) -> dict[str, str]:
     """The complete environment of the payload of `job`'s current attempt.
 
     Layers, later ones winning: `base` (os.environ for process payloads: keeps PATH, HOME, ...)
     and then `ctx.env`, both without any name in RUNTIME_NAMES (compared ignoring case); then
     every job parameter under its exact name with its `env_value`; then the runtime variables
-    (see `runtime_variables`). `host` defaults to `current_host()`.
+    (see `runtime_variables`). `host` defaults to `current_host()`; `docker_access` is what
+    ALLOW_DOCKER_ACCESS says (the payload kind knows: an image with the engine's socket).
     """
     env = dict(_inherited_layer(base))
     env.update((k, v) for k, v in ctx.env.items() if k.upper() not in RUNTIME_NAMES)
     env.update((k, env_value(v)) for k, v in job.params.items())
-    env.update(runtime_variables(job, ctx, start_time=start_time, paths=paths, host=host))
+    env.update(
+        runtime_variables(
+            job, ctx, start_time=start_time, paths=paths, host=host, docker_access=docker_access
+        )
+    )
     return env
 
 
@@ -157,6 +163,7 @@ def runtime_variables(
     start_time: int,
     paths: Workspace,
     host: HostFacts | None = None,
+    docker_access: bool = False,
 ) -> dict[str, str]:
     """The variables the runtime itself sets (a subset of RUNTIME_NAMES)."""
     facts = host or current_host()
@@ -175,9 +182,7 @@ def runtime_variables(
         QUICK_DEPLOY_BUCKET: ctx.quick_deploy.location,
         USES_EFS: env_value(paths.efs is not None),
         USES_LUSTRE: env_value(paths.lustre is not None),
-        ALLOW_DOCKER_ACCESS: env_value(
-            ctx.container is not None and ctx.container.allow_docker_access
-        ),
+        ALLOW_DOCKER_ACCESS: env_value(docker_access),
         ULIMIT_FILENO: facts.ulimit_fileno,
         HOSTNAME: facts.hostname,
     }

@@ -52,10 +52,12 @@ class Ending(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ProcessResult:
-    """How the payload ended. `returncode` follows Popen: negative N means killed by signal N."""
+    """How the payload ended. `returncode` follows Popen: negative N means killed by signal N.
+    `detail` is a fact for the job's history (e.g. which image ran), or None."""
 
     ending: Ending
     returncode: int
+    detail: str | None = None
 
 
 def run_payload(

@@ -5,10 +5,11 @@ This is the runtime contract every backend shares. The steps, in order:
    first removing what an earlier attempt may have left;
 2. copy the secrets into `input/secrets/`, the quick-deploy folder (if the job names one) into
    `input/<folder>/`, and the input bundle (not unpacked) into `input/`;
-3. run the payload: the flock's command through `/bin/sh -c` with the job's `<UUID>` folder as
-   working directory, or `sh run.sh` in `input/<folder>` for quick deploy; stdout and stderr
-   go to the logs store as `<job_id>/<attempt>.stdout|.stderr`. A flock with an image runs
-   the same command (or the image's own) in a container of it (runtime/container.py);
+3. run the payload through the flock's payload kind (`ctx.payload`, shepard/payloads/): its
+   `prepare` says what runs (the flock's command through `/bin/sh -c` with the job's `<UUID>`
+   folder as working directory, `sh run.sh` in `input/<folder>` for quick deploy, an image's
+   own command), its `environment` builds the environment, its `run` runs it (a process
+   group, a container) with stdout and stderr in the logs store (`log_key`);
 4. on exit 0, publish the non-empty output folders as result zips; on failure, store an error
    bundle; on stop, publish nothing;
 5. always remove the job's folders.
@@ -30,33 +31,21 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shepard.errors import PayloadError, StorageError
 from shepard.model import Job, JobStatus, Outcome
-from shepard.runtime.container import run_job_container
-from shepard.runtime.container_options import host_facts
 from shepard.runtime.context import AttemptControl, RuntimeContext, log_key
-from shepard.runtime.contract import attempt_timeout, build_env
+from shepard.runtime.contract import attempt_timeout
 from shepard.runtime.errorbundle import (
     AttemptReport,
     error_bundle_key,
     signal_name,
     write_error_bundle,
 )
-from shepard.runtime.inputs import (
-    QUICK_DEPLOY_SCRIPT,
-    fetch_bundle,
-    fetch_quick_deploy,
-    quick_deploy_folder,
-)
+from shepard.runtime.inputs import fetch_bundle
 from shepard.runtime.outputs import output_key, publish, zip_outputs
-from shepard.runtime.process import (
-    KILL_GRACE,
-    Ending,
-    ProcessResult,
-    inherited_env,
-    run_payload,
-)
+from shepard.runtime.process import KILL_GRACE, Ending, ProcessResult, inherited_env
 from shepard.runtime.secrets import place_secrets
 from shepard.runtime.workspace import (
     SetupError,
@@ -65,6 +54,9 @@ from shepard.runtime.workspace import (
     plan_workspace,
     remove_workspace,
 )
+
+if TYPE_CHECKING:
+    from shepard.payloads.base import Launch
 
 SUPERSEDED = "superseded: a newer attempt owns this job"
 
@@ -114,6 +106,7 @@ class _Attempt:
         self.detail: str | None = None  # for the job's history, e.g. which image ran
 
     def run(self) -> Outcome:
+        """The attempt's Outcome; the workspace is removed whatever happens."""
         try:
             outcome = self._guarded()
             return outcome if self.detail is None else replace(outcome, detail=self.detail)
@@ -133,77 +126,34 @@ class _Attempt:
             return self._fail(reason, detail=traceback.format_exc())
 
     def _execute(self) -> Outcome:
-        ws = self.ws = plan_workspace(self.ctx, self.job.id, self.slot)
-        logs = self.ctx.logs
-        stdout = logs.path(log_key(self.job.id, self.job.attempt, "stdout"))
-        stderr = logs.path(log_key(self.job.id, self.job.attempt, "stderr"))
-        self.logs = (stdout, stderr)
-        command, cwd, env = self._prepare(ws)
+        job, ctx = self.job, self.ctx
+        ws = self.ws = plan_workspace(ctx, job.id, self.slot)
+        logs = self.logs = (
+            ctx.logs.path(log_key(job.id, job.attempt, "stdout")),
+            ctx.logs.path(log_key(job.id, job.attempt, "stderr")),
+        )
+        launch, env = self._prepare(ws)
         if self.control.stop.is_set():
             return self._cancelled()
-        if self.ctx.container is not None:
-            result = self._run_container(command, cwd, env, ws)
-            self.returncode = result.returncode
-            return self._finish(result, ws)
-        assert command is not None  # _payload refuses a process payload without a command
-        result = run_payload(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            deadline=self._deadline(),
-            stop=self.control.stop,
-            grace=self.grace,
-        )
-        self.returncode = result.returncode
-        return self._finish(result, ws)
-
-    def _run_container(
-        self, command: str | None, cwd: Path, env: dict[str, str], ws: Workspace
-    ) -> ProcessResult:
-        """Run the payload in the flock's image (runtime/container.py)."""
-        assert self.logs is not None
-        job = self.job
-        result = run_job_container(
-            self.ctx, job.id, job.attempt, ws, command, cwd=cwd, env=env,
-            stdout=self.logs[0], stderr=self.logs[1], deadline=self._deadline(),
+        result = ctx.payload.run(
+            launch, job=job, ctx=ctx, ws=ws, env=env, logs=logs, deadline=self._deadline(),
             stop=self.control.stop, grace=self.grace,
         )  # fmt: skip
-        self.detail = f"image {result.image}"
-        return result
+        self.returncode, self.detail = result.returncode, result.detail
+        return self._finish(result, ws)
 
-    def _prepare(self, ws: Workspace) -> tuple[str | None, Path, dict[str, str]]:
-        """Fill the workspace; return the command, its working directory and environment."""
+    def _prepare(self, ws: Workspace) -> tuple[Launch, dict[str, str]]:
+        """Fill the workspace; return what the payload runs and its environment."""
         job, ctx = self.job, self.ctx
         create_workspace(ws)
         _place_secrets(ctx.secrets_dir, ws.secrets)
-        command, cwd = self._payload(ws)
+        launch = ctx.payload.prepare(job, ctx, ws)
         if job.bundle_key is not None:
             fetch_bundle(ctx.inputs, job.bundle_key, ws.input)
-        if ctx.container is None:
-            env = build_env(job, ctx, start_time=self.start_time, paths=ws, base=self.base_env)
-        else:  # the image brings its own PATH, HOME, ...: the worker's variables stay out
-            host = host_facts(ctx.container)
-            env = build_env(job, ctx, start_time=self.start_time, paths=ws, base={}, host=host)
-        return command, cwd, env
-
-    def _payload(self, ws: Workspace) -> tuple[str | None, Path]:
-        """The command to run and its working directory (None: the image's own command)."""
-        folder = quick_deploy_folder(self.job.params)
-        if folder is not None:
-            return f"sh {QUICK_DEPLOY_SCRIPT}", fetch_quick_deploy(
-                self.ctx.quick_deploy, folder, ws.input
-            )
-        if not self.ctx.command or not self.ctx.command.strip():
-            if self.ctx.container is not None:
-                return None, ws.root
-            raise SetupError(
-                "no payload command: set payload.command for the flock "
-                "or give the job a QUICK_DEPLOY_DIRECTORY",
-                retryable=False,
-            )
-        return self.ctx.command, ws.root
+        env = ctx.payload.environment(
+            job, ctx, start_time=self.start_time, ws=ws, base=self.base_env
+        )
+        return launch, env
 
     def _deadline(self) -> float | None:
         """time.monotonic() value at which the payload is stopped: `timeout` seconds after it

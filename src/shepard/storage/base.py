@@ -220,6 +220,13 @@ class ObjectStore(Protocol):
         """As `list`, with each object's size and last-write time (free on S3's listing)."""
         ...
 
+    def discard_partial(self, *, older_than: float) -> int:
+        """Remove what writes that never completed left behind, when it was started before
+        `older_than` (epoch seconds): a folder's `.tmp-*` files, S3's unfinished multipart
+        uploads. Returns how many were removed. Never touches a completed object, and never
+        a write started after `older_than` (it may still be running)."""
+        ...
+
     def folders(self, prefix: str = "") -> Iterator[str]:
         """The "sub-folders" directly under `prefix`: distinct key parts up to the next `/`
         after the prefix, each ending with `/`, sorted (S3: common prefixes, delimiter `/`).

@@ -154,6 +154,15 @@ class LocalStore:
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
 
+    def discard_partial(self, *, older_than: float) -> int:
+        removed = 0
+        for path in self.root.rglob(_TMP_PREFIX + "*") if self.root.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+        return removed
+
     def delete_many(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.delete(key)

@@ -220,6 +220,21 @@ class S3Store:
         with self._errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def discard_partial(self, *, older_than: float) -> int:
+        removed = 0
+        with self._errors("list the unfinished uploads of", self.prefix or "/"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._root
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < older_than:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
+        return removed
+
     def delete_many(self, keys: Iterable[str]) -> None:
         batch: builtins.list[str] = []
         for key in keys:

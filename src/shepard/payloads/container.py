@@ -1,11 +1,11 @@
 """Running a payload in a container, through the Docker Engine API (Docker or Podman).
 
-`run_container` is the container twin of `process.run_payload`: the same ProcessResult and
-Ending, the same deadline, stop event and grace. The container gets the job's environment,
-its folders bind-mounted at the same absolute paths (so every path in the environment means
-the same inside), the flock's limits, and no privileges; its stdout and stderr are copied
-into the attempt's two log files while it runs. Whatever happens, the container is removed
-before `run_container` returns.
+`run_container` is the container twin of `runtime.process.run_payload`: the same ProcessResult
+and Ending (its `detail` names the image that ran), the same deadline, stop event and grace.
+The container gets the job's environment, its folders bind-mounted at the same absolute paths
+(so every path in the environment means the same inside), the flock's limits, and no
+privileges; its stdout and stderr are copied into the attempt's two log files while it runs.
+Whatever happens, the container is removed before `run_container` returns.
 
 The engine is driven with create / start / wait / logs / kill / remove; `containers.run`
 is not used (its attached output hangs with some Podman versions).
@@ -19,19 +19,11 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from shepard.errors import PayloadError
-from shepard.runtime.container_options import (
-    Mount,
-    create_options,
-    job_labels,
-    workspace_mounts,
-)
-from shepard.runtime.context import ContainerSpec, RuntimeContext
-from shepard.runtime.engine import (
+from shepard.payloads.container_engine import (
     LABEL_JOB,
     Engine,
     connect,
@@ -41,47 +33,15 @@ from shepard.runtime.engine import (
     import_docker,
     remove_labelled,
 )
+from shepard.payloads.container_options import ContainerSpec, Mount, create_options
 from shepard.runtime.process import KILL_GRACE, Ending, ProcessResult, wait_for_end
-from shepard.runtime.workspace import SetupError, Workspace
+from shepard.runtime.workspace import SetupError
 
 log = logging.getLogger(__name__)
 
 FIRST_LOOK = 0.02  # seconds after the start of the first look at the container's state
 INSPECT_EVERY = 1.0  # longest time between two looks at the container's state
 SIGKILL_STATUS = 128 + 9  # how engines report a container killed by SIGKILL
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerResult(ProcessResult):
-    """A ProcessResult plus which image ran: `image` is `name (id 0123456789ab)`."""
-
-    image: str = ""
-
-
-def run_job_container(
-    ctx: RuntimeContext,
-    job_id: str,
-    attempt: int,
-    ws: Workspace,
-    command: str | None,
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    stdout: Path,
-    stderr: Path,
-    deadline: float | None,
-    stop: threading.Event,
-    grace: float = KILL_GRACE,
-) -> ContainerResult:
-    """`run_container` for one attempt of a job of a flock whose payload is an image."""
-    spec = ctx.container
-    if spec is None:
-        raise ValueError("run_job_container needs a RuntimeContext with a container")
-    return run_container(
-        spec, command, cwd=cwd, env=env, mounts=workspace_mounts(ws, ctx),
-        labels=job_labels(spec, job_id, attempt), name=f"shepard-{job_id}-{attempt}",
-        stdout=stdout, stderr=stderr, deadline=deadline, stop=stop, grace=grace,
-    )  # fmt: skip
 
 
 def run_container(
@@ -98,7 +58,7 @@ def run_container(
     deadline: float | None,
     stop: threading.Event,
     grace: float = KILL_GRACE,
-) -> ContainerResult:
+) -> ProcessResult:
     """Run `spec.image` as the module docstring says; the container is always removed.
 
     `labels` must hold LABEL_JOB: containers an earlier attempt of that job left behind (a
@@ -132,7 +92,7 @@ def run_container(
     if ending is Ending.EXITED and code != 0:
         _check_started(spec.image, container.attrs, stderr)
     image_id = str(container.attrs.get("Image") or "").removeprefix("sha256:")[:12]
-    return ContainerResult(ending, code, f"{spec.image} (id {image_id or 'unknown'})")
+    return ProcessResult(ending, code, f"image {spec.image} (id {image_id or 'unknown'})")
 
 
 def _open_logs(stdout: Path, stderr: Path) -> tuple[IO[bytes], IO[bytes]]:

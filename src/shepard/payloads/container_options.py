@@ -8,16 +8,34 @@ from __future__ import annotations
 import os
 import resource
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from shepard.runtime.context import ContainerSpec, RuntimeContext
+from shepard.payloads.container_engine import LABEL_ATTEMPT, LABEL_FLOCK, LABEL_JOB, socket_path
+from shepard.runtime.context import RuntimeContext
 from shepard.runtime.contract import HostFacts, current_host
-from shepard.runtime.engine import LABEL_ATTEMPT, LABEL_FLOCK, LABEL_JOB, socket_path
 from shepard.runtime.workspace import Workspace
 
 SHELL = "/bin/sh"
 DOCKER_SOCKET = "/var/run/docker.sock"  # where the engine's socket appears when allowed
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How an image payload runs (the `[container]` section, docs/containers.md)."""
+
+    image: str  # the image every job runs in
+    flock: str  # the flock's name, for the containers' labels
+    engine: str | None = None  # Docker Engine API URL; None: DOCKER_HOST, else a local socket
+    cpus: float | None = None
+    memory: int | None = None  # bytes
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (soft, hard), -1 = inf
+    gpus: int = 0  # NVIDIA GPUs per job; -1: all of them
+    allow_docker_access: bool = False  # the engine's socket is mounted into the container
+    network: str | None = None  # None: the engine's default network
+    pull: str = "missing"  # "missing", "never" or "always"
+    user: str = "host"  # "host": the worker's uid:gid; "image": the image's USER; or uid[:gid]
 
 
 class Mount(NamedTuple):
