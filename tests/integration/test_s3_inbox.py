@@ -133,3 +133,23 @@ def test_two_watchers_racing_over_200_objects_make_200_jobs(flock: Flock) -> Non
     assert sum(r.registered for r in results) == 200
     assert raw_keys(flock) == []
     assert len(list(flock.store("inputs").list())) == 200
+
+
+def test_a_multipart_upload_is_taken_only_once_completed(flock: Flock) -> None:
+    bucket, prefix = bucket_and_prefix(flock)
+    s3 = client(flock)
+    key = prefix + "uploading.zip"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    part = s3.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=bundle({"ITEM": 5})
+    )
+    with ObjectInbox(flock) as inbox:
+        first = inbox.scan_once()
+        assert first.registered == 0 and not first.rejected and not first.waiting
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload,
+            MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+        )  # fmt: skip
+        assert inbox.scan_once().registered == 1
+    assert [j.params["ITEM"] for j in jobs(flock)] == [5]
+    assert raw_keys(flock) == []

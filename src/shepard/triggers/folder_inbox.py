@@ -3,7 +3,7 @@
 Used when the inbox and inputs stores are both folders (`shepard.triggers.inbox.open_inbox`);
 other stores use `shepard.triggers.object_inbox`.
 
-One scan (`InboxWatcher.scan_once`) moves files through three steps:
+One scan (`FolderInbox.scan_once`) moves files through three steps:
 
 1. Observe. The inbox is walked, subfolders included (names starting with '.' and the
    top-level `rejected/` folder are skipped), and each file's (size, mtime, inode) is
