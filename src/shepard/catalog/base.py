@@ -308,7 +308,7 @@ class Catalog(Protocol):
         default_attempts: int,
     ) -> list[Registered]:
         """`add_jobs_once(key, request_hash, batch, specs)` for each request, in ONE
-        transaction (keys taken in sorted order, so concurrent callers cannot deadlock); the
+        transaction (their locks taken in one order, so concurrent callers cannot deadlock); the
         answers in the order of `requests`. For triggers that register many keyed bundles."""
         ...
 

@@ -143,9 +143,15 @@ def submit_each(
     """`submit_once` for each (key, request_hash, batch, specs) in the open transaction, with
     one lookup and one insert for all of them; the answers in the order of `requests`."""
     keys = sorted({r[0] for r in requests})
-    if conn.dialect.name == "postgresql":  # sorted: concurrent callers take them in one order
-        for key in keys:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    if conn.dialect.name == "postgresql":
+        # submit_once's locks, taken in the order of their numbers, so that concurrent callers
+        # (whose keys may share a number) always take them in one order and never deadlock
+        found = conn.execute(
+            sa.text("SELECT DISTINCT hashtext(k) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": keys},
+        )
+        for (number,) in sorted(found.all()):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
     known = {
         row.key: row
         for start in range(0, len(keys), 500)  # stay under SQLite's bound-parameter limit
