@@ -13,23 +13,24 @@ One scan (`ObjectInbox.scan_once`):
    files must then keep their size and time for `settle` seconds, seen by two scans.)
 2. Take, in parallel (`threads`). An object of up to `SMALL` bytes is read whole (one GET),
    checked as `shepard batch` checks a bundle, and those very bytes are written to the inputs
-   store (one PUT); a larger one is checked by range reads (its zip directory and inputs file
-   only), then copied (server-side between S3 stores), and the copy's size compared. An
-   object that vanished since it was listed (another watcher took it) is skipped.
-3. Register. Each bundle's job is added with `Catalog.add_jobs_once` under an idempotency
-   key made from the object's identity (its URL, size, last-write time and ETag as listed),
-   and its bundle is stored under a key made from the same identity. Of several watchers
-   that take one object at once, or a watcher that retakes an object whose first taker died,
-   exactly one registers its job: the others find the key already used and register nothing.
-   That is the claim; no lock or lease is involved, so a watcher that dies at any point
-   leaves nothing to take over: the object is still in the inbox and the next scan of any
-   watcher finishes the work.
-4. Clean up. The registered objects are deleted from the inbox (1,000 per request); the bad
+   store (one conditional PUT: a bundle stored there is never replaced); a larger one is
+   checked by range reads (its zip directory and inputs file only), then copied (server-side
+   between S3 stores) unless already there, and the copy's size compared. An object that
+   vanished since it was listed (another watcher took it) is skipped.
+3. Register. Each bundle's job is added (`Catalog.add_jobs_once_each`, a chunk at once)
+   under an idempotency key made from the object's identity (its URL, size, last-write time
+   and ETag as listed), and its bundle is stored under a key made from the same identity.
+   Of several watchers that take one object at once, or a watcher that retakes an object
+   whose first taker died, exactly one registers its job: the others find the key already
+   used and register nothing. That is the claim; no lock or lease is involved, so a watcher
+   that dies at any point leaves nothing to take over: the object is still in the inbox and
+   the next scan of any watcher finishes the work.
+4. Clean up. The registered objects are deleted from the inbox (one request a chunk); the bad
    ones are moved to `rejected/<key>` next to `<key>.reason.txt` (`object_rejected`).
 
 The identity has the precision of the store's listing (S3: whole seconds and the ETag): two
-puts of the same bytes under the same key within one second, the first already taken by the
-second, count as one bundle.
+puts of the same bytes under the same key within one second, the first already taken when
+the second lands, count as one bundle.
 """
 
 from __future__ import annotations
@@ -296,14 +297,18 @@ class ObjectInbox:
                 return None  # replaced since it was listed: the next scan sees the new one
             params = read_bundle_bytes(data, info.key, limits)
             check_env_size(params, env, source=source)
-            self.inputs.put_bytes(key, data)  # the bytes checked are the bytes stored
+            # The bytes checked are the bytes stored. A bundle already stored under this key
+            # (by another taker of the same object) is kept: a registered job's bundle never
+            # changes, even if the object was replaced in the inbox meanwhile.
+            self.inputs.put_if_absent(key, data)
         else:
             params = read_bundle(self.inbox, info.key, limits)
             check_env_size(params, env, source=source)
-            self.inputs.copy_from(self.inbox, info.key, key)
-            if self.inputs.size(key) != info.size:
-                self.inputs.delete(key)  # replaced since it was listed: retaken next scan
-                return None
+            if not self.inputs.exists(key):
+                self.inputs.copy_from(self.inbox, info.key, key)
+                if self.inputs.size(key) != info.size:
+                    self.inputs.delete(key)  # replaced since it was listed: retaken next scan
+                    return None
         return _Taken(info, key, ident, params)
 
     def _register(self, taken: list[_Taken], result: ScanResult) -> None:
