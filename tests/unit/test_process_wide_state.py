@@ -34,7 +34,8 @@ WATCHED = {
     ("struct", "pack"),
     ("struct", "Struct"),
 }
-WATCHED_ATTRIBUTES = {"registered_commands", "registered_groups"}  # Typer's, undocumented
+# undocumented attributes: Typer's command lists, the raw dict behind CPython's os.environ
+WATCHED_ATTRIBUTES = {"registered_commands", "registered_groups", "_data"}
 
 ENTRY = "the CLI's own entry point: the process is the `shepard` command"
 TASK = "`python -m shepard.task`: a scheduler's task, a process of its own"
@@ -64,6 +65,9 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     ("backends/forked.py", "_default_signals"): {"signal.signal": RUNNER},
     ("runtime/process.py", "work_in"): {
         "os.chdir": "runner processes only: refuses unless become_runner_process was called"
+    },
+    ("runtime/environ.py", "inherited_env"): {
+        "_data": "os.environ read once while unchanged: one module, measured, tested"
     },
     ("runtime/zipwriter.py", ""): {
         "struct.Struct": "the small zip writer beside zipfile: measured, tested against zipfile"
@@ -103,6 +107,14 @@ class _Finder(ast.NodeVisitor):
             self._add(f"{node.value.id}.{node.attr}", node)
         elif node.attr in WATCHED_ATTRIBUTES:
             self._add(node.attr, node)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        # getattr(obj, "name", ...): an attribute read by name
+        if isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) > 1:
+            name = node.args[1]
+            if isinstance(name, ast.Constant) and name.value in WATCHED_ATTRIBUTES:
+                self._add(str(name.value), node)
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
@@ -171,8 +183,10 @@ def test_the_scan_finds_each_form_of_call() -> None:
         "def f():\n    os.chdir('/')\n    on(15, None)\n"
         "class C:\n    def m(self):\n        def inner():\n"
         "            app.registered_commands = []\n"
+        "getattr(os.environ, '_data', None)\n"
     )
     assert sorted(find(source)) == [
+        ("", "_data", 11),
         ("", "gc.disable", 3),
         ("C.m.inner", "registered_commands", 10),
         ("f", "os.chdir", 5),

@@ -14,7 +14,8 @@ import pytest
 
 from shepard.errors import PayloadError
 from shepard.runtime import contract, process
-from shepard.runtime.process import Ending, inherited_env, run_payload, work_in
+from shepard.runtime.environ import inherited_env
+from shepard.runtime.process import Ending, run_payload, work_in
 from shepard.runtime.workspace import (
     Workspace,
     create_workspace,

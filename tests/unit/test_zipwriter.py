@@ -121,3 +121,20 @@ def test_tiny_files_deflate_to_the_bytes_of_zlibs_full_state() -> None:
     for data in samples:
         full = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
         assert deflate(data) == full.compress(data) + full.flush(), len(data)
+
+
+def test_the_writer_refuses_where_zipfile_would_write_zip64_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # zip64's real threshold (2 GiB) is lowered so that a test can cross it
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 10_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "under.bin").write_bytes(os.urandom(9_000))
+    data = small_zip(output_entries(out))
+    assert data == zipfile_bytes(out)  # no zip64 record on either side
+    unzip_test(tmp_path, data)
+    (out / "over.bin").write_bytes(os.urandom(12_000))
+    assert zipfile_bytes(out).count(b"PK\x06\x06") == 1  # zipfile: a zip64 end record
+    with pytest.raises(ValueError, match="zip64"):
+        small_zip(output_entries(out))

@@ -34,8 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from shepard.errors import PayloadError
 from shepard.runtime.workspace import SetupError
@@ -148,30 +147,6 @@ def _in_workdir(cwd: Path) -> bool:
     except OSError:
         return False
     return (info.st_dev, info.st_ino) == here[1:]
-
-
-class _EnvSnapshot:
-    """os.environ decoded into a plain dict once and reused while os.environ is unchanged.
-
-    Reading os.environ item by item decodes every name and value on each access (tens of
-    microseconds per job); comparing its raw dict with a saved copy takes well under one.
-    """
-
-    current: ClassVar[tuple[dict[Any, Any], Mapping[str, str]] | None] = None
-
-
-def inherited_env() -> Mapping[str, str]:
-    """The current os.environ as a read-only mapping, the same object for as long as
-    os.environ does not change (so what is derived from it can be cached by identity)."""
-    raw = getattr(os.environ, "_data", None)
-    if not isinstance(raw, dict):  # not CPython's os.environ: no shortcut
-        return MappingProxyType(dict(os.environ))
-    snapshot = _EnvSnapshot.current
-    if snapshot is None or snapshot[0] != raw:
-        # raw first: a change in between shows next time
-        snapshot = (dict(raw), MappingProxyType(dict(os.environ)))
-        _EnvSnapshot.current = snapshot
-    return snapshot[1]
 
 
 def _spawn(
