@@ -289,10 +289,10 @@ def _terminable(
     sends on scancel and at a time limit) stops every attempt `heartbeat` holds, without a
     report, within STOP_POLL seconds. Yields `terminate` (a new event if None)."""
     terminated = threading.Event() if terminate is None else terminate
-    inside = threading.Event()
+    left = threading.Event()  # set once the block is over
 
     def watch() -> None:
-        while not inside.is_set():
+        while not left.is_set():
             if terminated.wait(STOP_POLL):
                 heartbeat.stop(None, TERMINATED)
                 return
@@ -302,5 +302,5 @@ def _terminable(
     try:
         yield terminated
     finally:
-        inside.set()
+        left.set()
         watcher.join()
