@@ -93,7 +93,13 @@ def test_sheep_mode_runs_many_jobs_in_a_few_tasks_then_leaves(cli: Cli) -> None:
 
 def test_a_task_killed_from_outside_is_retried_and_succeeds(cli: Cli) -> None:
     # through the CLI on the nodes (`shepard worker run --manifest`)
-    name = init(cli, 'sleep 3; echo ok > "$ROOT_OUTPUT_NAME/o.txt"', shepard=SHEPARD)
+    # the first attempt waits to be killed (however slow the machine), the second succeeds
+    flag = cli.cwd / "first-attempt-started"
+    payload = (
+        f'if [ -e {flag} ]; then echo ok > "$ROOT_OUTPUT_NAME/o.txt"; '
+        f"else touch {flag}; sleep 300; fi"
+    )
+    name = init(cli, payload, shepard=SHEPARD)
     cli.configure(lambda data: data.setdefault("retry", {}).update(backoff=1.0))
     waiting = cli.popen("submit", "--json", '{"A": 1}', "--wait")
     running = wait_for(lambda: [j for j in jobs(cli) if j["status"] == "running"])
