@@ -1,9 +1,20 @@
-"""The Catalog contract: where job state lives. Every implementation must pass tests/catalog_suite.
+"""The catalog contracts: where job state lives.
+
+Two protocols, which a catalog implements together (`Catalog`):
+- `JobStore`, the core: submissions (streamed, idempotent), the life of an attempt (claim,
+  heartbeat, finish, release, lease expiry), a user's cancel and retry, and the queries.
+- `PlacementStore`, for engine backends (Slurm, and any engine with a queue of its own):
+  queued jobs handed to an engine queue entry and claimed later by its task (placing.py).
+
+What each change does to a job is decided by the state machine (`states.py`); an
+implementation reads the facts it needs, calls it, and writes the answer atomically. The
+catalog suite (tests/integration/test_catalog*.py, through the `catalog_factory` fixture) is
+the executable form of these contracts: every implementation must pass it.
 
 Times are epoch seconds (float) passed in by the caller, so tests script the clock.
 Every state change is fenced: it names the attempt it belongs to, and a change for an attempt
-that is no longer the job's current running attempt is refused (returns False / 0), so a worker
-that lost its lease can never overwrite what a newer attempt recorded.
+that is no longer the job's current running attempt is refused (None), so a worker that lost
+its lease can never overwrite what a newer attempt recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +40,10 @@ class Registered:
     replayed: bool
 
 
-class Catalog(Protocol):
+class JobStore(Protocol):
+    """The core job store. Every method is atomic (all or nothing) and safe to call from many
+    threads and processes at once; a store that cannot be reached raises CatalogError."""
+
     def add_jobs(self, specs: Iterable[JobSpec], *, now: float, default_attempts: int) -> list[str]:
         """Register every spec as a QUEUED job in ONE transaction; return the new ids in order.
 
@@ -179,7 +193,79 @@ class Catalog(Protocol):
         """
         ...
 
-    # -- engine backends: queued jobs handed to an engine's own queue (see placing.py) --------
+    def ready(self, *, now: float) -> int:
+        """How many jobs `claim` could take at `now` (QUEUED, due, without a placement)."""
+        ...
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        """The job `job_id` (None if there is none, or its submission is not committed yet)."""
+        ...
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        """The job's history, oldest first (QUEUED at submission, then each transition)."""
+        ...
+
+    def counts(self, *, batch: str | None = None) -> dict[JobStatus, int]:
+        """Number of jobs in each status (every status present, zero included).
+
+        With `batch`, only the jobs of that submission.
+        """
+        ...
+
+    def page(
+        self,
+        *,
+        status: JobStatus | None = None,
+        worker: str | None = None,
+        batch: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        """Jobs in `seq` order, keyset-paged by seq, optionally filtered by status, by the
+        worker that claimed them last, by batch label, by tag (a parameter named TAG in any
+        case whose value equals `tag` ignoring case) and by submission time (`since`: epoch
+        seconds, submitted at or after). Filters combine with AND."""
+        ...
+
+    def add_jobs_once(
+        self,
+        key: str,
+        request_hash: str,
+        batch: str,
+        specs: Iterable[JobSpec],
+        *,
+        now: float,
+        default_attempts: int,
+    ) -> Registered:
+        """`add_jobs(specs)` (each spec carrying `batch`) under the client's idempotency `key`,
+        in ONE transaction with the key's record.
+
+        If `key` was used before, nothing is added and what that request registered comes
+        back with `replayed` set; IdempotencyConflict if that request's `request_hash` differs.
+        Concurrent calls with one key register the jobs exactly once.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections; the catalog must not be used afterwards."""
+        ...
+
+
+class PlacementStore(Protocol):
+    """Engine placements: queued jobs handed to an engine's own queue (see placing.py).
+
+    A placed job stays QUEUED but is never claimed by `JobStore.claim` nor placed again until
+    its engine task claims it (`claim_placed`) or the reconciler takes it back (`unplace`).
+    Every change names the placement it expects, so a late task of an old engine queue entry
+    can never take a job meanwhile handed to a newer one. Atomic and concurrent-safe like
+    JobStore.
+    """
 
     def place(self, placement: str, *, now: float, limit: int) -> list[str]:
         """Mark up to `limit` QUEUED jobs that `claim` could take now (and carry no placement)
@@ -234,10 +320,6 @@ class Catalog(Protocol):
         """Jobs in any status whose placement is one of `placements`, in seq order."""
         ...
 
-    def ready(self, *, now: float) -> int:
-        """How many jobs `claim` could take at `now` (QUEUED, due, without a placement)."""
-        ...
-
     def lose(
         self, job_id: str, attempt: int, *, now: float, reason: str, retry_at: float | None = None
     ) -> JobStatus | None:
@@ -247,57 +329,19 @@ class Catalog(Protocol):
         is not the job's current running attempt."""
         ...
 
-    # -- queries ----------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> Job | None: ...
+class Catalog(JobStore, PlacementStore, Protocol):
+    """A complete catalog: the job store and the engine placements over the same jobs.
+    Implementations are registered by URL scheme in `shepard.catalog.CATALOGS`."""
 
-    def events(self, job_id: str) -> list[JobEvent]:
-        """The job's history, oldest first (QUEUED at submission, then each transition)."""
+    @property
+    def url(self) -> str:
+        """The catalog's URL, with any password replaced by ***."""
         ...
 
-    def counts(self, *, batch: str | None = None) -> dict[JobStatus, int]:
-        """Number of jobs in each status (every status present, zero included).
-
-        With `batch`, only the jobs of that submission.
-        """
+    def be_patient(self) -> None:
+        """From now on, wait out another process's long hold on the catalog (logging it)
+        instead of raising CatalogError: for long-running processes (dispatchers, sheep,
+        runners), which must never die because a short command is busy. A catalog with no
+        such wait does nothing."""
         ...
-
-    def page(
-        self,
-        *,
-        status: JobStatus | None = None,
-        worker: str | None = None,
-        batch: str | None = None,
-        tag: str | None = None,
-        since: float | None = None,
-        limit: int = 50,
-        before_seq: int | None = None,
-        after_seq: int | None = None,
-        newest_first: bool = True,
-    ) -> list[Job]:
-        """Jobs in `seq` order, keyset-paged by seq, optionally filtered by status, by the
-        worker that claimed them last, by batch label, by tag (a parameter named TAG in any
-        case whose value equals `tag` ignoring case) and by submission time (`since`: epoch
-        seconds, submitted at or after). Filters combine with AND."""
-        ...
-
-    def add_jobs_once(
-        self,
-        key: str,
-        request_hash: str,
-        batch: str,
-        specs: Iterable[JobSpec],
-        *,
-        now: float,
-        default_attempts: int,
-    ) -> Registered:
-        """`add_jobs(specs)` (each spec carrying `batch`) under the client's idempotency `key`,
-        in ONE transaction with the key's record.
-
-        If `key` was used before, nothing is added and what that request registered comes
-        back with `replayed` set; IdempotencyConflict if that request's `request_hash` differs.
-        Concurrent calls with one key register the jobs exactly once.
-        """
-        ...
-
-    def close(self) -> None: ...

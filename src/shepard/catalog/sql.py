@@ -64,7 +64,7 @@ class SqlCatalog(SqlPlacements, Staging):
     """
 
     def __init__(self, url: str, *, create: bool = True, patient: bool = False) -> None:
-        self._url = _engine.parse_url(url)
+        self._url = _engine.parse_url(_engine.memory_as_sqlite(url))
         if not create:
             _engine.check_exists(self._url)
         self.patient = patient
@@ -98,6 +98,25 @@ class SqlCatalog(SqlPlacements, Staging):
         self._event = Prepared(
             INSERT_EVENT, dialect, insert_keys=("job_id", "attempt", "status", "at", "detail")
         )
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool, patient: bool) -> SqlCatalog:
+        """See shepard.catalog.CatalogClass."""
+        return cls(url, create=create, patient=patient)
+
+    @classmethod
+    def check_url(cls, url: str) -> None:
+        """See shepard.catalog.CatalogClass."""
+        _engine.parse_url(_engine.memory_as_sqlite(url))
+
+    @classmethod
+    def in_process(cls, url: str) -> bool:
+        """See shepard.catalog.CatalogClass."""
+        return _engine.is_memory(_engine.parse_url(_engine.memory_as_sqlite(url)))
+
+    def be_patient(self) -> None:
+        """See Catalog.be_patient."""
+        self.patient = True
 
     @property
     def url(self) -> str:
