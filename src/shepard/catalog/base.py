@@ -126,6 +126,8 @@ class JobStore(Protocol):
         attempts left (attempt < max_attempts), the job goes back to QUEUED with
         not_before = retry_at instead of FAILED. Returns the status the job ended up in.
         Records an event carrying the reason, followed by `outcome.detail` when set.
+        The change is the state machine's (`states.finished`); the read of the job's facts
+        and the write are one atomic step. Raises ValueError if `outcome` is not terminal.
         """
         ...
 
@@ -152,7 +154,8 @@ class JobStore(Protocol):
         """Give a RUNNING attempt back to the queue without spending an attempt (fenced).
 
         Used when a sheep shuts down cleanly: the job becomes QUEUED at once and its
-        max_attempts grows by one, so the next claim's attempt number still goes up.
+        max_attempts grows by one, so the next claim's attempt number still goes up
+        (`states.released`).
         """
         ...
 
@@ -160,7 +163,8 @@ class JobStore(Protocol):
         """Handle RUNNING jobs whose lease ended before `now` (their worker died or hung).
 
         Each becomes QUEUED again (not_before = retry_at) if it has attempts left, else FAILED,
-        with reason "lease expired (worker lost)". Returns the ids handled.
+        with reason "lease expired (worker lost)". Returns the ids handled, in seq order.
+        A lost attempt is not spent; MAX_LOST losses fail the job (`states.expired`).
         """
         ...
 
@@ -173,7 +177,8 @@ class JobStore(Protocol):
     ) -> list[str]:
         """Mark matching non-terminal jobs CANCELLED (all jobs in `statuses` when job_ids is None).
 
-        Returns the ids cancelled. A RUNNING job's worker learns it through `heartbeat`.
+        Returns the ids cancelled, in seq order (`states.cancelled`). A RUNNING job's worker
+        learns it through `heartbeat`.
         """
         ...
 
@@ -189,7 +194,8 @@ class JobStore(Protocol):
         """Put terminal jobs back to QUEUED as new attempts of the same ids (`shepard retry`).
 
         max_attempts grows so that `extra_attempts` more attempts are allowed. `since` limits to
-        jobs finished at or after that time. Returns the ids requeued.
+        jobs finished at or after that time. Returns the ids requeued, in seq order
+        (`states.requeued`). Raises ValueError if `extra_attempts` < 1.
         """
         ...
 
