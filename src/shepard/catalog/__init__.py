@@ -104,6 +104,15 @@ def in_process(url: str) -> bool:
     return catalog_class(url).in_process(url)
 
 
+def __getattr__(name: str) -> object:
+    """`SqlCatalog`, imported on first use (SQLAlchemy loads only when it is needed)."""
+    if name == "SqlCatalog":
+        from shepard.catalog.sql import SqlCatalog
+
+        return SqlCatalog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def be_patient(catalog: Catalog) -> None:
     """Make `catalog` wait out another process's long write transaction (logging it) instead
     of failing: for long-running processes (dispatchers, heartbeats, runners), which must
