@@ -5,6 +5,10 @@ one instance can be shared by many threads, and many processes can share one dat
 - Claiming is one `UPDATE ... WHERE seq IN (SELECT ... LIMIT n) RETURNING ...`. On PostgreSQL
   the subquery is `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
   waiting; SQLite renders no FOR UPDATE, and its BEGIN IMMEDIATE serialises writers instead.
+- What a change does to a job is the state machine's (states.py): each transition reads the
+  job's facts (rows locked with FOR UPDATE on PostgreSQL; SQLite's writers take turns),
+  asks `states`, and writes the answer in the same transaction (`statements.apply_changes`).
+  Which jobs a claim or a placement takes stays one set-based statement (the hot path).
 - Every change made on behalf of an attempt is fenced by `id, attempt, status = 'running'`.
 - The statements of a job's life (claim, finish, their history rows: statements.py) are
   compiled once (prepared.py) and run in `_hot` transactions on a bare DBAPI connection.
