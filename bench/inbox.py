@@ -7,7 +7,7 @@ round makes a fresh flock, writes N small valid bundles into a staging folder on
 filesystem (not timed), then measures, in the same run:
 - baseline: `os.rename` of the N files from the staging folder into inbox/. That IS the drop,
   and it is the floor of any watcher that claims a file with one rename, as this one does;
-- watcher: an InboxWatcher scanning as `shepard up` does (scan, wait 0.5 s, scan, ...) from
+- watcher: an FolderInbox scanning as `shepard up` does (scan, wait 0.5 s, scan, ...) from
   its first scan until all N are registered. "end to end" includes the 0.5 s stability wait
   that every new file goes through; "processing" is the time of the scans that took files.
 It checks that every bundle became exactly one job and that the inbox is empty.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 from shepard.config import BackendConfig, FlockConfig, PayloadConfig
 from shepard.flock import Flock
-from shepard.triggers import InboxWatcher
-from shepard.triggers.inbox import SETTLE
+from shepard.triggers import FolderInbox
+from shepard.triggers.folder_inbox import SETTLE
 
 TARGET = 2_000  # bundles/s, end to end
 
@@ -71,7 +71,7 @@ def one_round(n: int, where: str | None) -> Round:
             os.rename(stage / name, inbox / name)
         rename = time.perf_counter() - began
 
-        watcher = InboxWatcher(flock)
+        watcher = FolderInbox(flock)
         registered, processing = 0, 0.0
         began = time.perf_counter()
         while registered < n:

@@ -27,7 +27,7 @@ import shepard.payloads.process as process_payloads
 import shepard.runtime.worker as worker
 import shepard.sheep as sheep
 from shepard.flock import Flock
-from shepard.runtime.process import work_in
+from shepard.runtime.process import become_runner_process, work_in
 
 SHEPARD = str(Path(sys.executable).with_name("shepard"))
 PAYLOAD = 'echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"'
@@ -54,6 +54,7 @@ def run_loop(flock: Flock) -> tuple[int, float, float]:
     ctx, catalog = flock.runtime_context(), flock.catalog
     slot = ctx.workspace_root / "slot-bench"
     slot.mkdir(parents=True)
+    become_runner_process()  # this process runs the loop a runner process runs
     work_in(slot)
     heartbeat = sheep.Heartbeat(catalog, 60.0)
     recorder = sheep.Recorder(

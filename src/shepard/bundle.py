@@ -11,6 +11,7 @@ the bundle, the problem and what to do about it (parameter problems included).
 from __future__ import annotations
 
 import contextlib
+import io
 import lzma
 import os
 import re
@@ -53,6 +54,12 @@ def read_bundle(store: ObjectStore, key: str, limits: LimitsConfig) -> dict[str,
     """
     with RangeFile(store, key) as raw:
         return _read_params(raw, raw.size, key, limits)
+
+
+def read_bundle_bytes(data: bytes, name: str, limits: LimitsConfig) -> dict[str, ParamValue]:
+    """`read_bundle` for a bundle held in memory, named `name` in messages (for small objects
+    fetched whole: the bytes checked are then exactly the bytes stored)."""
+    return _read_params(io.BytesIO(data), len(data), name, limits)
 
 
 def read_bundle_file(path: Path, limits: LimitsConfig) -> dict[str, ParamValue]:

@@ -16,6 +16,9 @@ Both keep the lease alive with heartbeats (which also carry cancellations), run 
 the same runtime as every backend, and report the outcome. When the scheduler ends the task
 (SIGTERM: scancel, a time limit), the payload's process group is stopped and nothing is
 reported: the dispatcher's reconciler records the scheduler's reason (backends/arrays.py).
+This module installs no signal handler (library code may run in a threaded server): the
+process's entry point (shepard.task, the CLI's `worker` commands) turns SIGTERM into the
+`terminate` event that both functions take.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import collections
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,7 +40,7 @@ from shepard.errors import CatalogError, ShepardError
 from shepard.model import Job, JobStatus, Outcome, RetryPolicy
 from shepard.recovery import before_attempt
 from shepard.runtime import AttemptControl, RuntimeContext, run_attempt
-from shepard.runtime.process import working_in
+from shepard.runtime.process import STOP_POLL, is_runner_process, work_in
 from shepard.runtime.workspace import remove_tree, vacate_slot
 from shepard.sheep import MAX_AHEAD, SHORT_JOB, Heartbeat, Recorder, release, report
 from shepard.storage import ObjectStore
@@ -92,10 +94,12 @@ def run_array_task(
     *,
     env: Mapping[str, str] | None = None,
     clock: Clock = time.time,
+    terminate: threading.Event | None = None,
 ) -> JobStatus | None:
     """Claim and run the job on line `index` (default: this task's index, from `env`) of
     `manifest` (`TOKEN.jobs`, or a path ending so); its new status, or None when it was not
-    claimable here (cancelled, taken by another task, handed over elsewhere)."""
+    claimable here (cancelled, taken by another task, handed over elsewhere) or `terminate`
+    was set (the scheduler is ending the task) before the attempt succeeded."""
     env = os.environ if env is None else env
     identity = setup.identity(env)
     if index is None:
@@ -112,7 +116,7 @@ def run_array_task(
         return None
     heartbeat = Heartbeat(catalog, lease, clock).start()
     try:
-        with _terminable(heartbeat) as terminated:
+        with _terminable(heartbeat, terminate) as terminated:
             return _run(job, setup.runtime(), catalog, setup.policy, heartbeat, terminated, clock)
     finally:
         heartbeat.close()
@@ -124,9 +128,13 @@ def serve(
     time_limit: float | None,
     idle: float,
     clock: Clock = time.time,
+    terminate: threading.Event | None = None,
 ) -> int:
-    """Run queued jobs one after another until the queue stays empty for `idle` seconds or
-    `time_limit` (seconds from now) is near; return the number of jobs run.
+    """Run queued jobs one after another until the queue stays empty for `idle` seconds,
+    `time_limit` (seconds from now) is near or `terminate` is set; return the number of jobs
+    run. In a process declared a runner process by its entry point (runtime/process.py), the
+    sheep's folder becomes the process's working directory, so that its payloads start the
+    cheap way; elsewhere nothing process-wide changes.
 
     The jobs run in the sheep's own folder, `work/slot-<host>-<pid>-0/`, emptied between jobs,
     left with nothing inside before the sheep records outcomes and looks for more work, and
@@ -145,8 +153,9 @@ def serve(
     slot = slot_folder(ctx.workspace_root, 0)
     os.makedirs(slot, exist_ok=True)
     try:
-        with working_in(slot):  # its payloads start the cheap way (see runtime/process.py)
-            return _serve(setup, ctx, me, slot, started, deadline, idle, clock)
+        if is_runner_process():
+            work_in(slot)
+        return _serve(setup, ctx, me, slot, started, deadline, idle, clock, terminate)
     finally:
         with contextlib.suppress(OSError):
             remove_tree(slot)
@@ -161,6 +170,7 @@ def _serve(
     deadline: float | None,
     idle: float,
     clock: Clock,
+    terminate: threading.Event | None,
 ) -> int:
     """`serve`'s loop, in the sheep's folder."""
     catalog, lease, policy = setup.catalog, setup.lease, setup.policy
@@ -171,7 +181,7 @@ def _serve(
     ready: collections.deque[tuple[Job, AttemptControl]] = collections.deque()
     ran, idle_since, next_expiry, ahead = 0, started, started, 1
     try:
-        with _terminable(heartbeat) as terminated:
+        with _terminable(heartbeat, terminate) as terminated:
             while not terminated.is_set():
                 now = clock()
                 if deadline is not None and now >= deadline:
@@ -272,17 +282,25 @@ def _attempt(
 
 
 @contextlib.contextmanager
-def _terminable(heartbeat: Heartbeat) -> Iterator[threading.Event]:
-    """While inside, SIGTERM (what a scheduler sends on scancel and at a time limit) stops every
-    attempt `heartbeat` holds, without a report, and sets the event yielded."""
-    terminated = threading.Event()
+def _terminable(
+    heartbeat: Heartbeat, terminate: threading.Event | None
+) -> Iterator[threading.Event]:
+    """While inside, `terminate` being set (the entry point's answer to the SIGTERM a scheduler
+    sends on scancel and at a time limit) stops every attempt `heartbeat` holds, without a
+    report, within STOP_POLL seconds. Yields `terminate` (a new event if None)."""
+    terminated = threading.Event() if terminate is None else terminate
+    left = threading.Event()  # set once the block is over
 
-    def handler(signum: int, frame: object) -> None:
-        terminated.set()
-        heartbeat.stop(None, TERMINATED)
+    def watch() -> None:
+        while not left.is_set():
+            if terminated.wait(STOP_POLL):
+                heartbeat.stop(None, TERMINATED)
+                return
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    watcher = threading.Thread(target=watch, name="terminate-watch", daemon=True)
+    watcher.start()
     try:
         yield terminated
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        left.set()
+        watcher.join()

@@ -7,7 +7,9 @@ A one-task-per-job task is a short-lived process, so two things make it start an
 faster (together about a third of a trivial task's time): the cyclic garbage collector stays
 off while it imports and runs one job (a sheep, which lives long, turns it back on), and once
 its work is recorded, its output flushed and its connections closed it leaves with os._exit,
-skipping the interpreter's teardown.
+skipping the interpreter's teardown. Being a process of its own, it is also where SIGTERM
+(the scheduler ending the task) is turned into the event the task's work watches, and where
+the process is declared a runner process (runtime/process.py).
 """
 
 import gc
@@ -25,9 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     Returns the exit status, once the flock's catalog connections are closed."""
     import argparse
     import logging
+    import signal
+    import threading
 
     from shepard.errors import ShepardError
     from shepard.flock import Flock
+    from shepard.runtime.process import become_runner_process
     from shepard.scheduler_task import run_array_task, serve
 
     parser = argparse.ArgumentParser(prog="python -m shepard.task")
@@ -45,25 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = os.environ.get("SHEPARD_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    terminate = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terminate.set())
     try:
         flock = Flock.open(args.flock)
         try:
             setup = flock.task_setup()
             if args.command == "serve":
                 gc.enable()  # a sheep lives long
-                ran = serve(setup, time_limit=args.time_limit, idle=args.idle)
+                become_runner_process()
+                ran = serve(setup, time_limit=args.time_limit, idle=args.idle, terminate=terminate)
                 print(f"ran {ran} job(s)")
                 return 0
             index = args.index
             if index is None:
                 identity = setup.identity(os.environ)
                 index = None if identity is None else identity[1]
-            status = run_array_task(setup, args.manifest, index)
+            status = run_array_task(setup, args.manifest, index, terminate=terminate)
         finally:
             flock.close()
     except ShepardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     task = f"task {index} of {Path(args.manifest).name}"
     if status is None:  # normal for a task whose job was cancelled or handed elsewhere
         print(f"{task}: its job was not claimable", file=sys.stderr)

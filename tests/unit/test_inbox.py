@@ -16,9 +16,9 @@ import pytest
 from shepard.config import FlockConfig, PayloadConfig
 from shepard.flock import Flock
 from shepard.model import Job, JobStatus
-from shepard.triggers import InboxWatcher, ScanResult, count_rejected
+from shepard.triggers import FolderInbox, ScanResult, count_rejected
 from shepard.triggers.arrivals import is_complete_zip
-from shepard.triggers.inbox import JOURNAL_NAME, LOCK_NAME
+from shepard.triggers.folder_inbox import JOURNAL_NAME, LOCK_NAME
 
 
 class Clock:
@@ -73,11 +73,11 @@ def drop(flock: Flock, name: str, data: bytes) -> Path:
     return dest
 
 
-def watcher(flock: Flock, clock: Clock, **kwargs: object) -> InboxWatcher:
-    return InboxWatcher(flock, clock=clock, **kwargs)  # type: ignore[arg-type]
+def watcher(flock: Flock, clock: Clock, **kwargs: object) -> FolderInbox:
+    return FolderInbox(flock, clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
-def settle(w: InboxWatcher, clock: Clock) -> ScanResult:
+def settle(w: FolderInbox, clock: Clock) -> ScanResult:
     """Two scans a (fake) second apart: what a running watcher does for a new file."""
     w.scan_once()
     clock.advance()
@@ -163,8 +163,8 @@ def test_run_registers_until_stopped(flock: Flock) -> None:
         results.append(result)
         registered.set()
 
-    w = InboxWatcher(flock, settle=0.05, on_result=seen)
-    thread = threading.Thread(target=w.run, args=(stop, 0.02))
+    w = FolderInbox(flock, settle=0.05, interval=0.02, on_result=seen)
+    thread = threading.Thread(target=w.run, args=(stop,))
     thread.start()
     try:
         drop(flock, "a.zip", bundle({"ITEM": 1}))
@@ -223,13 +223,13 @@ def test_a_file_rewritten_just_before_the_claim_goes_back_to_the_inbox(
     w = watcher(flock, clock)
     w.scan_once()
     clock.advance()
-    take = InboxWatcher._take
+    take = FolderInbox._take
 
-    def rewrite_then_take(self: InboxWatcher, *args: object) -> None:
+    def rewrite_then_take(self: FolderInbox, *args: object) -> None:
         path.write_bytes(bundle({"ITEM": 2}, extra={"more": b"x" * 100}))  # in place
         take(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(InboxWatcher, "_take", rewrite_then_take)
+    monkeypatch.setattr(FolderInbox, "_take", rewrite_then_take)
     result = w.scan_once()
     monkeypatch.undo()
     assert result.registered == 0 and not result.rejected
@@ -436,7 +436,7 @@ def test_claimed_but_unregistered_bundles_are_registered_at_next_start(
     assert all_jobs(flock) == [] and (inbox(flock) / JOURNAL_NAME).exists()
 
     restarted = Flock.open(flock.dir.folder)
-    result = InboxWatcher(restarted, clock=clock).scan_once()
+    result = FolderInbox(restarted, clock=clock).scan_once()
     restarted.close()
 
     assert result.recovered == 6 and result.registered == 5
@@ -454,13 +454,13 @@ def test_registered_bundles_are_not_registered_again_after_a_crash(
     first = watcher(flock, clock)
     first.scan_once()
     clock.advance()
-    registered = InboxWatcher._settle
+    registered = FolderInbox._settle
 
-    def settle_then_die(self: InboxWatcher, *args: object, **kwargs: object) -> None:
+    def settle_then_die(self: FolderInbox, *args: object, **kwargs: object) -> None:
         registered(self, *args, **kwargs)  # type: ignore[arg-type]
         raise Killed  # after the commit, before the journal is deleted
 
-    monkeypatch.setattr(InboxWatcher, "_settle", settle_then_die)
+    monkeypatch.setattr(FolderInbox, "_settle", settle_then_die)
     with pytest.raises(Killed):
         first.scan_once()
     monkeypatch.undo()
@@ -480,15 +480,15 @@ def test_a_crash_in_the_middle_of_claiming_loses_and_repeats_nothing(
     first = watcher(flock, clock)
     first.scan_once()
     clock.advance()
-    claim, calls = InboxWatcher._claim, [0]
+    claim, calls = FolderInbox._claim, [0]
 
-    def claim_then_die(self: InboxWatcher, rel: str, key: str, sig: tuple[int, int, int]) -> bool:
+    def claim_then_die(self: FolderInbox, rel: str, key: str, sig: tuple[int, int, int]) -> bool:
         calls[0] += 1
         if calls[0] > 2:
             raise Killed
         return claim(self, rel, key, sig)
 
-    monkeypatch.setattr(InboxWatcher, "_claim", claim_then_die)
+    monkeypatch.setattr(FolderInbox, "_claim", claim_then_die)
     with pytest.raises(Killed):
         first.scan_once()
     monkeypatch.undo()
@@ -582,7 +582,7 @@ def test_a_name_too_long_for_its_reason_file_is_still_rejected(flock: Flock, clo
     drop(flock, "good.zip", bundle({"ITEM": 1}))
     result = settle(watcher(flock, clock), clock)
     assert result.registered == 1 and [r.name for r in result.rejected] == [name]
-    assert len(result.rejected[0].path.name.encode()) <= 210
+    assert len(Path(result.rejected[0].where).name.encode()) <= 210
     assert input_keys(flock) == [all_jobs(flock)[0].bundle_key], "nothing bad stays in inputs"
 
 
@@ -597,7 +597,7 @@ def test_claims_with_odd_names_are_settled_after_a_crash(
     def die(*args: object, **kwargs: object) -> None:
         raise Killed
 
-    monkeypatch.setattr(InboxWatcher, "_settle", die)
+    monkeypatch.setattr(FolderInbox, "_settle", die)
     with pytest.raises(Killed):
         first.scan_once()
     first.close()

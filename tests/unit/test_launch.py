@@ -9,10 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.main import get_command_name
 
 from shepard.cli.launch import exit_status
-from shepard.cli.main import app, command_app
 
 
 @pytest.mark.parametrize(
@@ -75,36 +73,3 @@ def test_the_cli_loads_no_module_that_most_commands_never_use() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize(
-    ("args", "commands", "groups"),
-    [
-        (["submit", "--range", "ITEM=1-3"], ["submit"], []),
-        (["-v", "batch_via_api", "--json", "{}"], ["batch_via_api"], []),
-        (["set_profile", "x"], ["set_profile"], []),
-        (["worker", "run", "--help"], [], ["worker"]),
-    ],
-)
-def test_the_cli_builds_only_the_command_it_runs(
-    args: list[str], commands: list[str], groups: list[str]
-) -> None:
-    narrowed = command_app(args)
-    assert narrowed is not app
-    names = [i.name or get_command_name(i.callback.__name__) for i in narrowed.registered_commands]  # type: ignore[union-attr]
-    assert names == commands
-    assert [g.name for g in narrowed.registered_groups] == groups
-    assert narrowed.registered_callback is app.registered_callback  # global options kept
-
-
-@pytest.mark.parametrize("args", [[], ["--help"], ["--version"], ["subimt"]])
-def test_without_a_known_command_the_whole_cli_runs(args: list[str]) -> None:
-    assert command_app(args) is app  # help lists every command; click suggests near names
-
-
-def test_every_command_can_be_narrowed_to() -> None:
-    """Each registered name reaches exactly its own command: none is shadowed or lost."""
-    for info in app.registered_commands:
-        name = info.name or get_command_name(info.callback.__name__)  # type: ignore[union-attr]
-        narrowed = command_app([name])
-        assert narrowed.registered_commands == [info], name

@@ -24,6 +24,7 @@ from shepard.backends.procs import (
 from shepard.catalog import SqlCatalog, open_catalog
 from shepard.model import Job, JobSpec, JobStatus, RetryPolicy
 from shepard.runtime import RuntimeContext, log_key
+from shepard.runtime.process import is_runner_process
 from tests.unit.test_runtime_worker import make_ctx, members, with_command
 
 LEASE = 60.0
@@ -106,6 +107,23 @@ def test_a_runner_runs_its_job_then_claims_the_rest_itself(
     assert [j.worker for j in jobs] == ["parent"] + [runner] * 4  # the rest it claimed itself
     shell_pid = int(members(slot.ctx.outputs, jobs[0].outputs[0])["pid.txt"])
     assert shell_pid not in (os.getpid(), slot.runner.pid)
+
+
+def test_a_runner_starts_its_payloads_the_cheap_way_and_only_it(
+    slot_factory: Callable[..., Slot],
+) -> None:
+    """The runner's body declares it a runner process, so its payloads start through
+    posix_spawn from its slot (glibc's posix_spawn leaves its internal signals 32 and 33
+    ignored: the sign of it); the process that started it changes nothing of its own."""
+    here = os.getcwd()
+    slot = slot_factory('grep SigIgn /proc/self/status > "$ROOT_OUTPUT_NAME/sig.txt"')
+    [job_id] = slot.add(1)
+    slot.start_one()
+    assert slot.idle.wait(60)
+    job = slot.job(job_id)
+    ignored = int(members(slot.ctx.outputs, job.outputs[0])["sig.txt"].split()[1], 16)
+    assert ignored & (1 << 31 | 1 << 32) == 1 << 31 | 1 << 32
+    assert not is_runner_process() and os.getcwd() == here
 
 
 def test_a_runner_claims_short_jobs_several_at_a_time(slot_factory: Callable[..., Slot]) -> None:

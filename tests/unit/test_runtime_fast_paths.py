@@ -1,16 +1,12 @@
-"""The runtime's shortcuts for short jobs give exactly what the general paths give: the small
-zip writer, payloads started from the working directory, the cached inherited environment,
-and a slot emptied once per job."""
+"""The runtime's shortcuts for short jobs give exactly what the general paths give: payloads
+started from the working directory, the cached inherited environment, and a slot emptied once
+per job (the small zip writer: test_zipwriter.py)."""
 
 from __future__ import annotations
 
-import io
 import os
-import random
 import signal
 import threading
-import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +14,8 @@ import pytest
 
 from shepard.errors import PayloadError
 from shepard.runtime import contract, process
-from shepard.runtime.outputs import TINY, _write_zip, deflate, output_entries, small_zip
-from shepard.runtime.process import Ending, inherited_env, run_payload, work_in
+from shepard.runtime.environ import inherited_env
+from shepard.runtime.process import Ending, run_payload, work_in
 from shepard.runtime.workspace import (
     Workspace,
     create_workspace,
@@ -27,60 +23,31 @@ from shepard.runtime.workspace import (
 )
 from tests.unit.test_runtime_worker import make_ctx, make_job
 
-# -- result zips -----------------------------------------------------------------------------
-
-
-def test_small_zip_writes_the_bytes_zipfile_writes(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    (out / "sub" / "deep").mkdir(parents=True)
-    (out / "empty").mkdir()
-    (out / "a.txt").write_text("hello\n" * 100)
-    (out / "sub" / "b.bin").write_bytes(os.urandom(3000))
-    (out / "sub" / "deep" / "é ü.txt").write_text("x")
-    (out / "link").symlink_to("a.txt")
-    (out / "sub" / "dangling").symlink_to("/nowhere")
-    (out / "x").write_text("")
-    os.chmod(out / "x", 0o751)
-    os.utime(out / "a.txt", (0, 0))  # before 1980: clamped, as zipfile does
-    os.mkfifo(out / "fifo")
-    entries = output_entries(out)
-    reference = io.BytesIO()
-    _write_zip(reference, entries)
-    assert small_zip(entries) == reference.getvalue()
-    with zipfile.ZipFile(io.BytesIO(small_zip(entries))) as zf:
-        assert zf.testzip() is None
-        assert zf.read("sub/deep/é ü.txt") == b"x"
-
-
-def test_tiny_files_deflate_to_the_bytes_of_zlibs_full_state() -> None:
-    rng = random.Random(7)
-    words = [b"alpha", b"beta", b"0", b"1", b"3.14159", b"\n", b" ", b"result=", b"x" * 20]
-    samples = [bytes(TINY - 1), b"", b"a" * (TINY - 1)]
-    for size in range(TINY):
-        samples.append(rng.randbytes(size))
-        samples.append(b"".join(rng.choice(words) for _ in range(size))[:size])
-        samples.append(bytes(rng.choice(b"ACGT") for _ in range(size)))
-    samples.append(rng.randbytes(5000))  # not tiny: the usual state
-    for data in samples:
-        full = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-        assert deflate(data) == full.compress(data) + full.flush(), len(data)
-
-
 # -- starting payloads -----------------------------------------------------------------------
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    """A folder made this process's working directory with `work_in`, undone afterwards."""
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder made this process's working directory with `work_in` (as in a runner
+    process), undone afterwards."""
     here = os.getcwd()
     folder = tmp_path / "slot"
     folder.mkdir()
+    monkeypatch.setattr(process._Workdir, "runner", True)
     work_in(folder)
     try:
         yield folder
     finally:
         os.chdir(here)
         process._Workdir.current = None
+
+
+def test_only_a_runner_process_may_change_its_working_directory(tmp_path: Path) -> None:
+    here = os.getcwd()
+    assert not process.is_runner_process()  # nothing in a test run declared it
+    with pytest.raises(RuntimeError, match="only a runner process"):
+        work_in(tmp_path)
+    assert os.getcwd() == here and process._Workdir.current is None
 
 
 PROBE = (

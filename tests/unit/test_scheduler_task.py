@@ -53,9 +53,13 @@ def place(flock: Flock, n: int, array_id: str = "41") -> tuple[list[str], str]:
 
 
 def run_placed(
-    flock: Flock, manifest: str, index: int | None, env: dict[str, str]
+    flock: Flock,
+    manifest: str,
+    index: int | None,
+    env: dict[str, str],
+    terminate: threading.Event | None = None,
 ) -> JobStatus | None:
-    return run_array_task(flock.task_setup(), manifest, index, env=env)
+    return run_array_task(flock.task_setup(), manifest, index, env=env, terminate=terminate)
 
 
 def task_env(array_id: str, index: int) -> dict[str, str]:
@@ -88,17 +92,16 @@ def test_a_task_of_another_array_cannot_take_the_job(flock: Flock) -> None:
     assert run_placed(flock, manifest, 0, env=task_env("41", 0)) is None
 
 
-def test_sigterm_stops_the_payload_and_reports_nothing(tmp_path: Path) -> None:
+def test_terminate_stops_the_payload_and_reports_nothing(tmp_path: Path) -> None:
     flock = make_flock(tmp_path, "sleep 30")
     ids, manifest = place(flock, 1)
-    before = signal.getsignal(signal.SIGTERM)
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    terminate = threading.Event()  # what the entry point's SIGTERM handler sets
+    threading.Timer(1.0, terminate.set).start()
     began = time.monotonic()
-    assert run_placed(flock, manifest, 0, env=task_env("41", 0)) is None
+    assert run_placed(flock, manifest, 0, env=task_env("41", 0), terminate=terminate) is None
     assert time.monotonic() - began < 10
     job = flock.job(ids[0])
     assert job.status is JobStatus.RUNNING, "left for the reconciler, which knows Slurm's reason"
-    assert signal.getsignal(signal.SIGTERM) == before, "the handler is put back"
     assert not any(p.is_file() for p in (flock.dir.store_path("work")).rglob("*"))
     flock.close()
 
@@ -110,14 +113,48 @@ def test_a_payload_killed_by_a_signal_is_reported_unless_its_task_is_ending(
     # Slurm signals the payload and the task's worker at nearly the same time, in any order
     flock = make_flock(tmp_path, "kill -TERM $$")
     ids, manifest = place(flock, 1)
+    terminate = threading.Event()
     if task_ended:
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
-    status = run_placed(flock, manifest, 0, env=task_env("41", 0))
+        threading.Timer(0.5, terminate.set).start()
+    status = run_placed(flock, manifest, 0, env=task_env("41", 0), terminate=terminate)
     job = flock.job(ids[0])
     if task_ended:
         assert status is None and job.status is JobStatus.RUNNING
     else:
         assert status is JobStatus.FAILED and job.reason == "killed by signal SIGTERM"
+    flock.close()
+
+
+def forbid_process_wide_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make signal handlers and working-directory changes fail the test (library code may
+    run in a threaded server: only entry points change them)."""
+
+    def refused(*args: object) -> None:
+        raise AssertionError(f"process-wide change from library code: {args}")
+
+    monkeypatch.setattr(signal, "signal", refused)
+    monkeypatch.setattr(os, "chdir", refused)
+
+
+def test_a_task_and_a_sheep_change_nothing_process_wide(
+    flock: Flock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ids, manifest = place(flock, 1)
+    flock.submit({"ITEM": i} for i in range(3))
+    forbid_process_wide_changes(monkeypatch)
+    assert run_placed(flock, manifest, 0, env=task_env("41", 0)) is JobStatus.SUCCEEDED
+    assert serve(flock.task_setup(), time_limit=None, idle=0.3) == 3
+
+
+def test_terminate_stops_a_sheep_and_its_running_payload(tmp_path: Path) -> None:
+    flock = make_flock(tmp_path, "sleep 30")
+    ids = flock.submit({"ITEM": i} for i in range(2)).ids
+    terminate = threading.Event()
+    threading.Timer(1.0, terminate.set).start()
+    began = time.monotonic()
+    serve(flock.task_setup(), time_limit=None, idle=60, terminate=terminate)
+    assert time.monotonic() - began < 10
+    assert flock.job(ids[1]).status is JobStatus.QUEUED
     flock.close()
 
 

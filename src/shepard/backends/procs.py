@@ -46,7 +46,7 @@ from shepard.catalog.base import Catalog
 from shepard.errors import CatalogError
 from shepard.model import Job, JobStatus, RetryPolicy
 from shepard.runtime import AttemptControl, RuntimeContext
-from shepard.runtime.process import KILL_GRACE, work_in
+from shepard.runtime.process import KILL_GRACE, become_runner_process, work_in
 from shepard.sheep import MAX_AHEAD, SHORT_JOB, SHUTDOWN, Heartbeat, Recorder, attempt, release
 
 log = logging.getLogger(__name__)
@@ -386,6 +386,7 @@ def _serve(inbox: IO[bytes]) -> None:
 
     # Ctrl-C reaches the whole process group: the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_runner_process()  # its working directory is its slot (see runtime/process.py)
     outbox = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the channel
     runner = _Runner(inbox, outbox)

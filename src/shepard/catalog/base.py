@@ -258,6 +258,18 @@ class JobStore(Protocol):
         """
         ...
 
+    def add_jobs_once_each(
+        self,
+        requests: Sequence[tuple[str, str, str, Sequence[JobSpec]]],
+        *,
+        now: float,
+        default_attempts: int,
+    ) -> list[Registered]:
+        """`add_jobs_once(key, request_hash, batch, specs)` for each request, in ONE
+        transaction (their locks taken in one order, so concurrent callers cannot deadlock); the
+        answers in the order of `requests`. For triggers that register many keyed bundles."""
+        ...
+
     def close(self) -> None:
         """Release connections; the catalog must not be used afterwards."""
         ...

@@ -14,7 +14,7 @@ but only for one spelling of the key.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -131,3 +131,58 @@ def submit_once(
         )
     )
     return Registered(batch, ids, replayed=False)
+
+
+def submit_each(
+    conn: Connection,
+    requests: Sequence[tuple[str, str, str, Sequence[JobSpec]]],
+    *,
+    now: float,
+    default_attempts: int,
+) -> list[Registered]:
+    """`submit_once` for each (key, request_hash, batch, specs) in the open transaction, with
+    one lookup and one insert for all of them; the answers in the order of `requests`."""
+    keys = sorted({r[0] for r in requests})
+    if conn.dialect.name == "postgresql":
+        # submit_once's locks, taken in the order of their numbers, so that concurrent callers
+        # (whose keys may share a number) always take them in one order and never deadlock
+        found = conn.execute(
+            sa.text("SELECT DISTINCT hashtext(k) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": keys},
+        )
+        for (number,) in sorted(found.all()):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
+    known = {
+        row.key: row
+        for start in range(0, len(keys), 500)  # stay under SQLite's bound-parameter limit
+        for row in conn.execute(
+            sa.select(idempotency_keys).where(idempotency_keys.c.key.in_(keys[start : start + 500]))
+        )
+    }
+    fresh: dict[str, tuple[str, str, str, Sequence[JobSpec]]] = {}
+    for request in requests:
+        if request[0] not in known:
+            fresh.setdefault(request[0], request)  # a key given twice counts once
+    specs = [spec for r in fresh.values() for spec in r[3]]
+    ids = iter(insert_specs(conn, specs, now=now, default_attempts=default_attempts))
+    rows: list[dict[str, Any]] = []
+    for key, request_hash, batch, group in fresh.values():
+        mine = [next(ids) for _ in group]
+        rows.append({"key": key, "request_hash": request_hash, "batch": batch,
+                     "ids": json.dumps(mine), "created_at": now})  # fmt: skip
+    if rows:
+        conn.execute(idempotency_keys.insert(), rows)
+    done = {row["key"]: Registered(row["batch"], json.loads(row["ids"]), False) for row in rows}
+    answers = []
+    for key, request_hash, _batch, _specs in requests:
+        if key in known:
+            row = known[key]
+            if row.request_hash != request_hash:
+                raise IdempotencyConflict(
+                    f"idempotency key {key!r} was already used for a different request; "
+                    "use a new key for a new request"
+                )
+            answers.append(Registered(row.batch, json.loads(row.ids), replayed=True))
+        else:
+            answers.append(done[key])
+    return answers

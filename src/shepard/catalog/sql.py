@@ -28,7 +28,7 @@ from shepard.catalog import engine as _engine
 from shepard.catalog import states
 from shepard.catalog.base import Registered
 from shepard.catalog.bulk import insert_specs
-from shepard.catalog.listing import page_queries, submit_once
+from shepard.catalog.listing import page_queries, submit_each, submit_once
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import SqlPlacements
 from shepard.catalog.prepared import Prepared
@@ -491,3 +491,14 @@ class SqlCatalog(SqlPlacements, Staging):
             return submit_once(
                 conn, key, request_hash, batch, specs, now=now, default_attempts=default_attempts
             )
+
+    def add_jobs_once_each(
+        self,
+        requests: Sequence[tuple[str, str, str, Sequence[JobSpec]]],
+        *,
+        now: float,
+        default_attempts: int,
+    ) -> list[Registered]:
+        """See Catalog.add_jobs_once_each."""
+        with self._transaction() as conn:
+            return submit_each(conn, requests, now=now, default_attempts=default_attempts)

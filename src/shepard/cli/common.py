@@ -180,10 +180,32 @@ def interruptible() -> Iterator[threading.Event]:
         err_console.print("[yellow]stopping: running jobs are stopped and re-queued[/]")
         stop.set()
 
-    old_int = signal.signal(signal.SIGINT, handler)
-    old_term = signal.signal(signal.SIGTERM, handler)
-    try:
+    with handling(handler, signal.SIGINT, signal.SIGTERM):
         yield stop
+
+
+@contextmanager
+def terminable() -> Iterator[threading.Event]:
+    """An event set by SIGTERM (what a scheduler sends its task on scancel and at a time
+    limit), for the `terminate` argument of shepard.scheduler_task's functions."""
+    terminate = threading.Event()
+    with handling(lambda signum, frame: terminate.set(), signal.SIGTERM):
+        yield terminate
+
+
+@contextmanager
+def handling(handler: Callable[[int, Any], None], *signums: signal.Signals) -> Iterator[None]:
+    """`handler` for `signums` inside the block, the previous handlers after it.
+
+    Signal handlers belong to the whole process: only a command of the CLI, in the main
+    thread of the `shepard` process, installs them (never library code, which may run in a
+    server's threads); elsewhere this raises RuntimeError.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("signal handlers are installed by the main thread of the CLI only")
+    previous = [(signum, signal.signal(signum, handler)) for signum in signums]
+    try:
+        yield
     finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        for signum, old in previous:
+            signal.signal(signum, old)

@@ -258,6 +258,16 @@ def up(
         bool,
         typer.Option("--no-inbox", help="Do not turn bundles dropped into inbox/ into jobs."),
     ] = False,
+    inbox_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--inbox-interval",
+            envvar="SHEPARD_INBOX_INTERVAL",
+            callback=seconds,
+            help="Seconds between two looks at an idle inbox (default: 0.5 for a folder, 1 "
+            "for S3).",
+        ),
+    ] = None,
 ) -> None:
     """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
@@ -277,9 +287,9 @@ def up(
     inbox: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if not no_inbox:
         console.print(
-            f"turning bundles dropped into {f.dir.store_path('inbox')} into jobs", markup=False
+            f"turning bundles dropped into {f.store('inbox').location} into jobs", markup=False
         )
-        inbox = watching(f, wakeup=wakeup, on_result=_report_inbox)
+        inbox = watching(f, wakeup=wakeup, interval=inbox_interval, on_result=_report_inbox)
     backend = f.open_backend(workers=n, wakeup=wakeup)  # before the inbox's thread starts
     with interruptible() as stop:
         running = False

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +13,7 @@ from rich.markup import escape
 
 from shepard import __version__, backends, config
 from shepard.catalog import check_url
-from shepard.cli import deploy, jobs, newflock, ops, profiles
+from shepard.cli import deploy, fastpath, jobs, newflock, ops, profiles
 from shepard.cli.common import (
     FlockOption,
     apply_profile_defaults,
@@ -26,6 +24,7 @@ from shepard.cli.common import (
     flags_without_type,
     open_flock,
     seconds,
+    terminable,
 )
 from shepard.cli.secrets import secretify
 from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
@@ -231,7 +230,8 @@ def _run_task(f: Flock, manifest: Path, index: int | None) -> None:
     """An array task: the job on line `index` of `manifest` (see shepard.scheduler_task)."""
     from shepard.scheduler_task import run_array_task
 
-    status = run_array_task(f.task_setup(), manifest, index)
+    with terminable() as terminate:
+        status = run_array_task(f.task_setup(), manifest, index, terminate=terminate)
     if status is None:  # normal for a task whose job was cancelled or handed elsewhere
         err_console.print(
             f"task {index} of {manifest.name}: its job was not claimable", markup=False
@@ -252,9 +252,13 @@ def worker_serve(
     ] = 5.0,
 ) -> None:
     """Run queued jobs one after another until the queue stays empty (a long-lived sheep)."""
+    from shepard.runtime.process import become_runner_process
     from shepard.scheduler_task import serve
 
-    ran = serve(open_flock(flock).task_setup(), time_limit=time_limit, idle=idle)
+    setup = open_flock(flock).task_setup()
+    become_runner_process()  # this process is the sheep: its folder may be the sheep's slot
+    with terminable() as terminate:
+        ran = serve(setup, time_limit=time_limit, idle=idle, terminate=terminate)
     console.print(f"ran {ran} job(s)")
 
 
@@ -262,7 +266,7 @@ def app_main() -> int | str | None:
     """Run the command line; return the exit code (user errors print one clear line, never
     a traceback, and give 2). The `shepard` command is shepard.cli.launch.run."""
     try:
-        command = typer.main.get_command(command_app(sys.argv[1:]))
+        command = typer.main.get_command(fastpath.narrowed(app, sys.argv[1:]))
         flags_without_type(command)
         command()
     except ShepardError as exc:
@@ -289,29 +293,3 @@ def describe_failure(exc: OSError | RecursionError | UnicodeError) -> str:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror}"
     return str(exc) or type(exc).__name__
-
-
-def command_app(args: Sequence[str]) -> typer.Typer:
-    """`app` narrowed to the command that `args` names, when it names one.
-
-    Typer turns every registered command into a click command before it runs any of them,
-    reading each one's signature and annotations: some 30 ms of every start on a slow machine,
-    for the one command that runs. The global options are flags, so the first argument that is
-    not an option is the command's name. Without one (`shepard`, `shepard --help`), or with a
-    name that matches nothing (click then suggests the near ones), the whole app runs.
-    """
-    name = next((arg for arg in args if not arg.startswith("-")), None)
-    if name is None:
-        return app
-    commands = [
-        info
-        for info in app.registered_commands
-        if (info.name or typer.main.get_command_name(getattr(info.callback, "__name__", "")))
-        == name
-    ]
-    groups = [info for info in app.registered_groups if info.name == name]
-    if not commands and not groups:
-        return app
-    narrowed = copy.copy(app)
-    narrowed.registered_commands, narrowed.registered_groups = commands, groups
-    return narrowed

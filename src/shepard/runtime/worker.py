@@ -37,6 +37,7 @@ from shepard.errors import PayloadError, StorageError
 from shepard.model import Job, JobStatus, Outcome
 from shepard.runtime.context import AttemptControl, RuntimeContext, log_key
 from shepard.runtime.contract import attempt_timeout
+from shepard.runtime.environ import inherited_env
 from shepard.runtime.errorbundle import (
     AttemptReport,
     error_bundle_key,
@@ -45,7 +46,7 @@ from shepard.runtime.errorbundle import (
 )
 from shepard.runtime.inputs import fetch_bundle
 from shepard.runtime.outputs import output_key, publish, zip_outputs
-from shepard.runtime.process import KILL_GRACE, Ending, ProcessResult, inherited_env
+from shepard.runtime.process import KILL_GRACE, Ending, ProcessResult
 from shepard.runtime.secrets import place_secrets
 from shepard.runtime.workspace import (
     SetupError,

@@ -31,6 +31,7 @@ class ObjectInfo:
     key: str
     size: int  # bytes
     modified: float  # last write, seconds since the epoch (a file's mtime, S3's LastModified)
+    etag: str = ""  # a fingerprint of the content where the store keeps one (S3's ETag), else ""
 
 
 @dataclass(frozen=True)

@@ -277,7 +277,8 @@ class S3Store:
     def stat(self, key: str) -> ObjectInfo:
         with self._errors("read", key):
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        return ObjectInfo(key, int(head["ContentLength"]), head["LastModified"].timestamp())
+        modified, etag = head["LastModified"].timestamp(), head.get("ETag", "").strip('"')
+        return ObjectInfo(key, int(head["ContentLength"]), modified, etag)
 
     def size(self, key: str) -> int:
         return self.stat(key).size
@@ -302,7 +303,8 @@ class S3Store:
             for item in page.get("Contents", ()):
                 key = item["Key"][len(self._root) :]
                 if key and not key.endswith("/"):
-                    yield ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp())
+                    modified, etag = item["LastModified"].timestamp(), item.get("ETag", "")
+                    yield ObjectInfo(key, int(item["Size"]), modified, etag.strip('"'))
 
     def folders(self, prefix: str = "") -> Iterator[str]:
         for page in self._pages(prefix, "", delimiter=True):
