@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shepard.catalog import Catalog
-from shepard.catalog.states import MAX_LOST
+from shepard.catalog import Catalog, states
+from shepard.catalog.states import MAX_LOST, Facts
 from shepard.model import Ended, JobEvent, JobSpec, JobStatus, Outcome, ParamValue
 from tests.integration.conftest import CatalogFactory
 
@@ -140,6 +140,28 @@ def test_started_at_strictly_increases_within_one_second(catalog: Catalog) -> No
         starts.append(job.started_at)
         assert catalog.finish(job_id, attempt, FAILED_3, now=now, retry_at=now) is JobStatus.QUEUED
     assert starts == [int(T0), int(T0) + 1, int(T0) + 2]
+
+
+CLAIMED_FIELDS = ("attempt", "started_at", "lease_until", "worker", "not_before", "finished_at")
+
+
+def test_a_claim_writes_what_the_state_machine_says(catalog: Catalog) -> None:
+    # claim and place are set-based statements for speed: they must agree with states.claimed
+    (job_id,) = add(catalog, 1, attempts=4)
+    for attempt in (1, 2, 3):
+        now = T0 + attempt / 10  # every attempt within the same second
+        before = catalog.get(job_id)
+        assert before is not None
+        facts = Facts(
+            before.status, before.attempt, before.max_attempts, 0, None, before.started_at
+        )
+        expected = states.claimed(facts, worker="w", now=now, lease=LEASE)
+        (job,) = catalog.claim("w", now=now, lease=LEASE)
+        assert expected is not None and job.status is expected.status
+        assert {k: getattr(job, k) for k in CLAIMED_FIELDS} == {
+            k: expected.fields[k] for k in CLAIMED_FIELDS
+        }
+        assert catalog.release(job.id, job.attempt, now=now, detail="again") is JobStatus.QUEUED
 
 
 # -- leases and results ----------------------------------------------------------------------
