@@ -84,6 +84,8 @@ FACTORIES: dict[
 catalog and removes it afterwards."""
 
 _MARKS = {"postgres": pytest.mark.postgres}
+SQL_KINDS = {"sqlite", "postgres"}
+"""The factories of the SQL catalog (sql.py), the only ones tests marked `sql_catalog` use."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,10 @@ class CatalogFactory:
 
 @pytest.fixture(params=[pytest.param(k, marks=_MARKS.get(k, ())) for k in FACTORIES])
 def catalog_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CatalogFactory]:
-    """A factory for a new, empty catalog of each registered implementation."""
+    """A factory for a new, empty catalog of each registered implementation (of the SQL
+    catalog only, for tests marked `sql_catalog`)."""
+    if request.param not in SQL_KINDS and request.node.get_closest_marker("sql_catalog"):
+        pytest.skip(f"a test of the SQL catalog: not for {request.param}")
     with FACTORIES[request.param](request, tmp_path) as url:
         yield CatalogFactory(request.param, url)
 

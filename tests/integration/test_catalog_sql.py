@@ -20,6 +20,8 @@ from shepard.errors import CatalogError
 from shepard.model import Ended
 from tests.integration.test_catalog import FAILED_3, LEASE, T0, add, specs
 
+pytestmark = pytest.mark.sql_catalog
+
 
 def test_migrations_build_the_current_schema(catalog: Catalog, catalog_url: str) -> None:
     config = Config()

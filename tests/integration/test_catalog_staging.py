@@ -19,6 +19,8 @@ from tests.integration.conftest import CatalogFactory
 
 T0 = 1_700_000_000.0
 
+pytestmark = pytest.mark.sql_catalog
+
 
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
