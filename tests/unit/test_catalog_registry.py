@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from shepard import catalog
-from shepard.catalog import CATALOGS, check_url, in_process, open_catalog
+from shepard.catalog import CATALOGS, Catalog, check_url, in_process, open_catalog
 from shepard.catalog.states import MAX_LOST
 from shepard.cli import main as cli_main
 from shepard.errors import CatalogError
@@ -60,3 +61,26 @@ def test_init_refuses_an_unknown_catalog_scheme(
     err = capsys.readouterr().err
     assert "unsupported catalog URL 'dynamodb://jobs'" in err and "postgresql://" in err
     assert "Traceback" not in err and not folder.exists()
+
+
+def test_memory_catalogs_opened_by_many_threads_at_once_each_get_a_schema() -> None:
+    # each is a database of its own, so no database lock orders their migrations
+    start = threading.Barrier(4)
+    opened: list[Catalog] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            opened.append(open_catalog("memory://"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for each in opened:
+        each.close()
+    assert errors == [] and len(opened) == 4
