@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 from shepard.backends.base import Backend, SchedulerBackend
-from shepard.catalog import be_patient
 from shepard.catalog.base import Catalog
 from shepard.model import RetryPolicy
 
@@ -39,7 +38,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog, self.backend, self.policy = catalog, backend, policy
-        be_patient(catalog)  # a dispatcher outlasts other commands' long transactions
+        catalog.be_patient()  # a dispatcher outlasts other commands' long transactions
         self.worker_id, self.lease, self.poll, self.clock = worker_id, lease, poll, clock
         self.wakeup = wakeup or threading.Event()
         self._last_expiry = float("-inf")

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from shepard.catalog import be_patient
 from shepard.catalog.base import Catalog
+from shepard.catalog.states import retry_time
 from shepard.errors import CatalogError
 from shepard.model import Ended, Job, JobStatus, Outcome, RetryPolicy
 from shepard.recovery import before_attempt
@@ -52,7 +52,7 @@ class Heartbeat:
 
     def __init__(self, catalog: Catalog, lease: float, clock: Clock = time.time) -> None:
         self.catalog, self.lease, self.clock = catalog, lease, clock
-        be_patient(catalog)  # whoever heartbeats runs long: never die of a busy catalog
+        catalog.be_patient()  # whoever heartbeats runs long: never die of a busy catalog
         self._held: dict[str, tuple[int, AttemptControl]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -162,14 +162,7 @@ def attempt(
 def ended(job: Job, outcome: Outcome, policy: RetryPolicy, now: float) -> Ended:
     """What to record for `job`'s current attempt: `outcome`, with a retry time when the policy
     allows another attempt after it."""
-    retry_at = None
-    if (
-        outcome.status is JobStatus.FAILED
-        and outcome.retryable
-        and outcome.exit_code not in policy.no_retry_exit_codes
-    ):
-        retry_at = now + policy.delay(job.attempt)
-    return Ended(job.id, job.attempt, outcome, retry_at)
+    return Ended(job.id, job.attempt, outcome, retry_time(policy, job.attempt, outcome, now))
 
 
 def report(

@@ -1,4 +1,10 @@
-"""Fixtures for the catalog suite: each test gets an empty catalog on SQLite and on PostgreSQL.
+"""Fixtures for the catalog suite: each test gets an empty catalog of every registered kind.
+
+The suite takes a factory (`catalog_factory`): a new, empty catalog per test, of which each
+call opens one more handle (as another process would). FACTORIES makes those catalogs, one
+entry per implementation: SQLite (a file), PostgreSQL (env SHEPARD_TEST_POSTGRES; skipped
+locally and failing in CI when the server does not answer). A new catalog implementation runs
+the whole suite by adding its entry.
 
 PostgreSQL isolation: each test gets its own schema, reached through the URL's
 `options=-csearch_path=<schema>`, and the schema is dropped afterwards.
@@ -6,15 +12,17 @@ PostgreSQL isolation: each test gets its own schema, reached through the URL's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from shepard.catalog import SqlCatalog, open_catalog
+from shepard.catalog import Catalog, open_catalog
 from tests.services import require_service
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -42,12 +50,15 @@ def postgres_problem(postgres_url: str) -> str | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of a new, empty (never opened) catalog database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'catalog.db'}"
-        return
+@contextlib.contextmanager
+def sqlite_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLite file that does not exist yet."""
+    yield f"sqlite:///{tmp_path / 'catalog.db'}"
+
+
+@contextlib.contextmanager
+def postgres_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A schema of its own on the test server, dropped afterwards."""
     require_service("PostgreSQL", request.getfixturevalue("postgres_problem"))
     server = sa.make_url(request.getfixturevalue("postgres_url"))
     schema = f"shepard_test_{uuid.uuid4().hex[:12]}"
@@ -63,9 +74,51 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         admin.dispose()
 
 
+FACTORIES: dict[
+    str, Callable[[pytest.FixtureRequest, Path], contextlib.AbstractContextManager[str]]
+] = {
+    "sqlite": sqlite_catalog,
+    "postgres": postgres_catalog,
+}
+"""Implementation name -> a context that yields the URL of a new, empty (never opened)
+catalog and removes it afterwards."""
+
+_MARKS = {"postgres": pytest.mark.postgres}
+SQL_KINDS = {"sqlite", "postgres"}
+"""The factories of the SQL catalog (sql.py), the only ones tests marked `sql_catalog` use."""
+
+
+@dataclass(frozen=True)
+class CatalogFactory:
+    """Opens handles on one new catalog: each call is one more connection to the same jobs,
+    standing in for another process (close what you open)."""
+
+    kind: str
+    url: str
+
+    def __call__(self, *, create: bool = True) -> Catalog:
+        return open_catalog(self.url, create=create)
+
+
+@pytest.fixture(params=[pytest.param(k, marks=_MARKS.get(k, ())) for k in FACTORIES])
+def catalog_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CatalogFactory]:
+    """A factory for a new, empty catalog of each registered implementation (of the SQL
+    catalog only, for tests marked `sql_catalog`)."""
+    if request.param not in SQL_KINDS and request.node.get_closest_marker("sql_catalog"):
+        pytest.skip(f"a test of the SQL catalog: not for {request.param}")
+    with FACTORIES[request.param](request, tmp_path) as url:
+        yield CatalogFactory(request.param, url)
+
+
 @pytest.fixture
-def catalog(catalog_url: str) -> Iterator[SqlCatalog]:
+def catalog_url(catalog_factory: CatalogFactory) -> str:
+    """The URL of the new catalog (for the tests of the SQL implementation itself)."""
+    return catalog_factory.url
+
+
+@pytest.fixture
+def catalog(catalog_factory: CatalogFactory) -> Iterator[Catalog]:
     """An opened catalog on a fresh database; closed after the test."""
-    opened = open_catalog(catalog_url)
+    opened = catalog_factory()
     yield opened
     opened.close()

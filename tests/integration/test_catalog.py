@@ -1,27 +1,18 @@
-"""The catalog contract, run against SQLite (file) and PostgreSQL through the same tests."""
+"""The catalog contract (JobStore), run against every catalog implementation (see conftest)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
-from shepard.catalog import SqlCatalog, engine, open_catalog
-from shepard.catalog.migrate import MIGRATIONS
-from shepard.catalog.schema import HEAD_REVISION, VERSION_TABLE, complete_metadata
-from shepard.catalog.sql import MAX_LOST
-from shepard.errors import CatalogError
+from shepard.catalog import Catalog, states
+from shepard.catalog.states import MAX_LOST, Facts
 from shepard.model import Ended, JobEvent, JobSpec, JobStatus, Outcome, ParamValue
+from tests.integration.conftest import CatalogFactory
 
 T0 = 1_700_000_000.0
 LEASE = 60.0
@@ -31,11 +22,11 @@ def specs(n: int, **fields: Any) -> Iterator[JobSpec]:
     return (JobSpec(params={"ITEM": i}, **fields) for i in range(n))
 
 
-def add(catalog: SqlCatalog, n: int, *, attempts: int = 3, **fields: Any) -> list[str]:
+def add(catalog: Catalog, n: int, *, attempts: int = 3, **fields: Any) -> list[str]:
     return catalog.add_jobs(specs(n, **fields), now=T0, default_attempts=attempts)
 
 
-def claim_one(catalog: SqlCatalog, now: float, job_id: str | None = None) -> tuple[str, int]:
+def claim_one(catalog: Catalog, now: float, job_id: str | None = None) -> tuple[str, int]:
     only = None if job_id is None else [job_id]
     (job,) = catalog.claim("w", now=now, lease=LEASE, job_ids=only)
     return job.id, job.attempt
@@ -47,7 +38,7 @@ FAILED_3 = Outcome(JobStatus.FAILED, reason="exit code 3", exit_code=3)
 # -- submission ------------------------------------------------------------------------------
 
 
-def test_bulk_add_returns_ids_in_order_and_counts(catalog: SqlCatalog) -> None:
+def test_bulk_add_returns_ids_in_order_and_counts(catalog: Catalog) -> None:
     n = 45_000  # more than two insert chunks
     ids = add(catalog, n)
     assert len(ids) == len(set(ids)) == n
@@ -59,7 +50,7 @@ def test_bulk_add_returns_ids_in_order_and_counts(catalog: SqlCatalog) -> None:
     assert catalog.counts()[JobStatus.QUEUED] == n
 
 
-def test_add_keeps_every_spec_field(catalog: SqlCatalog) -> None:
+def test_add_keeps_every_spec_field(catalog: Catalog) -> None:
     params: dict[str, ParamValue] = {"NAME": 'é "quoted"\n', "N": -7, "FLAG": True}
     spec = JobSpec(params, bundle_key="in/b.zip", max_attempts=5, timeout=1.5, batch="b1")
     plain_id, full_id = catalog.add_jobs([JobSpec({}), spec], now=T0, default_attempts=2)
@@ -75,7 +66,7 @@ def test_add_keeps_every_spec_field(catalog: SqlCatalog) -> None:
     )  # fmt: skip
 
 
-def test_add_is_atomic(catalog: SqlCatalog) -> None:
+def test_add_is_atomic(catalog: Catalog) -> None:
     def failing() -> Iterator[JobSpec]:
         yield from specs(25_000)  # past the first chunk, which has been sent already
         raise RuntimeError("bad spec")
@@ -89,7 +80,7 @@ def test_add_is_atomic(catalog: SqlCatalog) -> None:
 # -- claiming --------------------------------------------------------------------------------
 
 
-def test_claim_takes_oldest_first_up_to_limit(catalog: SqlCatalog) -> None:
+def test_claim_takes_oldest_first_up_to_limit(catalog: Catalog) -> None:
     ids = add(catalog, 5)
     first = catalog.claim("w1", now=T0 + 1.5, lease=LEASE, limit=2)
     assert [j.id for j in first] == ids[:2]
@@ -102,7 +93,7 @@ def test_claim_takes_oldest_first_up_to_limit(catalog: SqlCatalog) -> None:
     assert catalog.counts()[JobStatus.RUNNING] == 5
 
 
-def test_claim_restricted_to_job_ids(catalog: SqlCatalog) -> None:
+def test_claim_restricted_to_job_ids(catalog: Catalog) -> None:
     ids = add(catalog, 4)
     claimed = catalog.claim("remote", now=T0, lease=LEASE, limit=5, job_ids=[ids[2]])
     assert [j.id for j in claimed] == [ids[2]]
@@ -111,9 +102,9 @@ def test_claim_restricted_to_job_ids(catalog: SqlCatalog) -> None:
     assert [j.id for j in catalog.claim("w", now=T0, lease=LEASE)] == [ids[0]]
 
 
-def test_concurrent_claimers_never_share_a_job(catalog_url: str) -> None:
+def test_concurrent_claimers_never_share_a_job(catalog_factory: CatalogFactory) -> None:
     # Separate catalog instances (separate engines and pools) stand in for separate processes.
-    claimers = [open_catalog(catalog_url) for _ in range(4)]
+    claimers = [catalog_factory() for _ in range(4)]
     ids = claimers[0].add_jobs(specs(500), now=T0, default_attempts=1)
     claimed: list[list[str]] = [[] for _ in claimers]
     start = threading.Barrier(len(claimers))
@@ -138,7 +129,7 @@ def test_concurrent_claimers_never_share_a_job(catalog_url: str) -> None:
             claimer.close()
 
 
-def test_started_at_strictly_increases_within_one_second(catalog: SqlCatalog) -> None:
+def test_started_at_strictly_increases_within_one_second(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1, attempts=4)
     starts = []
     for attempt in (1, 2, 3):
@@ -151,10 +142,32 @@ def test_started_at_strictly_increases_within_one_second(catalog: SqlCatalog) ->
     assert starts == [int(T0), int(T0) + 1, int(T0) + 2]
 
 
+CLAIMED_FIELDS = ("attempt", "started_at", "lease_until", "worker", "not_before", "finished_at")
+
+
+def test_a_claim_writes_what_the_state_machine_says(catalog: Catalog) -> None:
+    # claim and place are set-based statements for speed: they must agree with states.claimed
+    (job_id,) = add(catalog, 1, attempts=4)
+    for attempt in (1, 2, 3):
+        now = T0 + attempt / 10  # every attempt within the same second
+        before = catalog.get(job_id)
+        assert before is not None
+        facts = Facts(
+            before.status, before.attempt, before.max_attempts, 0, None, before.started_at
+        )
+        expected = states.claimed(facts, worker="w", now=now, lease=LEASE)
+        (job,) = catalog.claim("w", now=now, lease=LEASE)
+        assert expected is not None and job.status is expected.status
+        assert {k: getattr(job, k) for k in CLAIMED_FIELDS} == {
+            k: expected.fields[k] for k in CLAIMED_FIELDS
+        }
+        assert catalog.release(job.id, job.attempt, now=now, detail="again") is JobStatus.QUEUED
+
+
 # -- leases and results ----------------------------------------------------------------------
 
 
-def test_heartbeat_extends_current_attempts_only(catalog: SqlCatalog) -> None:
+def test_heartbeat_extends_current_attempts_only(catalog: Catalog) -> None:
     a, b, c = add(catalog, 3)
     catalog.claim("w", now=T0, lease=LEASE, limit=2)
     held = [(a, 1), (b, 0), (c, 1), ("no-such-job", 1)]  # b: stale attempt; c: not running
@@ -165,7 +178,7 @@ def test_heartbeat_extends_current_attempts_only(catalog: SqlCatalog) -> None:
     assert catalog.heartbeat([], now=T0, lease=LEASE) == set()
 
 
-def test_finish_is_fenced_by_attempt(catalog: SqlCatalog) -> None:
+def test_finish_is_fenced_by_attempt(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1)
     _, attempt = claim_one(catalog, T0)
     before, history = catalog.get(job_id), catalog.events(job_id)
@@ -179,7 +192,7 @@ def test_finish_is_fenced_by_attempt(catalog: SqlCatalog) -> None:
     assert catalog.finish(job_id, attempt, done, now=T0 + 3) is None  # no longer running
 
 
-def test_finish_success_records_outputs(catalog: SqlCatalog) -> None:
+def test_finish_success_records_outputs(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1)
     claim_one(catalog, T0)
     done = Outcome(JobStatus.SUCCEEDED, exit_code=0, outputs=("out/a.txt", "out/b.txt"))
@@ -190,7 +203,7 @@ def test_finish_success_records_outputs(catalog: SqlCatalog) -> None:
     assert (job.finished_at, job.lease_until, job.reason) == (T0 + 5, None, None)
 
 
-def test_finish_with_retry_requeues_and_claim_waits_for_not_before(catalog: SqlCatalog) -> None:
+def test_finish_with_retry_requeues_and_claim_waits_for_not_before(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1, attempts=2)
     claim_one(catalog, T0)
     status = catalog.finish(job_id, 1, FAILED_3, now=T0 + 10, retry_at=T0 + 15)
@@ -205,7 +218,7 @@ def test_finish_with_retry_requeues_and_claim_waits_for_not_before(catalog: SqlC
     assert claim_one(catalog, T0 + 15) == (job_id, 2)
 
 
-def test_finish_fails_when_attempts_are_exhausted(catalog: SqlCatalog) -> None:
+def test_finish_fails_when_attempts_are_exhausted(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1, attempts=1)
     claim_one(catalog, T0)
     failed = Outcome(JobStatus.FAILED, reason="exit code 2", exit_code=2, error_bundle="err/1")
@@ -219,7 +232,7 @@ def test_finish_fails_when_attempts_are_exhausted(catalog: SqlCatalog) -> None:
     assert catalog.events(job_id)[-1].detail == "exit code 2"
 
 
-def test_not_retryable_failure_with_attempts_left_fails(catalog: SqlCatalog) -> None:
+def test_not_retryable_failure_with_attempts_left_fails(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1, attempts=3)
     claim_one(catalog, T0)
     no_retry = Outcome(JobStatus.FAILED, reason="exit code 64", exit_code=64, retryable=False)
@@ -230,7 +243,7 @@ def test_not_retryable_failure_with_attempts_left_fails(catalog: SqlCatalog) -> 
 
 
 def test_finish_and_claim_ends_attempts_and_starts_the_next_in_one_go(
-    catalog: SqlCatalog,
+    catalog: Catalog,
 ) -> None:
     first, second, third, fourth = add(catalog, 4)
     claim_one(catalog, T0)
@@ -265,7 +278,7 @@ def test_finish_and_claim_ends_attempts_and_starts_the_next_in_one_go(
     assert [e.status for e in catalog.events(fourth)][-1] is JobStatus.FAILED
 
 
-def test_finish_and_claim_may_take_back_a_job_it_requeued(catalog: SqlCatalog) -> None:
+def test_finish_and_claim_may_take_back_a_job_it_requeued(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1, attempts=2)
     claim_one(catalog, T0)
     statuses, claimed = catalog.finish_and_claim(
@@ -276,7 +289,7 @@ def test_finish_and_claim_may_take_back_a_job_it_requeued(catalog: SqlCatalog) -
     assert history[-2:] == [(1, JobStatus.QUEUED), (2, JobStatus.RUNNING)]
 
 
-def test_page_filters_by_worker(catalog: SqlCatalog) -> None:
+def test_page_filters_by_worker(catalog: Catalog) -> None:
     ids = add(catalog, 4)
     catalog.claim("w1", now=T0, lease=LEASE, limit=2)
     catalog.claim("w2", now=T0, lease=LEASE, limit=1)
@@ -286,7 +299,7 @@ def test_page_filters_by_worker(catalog: SqlCatalog) -> None:
     assert catalog.page(worker="w3") == []
 
 
-def test_expire_leases_requeues_lost_attempts_without_spending_them(catalog: SqlCatalog) -> None:
+def test_expire_leases_requeues_lost_attempts_without_spending_them(catalog: Catalog) -> None:
     lost_id, alive_id = catalog.add_jobs([JobSpec({}), JobSpec({})], now=T0, default_attempts=1)
     claim_one(catalog, T0, lost_id)  # lease until T0 + 60
     claim_one(catalog, T0 + 50, alive_id)  # lease until T0 + 110
@@ -304,7 +317,7 @@ def test_expire_leases_requeues_lost_attempts_without_spending_them(catalog: Sql
     assert claim_one(catalog, T0 + 100) == (lost_id, 2)
 
 
-def test_a_job_that_keeps_losing_its_worker_fails(catalog: SqlCatalog) -> None:
+def test_a_job_that_keeps_losing_its_worker_fails(catalog: Catalog) -> None:
     [job_id] = catalog.add_jobs([JobSpec({})], now=T0, default_attempts=5)
     now = T0
     for attempt in range(1, MAX_LOST + 1):
@@ -317,7 +330,7 @@ def test_a_job_that_keeps_losing_its_worker_fails(catalog: SqlCatalog) -> None:
     assert job.finished_at == now
 
 
-def test_release_requeues_without_spending_an_attempt(catalog: SqlCatalog) -> None:
+def test_release_requeues_without_spending_an_attempt(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1, attempts=1)
     claim_one(catalog, T0)
     assert catalog.release(job_id, 2, now=T0 + 1, detail="released") is None  # stale attempt
@@ -338,7 +351,7 @@ def test_release_requeues_without_spending_an_attempt(catalog: SqlCatalog) -> No
 # -- user actions ----------------------------------------------------------------------------
 
 
-def test_cancel_queued_and_running(catalog: SqlCatalog) -> None:
+def test_cancel_queued_and_running(catalog: Catalog) -> None:
     running, queued, untouched = add(catalog, 3)
     claim_one(catalog, T0, running)
     assert catalog.cancel([queued, running], now=T0 + 1) == [running, queued]
@@ -353,7 +366,7 @@ def test_cancel_queued_and_running(catalog: SqlCatalog) -> None:
     assert catalog.counts()[JobStatus.CANCELLED] == 3
 
 
-def test_requeue_failed_since_continues_attempts(catalog: SqlCatalog) -> None:
+def test_requeue_failed_since_continues_attempts(catalog: Catalog) -> None:
     early, late, ok = add(catalog, 3, attempts=1)
     for job_id, now in ((early, T0 + 10), (late, T0 + 20)):
         claim_one(catalog, now, job_id)
@@ -374,7 +387,7 @@ def test_requeue_failed_since_continues_attempts(catalog: SqlCatalog) -> None:
     assert catalog.requeue([ok], now=T0 + 31, statuses=[JobStatus.SUCCEEDED]) == [ok]
 
 
-def test_events_history_in_order(catalog: SqlCatalog) -> None:
+def test_events_history_in_order(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1, attempts=2)
     claim_one(catalog, T0 + 1)
     catalog.finish(job_id, 1, FAILED_3, now=T0 + 2, retry_at=T0 + 3)
@@ -393,7 +406,7 @@ def test_events_history_in_order(catalog: SqlCatalog) -> None:
     assert catalog.get("no-such-job") is None
 
 
-def test_counts_include_every_status(catalog: SqlCatalog) -> None:
+def test_counts_include_every_status(catalog: Catalog) -> None:
     assert catalog.counts() == {status: 0 for status in JobStatus}
     a, _b, c = add(catalog, 3)
     claim_one(catalog, T0, a)
@@ -407,7 +420,7 @@ def test_counts_include_every_status(catalog: SqlCatalog) -> None:
     }
 
 
-def test_counts_by_batch(catalog: SqlCatalog) -> None:
+def test_counts_by_batch(catalog: Catalog) -> None:
     first = add(catalog, 2, batch="b1")
     add(catalog, 3, batch="b2")
     add(catalog, 1)
@@ -419,7 +432,7 @@ def test_counts_by_batch(catalog: SqlCatalog) -> None:
     assert catalog.counts()[JobStatus.QUEUED] == 5
 
 
-def test_page_both_directions_with_status_filter(catalog: SqlCatalog) -> None:
+def test_page_both_directions_with_status_filter(catalog: Catalog) -> None:
     ids = add(catalog, 10)
     seqs = {job.id: job.seq for job in catalog.page(limit=100)}
     for job_id in ids[1::2]:
@@ -442,29 +455,15 @@ def test_page_both_directions_with_status_filter(catalog: SqlCatalog) -> None:
 # -- opening ---------------------------------------------------------------------------------
 
 
-def test_migrations_build_the_current_schema(catalog: SqlCatalog, catalog_url: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
-    db = sa.create_engine(catalog_url)
-    try:
-        with db.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            assert context.get_current_revision() == HEAD_REVISION
-            assert compare_metadata(context, complete_metadata()) == []
-    finally:
-        db.dispose()
-
-
-def test_two_threads_open_a_new_catalog_at_once(catalog_url: str) -> None:
+def test_two_threads_open_a_new_catalog_at_once(catalog_factory: CatalogFactory) -> None:
     start = threading.Barrier(4)
-    opened: list[SqlCatalog] = []
+    opened: list[Catalog] = []
     errors: list[BaseException] = []
 
     def run() -> None:
         start.wait()
         try:
-            opened.append(open_catalog(catalog_url))
+            opened.append(catalog_factory())
         except BaseException as exc:
             errors.append(exc)
 
@@ -479,75 +478,3 @@ def test_two_threads_open_a_new_catalog_at_once(catalog_url: str) -> None:
     finally:
         for catalog in opened:
             catalog.close()
-
-
-# -- not parametrised: failure modes and in-memory SQLite --------------------------------------
-
-
-def test_unreachable_postgres_raises_a_clear_error_without_password() -> None:
-    with pytest.raises(CatalogError) as caught:
-        open_catalog("postgresql://shepard:s3cr3t-pw@127.0.0.1:1/catalog")
-    message = str(caught.value)
-    assert "cannot reach the catalog" in message
-    assert "127.0.0.1:1" in message and "connection refused" in message
-    assert "s3cr3t-pw" not in message
-
-
-def test_locked_sqlite_raises_catalog_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    catalog = open_catalog(url)
-    holder = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        with pytest.raises(CatalogError, match=r"locked by another process for more than 0\.2 s"):
-            catalog.add_jobs(specs(1), now=T0, default_attempts=1)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-        catalog.close()
-
-
-def test_locked_sqlite_raises_catalog_error_on_the_hot_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
-    catalog = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
-    add(catalog, 1)
-    holder = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        with pytest.raises(CatalogError, match=r"locked by another process for more than 0\.2 s"):
-            catalog.claim("w", now=T0, lease=LEASE)
-        with pytest.raises(CatalogError, match="locked"):
-            catalog.finish_and_claim([Ended("x", 1, FAILED_3)], now=T0, worker="w", lease=LEASE)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert len(catalog.claim("w", now=T0, lease=LEASE)) == 1  # the connection is still good
-    catalog.close()
-
-
-def test_in_memory_catalog_is_shared_across_threads() -> None:
-    catalog = open_catalog("sqlite://")
-    ids = catalog.add_jobs(specs(200), now=T0, default_attempts=1)
-    claimed: list[str] = []
-
-    def run() -> None:
-        while batch := catalog.claim("w", now=T0, lease=LEASE, limit=3):
-            claimed.extend(j.id for j in batch)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    catalog.close()
-    assert sorted(claimed) == sorted(ids)
-
-
-def test_unsupported_url_is_refused() -> None:
-    with pytest.raises(CatalogError, match="unsupported catalog URL"):
-        open_catalog("mysql://root:pw@localhost/db")

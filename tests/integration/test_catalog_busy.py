@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shepard.catalog import SqlCatalog, engine, open_catalog
+from shepard.catalog import engine, open_catalog
+from shepard.catalog.sql import SqlCatalog
 from shepard.config import FlockConfig, PayloadConfig
 from shepard.dispatcher import Dispatcher
 from shepard.flock import Flock

@@ -1,5 +1,5 @@
 """`add_jobs_once_each` (many keyed submissions in one transaction, as the object inbox
-registers bundles), on SQLite and PostgreSQL."""
+registers bundles), on every catalog implementation (see conftest)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from shepard.catalog import SqlCatalog, open_catalog
+from shepard.catalog import Catalog
 from shepard.catalog.base import IdempotencyConflict, Registered
 from shepard.model import JobSpec
+from tests.integration.conftest import CatalogFactory
 
 T0 = 1_700_000_000.0
 
@@ -19,7 +20,7 @@ def request(key: str, item: int) -> tuple[str, str, str, list[JobSpec]]:
     return (key, f"hash-{key}", f"batch-{key}", [JobSpec({"ITEM": item}, batch=f"batch-{key}")])
 
 
-def test_each_key_registers_once_and_replays_in_request_order(catalog: SqlCatalog) -> None:
+def test_each_key_registers_once_and_replays_in_request_order(catalog: Catalog) -> None:
     first = catalog.add_jobs_once_each(
         [request("b", 1), request("a", 2)], now=T0, default_attempts=1
     )
@@ -40,7 +41,7 @@ def test_each_key_registers_once_and_replays_in_request_order(catalog: SqlCatalo
 
 
 def test_a_key_with_another_request_hash_is_a_conflict_and_adds_nothing(
-    catalog: SqlCatalog,
+    catalog: Catalog,
 ) -> None:
     catalog.add_jobs_once_each([request("a", 1)], now=T0, default_attempts=1)
     changed = ("a", "other", "batch-a", [JobSpec({"ITEM": 9})])
@@ -50,20 +51,20 @@ def test_a_key_with_another_request_hash_is_a_conflict_and_adds_nothing(
 
 
 @pytest.fixture
-def second(catalog_url: str, catalog: SqlCatalog) -> Iterator[SqlCatalog]:
+def second(catalog_factory: CatalogFactory, catalog: Catalog) -> Iterator[Catalog]:
     """Another handle on the same database (as another process would have)."""
-    other = open_catalog(catalog_url)
+    other = catalog_factory()
     yield other
     other.close()
 
 
 def test_two_heads_racing_over_overlapping_keys_register_each_once(
-    catalog: SqlCatalog, second: SqlCatalog
+    catalog: Catalog, second: Catalog
 ) -> None:
     results: list[list[Registered]] = []
     start = threading.Barrier(2)
 
-    def submit(on: SqlCatalog, keys: list[int]) -> None:
+    def submit(on: Catalog, keys: list[int]) -> None:
         start.wait()
         for i in range(0, len(keys), 25):
             chunk = [request(f"k{n:03}", n) for n in keys[i : i + 25]]

@@ -8,23 +8,24 @@ from typing import Any
 
 import pytest
 
-from shepard.catalog import SqlCatalog, open_catalog
+from shepard.catalog import Catalog
 from shepard.catalog.base import IdempotencyConflict, Registered
 from shepard.model import JobSpec, JobStatus, Outcome
+from tests.integration.conftest import CatalogFactory
 
 T0 = 1_700_000_000.0
 
 
-def add(catalog: SqlCatalog, params: list[dict[str, Any]], *, batch: str, now: float) -> list[str]:
+def add(catalog: Catalog, params: list[dict[str, Any]], *, batch: str, now: float) -> list[str]:
     specs = (JobSpec(p, batch=batch) for p in params)
     return catalog.add_jobs(specs, now=now, default_attempts=1)
 
 
-def ids(catalog: SqlCatalog, **filters: Any) -> list[str]:
+def ids(catalog: Catalog, **filters: Any) -> list[str]:
     return [job.id for job in catalog.page(newest_first=False, **filters)]
 
 
-def test_page_filters_by_batch_since_and_tag(catalog: SqlCatalog) -> None:
+def test_page_filters_by_batch_since_and_tag(catalog: Catalog) -> None:
     a = add(catalog, [{"TAG": "Red"}, {"tag": "rED"}, {"TAG": "blue"}, {}], batch="a", now=T0)
     b = add(catalog, [{"Tag": "red", "X": 1}, {"X": "red"}, {"TAG": 5}], batch="b", now=T0 + 10)
     assert ids(catalog, batch="a") == a
@@ -35,7 +36,7 @@ def test_page_filters_by_batch_since_and_tag(catalog: SqlCatalog) -> None:
     assert ids(catalog, tag="red", since=T0 + 11) == []
 
 
-def test_tag_and_status_filters_with_keyset_paging(catalog: SqlCatalog) -> None:
+def test_tag_and_status_filters_with_keyset_paging(catalog: Catalog) -> None:
     tagged = add(catalog, [{"TAG": "t", "I": i} for i in range(5)], batch="a", now=T0)
     (job,) = catalog.claim("w", now=T0, lease=60, job_ids=[tagged[1]])
     catalog.finish(job.id, job.attempt, Outcome(JobStatus.FAILED, reason="x"), now=T0)
@@ -51,7 +52,7 @@ def test_tag_and_status_filters_with_keyset_paging(catalog: SqlCatalog) -> None:
     assert ids(catalog, batch="a", limit=2) == tagged[:2]
 
 
-def test_a_key_registers_once_and_replays(catalog: SqlCatalog) -> None:
+def test_a_key_registers_once_and_replays(catalog: Catalog) -> None:
     def submit(params: list[dict[str, Any]], digest: str, batch: str) -> Registered:
         specs = (JobSpec(p, batch=batch) for p in params)
         return catalog.add_jobs_once("k", digest, batch, specs, now=T0, default_attempts=1)
@@ -65,20 +66,18 @@ def test_a_key_registers_once_and_replays(catalog: SqlCatalog) -> None:
 
 
 @pytest.fixture
-def second(catalog_url: str, catalog: SqlCatalog) -> Iterator[SqlCatalog]:
+def second(catalog_factory: CatalogFactory, catalog: Catalog) -> Iterator[Catalog]:
     """Another handle on the same database (as another process would have)."""
-    other = open_catalog(catalog_url)
+    other = catalog_factory()
     yield other
     other.close()
 
 
-def test_concurrent_requests_with_one_key_register_once(
-    catalog: SqlCatalog, second: SqlCatalog
-) -> None:
+def test_concurrent_requests_with_one_key_register_once(catalog: Catalog, second: Catalog) -> None:
     results: list[Registered] = []
     start = threading.Barrier(2)
 
-    def submit(on: SqlCatalog, batch: str) -> None:
+    def submit(on: Catalog, batch: str) -> None:
         start.wait()
         specs = (JobSpec({"I": i}, batch=batch) for i in range(200))
         results.append(on.add_jobs_once("k", "h", batch, specs, now=T0, default_attempts=1))

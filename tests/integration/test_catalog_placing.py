@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import threading
 
-from shepard.catalog import SqlCatalog
-from shepard.catalog.placing import MAX_LOST
+from shepard.catalog import Catalog
+from shepard.catalog.states import MAX_LOST
 from shepard.model import JobSpec, JobStatus, Outcome
 
 T0 = 1_700_000_000.0
 LEASE = 60.0
 
 
-def add(catalog: SqlCatalog, n: int, *, attempts: int = 2) -> list[str]:
+def add(catalog: Catalog, n: int, *, attempts: int = 2) -> list[str]:
     specs = (JobSpec(params={"ITEM": i}) for i in range(n))
     return catalog.add_jobs(specs, now=T0, default_attempts=attempts)
 
 
-def history(catalog: SqlCatalog, job_id: str) -> list[tuple[int, str, str | None]]:
+def history(catalog: Catalog, job_id: str) -> list[tuple[int, str, str | None]]:
     return [(e.attempt, e.status.value, e.detail) for e in catalog.events(job_id)]
 
 
 def test_placed_jobs_stay_queued_and_are_never_placed_or_claimed_again(
-    catalog: SqlCatalog,
+    catalog: Catalog,
 ) -> None:
     ids = add(catalog, 5)
     first = catalog.place("t1", now=T0, limit=3)
@@ -42,7 +42,7 @@ def test_placed_jobs_stay_queued_and_are_never_placed_or_claimed_again(
     assert history(catalog, ids[1]) == [(0, "queued", None)], "placing is not a transition"
 
 
-def test_placing_respects_retry_times(catalog: SqlCatalog) -> None:
+def test_placing_respects_retry_times(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1)
     (job,) = catalog.claim("w", now=T0, lease=LEASE)
     failed = Outcome(JobStatus.FAILED, reason="exit code 1", exit_code=1)
@@ -52,7 +52,7 @@ def test_placing_respects_retry_times(catalog: SqlCatalog) -> None:
     assert catalog.place("t", now=T0 + 30, limit=5) == [job_id]
 
 
-def test_concurrent_placers_take_disjoint_jobs(catalog: SqlCatalog) -> None:
+def test_concurrent_placers_take_disjoint_jobs(catalog: Catalog) -> None:
     ids = add(catalog, 400)
     taken: list[list[str]] = []
     lock = threading.Lock()
@@ -71,7 +71,7 @@ def test_concurrent_placers_take_disjoint_jobs(catalog: SqlCatalog) -> None:
     assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
 
 
-def test_only_the_named_placement_claims_and_the_claim_clears_it(catalog: SqlCatalog) -> None:
+def test_only_the_named_placement_claims_and_the_claim_clears_it(catalog: Catalog) -> None:
     (job_id,) = add(catalog, 1)
     catalog.place("tok", now=T0, limit=1)
     catalog.rename_placement("tok", "tok@77")
@@ -93,7 +93,7 @@ def test_only_the_named_placement_claims_and_the_claim_clears_it(catalog: SqlCat
 
 
 def test_unplaced_jobs_are_handed_over_again_and_fail_after_max_lost(
-    catalog: SqlCatalog,
+    catalog: Catalog,
 ) -> None:
     ids = add(catalog, 2)
     detail = "slurm task 5_0 ended before it started its job (CANCELLED)"
@@ -117,7 +117,7 @@ def test_unplaced_jobs_are_handed_over_again_and_fail_after_max_lost(
 
 
 def test_a_lost_running_attempt_is_requeued_without_spending_an_attempt(
-    catalog: SqlCatalog,
+    catalog: Catalog,
 ) -> None:
     (job_id,) = add(catalog, 1, attempts=1)
     reason = "slurm task 9_0 was cancelled outside shepard (CANCELLED)"
@@ -133,7 +133,7 @@ def test_a_lost_running_attempt_is_requeued_without_spending_an_attempt(
 
 
 def test_a_job_cancelled_while_placed_keeps_its_placement_until_retried(
-    catalog: SqlCatalog,
+    catalog: Catalog,
 ) -> None:
     (job_id,) = add(catalog, 1)
     catalog.place("t@1", now=T0, limit=1)

@@ -9,14 +9,17 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from shepard.catalog import SqlCatalog, bulk, open_catalog
+from shepard.catalog import Catalog, bulk
 from shepard.catalog.schema import jobs, submissions
 from shepard.catalog.staging import STALE_AFTER_S, Staging
 from shepard.dispatcher import Dispatcher
 from shepard.errors import CatalogError, ParamsError
 from shepard.model import JobSpec, JobStatus, RetryPolicy
+from tests.integration.conftest import CatalogFactory
 
 T0 = 1_700_000_000.0
+
+pytestmark = pytest.mark.sql_catalog
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +31,12 @@ def specs(n: int) -> Iterator[JobSpec]:
     return (JobSpec({"I": i}) for i in range(n))
 
 
-def rows(catalog: SqlCatalog, table: sa.Table = jobs) -> int:
+def rows(catalog: Catalog, table: sa.Table = jobs) -> int:
     with catalog._transaction(read_only=True) as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
-def test_a_streamed_submission_registers_every_job_in_order(catalog: SqlCatalog) -> None:
+def test_a_streamed_submission_registers_every_job_in_order(catalog: Catalog) -> None:
     seen: list[int] = []
     n = catalog.submit_jobs(specs(95), batch="b", now=T0, default_attempts=2, progress=seen.append)
     assert n == 95 and seen[-1] == 95 and len(seen) == 10  # one report per chunk
@@ -45,8 +48,10 @@ def test_a_streamed_submission_registers_every_job_in_order(catalog: SqlCatalog)
     assert job.id == ids[0] and job.max_attempts == 2
 
 
-def test_nothing_is_visible_while_a_submission_is_written(catalog_url: str) -> None:
-    writer, other = open_catalog(catalog_url), open_catalog(catalog_url)
+def test_nothing_is_visible_while_a_submission_is_written(
+    catalog_factory: CatalogFactory,
+) -> None:
+    writer, other = catalog_factory(), catalog_factory()
     looked: list[object] = []
 
     def watched() -> Iterator[JobSpec]:
@@ -68,7 +73,7 @@ def test_nothing_is_visible_while_a_submission_is_written(catalog_url: str) -> N
         other.close()
 
 
-def test_an_error_midway_registers_nothing(catalog: SqlCatalog) -> None:
+def test_an_error_midway_registers_nothing(catalog: Catalog) -> None:
     def failing() -> Iterator[JobSpec]:
         yield from specs(45)
         raise ParamsError("line 46: bad")
@@ -78,7 +83,7 @@ def test_an_error_midway_registers_nothing(catalog: SqlCatalog) -> None:
     assert rows(catalog) == 0 and rows(catalog, submissions) == 0
 
 
-def _killed(catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch, *, committed: bool) -> None:
+def _killed(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, *, committed: bool) -> None:
     """Leave a submission as a process killed midway (or after its commit) would."""
     monkeypatch.setattr(Staging, "_discard", lambda *a, **k: 0)
     monkeypatch.setattr(Staging, "_publish", lambda *a, **k: 0)
@@ -102,7 +107,7 @@ class _nothing:
 
 
 def test_a_killed_submission_stays_invisible_and_is_swept(
-    catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _killed(catalog, monkeypatch, committed=False)
     assert rows(catalog) == 40 and sum(catalog.counts().values()) == 0
@@ -114,7 +119,7 @@ def test_a_killed_submission_stays_invisible_and_is_swept(
 
 
 def test_a_submission_killed_after_its_commit_is_rolled_forward(
-    catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _killed(catalog, monkeypatch, committed=True)
     assert sum(catalog.counts().values()) == 0
@@ -125,7 +130,7 @@ def test_a_submission_killed_after_its_commit_is_rolled_forward(
 
 
 def test_one_label_cannot_be_submitted_twice_at_once(
-    catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _killed(catalog, monkeypatch, committed=False)
     with pytest.raises(Exception, match="being submitted by another process"):
@@ -133,7 +138,7 @@ def test_one_label_cannot_be_submitted_twice_at_once(
 
 
 def test_a_submission_whose_process_died_is_swept_at_once(
-    catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _killed(catalog, monkeypatch, committed=False)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -145,7 +150,7 @@ def test_a_submission_whose_process_died_is_swept_at_once(
 
 
 def test_a_dispatcher_sweeps_dead_submissions(
-    catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _killed(catalog, monkeypatch, committed=False)
 
@@ -161,7 +166,7 @@ def test_a_dispatcher_sweeps_dead_submissions(
     assert rows(catalog) == 0 and rows(catalog, submissions) == 0
 
 
-def test_a_submission_wrongly_swept_as_dead_registers_nothing(catalog: SqlCatalog) -> None:
+def test_a_submission_wrongly_swept_as_dead_registers_nothing(catalog: Catalog) -> None:
     def swept_midway() -> Iterator[JobSpec]:
         yield from specs(25)
         catalog.sweep_submissions(now=T0 + 1, stale_after=0.5)  # another process's mistake

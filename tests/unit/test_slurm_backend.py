@@ -15,7 +15,7 @@ from shepard.backends import arraytasks
 from shepard.backends.arrays import STALE
 from shepard.backends.slurm.backend import ARRAY_TASK, SHEEP_TASK, SlurmBackend, slurm_identity
 from shepard.backends.slurm.ctl import Result, SlurmCtl, SlurmError, comment, token_of
-from shepard.catalog.placing import MAX_LOST
+from shepard.catalog.states import MAX_LOST
 from shepard.config import FlockConfig
 from shepard.errors import ShepardError
 from shepard.flock import Flock

@@ -175,7 +175,7 @@ class Arrays:
     """
 
     scheduler: ArrayScheduler
-    catalog: Catalog
+    catalog: Catalog  # both halves: it places jobs (PlacementStore) and ends attempts (JobStore)
     manifests: ObjectStore
     logs: ObjectStore
     errors: ObjectStore

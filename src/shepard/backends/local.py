@@ -21,8 +21,8 @@ from pathlib import Path
 
 from shepard.backends.base import BackendContext, LogRef, payload_logs
 from shepard.backends.procs import CLOSE_TIMEOUT, RunnerProcess, RunnerSetup, start_runners
+from shepard.catalog import in_process
 from shepard.catalog.base import Catalog
-from shepard.catalog.engine import is_memory, parse_url
 from shepard.model import Job, RetryPolicy
 from shepard.runtime import RuntimeContext
 from shepard.runtime.workspace import remove_tree
@@ -76,7 +76,7 @@ class LocalBackend:
         sweep_slots(ctx.workspace_root)
         # forks, while this process has no other thread; an in-memory catalog cannot serve
         # runner processes anyway, and closing it would lose it
-        if not is_memory(parse_url(catalog_url)):
+        if not in_process(catalog_url):
             start_runners(self._slots, before_fork=catalog.close)
 
     @classmethod

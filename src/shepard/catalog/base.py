@@ -1,9 +1,20 @@
-"""The Catalog contract: where job state lives. Every implementation must pass tests/catalog_suite.
+"""The catalog contracts: where job state lives.
+
+Two protocols, which a catalog implements together (`Catalog`):
+- `JobStore`, the core: submissions (streamed, idempotent), the life of an attempt (claim,
+  heartbeat, finish, release, lease expiry), a user's cancel and retry, and the queries.
+- `PlacementStore`, for engine backends (Slurm, and any engine with a queue of its own):
+  queued jobs handed to an engine queue entry and claimed later by its task (placing.py).
+
+What each change does to a job is decided by the state machine (`states.py`); an
+implementation reads the facts it needs, calls it, and writes the answer atomically. The
+catalog suite (tests/integration/test_catalog*.py, through the `catalog_factory` fixture) is
+the executable form of these contracts: every implementation must pass it.
 
 Times are epoch seconds (float) passed in by the caller, so tests script the clock.
 Every state change is fenced: it names the attempt it belongs to, and a change for an attempt
-that is no longer the job's current running attempt is refused (returns False / 0), so a worker
-that lost its lease can never overwrite what a newer attempt recorded.
+that is no longer the job's current running attempt is refused (None), so a worker that lost
+its lease can never overwrite what a newer attempt recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +40,10 @@ class Registered:
     replayed: bool
 
 
-class Catalog(Protocol):
+class JobStore(Protocol):
+    """The core job store. Every method is atomic (all or nothing) and safe to call from many
+    threads and processes at once; a store that cannot be reached raises CatalogError."""
+
     def add_jobs(self, specs: Iterable[JobSpec], *, now: float, default_attempts: int) -> list[str]:
         """Register every spec as a QUEUED job in ONE transaction; return the new ids in order.
 
@@ -112,6 +126,8 @@ class Catalog(Protocol):
         attempts left (attempt < max_attempts), the job goes back to QUEUED with
         not_before = retry_at instead of FAILED. Returns the status the job ended up in.
         Records an event carrying the reason, followed by `outcome.detail` when set.
+        The change is the state machine's (`states.finished`); the read of the job's facts
+        and the write are one atomic step. Raises ValueError if `outcome` is not terminal.
         """
         ...
 
@@ -138,7 +154,8 @@ class Catalog(Protocol):
         """Give a RUNNING attempt back to the queue without spending an attempt (fenced).
 
         Used when a sheep shuts down cleanly: the job becomes QUEUED at once and its
-        max_attempts grows by one, so the next claim's attempt number still goes up.
+        max_attempts grows by one, so the next claim's attempt number still goes up
+        (`states.released`).
         """
         ...
 
@@ -146,7 +163,8 @@ class Catalog(Protocol):
         """Handle RUNNING jobs whose lease ended before `now` (their worker died or hung).
 
         Each becomes QUEUED again (not_before = retry_at) if it has attempts left, else FAILED,
-        with reason "lease expired (worker lost)". Returns the ids handled.
+        with reason "lease expired (worker lost)". Returns the ids handled, in seq order.
+        A lost attempt is not spent; MAX_LOST losses fail the job (`states.expired`).
         """
         ...
 
@@ -159,7 +177,8 @@ class Catalog(Protocol):
     ) -> list[str]:
         """Mark matching non-terminal jobs CANCELLED (all jobs in `statuses` when job_ids is None).
 
-        Returns the ids cancelled. A RUNNING job's worker learns it through `heartbeat`.
+        Returns the ids cancelled, in seq order (`states.cancelled`). A RUNNING job's worker
+        learns it through `heartbeat`.
         """
         ...
 
@@ -175,81 +194,20 @@ class Catalog(Protocol):
         """Put terminal jobs back to QUEUED as new attempts of the same ids (`shepard retry`).
 
         max_attempts grows so that `extra_attempts` more attempts are allowed. `since` limits to
-        jobs finished at or after that time. Returns the ids requeued.
+        jobs finished at or after that time. Returns the ids requeued, in seq order
+        (`states.requeued`). Raises ValueError if `extra_attempts` < 1.
         """
-        ...
-
-    # -- engine backends: queued jobs handed to an engine's own queue (see placing.py) --------
-
-    def place(self, placement: str, *, now: float, limit: int) -> list[str]:
-        """Mark up to `limit` QUEUED jobs that `claim` could take now (and carry no placement)
-        with `placement`, oldest seq first; return their ids in seq order.
-
-        Placed jobs stay QUEUED but are never claimed by `claim` nor placed again: they wait
-        for `claim_placed`. Concurrent callers never place the same job.
-        """
-        ...
-
-    def rename_placement(self, old: str, new: str) -> int:
-        """Change the placement of every job placed under `old` to `new`; return the count."""
-        ...
-
-    def claim_placed(
-        self,
-        worker: str,
-        job_id: str,
-        placements: Sequence[str],
-        *,
-        now: float,
-        lease: float,
-    ) -> Job | None:
-        """Claim `job_id` exactly as `claim` would, provided it is QUEUED and placed under one
-        of `placements`; the claim clears the placement. None when that is not the case."""
-        ...
-
-    def unplace(
-        self,
-        job_ids: Sequence[str],
-        placement: str,
-        *,
-        now: float,
-        detail: str,
-        lost: bool = True,
-    ) -> list[str]:
-        """Clear the placement of those `job_ids` that are QUEUED and still placed under
-        `placement` (their engine task ended without claiming them); `detail` is recorded in
-        their history. With `lost` the job's lost-worker count grows, and a job reaching
-        MAX_LOST fails with `detail` as its reason. Returns the ids changed, in seq order."""
-        ...
-
-    def placed(self, *, limit: int = 1000, after_seq: int | None = None) -> list[Job]:
-        """QUEUED jobs carrying a placement, in seq order, keyset-paged by seq."""
-        ...
-
-    def placements(self) -> dict[str, int]:
-        """Every placement that QUEUED jobs carry, with the number of such jobs."""
-        ...
-
-    def placed_in(self, placements: Sequence[str]) -> list[Job]:
-        """Jobs in any status whose placement is one of `placements`, in seq order."""
         ...
 
     def ready(self, *, now: float) -> int:
         """How many jobs `claim` could take at `now` (QUEUED, due, without a placement)."""
         ...
 
-    def lose(
-        self, job_id: str, attempt: int, *, now: float, reason: str, retry_at: float | None = None
-    ) -> JobStatus | None:
-        """Handle RUNNING `attempt` as if its lease had expired now, with `reason` (its worker
-        is known to be gone): QUEUED again (not_before = retry_at) without spending an
-        attempt, or FAILED once the job has lost MAX_LOST workers. Fenced: None if `attempt`
-        is not the job's current running attempt."""
-        ...
-
     # -- queries ----------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> Job | None: ...
+    def get(self, job_id: str) -> Job | None:
+        """The job `job_id` (None if there is none, or its submission is not committed yet)."""
+        ...
 
     def events(self, job_id: str) -> list[JobEvent]:
         """The job's history, oldest first (QUEUED at submission, then each transition)."""
@@ -312,4 +270,96 @@ class Catalog(Protocol):
         answers in the order of `requests`. For triggers that register many keyed bundles."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections; the catalog must not be used afterwards."""
+        ...
+
+
+class PlacementStore(Protocol):
+    """Engine placements: queued jobs handed to an engine's own queue (see placing.py).
+
+    A placed job stays QUEUED but is never claimed by `JobStore.claim` nor placed again until
+    its engine task claims it (`claim_placed`) or the reconciler takes it back (`unplace`).
+    Every change names the placement it expects, so a late task of an old engine queue entry
+    can never take a job meanwhile handed to a newer one. Atomic and concurrent-safe like
+    JobStore.
+    """
+
+    def place(self, placement: str, *, now: float, limit: int) -> list[str]:
+        """Mark up to `limit` QUEUED jobs that `claim` could take now (and carry no placement)
+        with `placement`, oldest seq first; return their ids in seq order.
+
+        Placed jobs stay QUEUED but are never claimed by `claim` nor placed again: they wait
+        for `claim_placed`. Concurrent callers never place the same job.
+        """
+        ...
+
+    def rename_placement(self, old: str, new: str) -> int:
+        """Change the placement of every job placed under `old` to `new`; return the count."""
+        ...
+
+    def claim_placed(
+        self,
+        worker: str,
+        job_id: str,
+        placements: Sequence[str],
+        *,
+        now: float,
+        lease: float,
+    ) -> Job | None:
+        """Claim `job_id` exactly as `claim` would, provided it is QUEUED and placed under one
+        of `placements`; the claim clears the placement. None when that is not the case."""
+        ...
+
+    def unplace(
+        self,
+        job_ids: Sequence[str],
+        placement: str,
+        *,
+        now: float,
+        detail: str,
+        lost: bool = True,
+    ) -> list[str]:
+        """Clear the placement of those `job_ids` that are QUEUED and still placed under
+        `placement` (their engine task ended without claiming them); `detail` is recorded in
+        their history. With `lost` the job's lost-worker count grows, and a job reaching
+        MAX_LOST fails with `detail` as its reason. Returns the ids changed, in seq order."""
+        ...
+
+    def placed(self, *, limit: int = 1000, after_seq: int | None = None) -> list[Job]:
+        """QUEUED jobs carrying a placement, in seq order, keyset-paged by seq."""
+        ...
+
+    def placements(self) -> dict[str, int]:
+        """Every placement that QUEUED jobs carry, with the number of such jobs."""
+        ...
+
+    def placed_in(self, placements: Sequence[str]) -> list[Job]:
+        """Jobs in any status whose placement is one of `placements`, in seq order."""
+        ...
+
+    def lose(
+        self, job_id: str, attempt: int, *, now: float, reason: str, retry_at: float | None = None
+    ) -> JobStatus | None:
+        """Handle RUNNING `attempt` as if its lease had expired now, with `reason` (its worker
+        is known to be gone): QUEUED again (not_before = retry_at) without spending an
+        attempt, or FAILED once the job has lost MAX_LOST workers. Fenced: None if `attempt`
+        is not the job's current running attempt."""
+        ...
+
+
+class Catalog(JobStore, PlacementStore, Protocol):
+    """A complete catalog: the job store and the engine placements over the same jobs.
+    Implementations are registered by URL scheme in `shepard.catalog.CATALOGS`."""
+
+    @property
+    def url(self) -> str:
+        """The catalog's URL, with any password replaced by ***."""
+        ...
+
+    def be_patient(self) -> None:
+        """From now on, wait out another process's long hold on the catalog (logging it)
+        instead of raising CatalogError: for long-running processes (dispatchers, sheep,
+        runners), which must never die because a short command is busy. A catalog with no
+        such wait does nothing."""
+        ...

@@ -17,11 +17,8 @@ database insert the row. Two things make that fast:
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Any
@@ -101,10 +98,7 @@ def pipeline(
     """
     total = 0
     spec_iter = iter(specs)
-    with (
-        _cyclic_gc_paused(),
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepard-insert") as helper,
-    ):
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepard-insert") as helper:
         in_flight: Future[Any] | None = None
         while rows := [_row(s, default_attempts, batch) for s in islice(spec_iter, CHUNK)]:
             if ids is not None:
@@ -130,33 +124,3 @@ def _row(spec: JobSpec, default_attempts: int, batch: str | None) -> tuple[Any, 
     attempts = default_attempts if spec.max_attempts is None else spec.max_attempts
     label = spec.batch if batch is None else batch
     return (new_job_id(), params, spec.bundle_key, attempts, spec.timeout, label)
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while rows are built (reference counting goes on).
-
-    Each chunk keeps 20,000 row tuples alive long enough to be promoted to the oldest
-    generation, which triggers a full collection of the whole heap every few chunks: over a
-    million rows that alone costs ~15% of the insert. The rows hold no reference cycles, so
-    pausing frees nothing late. Nested and concurrent pauses are counted; the collector is
-    re-enabled (if it was enabled) when the last one ends.
-    """
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()

@@ -36,7 +36,15 @@ PG_CONNECT_TIMEOUT_S = 10
 READ_ONLY = "shepard_read_only"
 """Execution option: the transaction only reads, so SQLite may start it with a plain BEGIN."""
 
-_USAGE = "use sqlite:///ABSOLUTE/PATH.db, sqlite:// (in memory) or postgresql://USER@HOST/DB"
+_USAGE = (
+    "use sqlite:///ABSOLUTE/PATH.db, sqlite:// or memory:// (in memory) or "
+    "postgresql://USER@HOST/DB"
+)
+
+
+def memory_as_sqlite(url: str) -> str:
+    """`memory://` (the registry's in-memory catalog) is SQLite in memory: `sqlite://`."""
+    return "sqlite://" if url.lower().rstrip("/") in ("memory:", "memory:/") else url
 
 
 def parse_url(url: str) -> URL:

@@ -10,6 +10,7 @@ and then finds nothing left to do.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +70,12 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(sa.select(version.c.version_num)).scalar()
 
 
+_ALEMBIC = threading.Lock()
+"""Alembic's commands work through module-level proxies (`alembic.op`, the migration
+context), so two upgrades must never overlap in one process. The database's own lock orders
+upgrades of one catalog; this one orders those of different catalogs (e.g. in memory)."""
+
+
 def _upgrade(conn: Connection) -> None:
     from alembic import command
     from alembic.config import Config
@@ -78,7 +85,8 @@ def _upgrade(conn: Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = conn
     try:
-        command.upgrade(config, "head")
+        with _ALEMBIC:
+            command.upgrade(config, "head")
     except CommandError as exc:
         found = current_revision(conn)
         raise CatalogError(

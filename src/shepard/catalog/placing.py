@@ -16,38 +16,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from shepard.catalog import states
 from shepard.catalog.schema import jobs
-from shepard.catalog.statements import chunks
+from shepard.catalog.statements import apply_changes, chunks
 from shepard.model import Job, JobStatus
 
-MAX_LOST = 3  # a job whose worker (or task) vanishes this many times fails instead of running
+MAX_LOST = states.MAX_LOST
 
 _QUEUED, _RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
-_FAILED = JobStatus.FAILED.value
-_FENCE = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
 
 
-class Placements:
-    """The placement half of SqlCatalog; it supplies `_transaction`, `_record` and `_to_job`."""
+class SqlPlacements:
+    """The PlacementStore half of SqlCatalog, which supplies `_transaction` and `_job`.
+    Transitions are decided by `states`; choosing jobs to place is a query."""
 
     def _transaction(
         self, *, read_only: bool = False
     ) -> contextlib.AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _record(
-        self,
-        conn: Connection,
-        held: Sequence[tuple[str, int]],
-        status: JobStatus,
-        now: float,
-        detail: str | None,
-    ) -> None:
         raise NotImplementedError
 
     def _job(self, row: Mapping[Any, Any]) -> Job:
@@ -92,40 +83,20 @@ class Placements:
         now: float,
         lease: float,
     ) -> Job | None:
-        """Claim `job_id` like `claim` does, but only if it is QUEUED and placed under one of
-        `placements`; the claim clears its placement. None when it is not (any more)."""
-        start = int(now)
-        stmt = (
-            jobs.update()
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.status == _QUEUED,
-                jobs.c.placement.in_(list(placements)),
-            )
-            .values(
-                status=_RUNNING,
-                attempt=jobs.c.attempt + 1,
-                # START_TIME exceeds every earlier attempt's, even within the same second
-                started_at=sa.case(
-                    (jobs.c.started_at >= start, jobs.c.started_at + 1), else_=start
-                ),
-                lease_until=now + lease,
-                worker=worker,
-                not_before=None,
-                finished_at=None,
-                placement=None,
-            )
-            .returning(*jobs.c)
-        )
+        """Claim `job_id` like `claim` does (`states.claimed`), but only if it is QUEUED and
+        placed under one of `placements`; the claim clears its placement. None when it is not
+        (any more)."""
         if not placements:
             return None
+        mine = sa.and_(
+            jobs.c.id == job_id, jobs.c.status == _QUEUED, jobs.c.placement.in_(list(placements))
+        )
+        decide = partial(states.claimed, worker=worker, now=now, lease=lease)
         with self._transaction() as conn:
-            row = conn.execute(stmt).mappings().first()
-            if row is None:
+            if not apply_changes(conn, mine, decide, now=now):
                 return None
-            job = self._job(row)
-            self._record(conn, [(job.id, job.attempt)], JobStatus.RUNNING, now, worker)
-        return job
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+        return self._job(row)
 
     def unplace(
         self,
@@ -137,35 +108,22 @@ class Placements:
         lost: bool = True,
     ) -> list[str]:
         """Take back QUEUED jobs still placed under `placement` whose engine task ended without
-        claiming them: they become claimable (and placeable) again, and `detail` goes into
-        their history. With `lost`, this counts as a lost worker: the job that reaches
-        MAX_LOST losses fails with `detail` as its reason. Returns the ids changed."""
+        claiming them (`states.unplaced`): they become claimable (and placeable) again, and
+        `detail` goes into their history. With `lost`, this counts as a lost worker: the job
+        that reaches MAX_LOST losses fails with `detail` as its reason. Returns the ids
+        changed, in seq order."""
         if not job_ids:
             return []
         mine = sa.and_(jobs.c.status == _QUEUED, jobs.c.placement == placement)
-        requeue = jobs.update().where(mine).values(placement=None)
-        if lost:
-            requeue = requeue.where(jobs.c.lost < MAX_LOST - 1).values(lost=jobs.c.lost + 1)
-        fail = (
-            jobs.update()
-            .where(mine, jobs.c.lost >= MAX_LOST - 1)
-            .values(
-                status=_FAILED,
-                placement=None,
-                finished_at=now,
-                lost=jobs.c.lost + 1,
-                reason=f"{detail} ({MAX_LOST} times)",
-            )
+        decide = partial(
+            states.unplaced, placement=placement, now=now, detail=detail, count_lost=lost
         )
-        steps = [(requeue, JobStatus.QUEUED)] + ([(fail, JobStatus.FAILED)] if lost else [])
-        changed: list[sa.Row[Any]] = []
+        changed: list[tuple[int, str, int, states.Change]] = []
         with self._transaction() as conn:
-            for stmt, status in steps:
-                for chunk in chunks(list(job_ids)):
-                    rows = conn.execute(stmt.where(jobs.c.id.in_(chunk)).returning(*_FENCE)).all()
-                    self._record(conn, [(r.id, r.attempt) for r in rows], status, now, detail)
-                    changed.extend(rows)
-        return [r.id for r in sorted(changed, key=lambda r: int(r.seq))]
+            for chunk in chunks(list(job_ids)):
+                where = sa.and_(mine, jobs.c.id.in_(chunk))
+                changed.extend(apply_changes(conn, where, decide, now=now))
+        return [job_id for _seq, job_id, _a, _c in sorted(changed, key=lambda c: c[0])]
 
     def placed(self, *, limit: int = 1000, after_seq: int | None = None) -> list[Job]:
         """QUEUED jobs that carry a placement, oldest first (page on with the last seq)."""
@@ -213,51 +171,13 @@ class Placements:
         self, job_id: str, attempt: int, *, now: float, reason: str, retry_at: float | None = None
     ) -> JobStatus | None:
         """The worker of RUNNING `attempt` is known to be gone (its engine task ended): handle
-        it now as a lease expiry would, with `reason`. The job goes back to QUEUED
-        (not_before = retry_at) without spending an attempt, or FAILS once it has lost
+        it now as a lease expiry would, with `reason` (`states.lost`). The job goes back to
+        QUEUED (not_before = retry_at) without spending an attempt, or FAILS once it has lost
         MAX_LOST workers. Fenced: None if `attempt` is not the job's current running one."""
-        current = sa.and_(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.status == _RUNNING)
-        requeue, fail = lost_worker_updates(
-            current,
-            now=now,
-            reason=reason,
-            retry_at=retry_at,
-            failed=f"{reason} ({MAX_LOST} times)",
-        )
+        decide = partial(
+            states.lost, attempt=attempt, now=now, reason=reason, retry_at=retry_at,
+            times=f" ({MAX_LOST} times)",
+        )  # fmt: skip
         with self._transaction() as conn:
-            for stmt, status in ((requeue, JobStatus.QUEUED), (fail, JobStatus.FAILED)):
-                if conn.execute(stmt).rowcount == 1:
-                    self._record(conn, [(job_id, attempt)], status, now, reason)
-                    return status
-        return None
-
-
-def lost_worker_updates(
-    where: sa.ColumnElement[bool], *, now: float, reason: str, retry_at: float | None, failed: str
-) -> tuple[sa.Update, sa.Update]:
-    """The two updates for RUNNING attempts (picked by `where`) whose worker is gone.
-
-    The first requeues the job (not before `retry_at`) without spending an attempt: the lost
-    attempt is not held against the job. The second fails it with reason `failed` once it
-    has lost MAX_LOST workers, which points at the job itself killing them (e.g. memory).
-    """
-    requeue = (
-        jobs.update()
-        .where(where, jobs.c.lost < MAX_LOST - 1)
-        .values(
-            status=_QUEUED,
-            not_before=retry_at,
-            lease_until=None,
-            reason=reason,
-            lost=jobs.c.lost + 1,
-            max_attempts=jobs.c.max_attempts + 1,
-        )
-    )
-    fail = (
-        jobs.update()
-        .where(where, jobs.c.lost >= MAX_LOST - 1)
-        .values(
-            status=_FAILED, finished_at=now, lease_until=None, lost=jobs.c.lost + 1, reason=failed
-        )
-    )
-    return requeue, fail
+            changed = apply_changes(conn, jobs.c.id == job_id, decide, now=now)
+        return changed[0][3].status if changed else None

@@ -1,10 +1,21 @@
 """Hot-path statements: compiled once per dialect, then run on a DBAPI connection directly.
 
-A job's life costs a handful of statements (claim, finish, their history rows). Going through
-SQLAlchemy's execution machinery costs several times what the database itself spends on them,
-so these few are compiled once by SQLAlchemy (one definition for SQLite and PostgreSQL) and
-executed on the pooled connection's own cursor, inside the caller's transaction. The order of
-the driver's arguments is worked out once too, so a call only picks values out of a dict.
+A job's life costs a handful of statements (claim, read its facts, finish, their history rows).
+Going through SQLAlchemy's execution machinery costs more than the database itself spends on
+them, so these few are compiled once by SQLAlchemy (one definition for SQLite and PostgreSQL)
+and executed on the pooled connection's own cursor, inside the caller's transaction. The order
+of the driver's arguments is worked out once too, so a call only picks values out of a dict.
+
+Why it is kept (bench/prepared.py, SQLite in /dev/shm, CPU time per job for claim, facts,
+finish, two history rows and the commit): 62 µs this way against 140 µs through
+`Connection.execute` with SQLAlchemy's compiled cache, a ratio of 2.25; the difference is some
+5% of the CPU time of a whole trivial job end to end (bench/e2e_local.py: about 1.5 ms).
+
+The price: it reads what SQLAlchemy's compiler worked out (`bind_names`, `escaped_bind_names`,
+`positiontup`, the binds' values), attributes that are not a promised interface. That is
+confined to this module, and tests/unit/test_prepared.py fails when a SQLAlchemy release
+changes them: it checks the arguments against the compiler's public `construct_params` and
+runs every hot statement both ways, comparing the rows and the tables left behind.
 """
 
 from __future__ import annotations

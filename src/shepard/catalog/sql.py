@@ -5,6 +5,10 @@ one instance can be shared by many threads, and many processes can share one dat
 - Claiming is one `UPDATE ... WHERE seq IN (SELECT ... LIMIT n) RETURNING ...`. On PostgreSQL
   the subquery is `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows without
   waiting; SQLite renders no FOR UPDATE, and its BEGIN IMMEDIATE serialises writers instead.
+- What a change does to a job is the state machine's (states.py): each transition reads the
+  job's facts (rows locked with FOR UPDATE on PostgreSQL; SQLite's writers take turns),
+  asks `states`, and writes the answer in the same transaction (`statements.apply_changes`).
+  Which jobs a claim or a placement takes stays one set-based statement (the hot path).
 - Every change made on behalf of an attempt is fenced by `id, attempt, status = 'running'`.
 - The statements of a job's life (claim, finish, their history rows: statements.py) are
   compiled once (prepared.py) and run in `_hot` transactions on a bare DBAPI connection.
@@ -13,20 +17,20 @@ one instance can be shared by many threads, and many processes can share one dat
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shepard.catalog import engine as _engine
+from shepard.catalog import states
 from shepard.catalog.base import Registered
 from shepard.catalog.bulk import insert_specs
 from shepard.catalog.listing import page_queries, submit_each, submit_once
 from shepard.catalog.migrate import ensure_schema
-from shepard.catalog.placing import MAX_LOST, Placements, lost_worker_updates
+from shepard.catalog.placing import SqlPlacements
 from shepard.catalog.prepared import Prepared
 from shepard.catalog.schema import STAGED, job_events, jobs
 from shepard.catalog.staging import Staging
@@ -34,26 +38,26 @@ from shepard.catalog.statements import (
     CLAIM,
     CLAIM_IDS,
     FINISH,
+    FINISH_FACTS,
     INSERT_EVENT,
+    apply_changes,
     by_seq,
     chunks,
     claim_params,
     dbapi,
+    event_row,
     events_rows,
+    stored,
+    to_facts,
     to_job,
 )
 from shepard.model import Ended, Job, JobEvent, JobSpec, JobStatus, Outcome
 
-LEASE_EXPIRED = "lease expired (worker lost)"
-CANCELLED_BY_USER = "cancelled by user"
-REQUEUED_BY_USER = "requeued by user"
-
-_QUEUED, _RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
-_FAILED, _CANCELLED = JobStatus.FAILED.value, JobStatus.CANCELLED.value
-_FENCE_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.attempt)
+MAX_LOST = states.MAX_LOST
+_RUNNING = JobStatus.RUNNING.value
 
 
-class SqlCatalog(Placements, Staging):
+class SqlCatalog(SqlPlacements, Staging):
     """A Catalog stored in the database at `url` (see `shepard.catalog.open_catalog`).
 
     `patient` (an attribute too, see `be_patient`): never fail because another process holds
@@ -64,7 +68,7 @@ class SqlCatalog(Placements, Staging):
     """
 
     def __init__(self, url: str, *, create: bool = True, patient: bool = False) -> None:
-        self._url = _engine.parse_url(url)
+        self._url = _engine.parse_url(_engine.memory_as_sqlite(url))
         if not create:
             _engine.check_exists(self._url)
         self.patient = patient
@@ -91,10 +95,32 @@ class SqlCatalog(Placements, Staging):
         dialect = self._engine.dialect
         job_columns = [c.name for c in jobs.c]
         self._claim = Prepared(CLAIM, dialect, job_columns)
-        self._finish = Prepared(FINISH, dialect, ["status"])
+        self._facts = Prepared(
+            FINISH_FACTS, dialect, [c.name for c in FINISH_FACTS.selected_columns]
+        )
+        self._finish = Prepared(FINISH, dialect)
         self._event = Prepared(
             INSERT_EVENT, dialect, insert_keys=("job_id", "attempt", "status", "at", "detail")
         )
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool, patient: bool) -> SqlCatalog:
+        """See shepard.catalog.CatalogClass."""
+        return cls(url, create=create, patient=patient)
+
+    @classmethod
+    def check_url(cls, url: str) -> None:
+        """See shepard.catalog.CatalogClass."""
+        _engine.parse_url(_engine.memory_as_sqlite(url))
+
+    @classmethod
+    def in_process(cls, url: str) -> bool:
+        """See shepard.catalog.CatalogClass."""
+        return _engine.is_memory(_engine.parse_url(_engine.memory_as_sqlite(url)))
+
+    def be_patient(self) -> None:
+        """See Catalog.be_patient."""
+        self.patient = True
 
     @property
     def url(self) -> str:
@@ -283,74 +309,37 @@ class SqlCatalog(Placements, Staging):
         now: float,
         retry_at: float | None,
     ) -> tuple[JobStatus | None, list[dict[str, Any]]]:
-        """Finish in the open `_hot` transaction; return the new status and its history row."""
-        if not outcome.status.terminal:
-            raise ValueError(f"an attempt cannot end as {outcome.status.value!r}")
-        wants_retry = (
-            outcome.status is JobStatus.FAILED and retry_at is not None and outcome.retryable
-        )
-        params = {
-            "b_id": job_id,
-            "b_attempt": attempt,
-            "now": now,
-            "final": outcome.status.value,
-            "wants_retry": wants_retry,
-            "retry_at": retry_at,
-            "b_reason": outcome.reason,
-            "b_exit_code": outcome.exit_code,
-            "b_outputs": json.dumps(list(outcome.outputs), separators=(",", ":")),
-            "b_error_bundle": outcome.error_bundle,
-        }
-        found = self._finish.rows(raw, params)
-        if not found:
+        """Finish in the open `_hot` transaction; return the new status and its history row
+        (what `states.finished` decides from the row's facts)."""
+        found = self._facts.rows(raw, {"b_id": job_id})
+        facts = to_facts(found[0]) if found else None
+        if facts is None:
+            if not outcome.status.terminal:
+                raise ValueError(f"an attempt cannot end as {outcome.status.value!r}")
             return None, []
-        status = JobStatus(found[0]["status"])
-        if status is JobStatus.QUEUED:
-            detail: str | None = f"retry in {(retry_at or now) - now:g}s after: {outcome.reason}"
-        else:
-            detail = outcome.reason
-        if outcome.detail:
-            detail = f"{detail}; {outcome.detail}" if detail else outcome.detail
-        return status, events_rows([(job_id, attempt)], status, now, detail)
+        change = states.finished(facts, attempt, outcome, now=now, retry_at=retry_at)
+        if change is None:
+            return None, []
+        values = stored(change)
+        params = {f"b_{k}": v for k, v in values.items()}
+        params["b_id"], params["b_attempt"] = job_id, attempt
+        self._finish.rows(raw, params)
+        return change.status, [event_row(job_id, attempt, change, now)]
 
     def release(self, job_id: str, attempt: int, *, now: float, detail: str) -> JobStatus | None:
-        """Requeue a running attempt at once, granting one more attempt so that the attempt
-        it did not get to finish is not counted against the job. Fenced: None if not current."""
-        stmt = (
-            jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.status == _RUNNING)
-            .values(
-                status=_QUEUED,
-                max_attempts=jobs.c.max_attempts + 1,
-                not_before=None,
-                lease_until=None,
-            )
+        """See JobStore.release (`states.released`)."""
+        return self._one(
+            job_id, lambda facts: states.released(facts, attempt, detail=detail), now=now
         )
-        with self._transaction() as conn:
-            if conn.execute(stmt).rowcount != 1:
-                return None
-            self._record(conn, [(job_id, attempt)], JobStatus.QUEUED, now, detail)
-        return JobStatus.QUEUED
 
     def expire_leases(self, *, now: float, retry_at: float | None = None) -> list[str]:
-        """See Catalog.expire_leases. A lost attempt is not held against the job: it is re-run
-        (max_attempts grows by one) unless the job already lost MAX_LOST attempts, which points
-        at the job itself killing its worker (e.g. by exhausting memory); then it fails."""
+        """See JobStore.expire_leases (`states.expired`)."""
         expired = sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_until < now)
-        requeue, fail = lost_worker_updates(
-            expired,
-            now=now,
-            reason=LEASE_EXPIRED,
-            retry_at=retry_at,
-            failed=f"{LEASE_EXPIRED} {MAX_LOST} times",
-        )
-        handled: list[sa.Row[Any]] = []
         with self._transaction() as conn:
-            for stmt, status in ((requeue, JobStatus.QUEUED), (fail, JobStatus.FAILED)):
-                rows = conn.execute(stmt.returning(*_FENCE_COLUMNS)).all()
-                self._record(conn, [(r.id, r.attempt) for r in rows], status, now, LEASE_EXPIRED)
-                handled.extend(rows)
-        return [r.id for r in sorted(handled, key=by_seq)]
+            changed = apply_changes(
+                conn, expired, lambda f: states.expired(f, now=now, retry_at=retry_at), now=now
+            )
+        return [job_id for _seq, job_id, _attempt, _change in changed]
 
     # -- user actions -----------------------------------------------------------------------
 
@@ -361,14 +350,9 @@ class SqlCatalog(Placements, Staging):
         now: float,
         statuses: Sequence[JobStatus] = (JobStatus.QUEUED, JobStatus.RUNNING),
     ) -> list[str]:
-        wanted = [s.value for s in statuses if not s.terminal]
-        stmt = (
-            jobs.update()
-            .where(jobs.c.status.in_(wanted))
-            .values(status=_CANCELLED, finished_at=now, lease_until=None, reason=CANCELLED_BY_USER)
-            .returning(*_FENCE_COLUMNS)
-        )
-        return self._transition(stmt, job_ids, JobStatus.CANCELLED, now, CANCELLED_BY_USER)
+        """See JobStore.cancel (`states.cancelled`)."""
+        wanted = jobs.c.status.in_([s.value for s in statuses if not s.terminal])
+        return self._many(job_ids, wanted, lambda f: states.cancelled(f, now=now), now=now)
 
     def requeue(
         self,
@@ -379,51 +363,52 @@ class SqlCatalog(Placements, Staging):
         since: float | None = None,
         extra_attempts: int = 1,
     ) -> list[str]:
-        """See Catalog.requeue. max_attempts becomes attempt + extra_attempts."""
+        """See JobStore.requeue (`states.requeued`)."""
         if extra_attempts < 1:
             raise ValueError(f"extra_attempts must be at least 1, not {extra_attempts}")
-        wanted = [s.value for s in statuses if s.terminal]
-        stmt = (
-            jobs.update()
-            .where(jobs.c.status.in_(wanted))
-            .values(
-                status=_QUEUED,
-                max_attempts=jobs.c.attempt + extra_attempts,
-                lost=0,  # a user's retry starts the lost-worker count afresh
-                placement=None,  # a job cancelled while placed is handed over afresh
-                not_before=None,
-                finished_at=None,
-                lease_until=None,
-            )
-            .returning(*_FENCE_COLUMNS)
+        wanted: sa.ColumnElement[bool] = jobs.c.status.in_(
+            [s.value for s in statuses if s.terminal]
         )
         if since is not None:
-            stmt = stmt.where(jobs.c.finished_at >= since)
-        return self._transition(stmt, job_ids, JobStatus.QUEUED, now, REQUEUED_BY_USER)
+            wanted = sa.and_(wanted, jobs.c.finished_at >= since)
+        return self._many(
+            job_ids, wanted, lambda f: states.requeued(f, extra_attempts=extra_attempts), now=now
+        )
 
-    def _transition(
+    def _many(
         self,
-        stmt: sa.Update,
         job_ids: Sequence[str] | None,
-        status: JobStatus,
+        where: sa.ColumnElement[bool],
+        decide: Callable[[states.Facts], states.Change | None],
+        *,
         now: float,
-        detail: str,
     ) -> list[str]:
-        """Run a bulk status UPDATE ... RETURNING (restricted to `job_ids` in chunks), record
-        an event per changed job, and return the changed ids in seq order."""
+        """Apply `decide` to the jobs matching `where` (and among `job_ids`, if given) in one
+        transaction; return the ids changed, in seq order."""
         if job_ids is not None and not job_ids:
             return []
-        restricted = (
-            [stmt]
+        parts = (
+            [where]
             if job_ids is None
-            else [stmt.where(jobs.c.id.in_(chunk)) for chunk in chunks(list(job_ids))]
+            else [sa.and_(where, jobs.c.id.in_(chunk)) for chunk in chunks(list(job_ids))]
         )
-        changed: list[sa.Row[Any]] = []
+        changed: list[tuple[int, str, int, states.Change]] = []
         with self._transaction() as conn:
-            for part in restricted:
-                changed.extend(conn.execute(part).all())
-            self._record(conn, [(r.id, r.attempt) for r in changed], status, now, detail)
-        return [r.id for r in sorted(changed, key=by_seq)]
+            for part in parts:
+                changed.extend(apply_changes(conn, part, decide, now=now))
+        return [job_id for _seq, job_id, _a, _c in sorted(changed, key=lambda c: c[0])]
+
+    def _one(
+        self,
+        job_id: str,
+        decide: Callable[[states.Facts], states.Change | None],
+        *,
+        now: float,
+    ) -> JobStatus | None:
+        """Apply `decide` to job `job_id`; return its new status, None if nothing changed."""
+        with self._transaction() as conn:
+            changed = apply_changes(conn, jobs.c.id == job_id, decide, now=now)
+        return changed[0][3].status if changed else None
 
     # -- queries ----------------------------------------------------------------------------
 

@@ -8,17 +8,23 @@ model records and back.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shepard.catalog.schema import job_events, jobs
+from shepard.catalog.states import Change, Facts
 from shepard.model import Job, JobStatus
 
 QUEUED, RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
 ID_CHUNK = 500  # ids per IN (...) list, far below every driver's bind-parameter limit
+FACT_COLUMNS = (
+    jobs.c.status, jobs.c.attempt, jobs.c.max_attempts, jobs.c.lost, jobs.c.placement,
+    jobs.c.started_at,
+)  # fmt: skip
+"""The columns of a row that make `states.Facts`, in its field order."""
 
 
 def claim_statement(restricted: bool) -> sa.Update:
@@ -57,14 +63,16 @@ def claim_statement(restricted: bool) -> sa.Update:
 CLAIM, CLAIM_IDS = claim_statement(False), claim_statement(True)
 
 
-def finish_statement() -> sa.Update:
-    """One fenced UPDATE ... RETURNING status that ends an attempt, or re-queues the job when
-    a retry is wanted and attempts are left (decided in SQL, so no read comes first)."""
-    retry = sa.and_(
-        sa.bindparam("wants_retry", type_=sa.Boolean()), jobs.c.attempt < jobs.c.max_attempts
+def finish_statements() -> tuple[sa.Select[Any], sa.Update]:
+    """The two statements that end an attempt: read the facts the state machine needs
+    (locking the row on PostgreSQL), then write what `states.finished` decided, fenced again
+    by `id, attempt, status = 'running'`. The last error bundle is kept when none is given."""
+    facts = (
+        sa.select(*FACT_COLUMNS)
+        .where(jobs.c.id == sa.bindparam("b_id"))
+        .with_for_update()  # rendered on PostgreSQL only
     )
-    now = sa.bindparam("now", type_=sa.Float())
-    return (
+    write = (
         jobs.update()
         .where(
             jobs.c.id == sa.bindparam("b_id"),
@@ -72,27 +80,22 @@ def finish_statement() -> sa.Update:
             jobs.c.status == RUNNING,
         )
         .values(
-            status=sa.case((retry, QUEUED), else_=sa.bindparam("final", type_=sa.String())),
-            # explicit casts: PostgreSQL cannot infer the type of a NULL parameter in a CASE
-            not_before=sa.case(
-                (retry, sa.cast(sa.bindparam("retry_at", type_=sa.Float()), sa.Float())),
-                else_=sa.null(),
-            ),
-            finished_at=sa.case((retry, sa.null()), else_=sa.cast(now, sa.Float())),
+            status=sa.bindparam("b_status", type_=sa.String()),
+            not_before=sa.bindparam("b_not_before", type_=sa.Float()),
+            finished_at=sa.bindparam("b_finished_at", type_=sa.Float()),
             lease_until=None,
             reason=sa.bindparam("b_reason", type_=sa.Text()),
             exit_code=sa.bindparam("b_exit_code", type_=sa.Integer()),
             outputs=sa.bindparam("b_outputs", type_=sa.Text()),
-            # the last error bundle stays visible after a later attempt succeeds
             error_bundle=sa.func.coalesce(
                 sa.bindparam("b_error_bundle", type_=sa.Text()), jobs.c.error_bundle
             ),
         )
-        .returning(jobs.c.status)
     )
+    return facts, write
 
 
-FINISH = finish_statement()
+FINISH_FACTS, FINISH = finish_statements()
 INSERT_EVENT = job_events.insert()
 
 
@@ -162,3 +165,90 @@ def claim_params(worker: str, *, now: float, lease: float, limit: int) -> dict[s
 def chunks(items: list[Any], size: int = ID_CHUNK) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def to_facts(row: Mapping[Any, Any]) -> Facts:
+    """The state machine's view of a row holding the FACT_COLUMNS."""
+    return Facts(
+        JobStatus(row["status"]),
+        row["attempt"],
+        row["max_attempts"],
+        row["lost"],
+        row["placement"],
+        row["started_at"],
+    )
+
+
+def stored(change: Change) -> dict[str, Any]:
+    """The column values of `change` as the jobs table stores them."""
+    values = change.values()
+    if "outputs" in values:
+        values["outputs"] = json.dumps(list(values["outputs"]), separators=(",", ":"))
+    return values
+
+
+def event_row(job_id: str, attempt: int, change: Change, now: float) -> dict[str, Any]:
+    """The history row recording `change` of `job_id` (attempt: the job's after the change)."""
+    attempt = change.fields.get("attempt", attempt)
+    return {
+        "job_id": job_id, "attempt": attempt, "status": change.status.value, "at": now,
+        "detail": change.detail,
+    }  # fmt: skip
+
+
+def apply_changes(
+    conn: Connection,
+    where: sa.ColumnElement[bool],
+    decide: Callable[[Facts], Change | None],
+    *,
+    now: float,
+    chunk: int = 5_000,
+) -> list[tuple[int, str, int, Change]]:
+    """Ask `decide` what happens to each job matching `where` and write its answers, with
+    their history rows, in the open transaction; return (seq, id, attempt, change) of the
+    jobs changed, in seq order.
+
+    The rows are read (locked, on PostgreSQL) a chunk at a time in seq order, so a bulk change
+    of a million jobs holds a bounded number of rows in memory and concurrent bulk changes
+    lock in one order. Rows that get the same columns are written with one executemany.
+    """
+    done: list[tuple[int, str, int, Change]] = []
+    last = -1
+    while True:
+        rows = (
+            conn.execute(
+                sa.select(jobs.c.seq, jobs.c.id, *FACT_COLUMNS)
+                .where(where, jobs.c.seq > last)
+                .order_by(jobs.c.seq)
+                .limit(chunk)
+                .with_for_update()
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return done
+        last = rows[-1]["seq"]
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        events = []
+        for row in rows:
+            change = decide(to_facts(row))
+            if change is None:
+                continue
+            values = stored(change)
+            groups.setdefault(tuple(values), []).append(
+                {"b_seq": row["seq"], **{f"v_{k}": v for k, v in values.items()}}
+            )
+            events.append(event_row(row["id"], row["attempt"], change, now))
+            done.append((row["seq"], row["id"], row["attempt"], change))
+        for columns, params in groups.items():
+            stmt = (
+                jobs.update()
+                .where(jobs.c.seq == sa.bindparam("b_seq"))
+                .values({c: sa.bindparam(f"v_{c}") for c in columns})
+            )
+            conn.execute(stmt, params)
+        if events:
+            conn.execute(INSERT_EVENT, events)
+        if len(rows) < chunk:
+            return done

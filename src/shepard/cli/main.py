@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from shepard import __version__, backends, config
-from shepard.catalog.engine import parse_url
+from shepard.catalog import check_url
 from shepard.cli import deploy, fastpath, jobs, newflock, ops, profiles
 from shepard.cli.common import (
     FlockOption,
@@ -153,7 +153,7 @@ def init(
         data["storage"] = {"root": storage}
     if catalog:
         data["catalog"] = {"url": catalog}
-        parse_url(catalog)  # a bad URL is refused before anything is written
+        check_url(catalog)  # a bad URL is refused before anything is written
     cfg = config.parse(data, source="init")
     flock = newflock.create_flock(folder, cfg)
     console.print(f"created flock [bold]{escape(cfg.name)}[/] in {escape(str(flock.dir.folder))}")
