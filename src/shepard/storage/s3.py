@@ -115,6 +115,11 @@ class S3Store:
         )
         self._part_size = part
 
+    def __reduce__(self) -> tuple[type[S3Store], tuple[str, str, StoreOptions]]:
+        # rebuilt from its settings: a TransferConfig does not survive pickling (its
+        # sentinels come back as bare objects), and a runner process may get the store so
+        return (S3Store, (self.bucket, self.prefix, self.options))
+
     @classmethod
     def from_url(cls, url: str, options: StoreOptions | None = None) -> S3Store:
         bucket, prefix = parse_s3_url(url)
