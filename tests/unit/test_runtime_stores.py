@@ -52,6 +52,7 @@ def test_logs_reach_a_store_that_is_not_a_folder(ctx: RuntimeContext) -> None:
 def test_a_failed_attempt_uploads_its_logs_and_error_bundle(ctx: RuntimeContext) -> None:
     job = make_job()
     outcome = run(job, replace(ctx, payload=make_ctx_payload(ctx, "echo partial; exit 4")))
+    assert not ctx.logs.exists(log_key(job.id, 1, "stderr"))  # empty: not stored
     assert outcome.status is JobStatus.FAILED and outcome.error_bundle is not None
     assert members(ctx.errors, outcome.error_bundle)["stdout.txt"] == b"partial\n"
     assert ctx.logs.get_bytes(log_key(job.id, 1, "stdout")) == b"partial\n"
@@ -90,20 +91,41 @@ def test_a_folder_store_is_written_in_place(tmp_path: Path) -> None:
     assert not sink.uploads
 
 
-def test_uploads_only_what_changed_and_always_once(tmp_path: Path) -> None:
+def test_uploads_only_what_changed(tmp_path: Path) -> None:
     store = CountingStore()
     sink = AttemptLogs(store, "j", 1, tmp_path)
     out, err = sink.paths
     out.write_bytes(b"a")
     err.write_bytes(b"")
-    sink._upload()
-    sink._upload()  # nothing changed: nothing sent again
-    assert store.puts == [log_key("j", 1, "stdout"), log_key("j", 1, "stderr")]
+    sink._upload(final=False)
+    sink._upload(final=False)  # nothing changed: nothing sent again
+    assert store.puts == [log_key("j", 1, "stdout")]  # an empty stderr is not stored
     out.write_bytes(b"ab")
     sink.close()  # the last upload, then the spool files go
-    assert store.puts[-1] == log_key("j", 1, "stdout") and len(store.puts) == 3
+    assert store.puts == [log_key("j", 1, "stdout")] * 2
     assert store.get_bytes(log_key("j", 1, "stdout")) == b"ab"
     assert not out.exists() and not err.exists()
+
+
+def test_an_attempt_that_printed_nothing_leaves_an_empty_stdout(tmp_path: Path) -> None:
+    store = CountingStore()
+    sink = AttemptLogs(store, "j", 1, tmp_path)
+    for path in sink.paths:
+        path.write_bytes(b"")
+    sink._upload(final=False)
+    assert store.puts == []
+    sink.close()
+    assert store.puts == [log_key("j", 1, "stdout")]
+    assert store.get_bytes(log_key("j", 1, "stdout")) == b""
+
+
+def test_only_stderr_is_stored_when_stdout_is_empty(tmp_path: Path) -> None:
+    store = CountingStore()
+    sink = AttemptLogs(store, "j", 1, tmp_path)
+    sink.paths[0].write_bytes(b"")
+    sink.paths[1].write_bytes(b"oops")
+    sink.close()
+    assert store.puts == [log_key("j", 1, "stderr")]
 
 
 def test_a_failing_upload_never_fails_the_attempt(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ a file). When the logs store is a folder (`local_path` gives a path), those file
 store's own objects: written in place, readable live, nothing to upload. Otherwise (S3) they
 are spool files under `<workspace_root>/.logs/`, uploaded under the same `log_key`s every
 UPLOAD_EVERY seconds while they grow and once more when the attempt ends, then removed: a
-follower (`shepard logs -f`) sees them with that delay.
+follower (`shepard logs -f`) sees them with that delay. An empty stream is not stored (but
+stdout is, when both are empty): reading a missing log gives nothing, as an empty file does.
 """
 
 from __future__ import annotations
@@ -69,26 +70,34 @@ class AttemptLogs:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._upload()
+        self._upload(final=True)
         for path in self.paths:
             with contextlib.suppress(OSError):
                 path.unlink()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            self._upload()
+            self._upload(final=False)
 
-    def _upload(self) -> None:
-        """Upload each file that changed size since its last upload."""
-        for i, (path, key) in enumerate(zip(self.paths, self.keys, strict=True)):
-            try:
-                size = os.stat(path).st_size
-            except OSError:
-                continue  # the payload never started: no log
-            if size == self._sent[i]:
-                continue  # unchanged (a file never sent, even empty, always goes up once)
+    def _upload(self, *, final: bool) -> None:
+        """Upload each file that changed since its last upload. An empty file goes up only
+        at the end, and only for stdout when stderr is empty too: one object says the
+        attempt ran, and a trivial job pays one request for its logs rather than two."""
+        sizes = [_size(path) for path in self.paths]
+        for i, (path, key, size) in enumerate(zip(self.paths, self.keys, sizes, strict=True)):
+            if size is None or size == self._sent[i]:
+                continue  # the payload never started, or nothing new
+            if size == 0 and not (final and i == 0 and not sizes[1]):
+                continue
             try:
                 self.store.put_file(key, path)
                 self._sent[i] = size
             except Exception as exc:  # a log never fails its job
                 log.warning("could not store the log %s: %s", self.store.url(key), exc)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
