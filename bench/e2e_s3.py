@@ -9,8 +9,10 @@ $SHEPARD_TEST_S3, else $AWS_ENDPOINT_URL; scripts/services-s3 starts moto's). Ea
 lists the secrets store, uploads its result zip and its two logs. The figure that matters is
 the ratio of the two rates (target: S3 at least 0.5 of folders).
 
-Where the time goes: afterwards, `--profile` jobs (default 100) of the S3 flock run one by one
-in this process (`Flock.run_job`), with every S3 request counted and timed by operation.
+Where the time goes: the rate at which the S3 server alone takes small PutObjects from as many
+threads (a ceiling: the S3 side's jobs/s cannot pass it divided by the PUTs per job); then
+`--profile` jobs (default 100) of the S3 flock run one by one in this process
+(`Flock.run_job`), with every S3 request counted and timed by operation.
 """
 
 from __future__ import annotations
@@ -108,6 +110,23 @@ class Requests:
             self.seconds[model.name] += spent
 
 
+def server_ceiling(endpoint: str, workers: int, count: int = 400) -> float:
+    """PutObject requests per second the S3 server takes at most from `workers` threads
+    putting 200-byte objects (what a trivial job's result zip weighs): jobs/s of the S3 side
+    cannot pass it divided by the PUTs per job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shepard.storage import StoreOptions, open_store
+
+    store = open_store(f"s3://{new_bucket(endpoint)}/ceiling", options=StoreOptions())
+    body = b"x" * 200
+    store.put_bytes("warm", body)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda i: store.put_bytes(f"o{i}", body), range(count)))
+    return count / (time.perf_counter() - began)
+
+
 def profile(endpoint: str, jobs: int, scratch: Path) -> None:
     """Run `jobs` jobs of an S3 flock one by one here; print requests per job and their cost."""
     from shepard.flock import Flock
@@ -188,6 +207,8 @@ def main() -> None:
         cpu = statistics.median(cpus[side]) / args.jobs * 1000
         print(f"  stores in {side:<8} {t:7.2f} s  {rates[side]:7.0f} jobs/s  {cpu:.2f} ms CPU/job")
     print(f"  ratio s3/folders: {rates['s3'] / rates['folders']:.2f}  (target >= 0.50)")
+    ceiling = server_ceiling(args.endpoint, args.workers)
+    print(f"  the S3 server alone takes {ceiling:.0f} PutObject/s from {args.workers} threads")
     if args.profile:
         scratch = Path(tempfile.mkdtemp(prefix="shepard-bench-s3-", dir=args.dir))
         try:
