@@ -54,29 +54,32 @@ class AttemptLogs:
             out, err = spool / f"{name}.stdout", spool / f"{name}.stderr"
         self.paths: tuple[Path, Path] = (out, err)
         self._sent = [-1, -1]  # bytes of each file at its last upload
-        self._stop = threading.Event()
+        self._stop: threading.Event | None = None  # made only for uploads: jobs are short
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start uploading the files while they grow (only when the store is not a folder)."""
         if self.uploads and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="log-upload", daemon=True)
+            stop = self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._loop, args=(stop,), name="log-upload", daemon=True
+            )
             self._thread.start()
 
     def close(self) -> None:
         """Stop the uploads, store the final logs, remove the spool files. Never raises."""
         if not self.uploads:
             return
-        self._stop.set()
-        if self._thread is not None:
+        if self._stop is not None and self._thread is not None:
+            self._stop.set()
             self._thread.join()
         self._upload(final=True)
         for path in self.paths:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.every):
             self._upload(final=False)
 
     def _upload(self, *, final: bool) -> None:
