@@ -7,6 +7,7 @@ the secrets store and decrypted.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -151,3 +152,18 @@ class CountingStore(MemoryStore):
 
 def make_ctx_payload(ctx: RuntimeContext, command: str) -> Payload:
     return with_command(ctx, command).payload
+
+
+def test_a_growing_log_is_uploaded_while_the_attempt_runs(tmp_path: Path) -> None:
+    store = CountingStore()
+    sink = AttemptLogs(store, "j", 1, tmp_path, every=0.01)
+    key = log_key("j", 1, "stdout")
+    sink.paths[0].write_bytes(b"early")
+    sink.start()
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a measurement
+    while not store.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.get_bytes(key) == b"early"  # there before the attempt ends
+    sink.paths[0].write_bytes(b"early, then late")
+    sink.close()
+    assert store.get_bytes(key) == b"early, then late"
