@@ -145,8 +145,8 @@ class Flock(FlockService):
             outputs=self.store("outputs"),
             errors=self.store("errors"),
             quick_deploy=self.store("quick-deploy"),
-            logs=self.local_store("logs"),
-            secrets_dir=self.dir.store_path("secrets"),
+            logs=self.store("logs"),
+            secrets=self.store("secrets"),
             workspace_root=self.dir.store_path("work"),
             payload=open_payload(self.config),
             timeout=payload.timeout,
@@ -270,13 +270,14 @@ class Flock(FlockService):
     def recent(self, limit: int = 20, status: JobStatus | None = None) -> list[Job]:
         return self.catalog.page(status=status, limit=limit, newest_first=True)
 
-    def log_paths(self, job: Job) -> list[tuple[int, Path, Path]]:
-        """(attempt, stdout, stderr) log files of every attempt that left logs."""
-        logs = self.local_store("logs")
+    def log_keys(self, job: Job) -> list[tuple[int, str, str]]:
+        """(attempt, stdout key, stderr key) in the logs store of every attempt that left
+        logs (`store("logs").url(key)` says where one is, for people)."""
+        logs = self.store("logs")
         found = []
         for attempt in range(1, job.attempt + 1):
-            out, err = (logs.path(log_key(job.id, attempt, s)) for s in ("stdout", "stderr"))
-            if out.exists() or err.exists():
+            out, err = (log_key(job.id, attempt, s) for s in ("stdout", "stderr"))
+            if logs.exists(out) or logs.exists(err):
                 found.append((attempt, out, err))
         return found
 
@@ -437,7 +438,7 @@ class Flock(FlockService):
             workers=workers or backend.workers, lease=backend.lease,
             policy=self.config.retry.policy(), worker_id=worker, clock=self.clock,
             wakeup=wakeup or threading.Event(), store=self.store,
-            shared_path=self.dir.store_path, runtime=self.runtime_context,
+            runtime=self.runtime_context,
         )  # fmt: skip
 
     def task_setup(self) -> TaskSetup:

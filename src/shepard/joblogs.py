@@ -1,8 +1,10 @@
 """The payload logs of a job's attempts: finding them and following them live (`shepard logs`).
 
-Each attempt's stdout and stderr are files in the flock's logs store (see `runtime.log_key`),
-written by the payload directly, so they can be read while it runs. Following polls the file
-and the catalog. Following a job goes through its attempts in turn and ends when the job is
+Each attempt's stdout and stderr are objects in the flock's logs store (see `runtime.log_key`),
+read through the store API only. In a folder store the payload writes them directly, so they
+grow while it runs; in S3 they are uploaded every few seconds while they grow
+(runtime/logsink.py), so a follower sees them with that delay. Following polls the object's
+size and the catalog. Following a job goes through its attempts in turn and ends when the job is
 succeeded, failed or cancelled; following one named attempt ends when that attempt is over.
 """
 
@@ -11,12 +13,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shepard.errors import ShepardError
 from shepard.model import Job, JobStatus
 from shepard.runtime import log_key
+from shepard.storage import NoSuchObject, ObjectStore
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
@@ -28,12 +30,18 @@ _CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class LogRef:
-    """One log file of one attempt."""
+    """One log of one attempt: `key` in the logs `store`."""
 
     job_id: str
     attempt: int
     stream: str
-    path: Path
+    store: ObjectStore
+    key: str
+
+    @property
+    def url(self) -> str:
+        """Where the log is, for people (a file path, or s3://...)."""
+        return self.store.url(self.key)
 
 
 @dataclass(frozen=True)
@@ -70,10 +78,9 @@ class FollowEnd:
 
 
 def log_ref(flock: Flock, job_id: str, attempt: int, stream: str = "stdout") -> LogRef:
-    """Where `attempt`'s `stream` log lives (the file need not exist yet)."""
+    """Where `attempt`'s `stream` log lives (the object need not exist yet)."""
     _check_stream(stream)
-    path = flock.local_store("logs").path(log_key(job_id, attempt, stream))
-    return LogRef(job_id, attempt, stream, path)
+    return LogRef(job_id, attempt, stream, flock.store("logs"), log_key(job_id, attempt, stream))
 
 
 def pick_log(
@@ -84,7 +91,7 @@ def pick_log(
     Raises ShepardError saying why when there is none.
     """
     _check_stream(stream)
-    found = [a for a, _out, _err in flock.log_paths(job)]
+    found = [a for a, _out, _err in flock.log_keys(job)]
     if attempt is not None:
         if attempt in found:
             return log_ref(flock, job.id, attempt, stream)
@@ -106,7 +113,7 @@ def pick_log(
 
 def copy_log(ref: LogRef, write: Callable[[bytes], None]) -> int:
     """Write the whole log (as it is now); return the number of bytes written."""
-    return _pump(ref.path, 0, write)
+    return _pump(ref, 0, write)
 
 
 def follow(
@@ -200,10 +207,10 @@ def _follow_attempt(
     offset = 0
     job = flock.job(ref.job_id)
     while True:
-        offset = _pump(ref.path, offset, write)
+        offset = _pump(ref, offset, write)
         if job.attempt != ref.attempt or job.status is not JobStatus.RUNNING:
             # The attempt is over and its payload has exited: take what it wrote last.
-            _pump(ref.path, offset, write)
+            _pump(ref, offset, write)
             return _ending(flock, job, ref.attempt)
         if stop.wait(poll):
             return None
@@ -222,16 +229,20 @@ def _ending(flock: Flock, job: Job, attempt: int) -> FollowEnd:
     return FollowEnd(job.id, attempt, job.status, job.attempt, detail)
 
 
-def _pump(path: Path, offset: int, write: Callable[[bytes], None]) -> int:
-    """Write what `path` holds from `offset` on; return the new offset (file missing: same)."""
+def _pump(ref: LogRef, offset: int, write: Callable[[bytes], None]) -> int:
+    """Write what the log holds from `offset` on; return the new offset (missing: the same).
+
+    One `stat` when nothing is new; else a streamed read from `offset` to the size seen."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            while chunk := fh.read(_CHUNK):
+        size = ref.store.stat(ref.key).size
+        if size <= offset:
+            return offset
+        with ref.store.open_read(ref.key, start=offset) as fh:
+            while offset < size and (chunk := fh.read(min(_CHUNK, size - offset))):
                 write(chunk)
                 offset += len(chunk)
-    except FileNotFoundError:
-        pass
+    except NoSuchObject:
+        pass  # not written yet, or replaced while read: the next look takes it
     return offset
 
 

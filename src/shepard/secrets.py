@@ -1,11 +1,11 @@
 """A flock's secrets: files every job finds in `$ROOT_INPUT_NAME/secrets/`, encrypted at rest.
 
-The store is the flock's `secrets/` folder: one file `<name>.fernet` per secret, holding a
-Fernet token (AES-128-CBC with HMAC-SHA256, from the `cryptography` package) of the secret's
-bytes, encrypted with the key from `shepard.keys` (which never lives in the flock folder).
-Every write goes to a temporary file renamed into place, so a reader sees a whole token or
-none. Nothing is ever stored in plain text; other files in the folder are ignored (with a
-warning, once per process).
+The store is the flock's `secrets` store (a folder or S3, through the ObjectStore API): one
+object `<name>.fernet` per secret, holding a Fernet token (AES-128-CBC with HMAC-SHA256, from
+the `cryptography` package) of the secret's bytes, encrypted with the key from `shepard.keys`
+(which never lives with the flock). Store writes are atomic, so a reader sees a whole token
+or none. Nothing is ever stored in plain text; other objects in the store are ignored (with
+a warning, once per process).
 
 Names are plain file names: no `/`, no leading dot (so no `.` or `..`), no control characters.
 """
@@ -13,10 +13,8 @@ Names are plain file names: no `/`, no leading dot (so no `.` or `..`), no contr
 from __future__ import annotations
 
 import builtins
-import contextlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,18 +22,20 @@ from pathlib import Path
 
 from shepard.errors import ShepardError
 from shepard.keys import HINT, SecretKey, load_key
+from shepard.storage import NoSuchObject, ObjectStore, open_store
 
 SUFFIX = ".fernet"
 MAX_SECRET_BYTES = 64 << 20  # every worker keeps the plaintext in memory
 MAX_NAME_CHARS = 255 - len(SUFFIX)
 _TMP_PREFIX = ".tmp-"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_CLOEXEC
 
 log = logging.getLogger(__name__)
 
-Stamp = tuple[int, int, int]
-"""(mtime_ns, size, inode) of a stored secret's file: a new token means a new stamp."""
+Stamp = tuple[float, int]
+"""(last-write time, size) of a stored secret's object: a new token means a new stamp (S3
+keeps whole seconds: a token replaced by one of the same size within the same second is seen
+only at the next change)."""
 
 
 class SecretError(ShepardError):
@@ -128,7 +128,7 @@ def private_folder(path: Path) -> None:
 
 
 class SecretCache:
-    """Decrypted secrets kept in memory, per store folder and per file stamp, so a worker
+    """Decrypted secrets kept in memory, per store (its location) and per object stamp, so a worker
     decrypts each secret once rather than once per job. Thread-safe."""
 
     def __init__(self) -> None:
@@ -153,14 +153,16 @@ _warned: set[str] = set()
 
 
 class SecretStore:
-    """The encrypted secrets in `folder` (a flock's `flock.dir.store_path("secrets")`).
+    """The encrypted secrets in an object store (a flock's `flock.store("secrets")`): one
+    object `<name>.fernet` per secret, at the top of the store.
 
-    `key` defaults to `shepard.keys.load_key()`, loaded the first time a secret is encrypted
-    or decrypted (so a flock without secrets never needs a key).
+    `store` is an ObjectStore, or a folder path / store URL opened with `open_store`. `key`
+    defaults to `shepard.keys.load_key()`, loaded the first time a secret is encrypted or
+    decrypted (so a flock without secrets never needs a key).
     """
 
-    def __init__(self, folder: Path, key: SecretKey | None = None) -> None:
-        self.folder = Path(folder)
+    def __init__(self, store: ObjectStore | Path | str, key: SecretKey | None = None) -> None:
+        self.store = open_store(str(store)) if isinstance(store, (Path, str)) else store
         self._key = key
 
     @property
@@ -169,18 +171,24 @@ class SecretStore:
             self._key = load_key()
         return self._key
 
+    @property
+    def local_folder(self) -> Path | None:
+        """The folder holding the secrets when the store is one (a fast path: its mtime says
+        whether anything changed), else None."""
+        path = self.store.local_path("x" + SUFFIX)
+        return None if path is None else path.parent
+
     # -- reading ----------------------------------------------------------------------------
 
     def names(self) -> builtins.list[str]:
         """The stored secrets' names, sorted (no key needed)."""
-        return [name for name, _, _ in self._scan()]
+        return [name for name, _ in self._scan()]
 
     def read(self, name: str) -> bytes:
         """The decrypted content of secret `name`."""
-        path = self._path(check_name(name))
         try:
-            token = path.read_bytes()
-        except FileNotFoundError:
+            token = self.store.get_bytes(check_name(name) + SUFFIX)
+        except NoSuchObject:
             raise self._unknown(name) from None
         return self._decrypt(name, token)
 
@@ -198,10 +206,7 @@ class SecretStore:
         before = self.names()
         self._write(secrets)
         gone = [name for name in before if name not in secrets]
-        for name in gone:
-            with contextlib.suppress(FileNotFoundError):
-                self._path(name).unlink()
-        self._sync_folder()
+        self.store.delete_many(name + SUFFIX for name in gone)
         return gone
 
     def add(self, secrets: Mapping[str, bytes]) -> None:
@@ -214,7 +219,6 @@ class SecretStore:
         for name in self.names():
             self.read(name)
         self._write(secrets)
-        self._sync_folder()
 
     def remove(self, names: Iterable[str]) -> None:
         """Delete the named secrets; all must exist (else nothing is deleted)."""
@@ -223,26 +227,21 @@ class SecretStore:
         for name in wanted:
             if name not in stored:
                 raise self._unknown(name)
-        for name in wanted:
-            with contextlib.suppress(FileNotFoundError):
-                self._path(name).unlink()
-        self._sync_folder()
+        self.store.delete_many(name + SUFFIX for name in wanted)
 
     def rotate(self) -> int:
         """Re-encrypt every secret with the key ring's first key (MultiFernet.rotate): after
         this, older keys can be dropped. Returns how many secrets were rewritten."""
         from cryptography.fernet import InvalidToken
 
-        names = self.names()
         tokens = {}
-        for name in names:
-            token = self._path(name).read_bytes()
+        for name in self.names():
+            token = self.store.get_bytes(name + SUFFIX)
             try:
                 tokens[name] = self.key.fernet.rotate(token)
             except InvalidToken:
                 raise self._undecryptable(name) from None
         self._store_tokens(tokens)
-        self._sync_folder()
         return len(tokens)
 
     # -- jobs -------------------------------------------------------------------------------
@@ -252,64 +251,56 @@ class SecretStore:
         set back to 0700); each file is created with O_EXCL and mode 0600, so it is never
         readable by others, not even for a moment. Returns the names written.
 
-        With `cache`, secrets whose file has not changed since an earlier call are taken
-        from it instead of being read and decrypted again.
+        With `cache`, secrets whose object has not changed (same size and last-write time)
+        since an earlier call are taken from it instead of being read and decrypted again.
         Raises SecretKeyError / SecretDecryptError when a secret cannot be decrypted (the
-        messages never include secret content), OSError for file system failures.
+        messages never include secret content), StorageError / OSError otherwise.
         """
         private_folder(dest)
         stored = self._scan()
         if not stored:
             return []
-        folder = str(self.folder)
-        known = cache.get(folder) if cache is not None else {}
+        where = self.store.location
+        known = cache.get(where) if cache is not None else {}
         current: dict[str, tuple[Stamp, bytes]] = {}
-        for name, path, stamp in stored:
+        for name, stamp in stored:
             hit = known.get(name)
             if hit is not None and hit[0] == stamp:
                 current[name] = hit
                 continue
             try:
-                token, stamp = _read_token(path)
-            except FileNotFoundError:  # removed since the folder was listed
+                token = self.store.get_bytes(name + SUFFIX)
+            except NoSuchObject:  # removed since the store was listed
                 continue
+            # the stamp listed before the read: a change in between is seen next time
             current[name] = (stamp, self._decrypt(name, token))
         if cache is not None:
-            cache.put(folder, current)
+            cache.put(where, current)
         for name, (_, data) in current.items():
             _write_private(os.path.join(dest, name), data)
         return list(current)
 
     # -- internals --------------------------------------------------------------------------
 
-    def _path(self, name: str) -> Path:
-        return self.folder / (name + SUFFIX)
-
-    def _scan(self) -> builtins.list[tuple[str, str, Stamp]]:
-        """(name, path, stamp) of every stored secret, sorted by name; other entries are
-        ignored, with a warning the first time each is seen."""
-        try:
-            it = os.scandir(self.folder)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+    def _scan(self) -> builtins.list[tuple[str, Stamp]]:
+        """(name, stamp) of every stored secret, sorted by name; other objects are ignored,
+        with a warning the first time each is seen."""
         found = []
-        with it:
-            for entry in it:
-                name = entry.name
-                if name.startswith(_TMP_PREFIX):
-                    continue  # a write in progress
-                stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else None
-                if stem and name_problem(stem) is None and entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    found.append((stem, entry.path, (st.st_mtime_ns, st.st_size, st.st_ino)))
-                elif entry.path not in _warned:
-                    _warned.add(entry.path)
-                    log.warning(
-                        "ignoring %s: the secrets store holds only <name>%s files written by "
-                        "`shepard secretify`",
-                        entry.path,
-                        SUFFIX,
-                    )
+        for info in self.store.scan(recursive=False):
+            key = info.key
+            if key.startswith(_TMP_PREFIX):
+                continue  # a write in progress
+            stem = key[: -len(SUFFIX)] if key.endswith(SUFFIX) else None
+            if stem and name_problem(stem) is None:
+                found.append((stem, (info.modified, info.size)))
+            elif (where := self.store.url(key)) not in _warned:
+                _warned.add(where)
+                log.warning(
+                    "ignoring %s: the secrets store holds only <name>%s objects written by "
+                    "`shepard secretify`",
+                    where,
+                    SUFFIX,
+                )
         found.sort()
         return found
 
@@ -345,45 +336,11 @@ class SecretStore:
         self._store_tokens({name: fernet.encrypt(data) for name, data in secrets.items()})
 
     def _store_tokens(self, tokens: Mapping[str, bytes]) -> None:
-        """Write every token to a temporary file first, then rename them all into place."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        written: builtins.list[tuple[str, Path]] = []
-        try:
-            for name, token in tokens.items():
-                fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=SUFFIX, dir=self.folder)
-                written.append((tmp, self._path(name)))
-                with os.fdopen(fd, "wb") as fh:  # mkstemp: mode 0600
-                    fh.write(token)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            for tmp, path in written:
-                os.replace(tmp, path)
-        finally:
-            for tmp, _ in written:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-
-    def _sync_folder(self) -> None:
-        """Make the renames and deletions durable (best effort)."""
-        with contextlib.suppress(OSError):
-            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _read_token(path: str) -> tuple[bytes, Stamp]:
-    """A stored file's bytes and the stamp of exactly those bytes."""
-    fd = os.open(path, _READ)
-    try:
-        st = os.fstat(fd)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks), (st.st_mtime_ns, st.st_size, st.st_ino)
+        """Store every token (each write atomic: a reader sees a whole token or none; a
+        folder store writes mode 0600 files)."""
+        self.store.ensure()
+        for name, token in tokens.items():
+            self.store.put_bytes(name + SUFFIX, token)
 
 
 def _write_private(path: str, data: bytes) -> None:

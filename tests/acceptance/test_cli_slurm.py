@@ -69,7 +69,7 @@ def test_array_mode_runs_each_job_as_an_array_task(cli: Cli) -> None:
     first = listed[0]
     assert cli("logs", first["id"]).out == f"item {first['params']['ITEM']}\n"
     assert len(tasks) == 4, "one task per job"
-    slurm_logs = sorted((cli.flock / "logs" / "slurm").glob("*/*.log"))
+    slurm_logs = sorted((cli.flock / "slurm-output").glob("*/*.log"))
     assert [p.name for p in slurm_logs] == ["0.log", "1.log", "2.log", "3.log"]
     assert all(re.search(r"task \d of \S+\.jobs: succeeded", p.read_text()) for p in slurm_logs)
 
@@ -87,7 +87,7 @@ def test_sheep_mode_runs_many_jobs_in_a_few_tasks_then_leaves(cli: Cli) -> None:
     sheep = {TASK.search(w).group(2) for w in workers}  # type: ignore[union-attr]
     assert 1 <= len(sheep) <= 2, f"max_sheep = 2 sheep ran them all: {workers}"
     wait_for(lambda: squeue(f"{name}-sheep") == [], timeout=30)  # none while idle
-    slurm_logs = list((cli.flock / "logs" / "slurm").glob("*/*.log"))
+    slurm_logs = list((cli.flock / "slurm-output").glob("*/*.log"))
     assert any(re.fullmatch(r"ran \d+ job\(s\)\n", p.read_text()) for p in slurm_logs)
 
 

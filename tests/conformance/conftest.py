@@ -2,27 +2,76 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from shepard.flock import Flock
+from shepard.storage import ObjectStore
 from tests.acceptance.conftest import Cli
-from tests.conformance.flavours import FLAVOURS, Flavour
+from tests.conformance.flavours import FLAVOURS, Flavour, FlockDict
 from tests.services import require_service
 
 
 class Target(Cli):
-    """A Cli whose `init` makes a flock of one flavour."""
+    """A Cli whose `init` makes a flock of one flavour; `store(name)` opens one of its stores
+    (a folder or S3) so that tests look at what it keeps through the store API only."""
 
     def __init__(self, flock: Path, cwd: Path, flavour: Flavour) -> None:
         super().__init__(flock, cwd)
         self.flavour = flavour
+        self.endpoint: str | None = None
+        if flavour.s3:
+            self.endpoint = _s3_setup(self.env)
 
     def init(self, command: str, *extra: str) -> None:
-        super().init(command, *self.flavour.init_args(), *extra)
+        storage: list[str] = []
+        if self.endpoint is not None:
+            storage = ["--storage", f"s3://{_new_bucket(self.endpoint)}/flocks/conformance"]
+        super().init(command, *self.flavour.init_args(), *storage, *extra)
+        if self.endpoint is not None:
+            self.configure(_endpoint_in_config(self.endpoint))
         if self.flavour.edit is not None:
             self.configure(self.flavour.edit)
+
+    def store(self, name: str) -> ObjectStore:
+        flock = Flock.open(self.flock)
+        try:
+            return flock.store(name)
+        finally:
+            flock.close()
+
+
+def _s3_setup(env: dict[str, str]) -> str:
+    """The S3 test server's endpoint, with it and fake credentials in `env` (and in this
+    process's environment, for `Target.store`)."""
+    from tests.services import s3_endpoint
+
+    endpoint = s3_endpoint()  # fails (CI) or skips when the server is missing
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        env[name] = os.environ[name]
+    env["AWS_ENDPOINT_URL"] = endpoint
+    return endpoint
+
+
+def _new_bucket(endpoint: str) -> str:
+    from shepard.storage import StoreOptions
+    from shepard.storage.s3 import client_for
+
+    bucket = f"conformance-{uuid.uuid4().hex[:16]}"
+    client_for(StoreOptions(endpoint_url=endpoint, region="us-east-1")).create_bucket(Bucket=bucket)
+    return bucket
+
+
+def _endpoint_in_config(endpoint: str) -> Callable[[FlockDict], None]:
+    def edit(data: FlockDict) -> None:
+        # in flock.toml too, so that every process of the flock (Slurm tasks) finds it
+        data.setdefault("storage", {})["endpoint_url"] = endpoint
+
+    return edit
 
 
 @pytest.fixture(params=FLAVOURS, ids=[f.name for f in FLAVOURS])

@@ -29,12 +29,15 @@ class Flavour:
     `problem()` is None when the flavour can run on this machine, else why it cannot (the
     suite then skips, or fails in CI). `init_args()` are extra `shepard init` arguments;
     `edit`, when set, changes the parsed flock.toml after `init` (it is written back).
+    `s3`: the flock's stores live in a fresh bucket of the S3 test server (`--storage
+    s3://...`) instead of folders.
     """
 
     name: str
     problem: Callable[[], str | None] = _nothing_missing
     init_args: Callable[[], list[str]] = _no_args
     edit: Callable[[FlockDict], None] | None = None
+    s3: bool = False
 
 
 def _container_problem() -> str | None:
@@ -61,6 +64,18 @@ def _slurm_problem() -> str | None:
     return problem()
 
 
+def _s3_problem() -> str | None:
+    import os
+
+    from tests.services import S3_ENV, s3_problem
+
+    return s3_problem(os.environ.get(S3_ENV))
+
+
+def _slurm_s3_problem() -> str | None:
+    return _slurm_problem() or _s3_problem()
+
+
 def _on_slurm(mode: str) -> Callable[[FlockDict], None]:
     def edit(data: FlockDict) -> None:
         from tests.slurm import use_slurm
@@ -80,4 +95,9 @@ FLAVOURS: list[Flavour] = [
     Flavour("slurm-array", problem=_slurm_problem, edit=_on_slurm("array")),
     # the same, with long-lived sheep claiming jobs from the catalog
     Flavour("slurm-sheep", problem=_slurm_problem, edit=_on_slurm("sheep")),
+    # the local backend with every store in S3 (the test server): bundles, outputs, error
+    # bundles, logs, secrets and quick-deploy folders are objects, not files
+    Flavour("local-s3", problem=_s3_problem, s3=True),
+    # the slurm backend (tasks on this machine reach the S3 server too), stores in S3
+    Flavour("slurm-array-s3", problem=_slurm_s3_problem, edit=_on_slurm("array"), s3=True),
 ]

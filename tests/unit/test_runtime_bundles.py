@@ -166,15 +166,13 @@ def test_place_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     SecretStore(src).put_all({"a": b"A", "b": b"B"})
     (src / "sub").mkdir()
     (src / "plain").write_text("P")  # not encrypted: ignored
-    (tmp_path / "target").write_text("T")
-    (src / "link.fernet").symlink_to(tmp_path / "target")  # not a stored secret: ignored
-    place_secrets(src, tmp_path / "dest")
+    place_secrets(LocalStore(src), tmp_path / "dest")
     dest = tmp_path / "dest"
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]
     assert (dest / "a").read_text() == "A" and (dest / "b").read_text() == "B"
     assert {stat.S_IMODE(p.stat().st_mode) for p in dest.iterdir()} == {0o600}
-    place_secrets(tmp_path / "missing", tmp_path / "dest2")
+    place_secrets(LocalStore(tmp_path / "missing"), tmp_path / "dest2")
     assert list((tmp_path / "dest2").iterdir()) == []
 
 

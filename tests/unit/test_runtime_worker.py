@@ -50,7 +50,7 @@ def make_ctx(
         errors=LocalStore(tmp_path / "errors"),
         quick_deploy=LocalStore(tmp_path / "quick-deploy"),
         logs=LocalStore(tmp_path / "logs"),
-        secrets_dir=tmp_path / "secrets",
+        secrets=LocalStore(tmp_path / "secrets"),
         workspace_root=tmp_path / "work",
         payload=payload_of(command, container),
     )
@@ -246,8 +246,10 @@ def test_missing_bundle_fails_clearly(ctx: RuntimeContext) -> None:
 
 def write_secrets(ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_VAR, Fernet.generate_key().decode())
-    SecretStore(ctx.secrets_dir).put_all({"api.key": SECRET, "db.txt": SECRET + b"-db"})
-    (ctx.secrets_dir / "folder").mkdir()  # not a secret: ignored
+    SecretStore(ctx.secrets).put_all({"api.key": SECRET, "db.txt": SECRET + b"-db"})
+    folder = ctx.secrets.local_path("folder")
+    assert folder is not None
+    folder.mkdir()  # not a secret: ignored
 
 
 def test_secrets_are_private_copies(ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch) -> None:

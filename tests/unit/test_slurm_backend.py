@@ -131,7 +131,7 @@ def test_queued_jobs_become_arrays_within_max_array_size(tmp_path: Path, clock: 
         assert f"-m shepard.task run --manifest {token}.jobs --flock {flock.dir.folder}" in (
             array.script
         )
-        assert f"--output={flock.dir.store_path('logs')}/slurm/{token}/%a.log" in array.options
+        assert f"--output={flock.dir.folder}/slurm-output/{token}/%a.log" in array.options
     placed = [j.id for j in flock.catalog.placed(limit=5000)]
     assert sorted(placed) == sorted(ids), "every job handed over exactly once"
     flock.close()
@@ -547,11 +547,13 @@ def test_logs_name_the_payloads_streams_and_slurms_own_output(
     logs.put_bytes(f"{job_id[:8]}/{job_id}.1.stdout", b"payload\n")
     array_id, index = task_of(flock, job_id)
     token = token_of(slurm.arrays[array_id].comment)
-    logs.put_bytes(f"slurm/{token}/{index}.log", b"task 0 of the array\n")
+    output = flock.dir.folder / "slurm-output" / token
+    output.mkdir(parents=True, exist_ok=True)  # where sbatch writes it, beside flock.toml
+    (output / f"{index}.log").write_bytes(b"task 0 of the array\n")
     refs = backend.logs(job, 1)
     assert [(r.label, r.key) for r in refs] == [
         ("stdout", f"{job_id[:8]}/{job_id}.1.stdout"),
-        ("slurm", f"slurm/{token}/{index}.log"),
+        ("slurm", f"{token}/{index}.log"),
     ]
     assert refs[1].store.get_bytes(refs[1].key) == b"task 0 of the array\n"
     slurm.purge(array_id)  # Slurm forgot the task: only the payload's streams remain

@@ -54,8 +54,6 @@ class BackendContext:
       dispatcher look again at once;
     - `store(name)`: one of the flock's stores (inputs, outputs, errors, logs, ... and any
       name of the backend's own, such as `slurm` for manifests);
-    - `shared_path(name)`: the folder of store `name` where a scheduler needs a path its nodes
-      share (Slurm's `--output`); a backend that uses it says so in its docs;
     - `runtime()`: how the flock's jobs run (the runtime context, for backends that run jobs
       in this host's processes).
     """
@@ -72,7 +70,6 @@ class BackendContext:
     clock: Clock
     wakeup: threading.Event
     store: Callable[[str], ObjectStore]
-    shared_path: Callable[[str], Path]
     runtime: Callable[[], RuntimeContext]
 
 

@@ -137,12 +137,14 @@ def job_json(job: Job, flock: Flock) -> dict[str, Any]:
 
 
 def job_dict(job: Job, events: list[JobEvent], flock: Flock) -> dict[str, Any]:
-    """`shepard show --json`: `job_json`, its logs and its history."""
+    """`shepard show --json`: `job_json`, its logs (where each is: `store.url(key)`, a file
+    path for a folder store, s3://... otherwise) and its history."""
+    logs = flock.store("logs")
     return {
         **job_json(job, flock),
         "logs": [
-            {"attempt": a, "stdout": str(out), "stderr": str(err)}
-            for a, out, err in flock.log_paths(job)
+            {"attempt": a, "stdout": logs.url(out), "stderr": logs.url(err)}
+            for a, out, err in flock.log_keys(job)
         ],
         "history": [event_view(e).model_dump(mode="json") for e in events],
     }

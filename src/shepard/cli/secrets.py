@@ -13,6 +13,7 @@ from rich.table import Table
 from shepard.cli.common import FlockOption, JsonOption, console, open_flock, print_json
 from shepard.keys import ENV_VAR, SecretKey, load_key
 from shepard.secrets import SecretError, SecretStore, read_folder
+from shepard.storage import ObjectStore
 
 
 def secretify(
@@ -53,7 +54,7 @@ def secretify(
     if as_json and not list_:
         raise SecretError("--json goes with --list")
     f = open_flock(flock)
-    store = SecretStore(f.dir.store_path("secrets"))
+    store = SecretStore(f.store("secrets"))
     try:
         if list_:
             _list(store, f.config.name, as_json)
@@ -68,17 +69,17 @@ def secretify(
                 f"{escape(key.source)}; keys after the first one are no longer needed"
             )
         elif folder is not None:
-            _store(store.folder, folder, f.config.name, add)
+            _store(store.store, folder, f.config.name, add)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise SecretError(f"cannot complete secretify:{where}: {exc.strerror or exc}") from exc
 
 
-def _store(secrets_dir: Path, folder: Path, flock_name: str, add: bool) -> None:
+def _store(secrets: ObjectStore, folder: Path, flock_name: str, add: bool) -> None:
     scan = read_folder(folder)
     # A new key is only made when no stored secret could need another one.
-    key = load_key(create=not add or not SecretStore(secrets_dir).names())
-    store = SecretStore(secrets_dir, key)
+    key = load_key(create=not add or not SecretStore(secrets).names())
+    store = SecretStore(secrets, key)
     if key.created:
         _announce_key(key)
     if add:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shepard.storage import LocalStore, ObjectStore
+from shepard.storage import ObjectStore
 
 if TYPE_CHECKING:
     from shepard.payloads.base import Payload
@@ -22,8 +22,8 @@ class RuntimeContext:
     outputs: ObjectStore  # result zips (OUTPUTS_BUCKET)
     errors: ObjectStore  # error bundles (ERROR_BUCKET)
     quick_deploy: ObjectStore  # quick-deploy folders (QUICK_DEPLOY_BUCKET)
-    logs: LocalStore  # per-attempt stdout/stderr, keys from log_key()
-    secrets_dir: Path  # files copied into $ROOT_INPUT_NAME/secrets/ for every job
+    logs: ObjectStore  # per-attempt stdout/stderr, keys from log_key() (runtime/logsink.py)
+    secrets: ObjectStore  # encrypted secrets, decrypted into $ROOT_INPUT_NAME/secrets/
     workspace_root: Path  # job workspaces: <workspace_root>/<UUID>/{input,output}
     payload: Payload  # what runs, and how: the flock's payload kind (shepard/payloads/)
     timeout: float | None = None  # default per-attempt timeout (seconds); a job's own wins

@@ -14,7 +14,7 @@ from shepard.model import Params
 from shepard.params import find_key
 from shepard.runtime.contract import QUICK_DEPLOY_DIRECTORY
 from shepard.runtime.workspace import SECRETS_DIR, SetupError
-from shepard.storage import ObjectStore, check_key
+from shepard.storage import NoSuchObject, ObjectStore, check_key
 
 QUICK_DEPLOY_SCRIPT = "run.sh"
 
@@ -28,9 +28,9 @@ def fetch_bundle(store: ObjectStore, key: str, dest_dir: Path) -> str:
     if name == SECRETS_DIR:
         raise SetupError(f"input bundle {key!r} clashes with the secrets folder", retryable=False)
     try:
-        if not store.exists(key):
-            raise SetupError(f"input bundle {key!r} not found in {store.location}")
-        store.get_file(key, dest_dir / name)
+        store.get_file(key, dest_dir / name)  # S3: streamed, in parallel ranges when large
+    except NoSuchObject:
+        raise SetupError(f"input bundle {key!r} not found in {store.location}") from None
     except StorageError as exc:
         raise SetupError(f"cannot copy input bundle {key!r}: {exc}") from exc
     return name

@@ -21,7 +21,7 @@ from shepard.params import find_key
 from shepard.runtime.contract import TAG
 from shepard.runtime.workspace import Workspace, walk_tree
 from shepard.runtime.zipwriter import IN_MEMORY_ZIP, SMALL_ZIP_ENTRIES, small_zip
-from shepard.storage import LocalStore, ObjectStore
+from shepard.storage import ObjectStore
 
 MAX_TAG = 100
 _UNSAFE_TAG_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -158,7 +158,8 @@ def _total_size(entries: list[tuple[str, os.DirEntry[str]]]) -> int:
 
 
 def publish(store: ObjectStore, zips: list[tuple[str, Path]], keys: list[str]) -> None:
-    """Store each zip under the matching key (moving it when `store` is local).
+    """Store each zip under the matching key (`move_in`: a rename into a folder store, an
+    upload, multipart when large, to S3).
 
     All or nothing: when one put fails, the keys already stored are deleted (best effort) and
     the StorageError propagates.
@@ -176,11 +177,8 @@ def publish(store: ObjectStore, zips: list[tuple[str, Path]], keys: list[str]) -
 
 
 def store_file(store: ObjectStore, key: str, path: Path) -> None:
-    """Put the file at `path` into `store` under `key`; the file may be consumed (moved)."""
-    if isinstance(store, LocalStore):
-        store.move_in(key, path)
-    else:
-        store.put_file(key, path)
+    """Put the file at `path` into `store` under `key`; the file is consumed (moved in)."""
+    store.move_in(key, path)
 
 
 def _new_file(path: Path) -> tuple[int, Path]:

@@ -9,7 +9,9 @@ This is the runtime contract every backend shares. The steps, in order:
    `prepare` says what runs (the flock's command through `/bin/sh -c` with the job's `<UUID>`
    folder as working directory, `sh run.sh` in `input/<folder>` for quick deploy, an image's
    own command), its `environment` builds the environment, its `run` runs it (a process
-   group, a container) with stdout and stderr in the logs store (`log_key`);
+   group, a container) with stdout and stderr in the logs store (`log_key`): written there
+   directly when it is a folder, else to local files uploaded while they grow and at the end
+   (runtime/logsink.py);
 4. on exit 0, publish the non-empty output folders as result zips; on failure, store an error
    bundle; on stop, publish nothing;
 5. always remove the job's folders.
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from shepard.errors import PayloadError, StorageError
 from shepard.model import Job, JobStatus, Outcome
-from shepard.runtime.context import AttemptControl, RuntimeContext, log_key
+from shepard.runtime.context import AttemptControl, RuntimeContext
 from shepard.runtime.contract import attempt_timeout
 from shepard.runtime.environ import inherited_env
 from shepard.runtime.errorbundle import (
@@ -45,6 +47,7 @@ from shepard.runtime.errorbundle import (
     write_error_bundle,
 )
 from shepard.runtime.inputs import fetch_bundle
+from shepard.runtime.logsink import SPOOL, AttemptLogs
 from shepard.runtime.outputs import output_key, publish, zip_outputs
 from shepard.runtime.process import KILL_GRACE, Ending, ProcessResult
 from shepard.runtime.secrets import place_secrets
@@ -55,6 +58,7 @@ from shepard.runtime.workspace import (
     plan_workspace,
     remove_workspace,
 )
+from shepard.storage import ObjectStore
 
 if TYPE_CHECKING:
     from shepard.payloads.base import Launch
@@ -103,6 +107,7 @@ class _Attempt:
         self.start_time = job.started_at if job.started_at is not None else int(clock())
         self.ws: Workspace | None = None
         self.logs: tuple[Path, Path] | None = None
+        self.sink: AttemptLogs | None = None
         self.returncode: int | None = None
         self.detail: str | None = None  # for the job's history, e.g. which image ran
 
@@ -112,6 +117,8 @@ class _Attempt:
             outcome = self._guarded()
             return outcome if self.detail is None else replace(outcome, detail=self.detail)
         finally:
+            if self.sink is not None:
+                self.sink.close()  # logs bound for a store that is not a folder go up
             if self.ws is not None:
                 remove_workspace(self.ws)
 
@@ -129,13 +136,12 @@ class _Attempt:
     def _execute(self) -> Outcome:
         job, ctx = self.job, self.ctx
         ws = self.ws = plan_workspace(ctx, job.id, self.slot)
-        logs = self.logs = (
-            ctx.logs.path(log_key(job.id, job.attempt, "stdout")),
-            ctx.logs.path(log_key(job.id, job.attempt, "stderr")),
-        )
+        sink = self.sink = AttemptLogs(ctx.logs, job.id, job.attempt, ctx.workspace_root / SPOOL)
+        logs = self.logs = sink.paths
         launch, env = self._prepare(ws)
         if self.control.stop.is_set():
             return self._cancelled()
+        sink.start()
         result = ctx.payload.run(
             launch, job=job, ctx=ctx, ws=ws, env=env, logs=logs, deadline=self._deadline(),
             stop=self.control.stop, grace=self.grace,
@@ -147,7 +153,7 @@ class _Attempt:
         """Fill the workspace; return what the payload runs and its environment."""
         job, ctx = self.job, self.ctx
         create_workspace(ws)
-        _place_secrets(ctx.secrets_dir, ws.secrets)
+        _place_secrets(ctx.secrets, ws.secrets)
         launch = ctx.payload.prepare(job, ctx, ws)
         if job.bundle_key is not None:
             fetch_bundle(ctx.inputs, job.bundle_key, ws.input)
@@ -226,10 +232,10 @@ class _Attempt:
         )
 
 
-def _place_secrets(source: Path, dest: Path) -> None:
+def _place_secrets(source: ObjectStore, dest: Path) -> None:
     try:
         place_secrets(source, dest)
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         raise SetupError(f"cannot place the secrets: {exc}") from exc
 
 

@@ -115,6 +115,11 @@ class S3Store:
         )
         self._part_size = part
 
+    def __reduce__(self) -> tuple[type[S3Store], tuple[str, str, StoreOptions]]:
+        # rebuilt from its settings: a TransferConfig does not survive pickling (its
+        # sentinels come back as bare objects), and a runner process may get the store so
+        return (S3Store, (self.bucket, self.prefix, self.options))
+
     @classmethod
     def from_url(cls, url: str, options: StoreOptions | None = None) -> S3Store:
         bucket, prefix = parse_s3_url(url)
@@ -154,6 +159,12 @@ class S3Store:
 
     def put_file(self, key: str, path: Path) -> None:
         with self._errors("write", key):
+            with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < self._transfer.multipart_threshold:
+                    # one PutObject: a transfer manager costs about 1 ms of CPU more per
+                    # file (bench/e2e_s3.py: a job stores its result zip and its logs)
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=fh)
+                    return
             self.client.upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)
 
     def put_stream(self, key: str, stream: BinaryIO) -> None:

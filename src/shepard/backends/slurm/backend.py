@@ -13,7 +13,9 @@ The dispatcher calls `dispatch` every poll interval; every `backend.slurm.reconc
 also compares the catalog with what Slurm says (`Arrays.reconcile`, which also covers sheep).
 sbatch calls are spaced by `submit_rate`, and failures that may pass are retried with back-off.
 Manifests live in the flock's `manifests` store; Slurm's own output of each task goes to
-`logs/slurm/TOKEN/INDEX.log`, a path the nodes must share (sbatch writes it, not shepard).
+`<flock folder>/slurm-output/TOKEN/INDEX.log` (sbatch writes it on the node, so it needs a
+path the nodes share: the flock folder, which they already share for `--chdir`), whatever
+store the logs are in.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ from shepard.backends.slurm.ctl import (
     token_of,
 )
 from shepard.model import Job
+from shepard.storage import open_store
+
+SLURM_OUTPUT = "slurm-output"  # in the flock folder: sbatch --output of every task
+
+
+def output_folder(flock_folder: Path) -> Path:
+    """Where sbatch writes the tasks' own output: a folder of the flock folder, which the
+    nodes share (it is their --chdir), not a store (the stores may be in S3)."""
+    return flock_folder / SLURM_OUTPUT
+
 
 if TYPE_CHECKING:
     from shepard.scheduler_task import TaskSetup
@@ -165,8 +177,8 @@ class SlurmScheduler:
 
     def options(self, name: str, token: str, size: int, limit: str | None) -> list[str]:
         """sbatch options of an array of `size` tasks; Slurm's own output of task N goes to
-        `logs/slurm/TOKEN/N.log` (a shared path: sbatch writes it on the node)."""
-        logs = self.ctx.shared_path("logs") / "slurm" / token
+        `<flock folder>/slurm-output/TOKEN/N.log` (a shared path: sbatch writes it on the node)."""
+        logs = output_folder(self.ctx.folder) / token
         logs.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
         options = [
@@ -268,11 +280,12 @@ class SlurmBackend:
             log.warning("could not ask Slurm where task %s wrote its output: %s", task, exc)
             return found
         try:
-            key = Path(info.get("StdOut", "")).relative_to(self.ctx.shared_path("logs"))
-        except ValueError:  # not in the flock's logs (e.g. another install's option)
+            key = Path(info.get("StdOut", "")).relative_to(output_folder(self.ctx.folder))
+        except ValueError:  # not in the flock's output folder (e.g. another install's option)
             return found
-        if key.parts and logs.exists(key.as_posix()):
-            found.append(LogRef("slurm", logs, key.as_posix()))
+        output = open_store(str(output_folder(self.ctx.folder)))
+        if key.parts and output.exists(key.as_posix()):
+            found.append(LogRef("slurm", output, key.as_posix()))
         return found
 
     def shutdown(self, *, kill: bool) -> None:

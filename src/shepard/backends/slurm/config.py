@@ -13,9 +13,9 @@ class SlurmConfig(BaseModel):
     """`[backend.slurm]` (docs/slurm.md). Sizes and limits use Slurm's notations and are
     checked here.
 
-    Slurm needs one shared path: sbatch writes each task's own output (`--output`) into the
-    flock's `logs/slurm/` folder, which must be a folder the nodes share with the submitting
-    host (as must the flock's folder itself, the tasks' `--chdir`).
+    Slurm needs one shared path: the flock's folder, the tasks' `--chdir`, into whose
+    `slurm-output/` sbatch writes each task's own output (`--output`); the stores may be
+    anywhere (folders the nodes share, or S3).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
