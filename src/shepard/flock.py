@@ -19,7 +19,7 @@ from shepard.bundle import make_bundle, read_bundle_file
 from shepard.catalog import be_patient, open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import STORE_NAMES, FlockConfig, Flockdir
-from shepard.errors import CatalogMissing, JobNotFound, ShepardError, StorageError
+from shepard.errors import CatalogMissing, JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus
 from shepard.params import check_env_size, find_key, validate_params
 from shepard.payloads import open_payload
@@ -27,7 +27,7 @@ from shepard.payloads.container_engine import check_gpus
 from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
 from shepard.service import FlockService
-from shepard.storage import LocalStore, ObjectStore, open_store
+from shepard.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
     from shepard.backends.base import Backend, BackendContext, SchedulerBackend
@@ -114,17 +114,6 @@ class Flock(FlockService):
         if store is None:
             url = self.dir.store_url(name)
             store = self._stores.setdefault(name, open_store(url, options=self.dir.store_options()))
-        return store
-
-    def local_store(self, name: str) -> LocalStore:
-        """The store `name` when it is a folder, for code that still needs its files;
-        StorageError naming the store otherwise. Prefer `store(name)`, which works for all."""
-        store = self.store(name)
-        if not isinstance(store, LocalStore):
-            raise StorageError(
-                f"the {name} store is {store.location}: this operation works only on stores "
-                "kept in folders so far"
-            )
         return store
 
     @cached_property

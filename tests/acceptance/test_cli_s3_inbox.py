@@ -69,14 +69,7 @@ def test_objects_put_into_an_s3_inbox_become_jobs_once(cli: Cli) -> None:
     bucket = f"acc-{uuid.uuid4().hex[:20]}"
     s3.create_bucket(Bucket=bucket)
     root = f"s3://{bucket}/flocks/f"
-    cli.init("true", "--storage", root)
-
-    # FOLLOW-UP: jobs of a flock whose logs and secrets stores are in S3 cannot run until the
-    # runtime reads and writes them through the store API; until then they stay in folders.
-    def local_logs(data: dict[str, Any]) -> None:
-        data["storage"]["stores"] = {"logs": "logs", "secrets": "secrets"}
-
-    cli.configure(local_logs)
+    cli.init('echo "$ITEM" > "$ROOT_OUTPUT_NAME/item.txt"', "--storage", root)
     sheep = [cli.popen("up", "--inbox-interval", "0.3") for _ in range(2)]  # two watchers
     try:
         for proc in sheep:
@@ -88,12 +81,15 @@ def test_objects_put_into_an_s3_inbox_become_jobs_once(cli: Cli) -> None:
             body = bundle(json.dumps({"ITEM": i}))
             s3.put_object(Bucket=bucket, Key=f"flocks/f/inbox/job {i:02} é.zip", Body=body)
         s3.put_object(Bucket=bucket, Key="flocks/f/inbox/bad.zip", Body=bundle(None))
-        state = wait_for(cli, lambda s: sum(s["counts"].values()) == 30 and s["rejected"] == 1)
+        state = wait_for(cli, lambda s: s["counts"]["succeeded"] == 30 and s["rejected"] == 1)
         time.sleep(1)  # a few more scans by both: nothing is registered twice
     finally:
         stop(sheep)
     state = cli("query", "--json", "--limit", "100").json()
-    assert sum(state["counts"].values()) == 30 and state["rejected"] == 1
+    assert state["counts"]["succeeded"] == 30 == sum(state["counts"].values())
+    assert state["rejected"] == 1
+    results = keys(s3, bucket, "flocks/f/outputs/")
+    assert len(results) == 30 and all(k.startswith("result@") for k in results)
     jobs = state["jobs"]
     assert sorted(j["params"]["ITEM"] for j in jobs) == list(range(30))
     assert keys(s3, bucket, "flocks/f/inbox/") == [
