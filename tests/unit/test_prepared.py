@@ -75,6 +75,8 @@ def test_prepared_statements_do_what_sqlalchemy_does(tmp_path: Path) -> None:
                 names = [c.name for c in jobs.c]
             elif stmt is FINISH_FACTS:
                 names = [c.name for c in FACT_COLUMNS]
+            elif stmt is FINISH:
+                names = ["id"]
             else:
                 names = []
             returned[0] += Prepared(stmt, dialect, names).rows(raw, params)
@@ -82,7 +84,7 @@ def test_prepared_statements_do_what_sqlalchemy_does(tmp_path: Path) -> None:
             returned[1] += [dict(r) for r in result.mappings()] if names else []
     raw.commit()
     raw.close()
-    assert returned[0] == returned[1] and len(returned[0]) == 2
+    assert returned[0] == returned[1] and len(returned[0]) == 3  # claimed, facts, finished
     assert _state(ours) == _state(theirs)
 
 

@@ -104,6 +104,26 @@ def test_finishing_properties(
 # -- the retry policy --------------------------------------------------------------------------
 
 
+@given(facts, outcomes, retry_ats)
+def test_a_fenced_writer_may_skip_the_facts_when_no_retry_is_possible(
+    job: Facts, outcome: Outcome, retry_at: float | None
+) -> None:
+    """What a catalog decides from `fenced(attempt)` (without reading the row) is what it
+    would decide from the row, whenever the write's fence lets it through."""
+    if states.needs_facts(outcome, retry_at) or not states.is_current(job, job.attempt):
+        return
+    shortcut = states.finished(states.fenced(job.attempt), job.attempt, outcome, now=NOW,
+                               retry_at=retry_at)  # fmt: skip
+    assert shortcut == states.finished(job, job.attempt, outcome, now=NOW, retry_at=retry_at)
+
+
+def test_only_a_retry_needs_the_facts() -> None:
+    assert states.needs_facts(FAILED, NOW + 5)
+    assert not states.needs_facts(FAILED, None)
+    assert not states.needs_facts(Outcome(JobStatus.FAILED, retryable=False), NOW + 5)
+    assert not states.needs_facts(Outcome(JobStatus.SUCCEEDED), NOW + 5)
+
+
 def test_retry_time_follows_the_policy() -> None:
     policy = RetryPolicy(attempts=5, backoff=2, backoff_max=5, no_retry_exit_codes=frozenset({7}))
     assert states.retry_time(policy, 1, FAILED, NOW) == NOW + 2

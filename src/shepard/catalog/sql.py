@@ -98,7 +98,7 @@ class SqlCatalog(SqlPlacements, Staging):
         self._facts = Prepared(
             FINISH_FACTS, dialect, [c.name for c in FINISH_FACTS.selected_columns]
         )
-        self._finish = Prepared(FINISH, dialect)
+        self._finish = Prepared(FINISH, dialect, ["id"])
         self._event = Prepared(
             INSERT_EVENT, dialect, insert_keys=("job_id", "attempt", "status", "at", "detail")
         )
@@ -310,9 +310,13 @@ class SqlCatalog(SqlPlacements, Staging):
         retry_at: float | None,
     ) -> tuple[JobStatus | None, list[dict[str, Any]]]:
         """Finish in the open `_hot` transaction; return the new status and its history row
-        (what `states.finished` decides from the row's facts)."""
-        found = self._facts.rows(raw, {"b_id": job_id})
-        facts = to_facts(found[0]) if found else None
+        (what `states.finished` decides from the row's facts). The facts are read only when
+        the decision needs them (`states.needs_facts`); the write is fenced either way."""
+        if states.needs_facts(outcome, retry_at):
+            found = self._facts.rows(raw, {"b_id": job_id})
+            facts = to_facts(found[0]) if found else None
+        else:
+            facts = states.fenced(attempt)
         if facts is None:
             if not outcome.status.terminal:
                 raise ValueError(f"an attempt cannot end as {outcome.status.value!r}")
@@ -323,7 +327,8 @@ class SqlCatalog(SqlPlacements, Staging):
         values = stored(change)
         params = {f"b_{k}": v for k, v in values.items()}
         params["b_id"], params["b_attempt"] = job_id, attempt
-        self._finish.rows(raw, params)
+        if not self._finish.rows(raw, params):  # fenced out: not the running attempt
+            return None, []
         return change.status, [event_row(job_id, attempt, change, now)]
 
     def release(self, job_id: str, attempt: int, *, now: float, detail: str) -> JobStatus | None:

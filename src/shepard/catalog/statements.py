@@ -65,8 +65,9 @@ CLAIM, CLAIM_IDS = claim_statement(False), claim_statement(True)
 
 def finish_statements() -> tuple[sa.Select[Any], sa.Update]:
     """The two statements that end an attempt: read the facts the state machine needs
-    (locking the row on PostgreSQL), then write what `states.finished` decided, fenced again
-    by `id, attempt, status = 'running'`. The last error bundle is kept when none is given."""
+    (locking the row on PostgreSQL; only when it needs them, `states.needs_facts`), then write
+    what `states.finished` decided, fenced by `id, attempt, status = 'running'` and returning
+    the id when it matched. The last error bundle is kept when none is given."""
     facts = (
         sa.select(*FACT_COLUMNS)
         .where(jobs.c.id == sa.bindparam("b_id"))
@@ -91,6 +92,7 @@ def finish_statements() -> tuple[sa.Select[Any], sa.Update]:
                 sa.bindparam("b_error_bundle", type_=sa.Text()), jobs.c.error_bundle
             ),
         )
+        .returning(jobs.c.id)  # nothing when fenced out
     )
     return facts, write
 
