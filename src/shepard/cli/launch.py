@@ -11,6 +11,9 @@ import gc
 
 gc.disable()
 try:
+    # the embedded default catalog too: the catalog registry imports it on first use, which
+    # would otherwise be after this window, with the collector running through SQLAlchemy
+    import shepard.catalog.sql  # noqa: F401
     from shepard.cli.main import app_main
 finally:
     # What the imports made lives as long as the process: set it aside for good instead of
