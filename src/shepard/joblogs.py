@@ -79,7 +79,7 @@ class FollowEnd:
 
 def log_ref(flock: Flock, job_id: str, attempt: int, stream: str = "stdout") -> LogRef:
     """Where `attempt`'s `stream` log lives (the object need not exist yet)."""
-    _check_stream(stream)
+    check_stream(stream)
     return LogRef(job_id, attempt, stream, flock.store("logs"), log_key(job_id, attempt, stream))
 
 
@@ -90,7 +90,7 @@ def pick_log(
 
     Raises ShepardError saying why when there is none.
     """
-    _check_stream(stream)
+    check_stream(stream)
     found = [a for a, _out, _err in flock.log_keys(job)]
     if attempt is not None:
         if attempt in found:
@@ -246,7 +246,8 @@ def _pump(ref: LogRef, offset: int, write: Callable[[bytes], None]) -> int:
     return offset
 
 
-def _check_stream(stream: str) -> None:
+def check_stream(stream: str) -> None:
+    """ShepardError unless `stream` is one of STREAMS."""
     if stream not in STREAMS:
         raise ShepardError(f"unknown log stream {stream!r}: use one of {', '.join(STREAMS)}")
 

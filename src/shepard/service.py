@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from shepard.errors import JobNotFound, ShepardError, StorageError
+from shepard.joblogs import check_stream
 from shepard.model import JobSpec, JobStatus
 from shepard.runtime import log_key
 from shepard.storage.base import ObjectStore
@@ -42,7 +43,6 @@ from shepard.views import (
 if TYPE_CHECKING:
     from shepard.flock import Flock
 
-STREAMS = ("stdout", "stderr")
 LOG_CHUNK = 1 << 16
 """Bytes `read_log` returns at most by default (what `follow_log` yields at most at once)."""
 
@@ -195,8 +195,7 @@ def _read(store: ObjectStore, key: str, offset: int, size: int) -> bytes:
 
 
 def _log(flock: Flock, job_id: str, attempt: int | None, stream: str) -> str:
-    if stream not in STREAMS:
-        raise ShepardError(f"unknown log stream {stream!r}: use one of {', '.join(STREAMS)}")
+    check_stream(stream)
     job = flock.job(job_id)
     number = job.attempt if attempt is None else attempt
     if number < 1 or number > job.attempt:
