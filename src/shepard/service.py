@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO, cast
 
+from shepard.catalog.base import StoredToken
 from shepard.errors import JobNotFound, ShepardError, StorageError
 from shepard.joblogs import check_stream
 from shepard.model import JobSpec, JobStatus
@@ -26,11 +27,13 @@ from shepard.views import (
     AttemptView,
     CountsView,
     EventView,
+    JobDetail,
     JobPage,
     JobView,
     OutputView,
     SubmitRequest,
     SubmitResult,
+    TokenView,
     attempt_views,
     counts_view,
     decode_cursor,
@@ -296,6 +299,17 @@ class FlockService:
         """One job; JobNotFound if the flock has no such job."""
         return job_view(_flock(self).job(job_id))
 
+    def job_detail(self, job_id: str) -> JobDetail:
+        """The job with its history, attempts and outputs; JobNotFound if there is none."""
+        flock = _flock(self)
+        job = flock.job(job_id)
+        return JobDetail(
+            job=job_view(job),
+            events=[event_view(e) for e in flock.events(job_id)],
+            attempts=_attempts(flock, job_id),
+            outputs=_outputs(flock, job_id),
+        )
+
     def history(self, job_id: str) -> list[EventView]:
         """The job's history, oldest first (an empty list for an unknown id)."""
         return [event_view(e) for e in _flock(self).events(job_id)]
@@ -391,6 +405,42 @@ class FlockService:
             job_ids, statuses=statuses, since=since, tag=tag, extra_attempts=extra_attempts
         )
         return ActionResult(action="retry", ids=ids, count=len(ids))
+
+    # -- API tokens (shepard.tokens) --------------------------------------------------------
+
+    def create_token(self, name: str, *, read_only: bool = False) -> tuple[TokenView, str]:
+        """A new API token: its view and its secret, which is not kept and cannot be shown
+        again. ShepardError for a bad or taken name."""
+        from shepard import tokens
+
+        flock = _flock(self)
+        secret = tokens.new_secret()
+        stored = StoredToken(
+            name=tokens.check_name(name), digest=tokens.digest(secret), read_only=read_only,
+            created_at=flock.clock(), last_used_at=None,
+        )  # fmt: skip
+        flock.catalog.add_token(stored)
+        return tokens.token_view(stored), secret
+
+    def list_tokens(self) -> list[TokenView]:
+        """Every API token, by name (no secrets)."""
+        from shepard import tokens
+
+        return [tokens.token_view(t) for t in _flock(self).catalog.tokens()]
+
+    def revoke_token(self, name: str) -> bool:
+        """Remove an API token at once; False if there was none of that name."""
+        return _flock(self).catalog.revoke_token(name)
+
+    def verify_token(self, secret: str) -> TokenView | None:
+        """The token whose secret this is, or None (unknown or revoked)."""
+        from shepard import tokens
+
+        if not secret.startswith(tokens.PREFIX):
+            return None
+        flock = _flock(self)
+        found = flock.catalog.find_token(tokens.digest(secret), now=flock.clock())
+        return None if found is None else tokens.token_view(found)
 
 
 def _flock(service: FlockService) -> Flock:

@@ -203,6 +203,27 @@ class ActionResult(_View):
     count: int
 
 
+class JobDetail(_View):
+    """Everything about one job at once: what `show` prints and `GET /api/v1/jobs/{id}`
+    answers."""
+
+    job: JobView
+    events: list[EventView]
+    attempts: list[AttemptView]
+    outputs: list[OutputView]
+
+
+class TokenView(_View):
+    """An API token as listed: never its secret (shown once, when it is made)."""
+
+    name: str
+    read_only: bool
+    created_at: float
+    created: str
+    last_used_at: float | None
+    last_used: str | None
+
+
 # -- conversions -------------------------------------------------------------------------------
 
 

@@ -348,7 +348,41 @@ class PlacementStore(Protocol):
         ...
 
 
-class Catalog(JobStore, PlacementStore, Protocol):
+@dataclass(frozen=True)
+class StoredToken:
+    """An API token as the catalog keeps it: the sha256 hex digest of its secret, never the
+    secret itself."""
+
+    name: str
+    digest: str
+    read_only: bool
+    created_at: float
+    last_used_at: float | None
+
+
+class TokenStore(Protocol):
+    """API tokens (`shepard token`, `shepard serve`), kept by name with the digest of their
+    secret; the caller hashes (shepard.tokens)."""
+
+    def add_token(self, token: StoredToken) -> None:
+        """Store a new token; ShepardError if its name is taken."""
+        ...
+
+    def tokens(self) -> list[StoredToken]:
+        """Every token, by name."""
+        ...
+
+    def find_token(self, digest: str, *, now: float) -> StoredToken | None:
+        """The token whose secret hashes to `digest` (None if none), noting its use at `now`
+        (at most about once a minute, so a busy API does not write on every request)."""
+        ...
+
+    def revoke_token(self, name: str) -> bool:
+        """Remove a token; False if there was none of that name."""
+        ...
+
+
+class Catalog(JobStore, PlacementStore, TokenStore, Protocol):
     """A complete catalog: the job store and the engine placements over the same jobs.
     Implementations are registered by URL scheme in `shepard.catalog.CATALOGS`."""
 

@@ -115,3 +115,16 @@ idempotency_keys = sa.Table(
     sa.Column("ids", sa.Text(), nullable=False),  # JSON list of the job ids registered
     sa.Column("created_at", sa.Float(), nullable=False),
 )
+
+
+# API tokens (`shepard token`, `shepard serve`): only a hash of each secret is kept; the secret
+# itself is shown once, when it is made.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),  # sha256 hex of the secret
+    sa.Column("read_only", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("last_used_at", sa.Float(), nullable=True),
+)

@@ -51,13 +51,14 @@ from shepard.catalog.statements import (
     to_facts,
     to_job,
 )
+from shepard.catalog.tokens import SqlTokens
 from shepard.model import Ended, Job, JobEvent, JobSpec, JobStatus, Outcome
 
 MAX_LOST = states.MAX_LOST
 _RUNNING = JobStatus.RUNNING.value
 
 
-class SqlCatalog(SqlPlacements, Staging):
+class SqlCatalog(SqlPlacements, Staging, SqlTokens):
     """A Catalog stored in the database at `url` (see `shepard.catalog.open_catalog`).
 
     `patient` (an attribute too, see `be_patient`): never fail because another process holds

@@ -27,6 +27,8 @@ from shepard.cli.common import (
     terminable,
 )
 from shepard.cli.secrets import secretify
+from shepard.cli.serve import serve
+from shepard.cli.tokens import token_app
 from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
 from shepard.errors import ShepardError
 from shepard.flock import Flock
@@ -41,6 +43,7 @@ app = typer.Typer(
 )
 worker_app = typer.Typer(help="Worker-side commands, called by backends.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+app.add_typer(token_app, name="token")
 
 
 def _backend_kind(value: str) -> str:
@@ -187,6 +190,7 @@ app.command()(ops.logs)
 app.command()(ops.cancel)
 app.command()(ops.retry)
 app.command()(secretify)
+app.command()(serve)
 deploy.register(app)
 profiles.register(app)
 
