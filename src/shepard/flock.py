@@ -259,6 +259,10 @@ class Flock(FlockService):
     def recent(self, limit: int = 20, status: JobStatus | None = None) -> list[Job]:
         return self.catalog.page(status=status, limit=limit, newest_first=True)
 
+    def logs_store(self) -> ObjectStore:
+        """The store holding the payloads' logs (what joblogs reads)."""
+        return self.store("logs")
+
     def log_keys(self, job: Job) -> list[tuple[int, str, str]]:
         """(attempt, stdout key, stderr key) in the logs store of every attempt that left
         logs (`store("logs").url(key)` says where one is, for people)."""

@@ -12,20 +12,42 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import BinaryIO, Protocol
 
 from shepard.errors import ShepardError
-from shepard.model import Job, JobStatus
+from shepard.model import Job, JobEvent, JobStatus
 from shepard.runtime import log_key
-from shepard.storage import NoSuchObject, ObjectStore
-
-if TYPE_CHECKING:
-    from shepard.flock import Flock
+from shepard.storage import NoSuchObject, ObjectInfo
 
 STREAMS = ("stdout", "stderr")
 POLL = 0.2  # seconds between two looks at the log file and the catalog
 _CHUNK = 1 << 16
+
+
+class LogStore(Protocol):
+    """What reading a log needs of the logs store (an ObjectStore, or the remote mode's view
+    of a server's, shepard.remote.objects)."""
+
+    def url(self, key: str) -> str: ...
+
+    def stat(self, key: str) -> ObjectInfo: ...
+
+    def open_read(self, key: str, *, start: int = 0) -> AbstractContextManager[BinaryIO]: ...
+
+
+class JobSource(Protocol):
+    """What finding and following logs needs of a flock (a Flock, or shepard.remote's
+    RemoteFlock speaking to a server)."""
+
+    def job(self, job_id: str) -> Job: ...
+
+    def events(self, job_id: str) -> list[JobEvent]: ...
+
+    def log_keys(self, job: Job) -> list[tuple[int, str, str]]: ...
+
+    def logs_store(self) -> LogStore: ...
 
 
 @dataclass(frozen=True)
@@ -35,7 +57,7 @@ class LogRef:
     job_id: str
     attempt: int
     stream: str
-    store: ObjectStore
+    store: LogStore
     key: str
 
     @property
@@ -77,14 +99,14 @@ class FollowEnd:
         return f"job {job} {self.status.value} (attempt {self.attempt}){detail}"
 
 
-def log_ref(flock: Flock, job_id: str, attempt: int, stream: str = "stdout") -> LogRef:
+def log_ref(flock: JobSource, job_id: str, attempt: int, stream: str = "stdout") -> LogRef:
     """Where `attempt`'s `stream` log lives (the object need not exist yet)."""
     check_stream(stream)
-    return LogRef(job_id, attempt, stream, flock.store("logs"), log_key(job_id, attempt, stream))
+    return LogRef(job_id, attempt, stream, flock.logs_store(), log_key(job_id, attempt, stream))
 
 
 def pick_log(
-    flock: Flock, job: Job, *, attempt: int | None = None, stream: str = "stdout"
+    flock: JobSource, job: Job, *, attempt: int | None = None, stream: str = "stdout"
 ) -> LogRef:
     """The log to show: `attempt`'s, else the latest attempt's that left logs.
 
@@ -117,7 +139,7 @@ def copy_log(ref: LogRef, write: Callable[[bytes], None]) -> int:
 
 
 def follow(
-    flock: Flock,
+    flock: JobSource,
     job_id: str,
     write: Callable[[bytes], None],
     *,
@@ -169,7 +191,7 @@ def follow(
 
 
 def _await_start(
-    flock: Flock,
+    flock: JobSource,
     job: Job,
     stop: threading.Event,
     poll: float,
@@ -201,7 +223,11 @@ def _never_started(job: Job) -> FollowEnd:
 
 
 def _follow_attempt(
-    flock: Flock, ref: LogRef, write: Callable[[bytes], None], stop: threading.Event, poll: float
+    flock: JobSource,
+    ref: LogRef,
+    write: Callable[[bytes], None],
+    stop: threading.Event,
+    poll: float,
 ) -> FollowEnd | None:
     """Write `ref`'s log as it grows until its attempt is over; None when `stop` was set."""
     offset = 0
@@ -217,7 +243,7 @@ def _follow_attempt(
         job = flock.job(ref.job_id)
 
 
-def _ending(flock: Flock, job: Job, attempt: int) -> FollowEnd:
+def _ending(flock: JobSource, job: Job, attempt: int) -> FollowEnd:
     detail = job.reason
     if not job.status.terminal or job.attempt != attempt:
         # What ended this attempt is in its events (a retry, a lost worker, a shutdown, ...).

@@ -15,16 +15,27 @@ import re
 import shutil
 import stat
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from shepard.errors import StorageError
-from shepard.storage import ObjectStore
 
 _DRIVE = re.compile(r"[A-Za-z]:")
 _ODD = re.compile(r"[\\\x00-\x1f\x7f]")
 _CHUNK = 1 << 20
+
+
+class Source(Protocol):
+    """What retrieving needs of a store (an ObjectStore, or the remote mode's view of a
+    server's, shepard.remote.objects)."""
+
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+
+    def size(self, key: str) -> int: ...
+
+    def get_file(self, key: str, dest: Path) -> None: ...
 
 
 @dataclass
@@ -42,7 +53,7 @@ class Retrieval:
 
 
 def retrieve_store(
-    store: ObjectStore,
+    store: Source,
     target: Path,
     result: Retrieval,
     *,
@@ -149,7 +160,7 @@ def _write_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> No
         raise
 
 
-def _copy(store: ObjectStore, key: str, path: Path) -> None:
+def _copy(store: Source, key: str, path: Path) -> None:
     if not path.exists() or path.stat().st_size != store.size(key):
         path.parent.mkdir(parents=True, exist_ok=True)
         store.get_file(key, path)

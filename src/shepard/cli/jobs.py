@@ -40,6 +40,7 @@ from shepard.errors import ParamsError
 from shepard.flock import Flock, Submission
 from shepard.model import JobStatus, ParamValue
 from shepard.params import json_file_params, parse_params_json
+from shepard.remote import server_url
 from shepard.triggers import ScanResult, count_rejected, watching
 
 WaitOption = Annotated[
@@ -61,6 +62,10 @@ def batch(
     as_json: JsonOption = False,
 ) -> None:
     """Zip FOLDER into an input bundle (or take a zip as is) and submit it as one job."""
+    if server_url():
+        from shepard.cli import remote
+
+        return remote.batch(folder, zip_name=zip_name, wait=wait, as_json=as_json)
     f = open_flock(flock)
     if folder.is_file():
         sub = f.submit_bundle(folder, key=zip_name)
@@ -111,6 +116,8 @@ def submit(
     ids: Annotated[bool, typer.Option("--ids", help="Print only the job ids, one a line.")] = False,
 ) -> None:
     """Submit parameter-only jobs (no bundle): their parameters become environment variables."""
+    if server_url():
+        return _submit_remote(json_text, json_file, range_, attempts, timeout, wait, ids)
     f = open_flock(flock)
     # consumed lazily, chunk by chunk, by Flock.submit: memory stays flat whatever the count
     jobs = _param_sets(json_text, json_file, range_)
@@ -132,6 +139,28 @@ def submit(
         console.print(f"submitted {sub.count} jobs (batch {sub.batch})", markup=False)
     if wait:
         _wait(f, sub)
+
+
+def _submit_remote(
+    json_text: str | None,
+    json_file: Path | None,
+    range_: str | None,
+    attempts: int | None,
+    timeout: float | None,
+    wait: bool,
+    ids: bool,
+) -> None:
+    """`submit` through a server: a lone --range (with --json defaults) goes as a range
+    the server expands; anything else as the jobs themselves, in chunks."""
+    if range_ and not json_file:
+        base = dict(parse_params_json(json_text, source="--json")) if json_text else {}
+        jobs: Iterator[dict[str, ParamValue]] = iter(())
+        spec: tuple[str, int, int] | None = _parse_range(range_)
+    else:
+        base, jobs, spec = None, _param_sets(json_text, json_file, range_), None
+    from shepard.cli import remote
+
+    remote.submit(jobs, spec, base, attempts=attempts, timeout=timeout, wait=wait, ids=ids)
 
 
 @contextlib.contextmanager
@@ -324,6 +353,10 @@ def query(
     ] = False,
 ) -> None:
     """Job counts per status and the most recent jobs (or live counts with --watch)."""
+    if server_url():
+        from shepard.cli import remote
+
+        return remote.query(limit, status, as_json=as_json, watch=watch, until=until_done)
     f = open_flock(flock)
     if watch or until_done:
         from shepard.cli.ops import watch as watch_counts
@@ -356,6 +389,10 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One job: parameters, status history, attempts, outputs, errors, logs."""
+    if server_url():
+        from shepard.cli import remote
+
+        return remote.show(job_id, as_json=as_json)
     f = open_flock(flock)
     info = render.job_dict(f.job(job_id), f.events(job_id), f)
     if as_json:
@@ -379,6 +416,10 @@ def retrieve(
     Exit code 1 when something could not be copied or unzipped (listed at the end); entries
     of a zip renamed or left out while unzipping are listed as warnings.
     """
+    if server_url():
+        from shepard.cli import remote
+
+        return remote.retrieve(dest, unzip=unzip, errors=errors, jobs=job or [], as_json=as_json)
     f = open_flock(flock)
     with render.file_progress("retrieving") as tick:
         got = f.retrieve(dest, unzip=unzip, errors=errors, job_ids=job or (), on_file=tick)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
@@ -30,6 +30,7 @@ from shepard.cli.common import (
 from shepard.errors import ShepardError
 from shepard.flock import Flock, PacedCounts
 from shepard.model import JobStatus
+from shepard.remote import server_url
 
 WATCH_REFRESH = 0.5  # seconds between two looks at the counts
 LIST_AT_MOST = 50  # ids listed one per line; beyond, only the count
@@ -71,7 +72,13 @@ def logs(
     ] = None,
 ) -> None:
     """Print a job attempt's stdout (or stderr), or follow it live with --follow."""
-    f = open_flock(flock)
+    f: joblogs.JobSource
+    if server_url():
+        from shepard.cli import remote
+
+        f = remote.remote_flock()
+    else:
+        f = open_flock(flock)
     stream = "stderr" if stderr else "stdout"
     out = sys.stdout.buffer
 
@@ -125,6 +132,10 @@ def cancel(
     if not (ids or all_ or status):
         raise ShepardError("cancel: say which jobs: JOB ids, --all or --status queued|running")
     statuses = [JobStatus(status.value)] if status else [JobStatus.QUEUED, JobStatus.RUNNING]
+    if server_url():
+        from shepard.cli import remote
+
+        return remote.cancel(ids, statuses, all_=all_, as_json=as_json)
     f = open_flock(flock)
     running_before = JobStatus.RUNNING in statuses and f.counts()[JobStatus.RUNNING] > 0
     cancelled = f.cancel(ids or None, statuses=statuses)
@@ -175,8 +186,12 @@ def retry(
         raise ShepardError("retry: say which jobs: --failed, --cancelled and/or JOB ids")
     statuses = [s for s, on in ((JobStatus.FAILED, failed), (JobStatus.CANCELLED, cancelled)) if on]
     statuses = statuses or [JobStatus.FAILED]
-    f = open_flock(flock)
     after = None if since is None else parse_since(since, time.time())
+    if server_url():
+        from shepard.cli import remote
+
+        return remote.retry(ids, statuses, since=after, tag=tag, attempts=attempts, as_json=as_json)
+    f = open_flock(flock)
     requeued = f.retry(
         ids or None, statuses=statuses, since=after, tag=tag, extra_attempts=attempts
     )
@@ -221,7 +236,11 @@ def parse_since(text: str, now: float) -> float:
 # -- query --watch ---------------------------------------------------------------------------
 
 
-def watch(f: Flock, *, until_done: bool = False, refresh: float = WATCH_REFRESH) -> None:
+class Counted(Protocol):
+    def counts(self) -> dict[JobStatus, int]: ...
+
+
+def watch(f: Counted, *, until_done: bool = False, refresh: float = WATCH_REFRESH) -> None:
     """Show live counts until Ctrl-C, or (until_done) until nothing is queued or running;
     then print the counts table. On a terminal, a progress bar; elsewhere (a pipe, a file),
     one plain line each time the counts change, written at once."""

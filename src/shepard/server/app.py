@@ -31,6 +31,10 @@ def create_app(flock: Flock, settings: ServeSettings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
 
+    from shepard.server import objects
+
+    app.include_router(objects.router())
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         """Liveness, without auth: 200 while the server answers."""
