@@ -46,7 +46,10 @@ class Served:
 
 @pytest.fixture
 def served(cli: Cli) -> Iterator[Served]:
-    cli.init('echo "out $ITEM"; echo "err $ITEM" >&2; echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"')
+    cli.init(
+        'echo "out $ITEM"; echo "err $ITEM" >&2; echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"; '
+        'test "$ITEM" != fail'
+    )
     token = cli("token", "create", "ci").out.strip()
     reader = cli("token", "create", "viewer", "--read-only").out.strip()
     port = free_port()
@@ -99,9 +102,9 @@ def test_json_file_batch_and_follow(served: Served, tmp_path: Path) -> None:
 
 
 def test_cancel_and_retry(served: Served) -> None:
-    served.local.configure(lambda c: c["payload"].update(command='test "$ITEM" != 2; sleep 0'))
     r = served.remote
-    r("submit", "--range", "ITEM=1-3", "--wait", ok=False)  # ITEM=2 fails
+    jobs = '[{"ITEM": "ok"}, {"ITEM": "fail"}]'
+    assert r("submit", "--json-file", "-", "--wait", stdin=jobs, ok=False).code == 1
     assert r("query", "--json").json()["counts"]["failed"] == 1
     retried = r("retry", "--failed", "--json").json()
     assert len(retried["requeued"]) == 1
