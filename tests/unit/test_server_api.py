@@ -307,7 +307,7 @@ def test_logs_whole_from_an_offset_and_bad_attempts(client: TestClient, flock: F
 
 def test_following_a_log_streams_until_the_attempt_ends(client: TestClient, flock: Flock) -> None:
     job_id = flock.submit([{"ITEM": 1}]).ids[0]
-    (job,) = flock.catalog.claim("elsewhere:1", now=time.time(), lease=60, job_ids=[job_id])
+    flock.catalog.claim("elsewhere:1", now=time.time(), lease=60, job_ids=[job_id])
     logs, key = flock.store("logs"), log_key(job_id, 1, "stdout")
     logs.put_bytes(key, b"one\n")
 
