@@ -62,10 +62,13 @@ def read_bundle_bytes(data: bytes, name: str, limits: LimitsConfig) -> dict[str,
     return _read_params(io.BytesIO(data), len(data), name, limits)
 
 
-def read_bundle_file(path: Path, limits: LimitsConfig) -> dict[str, ParamValue]:
-    """`read_bundle` for a local zip file."""
+def read_bundle_file(
+    path: Path, limits: LimitsConfig, *, name: str | None = None
+) -> dict[str, ParamValue]:
+    """`read_bundle` for a local zip file, named `name` in messages (default: its path; an
+    upload kept in a temporary file is named as its sender named it)."""
     with _open_local(path) as fh:
-        return _read_params(fh, os.fstat(fh.fileno()).st_size, str(path), limits)
+        return _read_params(fh, os.fstat(fh.fileno()).st_size, name or str(path), limits)
 
 
 def make_bundle(folder: Path, dest: Path, limits: LimitsConfig) -> Path:

@@ -195,17 +195,24 @@ class Flock(FlockService):
         return self.catalog.batch_ids(batch)
 
     def submit_bundle(
-        self, path: Path, *, key: str | None = None, batch: str | None = None
+        self,
+        path: Path,
+        *,
+        key: str | None = None,
+        batch: str | None = None,
+        source: str | None = None,
     ) -> Submission:
         """Validate a zip bundle, store it in the inputs store, register its job.
 
-        Nothing is stored or registered when the bundle is refused.
+        Nothing is stored or registered when the bundle is refused. `source` names the
+        bundle in messages (default: `path`; an upload is named as its sender named it).
         """
         self.check_resources()
-        params = read_bundle_file(path, self.config.limits)
+        params = read_bundle_file(path, self.config.limits, name=source)
         check_env_size(
-            params, self.config.payload.env, source=f"parameters of bundle {path.name!r}"
-        )
+            params, self.config.payload.env,
+            source=f"parameters of bundle {source or path.name!r}",
+        )  # fmt: skip
         key = _zip_key(key or f"{uuid.uuid4()}.zip")
         inputs = self.store("inputs")
         if inputs.exists(key):

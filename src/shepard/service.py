@@ -7,11 +7,14 @@ process-wide state, so they are safe to call from the threads of a server.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from shepard.catalog.base import StoredToken
@@ -27,6 +30,7 @@ from shepard.views import (
     AttemptView,
     CountsView,
     EventView,
+    FlockView,
     JobDetail,
     JobPage,
     JobView,
@@ -216,8 +220,11 @@ def _follow_log(
     poll: float = 0.5,
     stop: threading.Event | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    offset: int = 0,
 ) -> Iterator[bytes]:
     """Chunks of one attempt's log as it grows; see `Flock.follow_log`."""
+    if offset < 0:
+        raise ShepardError("offset must be >= 0")
     job = flock.job(job_id)
     while attempt is None and job.attempt == 0 and not job.status.terminal:
         if stop is not None and stop.is_set():
@@ -227,7 +234,7 @@ def _follow_log(
     number = attempt or job.attempt
     if number == 0:
         return  # ended before it ever started: no log
-    key, logs, offset = _log(flock, job_id, number, stream), flock.store("logs"), 0
+    key, logs = _log(flock, job_id, number, stream), flock.store("logs")
     while True:
         over = job.attempt != number or job.status is not JobStatus.RUNNING
         # read what is there; once the attempt is over, its payload has exited and this
@@ -349,10 +356,15 @@ class FlockService:
         poll: float = 0.5,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        offset: int = 0,
     ) -> Iterator[bytes]:
-        """Yield an attempt's log as it grows, until that attempt is over (or `stop` is set).
-        Without `attempt`: the current one; a job not started yet is waited for first."""
-        return _follow_log(_flock(self), job_id, attempt, stream, poll=poll, stop=stop, sleep=sleep)
+        """Yield an attempt's log as it grows, from byte `offset`, until that attempt is over
+        (or `stop` is set). Without `attempt`: the current one; a job not started yet is
+        waited for first."""
+        return _follow_log(
+            _flock(self), job_id, attempt, stream, poll=poll, stop=stop, sleep=sleep,
+            offset=offset,
+        )  # fmt: skip
 
     def count(self, batch: str | None = None) -> CountsView:
         """Jobs per status (of one batch, or of the whole flock), with the total."""
@@ -405,6 +417,29 @@ class FlockService:
             job_ids, statuses=statuses, since=since, tag=tag, extra_attempts=extra_attempts
         )
         return ActionResult(action="retry", ids=ids, count=len(ids))
+
+    def describe(self) -> FlockView:
+        """The flock as a server shows it: names, backend, stores, and its config with
+        secrets removed (see `flockview.redacted`)."""
+        from shepard.flockview import flock_view
+
+        return flock_view(_flock(self))
+
+    @contextlib.contextmanager
+    def upload_folder(self) -> Iterator[Path]:
+        """A private folder in the flock's work folder for a file being received (an
+        uploaded bundle), removed after the block; marked in use so that a sweep of what
+        killed commands left (leftovers.py) never takes it, and swept if this process dies."""
+        from shepard import leftovers
+
+        flock = _flock(self)
+        work = flock.dir.store_path("work")
+        work.mkdir(parents=True, exist_ok=True)
+        with (
+            tempfile.TemporaryDirectory(dir=work, prefix=leftovers.BATCH_PREFIX) as tmp,
+            leftovers.held(Path(tmp)),
+        ):
+            yield Path(tmp)
 
     # -- API tokens (shepard.tokens) --------------------------------------------------------
 

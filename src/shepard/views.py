@@ -224,6 +224,80 @@ class TokenView(_View):
     last_used: str | None
 
 
+class CancelRequest(_View):
+    """What `POST /api/v1/cancel` cancels, as `shepard cancel` takes it: the jobs named by
+    `ids`, or `all` queued and running jobs, or every job in `status` (with `ids`: only those
+    of them in that status)."""
+
+    ids: list[str] | None = Field(default=None, max_length=100_000)
+    all: bool = False
+    status: JobStatus | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _active(cls, value: JobStatus | None) -> JobStatus | None:
+        if value not in (None, JobStatus.QUEUED, JobStatus.RUNNING):
+            raise ValueError("status: only queued or running jobs can be cancelled")
+        return value
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> CancelRequest:
+        if self.all and (self.ids or self.status):
+            raise ValueError("cancel: `all` cannot be combined with `ids` or `status`")
+        if not (self.ids or self.all or self.status):
+            raise ValueError("cancel: say which jobs: `ids`, `all` or `status` (queued|running)")
+        return self
+
+
+class RetryRequest(_View):
+    """What `POST /api/v1/retry` queues again, as `shepard retry` takes it: jobs in
+    `statuses` (failed by default), only those named by `ids` when given, that ended at or
+    after `since` (epoch seconds or ISO 8601, UTC when naive) and whose TAG is `tag` (any
+    case); each may run `extra_attempts` more times."""
+
+    ids: list[str] | None = Field(default=None, max_length=100_000)
+    statuses: list[JobStatus] = Field(default=[JobStatus.FAILED], min_length=1)
+    since: datetime | None = None
+    tag: str | None = None
+    extra_attempts: int = Field(default=1, ge=1, le=100)
+
+    @field_validator("statuses")
+    @classmethod
+    def _ended(cls, value: list[JobStatus]) -> list[JobStatus]:
+        for status in value:
+            if status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise ValueError("statuses: only failed and cancelled jobs can be retried")
+        return value
+
+
+class FlockView(_View):
+    """The flock a server serves: what clients and the dashboard show about it. `config` is
+    flock.toml as loaded, with secrets removed (passwords in URLs, and the values of keys
+    that name a secret, a token, a password or a key)."""
+
+    name: str
+    backend: str
+    workers: int
+    payload: str = Field(description="the payload kind: command, image or quick-deploy")
+    stores: dict[str, str] = Field(description="store name -> its location (folder or s3://)")
+    catalog: str = Field(description="the catalog URL, without a password")
+    config: dict[str, Any]
+
+
+class NewTokenRequest(_View):
+    """A token to make (`POST /api/v1/tokens`)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    read_only: bool = False
+
+
+class NewToken(_View):
+    """A token just made: its view and its secret, shown this once and never again."""
+
+    token: TokenView
+    secret: str
+
+
 # -- conversions -------------------------------------------------------------------------------
 
 

@@ -1,14 +1,43 @@
-"""`shepard serve`: the flock over HTTP."""
+"""`shepard serve`: the flock over HTTP, and its jobs run in the same process."""
 
 from __future__ import annotations
 
+import re
+import signal
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from shepard.cli.common import FlockOption, open_flock
+from shepard.cli import render
+from shepard.cli.common import (
+    FlockOption,
+    between,
+    console,
+    err_console,
+    handling,
+    open_flock,
+)
+from shepard.config import MAX_WORKERS
 from shepard.errors import ShepardError
+
+if TYPE_CHECKING:
+    from shepard.flock import Flock
+    from shepard.server.settings import ServeSettings
+    from shepard.triggers.scan import ScanResult
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """Bytes of `--max-body`: a number of bytes, or with a unit (64M, 64MiB, 1G: powers of 1024)."""
+    found = _SIZE.match(text)
+    if not found:
+        raise typer.BadParameter(f"{text!r} is not a size: give bytes, or e.g. 64M, 512K, 1G")
+    return int(found.group(1)) * _UNITS[found.group(2).lower()]
 
 
 def serve(
@@ -32,9 +61,36 @@ def serve(
         Path | None, typer.Option(help="PEM certificate chain: serve HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    max_body: Annotated[
+        str,
+        typer.Option(
+            "--max-body",
+            envvar="SHEPARD_MAX_BODY",
+            help="Largest request body accepted (bytes, or 64M, 1G...); larger ones get 413.",
+        ),
+    ] = "64M",
+    no_dispatch: Annotated[
+        bool,
+        typer.Option(
+            "--no-dispatch",
+            help="Only serve: run no jobs here (a `shepard up` elsewhere runs them).",
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            callback=between(1, MAX_WORKERS),
+            help=f"Worker slots, 1 to {MAX_WORKERS} (default: the flock's backend.workers).",
+        ),
+    ] = None,
+    no_inbox: Annotated[
+        bool,
+        typer.Option("--no-inbox", help="Do not turn bundles dropped into inbox/ into jobs."),
+    ] = False,
 ) -> None:
     """Serve the flock's REST API (and, with --shepherd, shepherd's API) while running its
-    jobs, in one process. Clients authenticate with tokens from `shepard token create`."""
+    jobs, in one process, until Ctrl-C. Clients authenticate with tokens from `shepard token
+    create`."""
     try:
         import uvicorn
 
@@ -47,13 +103,66 @@ def serve(
         ) from None
     settings = ServeSettings(
         host=host, port=port, shepherd=shepherd, shepherd_token=shepherd_token,
-        insecure=insecure, tls_cert=tls_cert, tls_key=tls_key,
+        insecure=insecure, tls_cert=tls_cert, tls_key=tls_key, max_body=byte_size(max_body),
+        dispatch=not no_dispatch,
     )  # fmt: skip
     settings.check()
     f = open_flock(flock)
-    app = create_app(f, settings)
-    uvicorn.run(
-        app, host=host, port=port, log_level="warning",
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-    )  # fmt: skip
+    f.count()  # a flock without its catalog is refused here, not at the first request
+    runner = None
+    if settings.dispatch:
+        from shepard.server.running import JobRunner
+
+        # before uvicorn starts threads: a local backend forks its runner processes now
+        runner = JobRunner(f, workers=workers, inbox=not no_inbox, on_inbox=_report_inbox)
+    app = create_app(f, settings, runner=runner)
+    _announce(f, settings, workers)
+    try:
+        # uvicorn handles Ctrl-C and SIGTERM itself (a graceful shutdown, then the app's
+        # lifespan stops the jobs) and raises the signal again once done: these handlers
+        # take it then, so that the command ends through its usual path
+        with handling(_after_shutdown, signal.SIGINT, signal.SIGTERM):
+            uvicorn.run(
+                app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
+                ssl_certfile=str(tls_cert) if tls_cert else None,
+                ssl_keyfile=str(tls_key) if tls_key else None,
+            )  # fmt: skip
+    finally:
+        if runner is not None:
+            runner.close()  # when uvicorn could not start (the lifespan never ran)
+    console.print(render.counts_table(f.counts()))
+
+
+def _after_shutdown(signum: int, frame: Any) -> None:
+    """A signal uvicorn has already acted on (see `serve`)."""
+
+
+def _announce(f: Flock, settings: ServeSettings, workers: int | None) -> None:
+    scheme = "https" if settings.tls else "http"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"{scheme}://{host}:{settings.port}"
+    if settings.dispatch:
+        n = workers or f.config.backend.workers
+        jobs = f"running its jobs ({f.config.backend.kind}, {n} workers)"
+    else:
+        jobs = "not running jobs (--no-dispatch)"
+    if not console.is_terminal:
+        sys.stdout.write(f"serving flock {f.config.name} at {url} ({jobs})\n")
+        sys.stdout.flush()
+        return
+    console.print(
+        f"[bold]serving flock {escape(f.config.name)}[/] at [link={url}]{url}[/link], "
+        f"{escape(jobs)}; Ctrl-C to stop"
+    )
+    console.print(f"  API docs: {url}/api/v1/docs   metrics: {url}/metrics", markup=False)
+    console.print(
+        "  clients send `Authorization: Bearer <token>`; make one with `shepard token create NAME`",
+        markup=False,
+    )
+
+
+def _report_inbox(result: ScanResult) -> None:
+    if result.jobs:
+        console.print(f"inbox: registered {len(result.jobs)} bundle(s)")
+    for r in result.rejected:
+        err_console.print(f"[red]inbox: rejected {escape(r.name)}[/]: {escape(r.reason)}")
