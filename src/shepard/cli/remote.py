@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from shepard.errors import JobNotFound, ParamsError, ShepardError
 from shepard.model import JobStatus, ParamValue
 from shepard.remote.client import Client
 from shepard.remote.flock import RemoteFlock, job_of
-from shepard.views import JobDetail, RangeSpec, SubmitRequest, SubmitResult
+from shepard.views import (
+    CancelRequest,
+    JobDetail,
+    RangeSpec,
+    RetryRequest,
+    SubmitRequest,
+    SubmitResult,
+)
 
 CHUNK = 10_000
 """Jobs per request when a file of jobs is sent (each request is registered atomically and
@@ -195,10 +203,9 @@ def _job_json(info: dict[str, Any], c: Client) -> dict[str, Any]:
 
 def cancel(ids: list[str], statuses: list[JobStatus], *, all_: bool, as_json: bool) -> None:
     c = client()
-    body: dict[str, Any] = {"ids": ids} if ids else {"all": True}
-    if not all_ and len(statuses) == 1:
-        body["status"] = statuses[0].value
-    done = c.cancel(body).ids
+    status = statuses[0] if not all_ and len(statuses) == 1 else None
+    request = CancelRequest(ids=ids or None, all=not ids and status is None, status=status)
+    done = c.cancel(request).ids
     skipped = not_changed(c, ids, done)
     if as_json:
         print_json({"cancelled": done, "not_cancelled": skipped})
@@ -220,9 +227,11 @@ def retry(
     as_json: bool,
 ) -> None:
     c = client()
-    body: dict[str, Any] = {"statuses": [s.value for s in statuses], "extra_attempts": attempts}
-    body.update({k: v for k, v in (("ids", ids), ("since", since), ("tag", tag)) if v})
-    done = c.retry(body).ids
+    when = None if since is None else datetime.fromtimestamp(since, UTC)
+    request = RetryRequest(
+        ids=ids or None, statuses=statuses, since=when, tag=tag, extra_attempts=attempts
+    )
+    done = c.retry(request).ids
     skipped = not_changed(c, ids, done, statuses)
     if as_json:
         print_json({"requeued": done, "not_requeued": skipped})

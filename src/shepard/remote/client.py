@@ -17,9 +17,11 @@ from shepard.errors import CatalogError, JobNotFound, ShepardError
 from shepard.remote import SERVER_ENV, TOKEN_ENV
 from shepard.views import (
     ActionResult,
+    CancelRequest,
     CountsView,
     JobDetail,
     JobPage,
+    RetryRequest,
     SubmitRequest,
     SubmitResult,
 )
@@ -111,13 +113,13 @@ class Client:
         query = {"batch": batch} if batch else {}
         return CountsView.model_validate(self.request("GET", f"{API}/counts", params=query).json())
 
-    def cancel(self, body: dict[str, Any]) -> ActionResult:
-        answer = self.request("POST", f"{API}/cancel", json=body)
-        return ActionResult.model_validate(answer.json())
+    def cancel(self, request: CancelRequest) -> ActionResult:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return ActionResult.model_validate(self.request("POST", f"{API}/cancel", json=body).json())
 
-    def retry(self, body: dict[str, Any]) -> ActionResult:
-        answer = self.request("POST", f"{API}/retry", json=body)
-        return ActionResult.model_validate(answer.json())
+    def retry(self, request: RetryRequest) -> ActionResult:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return ActionResult.model_validate(self.request("POST", f"{API}/retry", json=body).json())
 
     def flock(self) -> dict[str, Any]:
         info: dict[str, Any] = self.request("GET", f"{API}/flock").json()
