@@ -12,7 +12,9 @@ Two servers are measured in the same run, one after the other, with the same loa
 The load: `--clients` connections kept alive, each posting one job (`{"params": {...}}`) and
 waiting for the answer before the next, for `--seconds`. The client is plain asyncio (one
 process, no HTTP library), so that it takes little of the CPU the server needs.
-Then one `POST /api/v1/jobs` of `--bulk` jobs (`{"jobs": [...]}`) to `shepard serve`.
+Then one `POST /api/v1/jobs` of `--bulk` jobs (`{"jobs": [...]}`) to `shepard serve`, beside
+`shepard submit --json-file` of the same jobs (JSON lines) into another fresh flock: the
+command line's own way, as its baseline.
 
 Printed: jobs/s, p50/p99 latency and errors of both, their ratio, and the bulk time.
 Targets: >= 1,000 submissions/s with 0 errors and p99 < 100 ms; the bulk in < 2 s.
@@ -195,6 +197,20 @@ def run_serve(args: argparse.Namespace, folder: Path) -> tuple[Load, float, int,
         stop(proc)
 
 
+def run_cli_bulk(args: argparse.Namespace, folder: Path) -> float:
+    """Seconds `shepard submit --json-file` takes to register the bulk's jobs."""
+    make_flock(folder)
+    jobs = folder.parent / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"ITEM": i}) + "\n" for i in range(args.bulk)))
+    shepard = str(Path(sys.executable).with_name("shepard"))
+    began = time.perf_counter()
+    subprocess.run(
+        [shepard, "submit", "--flock", str(folder), "--json-file", str(jobs)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return time.perf_counter() - began
+
+
 def line(name: str, load: Load) -> str:
     return (
         f"{name:<6} {load.rate:>9,.0f} jobs/s   p50 {load.quantile(0.5) * 1000:6.1f} ms   "
@@ -216,9 +232,13 @@ def main() -> None:
     print(line("bare", bare), flush=True)
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         served, bulk, total, ran = run_serve(args, Path(tmp) / "flock")
+    with tempfile.TemporaryDirectory(prefix="serve-bench-cli-") as tmp:
+        cli_bulk = run_cli_bulk(args, Path(tmp) / "flock")
     print(line("serve", served))
     print(f"serve / bare: {served.rate / bare.rate:.2f} of the framework's ceiling")
     print(f"bulk: {args.bulk:,} jobs in one POST in {bulk:.2f} s ({args.bulk / bulk:,.0f} jobs/s)")
+    print(f"      (shepard submit --json-file of the same jobs: {cli_bulk:.2f} s; "
+          f"API / CLI: {bulk / cli_bulk:.2f})")  # fmt: skip
     print(f"registered {total:,} jobs; the dispatcher ran {ran:,} of them meanwhile")
     missed = []
     if served.rate < TARGET_RATE or served.errors:
