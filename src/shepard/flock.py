@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from shepard import config, leftovers
 from shepard.bundle import make_bundle, read_bundle_file
@@ -20,7 +20,7 @@ from shepard.catalog import be_patient, open_catalog
 from shepard.catalog.base import Catalog
 from shepard.config import STORE_NAMES, FlockConfig, Flockdir
 from shepard.errors import CatalogMissing, JobNotFound, ShepardError
-from shepard.model import Job, JobEvent, JobSpec, JobStatus
+from shepard.model import Job, JobEvent, JobSpec, JobStatus, ParamValue
 from shepard.params import check_env_size, find_key, validate_params
 from shepard.payloads import open_payload
 from shepard.payloads.container_engine import check_gpus
@@ -160,35 +160,65 @@ class Flock(FlockService):
         max_attempts: int | None = None,
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
+        validated: bool = False,
     ) -> Submission:
         """Register one parameter-only job per mapping, all or nothing.
 
         `params` is consumed lazily, in chunks, so memory stays flat whatever its length, and
         the catalog is never locked for long (see catalog/staging.py). A mapping that fails
         validation registers nothing. `progress` is called with the number of jobs written.
+        `validated`: the caller has passed every mapping through `validate_params` already
+        (a SubmitRequest's `param_sets`, which name the bad item), so it is not done twice.
         """
         config.check_job_limits(max_attempts, timeout)
         self.check_resources()
         label = batch or new_batch_label()
         self.catalog.sweep_submissions(now=self.clock())  # leftovers of a killed submission
         kept: list[str] = []
-
-        env = self.config.payload.env
-
-        def specs() -> Iterator[JobSpec]:
-            for item in params:
-                checked = validate_params(item)
-                if env:  # payload.env counts against the same limit
-                    check_env_size(checked, env)
-                yield JobSpec(checked, None, max_attempts, timeout, label)
-
+        specs = self._specs(params, label, max_attempts, timeout, validated)
         count = self.catalog.submit_jobs(
-            specs(), batch=label, now=self.clock(), default_attempts=self._attempts,
+            specs, batch=label, now=self.clock(), default_attempts=self._attempts,
             clock=self.clock, progress=progress,
         )  # fmt: skip
         if count <= IDS_KEPT:
             kept = list(self.catalog.batch_ids(label))
         return Submission(label, kept, count)
+
+    def register(
+        self,
+        params: Sequence[Mapping[str, object]],
+        *,
+        batch: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        validated: bool = False,
+    ) -> Submission:
+        """`submit` for a few jobs already in memory (a server's request): the same checks,
+        then ONE short transaction (`Catalog.add_jobs`) instead of the staged path that
+        keeps a long submission from holding the catalog's write lock. About 50 times
+        cheaper for one job; meant for requests of up to a thousand jobs."""
+        config.check_job_limits(max_attempts, timeout)
+        self.check_resources()
+        label = batch or new_batch_label()
+        specs = list(self._specs(params, label, max_attempts, timeout, validated))
+        ids = self.catalog.add_jobs(specs, now=self.clock(), default_attempts=self._attempts)
+        return Submission(label, ids)
+
+    def _specs(
+        self,
+        params: Iterable[Mapping[str, object]],
+        label: str,
+        max_attempts: int | None,
+        timeout: float | None,
+        validated: bool = False,
+    ) -> Iterator[JobSpec]:
+        """Each mapping validated (ParamsError names the bad one), as a job of `label`."""
+        env = self.config.payload.env
+        for item in params:
+            checked = cast("dict[str, ParamValue]", item) if validated else validate_params(item)
+            if env:  # payload.env counts against the same limit
+                check_env_size(checked, env)
+            yield JobSpec(checked, None, max_attempts, timeout, label)
 
     def batch_ids(self, batch: str) -> Iterator[str]:
         """The ids of the jobs of `batch`, in submission order, streamed from the catalog."""

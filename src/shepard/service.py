@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
+from shepard import config
 from shepard.catalog.base import StoredToken
 from shepard.errors import JobNotFound, ShepardError, StorageError
 from shepard.joblogs import check_stream
@@ -49,6 +50,10 @@ from shepard.views import (
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
+
+SMALL_SUBMISSION = 1000
+"""A request of up to this many jobs is registered in one short transaction
+(`Flock.register`); a larger one goes the staged way (`Flock.submit`)."""
 
 LOG_CHUNK = 1 << 16
 """Bytes `read_log` returns at most by default (what `follow_log` yields at most at once)."""
@@ -102,16 +107,23 @@ def _status(status: JobStatus | str | None) -> JobStatus | None:
 
 def _submit_request(flock: Flock, request: SubmitRequest) -> SubmitResult:
     """Register the request's jobs; see `Flock.submit_request`."""
+    if request.idempotency_key is None and request.size() <= SMALL_SUBMISSION:
+        sub = flock.register(
+            list(request.param_sets()), batch=request.batch, max_attempts=request.attempts,
+            timeout=request.timeout, validated=True,
+        )  # fmt: skip
+        return SubmitResult(ids=sub.ids, batch=sub.batch, count=sub.count)
     if request.idempotency_key is None:
         sub = flock.submit(
             request.param_sets(), batch=request.batch, max_attempts=request.attempts,
-            timeout=request.timeout,
+            timeout=request.timeout, validated=True,
         )  # fmt: skip
         # a request's body holds every job already: its answer may list every id
         ids = sub.ids if len(sub.ids) == sub.count else list(flock.batch_ids(sub.batch))
         return SubmitResult(ids=ids, batch=sub.batch, count=sub.count)
     from shepard.flock import new_batch_label
 
+    config.check_job_limits(request.attempts, request.timeout)
     flock.check_resources()
     label = request.batch or new_batch_label()
     specs = (

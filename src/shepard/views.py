@@ -164,6 +164,12 @@ class SubmitRequest(_View):
             raise ValueError("`jobs` is empty")
         return self
 
+    def size(self) -> int:
+        """How many jobs the request registers."""
+        if self.jobs is not None:
+            return len(self.jobs)
+        return 1 if self.range is None else self.range.end - self.range.start + 1
+
     def param_sets(self) -> Iterator[dict[str, ParamValue]]:
         """Every job's parameters, validated (ParamsError names the bad one)."""
         if self.jobs is not None:

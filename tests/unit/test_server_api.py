@@ -24,6 +24,7 @@ from shepard.model import JobStatus, Outcome
 from shepard.runtime import log_key
 from shepard.server.app import create_app
 from shepard.server.settings import ServeSettings
+from shepard.server.tokencache import TokenCache
 
 T0 = 1_800_000_000.0
 
@@ -85,10 +86,22 @@ def test_no_token_unknown_token_and_revoked_token_are_401(
         assert "Bearer" in missing.json()["detail"]
         assert c.get("/api/v1/jobs", headers=as_("shp_nope")).status_code == 401
         assert c.get("/api/v1/jobs", headers=as_(tokens["rw"])).status_code == 200
-        flock.revoke_token("rw")
+        assert c.delete("/api/v1/tokens/rw", headers=as_(tokens["rw"])).status_code == 204
         revoked = c.get("/api/v1/jobs", headers=as_(tokens["rw"]))
         assert revoked.status_code == 401
         assert revoked.json() == {"detail": "unknown or revoked token"}
+
+
+def test_a_token_revoked_elsewhere_is_refused_within_the_cache_ttl(flock: Flock) -> None:
+    view, secret = flock.create_token("ci")
+    now = [0.0]
+    cache = TokenCache(flock.verify_token, ttl=1.0, clock=lambda: now[0])
+    assert cache.verify(secret) == view
+    flock.revoke_token("ci")  # another process: `shepard token revoke ci`
+    assert cache.verify(secret) == view  # still trusted for up to a second
+    now[0] = 1.0
+    assert cache.verify(secret) is None
+    assert cache.verify("shp_unknown") is None
 
 
 def test_read_only_token_reads_but_may_not_act(flock: Flock, tokens: dict[str, str]) -> None:

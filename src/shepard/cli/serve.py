@@ -143,11 +143,11 @@ def _announce(f: Flock, settings: ServeSettings, workers: int | None) -> None:
     url = f"{scheme}://{host}:{settings.port}"
     if settings.dispatch:
         n = workers or f.config.backend.workers
-        jobs = f"running its jobs ({f.config.backend.kind}, {n} workers)"
+        jobs = f"running its jobs: {f.config.backend.kind} backend, {n} workers"
     else:
-        jobs = "not running jobs (--no-dispatch)"
+        jobs = "not running its jobs: --no-dispatch"
     if not console.is_terminal:
-        sys.stdout.write(f"serving flock {f.config.name} at {url} ({jobs})\n")
+        sys.stdout.write(f"serving flock {f.config.name} at {url}, {jobs}\n")
         sys.stdout.flush()
         return
     console.print(

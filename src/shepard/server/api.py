@@ -334,4 +334,5 @@ def revoke_token(name: str, request: Request, _: Writer) -> Response:
     """Revoke a token at once (this one too, if named)."""
     if not flock_of(request).revoke_token(name):
         raise HTTPException(http.HTTP_404_NOT_FOUND, f"no token named {name!r}")
+    request.app.state.tokens.forget()
     return Response(status_code=http.HTTP_204_NO_CONTENT)

@@ -39,7 +39,8 @@ def token_of(request: Request, secret: str | None) -> TokenView:
             "missing token: send `Authorization: Bearer <token>` (`shepard token create NAME`)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token = flock_of(request).verify_token(secret)
+    cache = getattr(request.app.state, "tokens", None)  # server/tokencache.py
+    token = cache.verify(secret) if cache is not None else flock_of(request).verify_token(secret)
     if token is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
