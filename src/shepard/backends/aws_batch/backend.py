@@ -149,7 +149,7 @@ class BatchScheduler:
         jobs = self.ctx.catalog.placed_in([token])
         toml = (self.ctx.folder / "flock.toml").read_text()
         assign.write_assignment(self.manifests, token, jobs, toml)
-        command = [WORKER, "--store", self.manifests.location(), "--token", token]
+        command = [WORKER, "--store", self.manifests.location, "--token", token]
         request: dict[str, Any] = {
             "jobName": job_name(self.ctx.name, token),
             "jobQueue": self.queue,
@@ -373,8 +373,9 @@ class BatchBackend:
         queue, region and credentials first, so a mistake is said before anything is placed."""
         backend = cls(ctx)
         if ctx.worker_id:
-            from shepard.backends.aws_batch.checks import check_queue
+            from shepard.backends.aws_batch.checks import check_queue, check_storage
 
+            check_storage(ctx.store(MANIFESTS).location)
             check_queue(backend.api, backend.cfg)
         return backend
 

@@ -41,3 +41,21 @@ def check_queue(api: BatchApi, cfg: BatchConfig) -> None:
             f"the Batch job queue {cfg.queue!r} is {queue.get('state')}/{queue.get('status')}: "
             "enable it (aws batch update-job-queue --state ENABLED) or use another"
         )
+
+
+def check_storage(root: str) -> None:
+    """Batch tasks reach the flock's stores only through S3: refuse a folder."""
+    if not root.startswith("s3://"):
+        raise ConfigError(
+            f"the aws-batch backend needs the flock's stores in S3 (its tasks run on other "
+            f"machines), not {root}: give `--storage s3://BUCKET/PREFIX`"
+        )
+
+
+def check_settings(cfg: BatchConfig, storage_root: str) -> None:
+    """What `init` and `up` check: S3 stores, then the queue (through AWS)."""
+    from shepard.backends.aws_batch.api import RateLimiter, clients
+
+    check_storage(storage_root)
+    batch, logs = clients(cfg.region, cfg.endpoint_url)
+    check_queue(BatchApi(batch, logs, RateLimiter(cfg.submit_rate)), cfg)

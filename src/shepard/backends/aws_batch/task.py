@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         if endpoint:
             storage = cfg.storage.model_copy(update={"endpoint_url": endpoint})
             cfg = cfg.model_copy(update={"storage": storage})
+        if cfg.payload.image:  # this container is the image: run its command in it
+            payload = cfg.payload.model_copy(
+                update={"image": None, "kind": "", "command": image_command(cfg.payload.command)}
+            )
+            cfg = cfg.model_copy(update={"payload": payload})
         flock = Flock(config.Flockdir(folder, cfg))
         outcome = run_attempt(job, flock.runtime_context(), control)
         if terminated.is_set() and outcome.status is not JobStatus.SUCCEEDED:
@@ -82,6 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"job {job.id} attempt {job.attempt}: {outcome.status.value}")
     return 0
+
+
+def image_command(command: str | None) -> str:
+    """The command of an image payload inside its own container: the flock's payload command
+    if it has one, else the image's ENTRYPOINT and CMD (recorded by the worker image)."""
+    import json
+    import shlex
+
+    if command:
+        return command
+    words = json.loads(os.environ.get("SHEPARD_IMAGE_COMMAND") or "[]")
+    if not words:
+        from shepard.errors import ShepardError
+
+        raise ShepardError("the image has no ENTRYPOINT or CMD and the flock no payload command")
+    return shlex.join(words)
 
 
 if __name__ == "__main__":
