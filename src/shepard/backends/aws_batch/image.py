@@ -128,6 +128,11 @@ def build_bundle(dest: Path) -> Path:
                 shutil.copy2(src, target)
     shutil.copytree(Path(shepard.__file__).parent, site / "shepard",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    # compiled once here: a child that compiled boto3 and pydantic at each start would spend
+    # seconds on it (the sources keep their times, so the compiled files stay valid)
+    import compileall
+
+    compileall.compile_dir(dest / "lib" / version, quiet=2, workers=0)
     libdir = dest / "lib"
     loader = None
     for lib in _needed(_elf_files(dest)):
