@@ -86,9 +86,10 @@ def queue(url: str) -> str:
         },
     )  # fmt: skip
     name = f"q-{suffix}"
-    batch.create_job_queue(jobQueueName=name, state="ENABLED", priority=1,
-                           computeEnvironmentOrder=[{"order": 1,
-                                                     "computeEnvironment": f"ce-{suffix}"}])  # fmt: skip
+    order = [{"order": 1, "computeEnvironment": f"ce-{suffix}"}]
+    batch.create_job_queue(
+        jobQueueName=name, state="ENABLED", priority=1, computeEnvironmentOrder=order
+    )
     return name
 
 

@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("boto3")
 
-from botocore.stub import Stubber  # noqa: E402
+from botocore.stub import Stubber
 
-from shepard.backends.aws_batch.api import (  # noqa: E402
+from shepard.backends.aws_batch.api import (
     BatchApi,
     BatchBusy,
     BatchError,

@@ -90,7 +90,9 @@ def read_assignment(store: ObjectStore, token: str, index: int) -> Job:
     )  # fmt: skip
 
 
-def write_outcome(store: ObjectStore, array_id: str, index: int, job: Job, outcome: Outcome) -> None:
+def write_outcome(
+    store: ObjectStore, array_id: str, index: int, job: Job, outcome: Outcome
+) -> None:
     data = {"job": job.id, "attempt": job.attempt, **asdict(outcome)}
     data["status"] = outcome.status.value
     data["outputs"] = list(outcome.outputs)

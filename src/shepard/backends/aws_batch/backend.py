@@ -408,9 +408,7 @@ class BatchBackend:
             token, array_id = split_placement(placement)
             if array_id is not None:
                 placed[array_id] = (token, placement)
-        running = [
-            (job, task) for job, task in self.arrays._running() if task is not None
-        ]
+        running = [(job, task) for job, task in self.arrays._running() if task is not None]
         ids = set(placed) | {task.array_id for _, task in running}
         if not ids:
             return 0

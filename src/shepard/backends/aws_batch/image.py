@@ -85,8 +85,11 @@ def _copy_stdlib(src: Path, dest: Path) -> None:
 def _elf_files(folder: Path) -> list[Path]:
     found = []
     for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink() and (".so" in path.name or
-                                                          path.parent.name == "bin"):
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and (".so" in path.name or path.parent.name == "bin")
+        ):
             with path.open("rb") as fh:
                 if fh.read(4) == b"\x7fELF":
                     found.append(path)
@@ -146,8 +149,9 @@ def build_bundle(dest: Path) -> Path:
     launcher.write_text(
         "#!/bin/sh\n"
         f"# the Shepard worker of AWS Batch children (self-contained: {ROOT})\n"
-        f'PYTHONHOME={ROOT} PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 exec "{ROOT}/lib/{loader}" '
-        f'--library-path "{ROOT}/lib" "{ROOT}/bin/python3" -s -m shepard.backends.aws_batch.task "$@"\n'
+        f"PYTHONHOME={ROOT} PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \\\n"
+        f'  exec "{ROOT}/lib/{loader}" --library-path "{ROOT}/lib" \\\n'
+        f'  "{ROOT}/bin/python3" -s -m shepard.backends.aws_batch.task "$@"\n'
     )
     launcher.chmod(0o755)
     return dest
@@ -174,6 +178,28 @@ def bundle() -> Path:
     return folder
 
 
+def worker_layer(engine: Any) -> str:
+    """`localhost/shepard-batch-worker:KEY`: an image holding only the worker folder, built
+    once per machine and bundle (`podman image exists`), which derived images copy from (so
+    deriving sends no files to the engine)."""
+    import docker
+
+    tag = f"localhost/shepard-batch-worker:{bundle_key()}"
+    try:
+        engine.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    folder = bundle()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        _add(tar, "Containerfile", f"FROM scratch\nCOPY shepard-worker {ROOT}\n")
+        tar.add(folder, arcname="shepard-worker")
+    context.seek(0)
+    _build(engine, context, tag)
+    return tag
+
+
 def derive(engine: Any, base: str, tag: str | None = None) -> str:
     """The worker image for `base` (an image on `engine`, a docker SDK client): built once per
     base image id and worker bundle; returns its tag (`tag`, else a derived name)."""
@@ -185,19 +211,18 @@ def derive(engine: Any, base: str, tag: str | None = None) -> str:
         raise DeployError(f"no image {base} on the container engine: build or pull it") from None
     config = image.attrs.get("Config") or {}
     command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
-    key = bundle_key()
-    short = hashlib.sha256((image.id + key).encode()).hexdigest()[:12]
+    layer = worker_layer(engine)
+    label = f"{image.id}-{layer}"
+    short = hashlib.sha256(label.encode()).hexdigest()[:12]
     tag = tag or f"{base.rsplit(':', 1)[0]}-batch:{short}"
-    label = f"{image.id}-{key}"
     try:
         if engine.images.get(tag).labels.get("shepard.worker") == label:
             return tag
     except docker.errors.ImageNotFound:
         pass
-    folder = bundle()
     containerfile = (
-        f"FROM {base}\n"
-        f"COPY shepard-worker {ROOT}\n"
+        f"FROM {image.id}\n"
+        f"COPY --from={layer} {ROOT} {ROOT}\n"
         f"ENV SHEPARD_IMAGE_COMMAND={json.dumps(json.dumps(command))}\n"
         f'LABEL shepard.worker="{label}"\n'
         "ENTRYPOINT []\n"
@@ -205,15 +230,24 @@ def derive(engine: Any, base: str, tag: str | None = None) -> str:
     )
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        data = containerfile.encode()
-        info = tarfile.TarInfo("Containerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-        tar.add(folder, arcname="shepard-worker")
+        _add(tar, "Containerfile", containerfile)
     context.seek(0)
+    _build(engine, context, tag)
+    return tag
+
+
+def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _build(engine: Any, context: io.BytesIO, tag: str) -> None:
+    import docker
+
     try:
         engine.images.build(fileobj=context, custom_context=True, dockerfile="Containerfile",
                             tag=tag, rm=True, pull=False)  # fmt: skip
-    except docker.errors.BuildError as exc:
-        raise DeployError(f"could not build the worker image {tag} from {base}: {exc}") from None
-    return tag
+    except (docker.errors.BuildError, docker.errors.APIError) as exc:
+        raise DeployError(f"could not build the worker image {tag}: {exc}") from None
