@@ -3,6 +3,8 @@ write in the store, states, the job definition, the config section."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
@@ -40,16 +42,24 @@ def _job(n: int) -> Job:
 def test_each_child_reads_its_own_job() -> None:
     store = MemoryStore("test-aws-assign")
     jobs = [_job(n) for n in range(40)]
-    assign.write_assignment(store, "tok", jobs, 'name = "f"\n')
+    assign.write_assignment(store, "tok", jobs, 'name = "f"\n', 100.5)
     for index in (0, 1, 17, 39):
         job = assign.read_assignment(store, "tok", index)
         assert job.id == jobs[index].id
         assert dict(job.params) == dict(jobs[index].params)
         assert job.attempt == jobs[index].attempt + 1  # the attempt the head will record
         assert job.timeout == jobs[index].timeout
+        assert job.started_at == 100
     with pytest.raises(ShepardError, match="no job for child 40"):
         assign.read_assignment(store, "tok", 40)
     assert store.get_bytes(assign.toml_key("tok")) == b'name = "f"\n'
+
+
+def test_start_time_is_the_catalogs() -> None:
+    job = _job(2)
+    assert assign.start_time(job, 100.7) == 100
+    later = dataclasses.replace(job, started_at=100)
+    assert assign.start_time(later, 100.2) == 101  # never the same as an earlier attempt's
 
 
 def test_outcomes_round_trip() -> None:
@@ -63,7 +73,7 @@ def test_outcomes_round_trip() -> None:
 
 
 def _one(store: MemoryStore) -> MemoryStore:
-    assign.write_assignment(store, "t", [_job(1)], "")
+    assign.write_assignment(store, "t", [_job(1)], "", 5.0)
     return store
 
 

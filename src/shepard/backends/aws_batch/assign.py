@@ -7,7 +7,8 @@ head writes, next to the array template's manifest `TOKEN.jobs`:
   bundle, timeout, and the attempt number the head will record it under);
 - `TOKEN.offsets`: one fixed-width line per child, `OFFSET LENGTH` of its line in
   `TOKEN.assign`, so child N reads its job with two range reads whatever the array's size;
-- `TOKEN.batch`: the Batch job id of the array, once submitted (found by other processes);
+- `TOKEN.batch`: the Batch job id of the array and the time of its hand-over (found by other
+  processes of the head);
 and each child writes its outcome to `outcomes/ARRAYID/INDEX.json`, which the head records.
 """
 
@@ -46,10 +47,20 @@ def outcome_key(array_id: str, index: int) -> str:
     return f"outcomes/{array_id}/{index}.json"
 
 
-def job_record(job: Job) -> dict[str, Any]:
-    """What a child needs of `job`: the attempt it runs is the next one (the head claims it
-    under that number when it sees the child start)."""
+def start_time(job: Job, at: float) -> int:
+    """The START_TIME the catalog gives `job`'s next attempt when claimed at `at` (the rule
+    of its claim: `at`, or one more than the last attempt's when that is not earlier). The head
+    claims a child's job with `now=at`, so the child, which runs before the head has claimed
+    it, names its outputs with the START_TIME the catalog records."""
+    start = int(at)
+    return job.started_at + 1 if job.started_at is not None and job.started_at >= start else start
+
+
+def job_record(job: Job, at: float) -> dict[str, Any]:
+    """What a child needs of `job`: the attempt it runs is the next one, started at `at` (the
+    head claims it under that number and time when it sees the child start)."""
     return {
+        "started_at": start_time(job, at),
         "id": job.id,
         "params": dict(job.params),
         "bundle_key": job.bundle_key,
@@ -61,14 +72,17 @@ def job_record(job: Job) -> dict[str, Any]:
     }
 
 
-def write_assignment(store: ObjectStore, token: str, jobs: Sequence[Job], flock_toml: str) -> None:
-    """Store what the children of `token`'s array read (the array is submitted after)."""
-    lines, offsets, at = [], [], 0
+def write_assignment(
+    store: ObjectStore, token: str, jobs: Sequence[Job], flock_toml: str, at: float
+) -> None:
+    """Store what the children of `token`'s array read (the array is submitted after), their
+    jobs handed over at `at`."""
+    lines, offsets, offset = [], [], 0
     for job in jobs:
-        line = (json.dumps(job_record(job), separators=(",", ":")) + "\n").encode()
-        offsets.append(f"{at:11d} {len(line):11d}\n")
+        line = (json.dumps(job_record(job, at), separators=(",", ":")) + "\n").encode()
+        offsets.append(f"{offset:11d} {len(line):11d}\n")
         lines.append(line)
-        at += len(line)
+        offset += len(line)
     store.put_bytes(toml_key(token), flock_toml.encode())
     store.put_bytes(assign_key(token), b"".join(lines))
     store.put_bytes(offsets_key(token), "".join(offsets).encode())
@@ -86,7 +100,7 @@ def read_assignment(store: ObjectStore, token: str, index: int) -> Job:
         id=record["id"], seq=0, status=JobStatus.RUNNING, params=record["params"],
         bundle_key=record["bundle_key"], attempt=record["attempt"],
         max_attempts=record["max_attempts"], timeout=record["timeout"], batch=record["batch"],
-        submitted_at=record["submitted_at"],
+        submitted_at=record["submitted_at"], started_at=record["started_at"],
     )  # fmt: skip
 
 
@@ -114,14 +128,16 @@ def read_outcome(store: ObjectStore, array_id: str, index: int) -> tuple[str, in
     return str(data["job"]), int(data["attempt"]), outcome
 
 
-def write_array_id(store: ObjectStore, token: str, array_id: str) -> None:
-    store.put_bytes(array_key(token), array_id.encode())
+def write_array(store: ObjectStore, token: str, array_id: str, at: float) -> None:
+    store.put_bytes(array_key(token), json.dumps({"array": array_id, "at": at}).encode())
 
 
-def read_array_id(store: ObjectStore, token: str) -> str | None:
+def read_array(store: ObjectStore, token: str) -> tuple[str, float] | None:
+    """(Batch job id, hand-over time) of `token`'s array, once submitted."""
     try:
-        return store.get_bytes(array_key(token)).decode().strip() or None
-    except (OSError, ShepardError):
+        data = json.loads(store.get_bytes(array_key(token)))
+        return str(data["array"]), float(data["at"])
+    except (OSError, ShepardError, ValueError, KeyError):
         return None
 
 

@@ -128,6 +128,7 @@ class BatchScheduler:
         self.ctx, self.cfg, self.api = ctx, cfg, api
         self.manifests = ctx.store(MANIFESTS)
         self._job_definition: str | None = None
+        self.handed: dict[str, float] = {}  # token -> hand-over time
         self._cached: tuple[frozenset[str], BatchTasks] | None = None
 
     @property
@@ -148,7 +149,8 @@ class BatchScheduler:
     def submit_array(self, token: str, size: int) -> str:
         jobs = self.ctx.catalog.placed_in([token])
         toml = (self.ctx.folder / "flock.toml").read_text()
-        assign.write_assignment(self.manifests, token, jobs, toml)
+        at = self.ctx.clock()
+        assign.write_assignment(self.manifests, token, jobs, toml, at)
         command = [WORKER, "--store", self.manifests.location, "--token", token]
         request: dict[str, Any] = {
             "jobName": job_name(self.ctx.name, token),
@@ -162,8 +164,18 @@ class BatchScheduler:
         if duration is not None:
             request["timeout"] = {"attemptDurationSeconds": duration}
         array_id = self.api.submit(**request)
-        assign.write_array_id(self.manifests, token, array_id)
+        assign.write_array(self.manifests, token, array_id, at)
+        self.handed[token] = at
         return array_id
+
+    def handed_at(self, token: str) -> float | None:
+        """When `token`'s array was handed over (the START_TIME its children use)."""
+        if token not in self.handed:
+            found = assign.read_array(self.manifests, token)
+            if found is None:
+                return None
+            self.handed[token] = found[1]
+        return self.handed[token]
 
     def attempt_duration(self, jobs: Sequence[Job]) -> int | None:
         """Batch's time limit for the array: the longest job timeout plus a margin (the
@@ -415,15 +427,19 @@ class BatchBackend:
         tasks = self.batch.list_for_round(sorted(ids))
         recorded = 0
         for array_id, (token, placement) in placed.items():
+            at = self.batch.handed_at(token)
+            if at is None:  # submitted by a head that stopped before recording the time
+                continue
             for index, job_id in enumerate(self.arrays._manifest(token)):
                 state = tasks.state(array_id, index)
                 if state is None or (state in ALIVE and state not in STARTED):
                     continue
                 if (array_id, index) in self._started and state in ALIVE:
                     continue
+                # claimed as of the hand-over: the START_TIME the child already uses
                 job = self.catalog.claim_placed(
-                    self._worker(array_id, index), job_id, [placement], now=now,
-                    lease=max(self.ctx.lease, CLAIM_LEASE),
+                    self._worker(array_id, index), job_id, [placement], now=at,
+                    lease=max(self.ctx.lease, CLAIM_LEASE) + max(0.0, now - at),
                 )  # fmt: skip
                 self._started.add((array_id, index))
                 if job is not None and state not in ALIVE:
