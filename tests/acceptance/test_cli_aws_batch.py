@@ -82,7 +82,7 @@ def test_deploy_then_submit_wait(batch: tuple[Cli, list[str]], tmp_path: Path) -
         item = job["params"]["ITEM"]
         assert cli("logs", job["id"]).out == f"done {item}\n"
         engine = cli("logs", job["id"], "--engine")
-        assert f"attempt 1: succeeded" in engine.out
+        assert "attempt 1: succeeded" in engine.out
 
 
 def test_up_cancel_lost_child_and_timeout(batch: tuple[Cli, list[str]], tmp_path: Path) -> None:
@@ -94,7 +94,8 @@ def test_up_cancel_lost_child_and_timeout(batch: tuple[Cli, list[str]], tmp_path
     cli.configure(lambda d: d["payload"].update(command=f"python3 -c {json.dumps(JOB_PY)}"))
     cancel = cli("submit", "-j", '{"ITEM": "cancel", "NAP": 120}', "--ids").out.strip()
     lost = cli("submit", "-j", '{"ITEM": "lost", "NAP": 15}', "--ids").out.strip()
-    slow = cli("submit", "-j", '{"ITEM": "slow", "NAP": 120}', "--timeout", "4", "--ids").out.strip()
+    slow_job = '{"ITEM": "slow", "NAP": 120}'
+    slow = cli("submit", "-j", slow_job, "--timeout", "4", "--ids").out.strip()
     up = cli.popen("up")
     try:
         _until(lambda: all(_jobs(cli)[j]["status"] == "running" for j in (cancel, lost)),

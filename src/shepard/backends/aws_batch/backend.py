@@ -151,7 +151,8 @@ class BatchScheduler:
         toml = (self.ctx.folder / "flock.toml").read_text()
         at = self.ctx.clock()
         assign.write_assignment(self.manifests, token, jobs, toml, at)
-        command = [WORKER, "--store", self.manifests.location, "--token", token]
+        command = [WORKER, "--store", self.manifests.location, "--token", token,
+                   "--folder", str(self.ctx.folder)]  # fmt: skip
         request: dict[str, Any] = {
             "jobName": job_name(self.ctx.name, token),
             "jobQueue": self.queue,

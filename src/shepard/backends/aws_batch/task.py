@@ -17,6 +17,7 @@ gc.disable()
 
 import os  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,9 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import logging
     import signal
-    import tempfile
     import threading
-    from pathlib import Path
 
     from shepard import config
     from shepard.backends.aws_batch import assign
@@ -41,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", required=True, help="the flock's manifests store")
     parser.add_argument("--token", required=True, help="the array's submission token")
     parser.add_argument("--index", type=int, default=None, help="default: from the environment")
+    parser.add_argument("--folder", default=None, help="the flock's folder, as the head has it")
     args = parser.parse_args(argv)
     level = os.environ.get("SHEPARD_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = open_store(args.store, options=StoreOptions(endpoint_url=endpoint, region=region))
         job = assign.read_assignment(store, args.token, index)
-        folder = Path(tempfile.mkdtemp(prefix="shepard-flock-"))
+        folder = _folder(args.folder)
         (folder / config.CONFIG_NAME).write_bytes(store.get_bytes(assign.toml_key(args.token)))
         loaded = config.load(folder)
         cfg = loaded.config
@@ -87,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"job {job.id} attempt {job.attempt}: {outcome.status.value}")
     return 0
+
+
+def _folder(wanted: str | None) -> Path:
+    """The flock's folder at the head's path (so workspaces are `<flock>/work/<UUID>` as on
+    every backend), else a new temporary folder when that path cannot be made here."""
+    import tempfile
+
+    if wanted:
+        try:
+            Path(wanted).mkdir(parents=True, exist_ok=True)
+            return Path(wanted)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="shepard-flock-"))
 
 
 def image_command(command: str | None) -> str:
