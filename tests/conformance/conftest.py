@@ -26,12 +26,19 @@ class Target(Cli):
         self.endpoint: str | None = None
         if flavour.s3:
             self.endpoint = _s3_setup(self.env)
+        if flavour.aws:
+            self.endpoint = _aws_setup(self.env)
 
     def init(self, command: str, *extra: str) -> None:
         storage: list[str] = []
         if self.endpoint is not None:
             storage = ["--storage", f"s3://{_new_bucket(self.endpoint)}/flocks/conformance"]
-        super().init(command, *self.flavour.init_args(), *storage, *extra)
+        args = (
+            self.flavour.init_args(self.endpoint) if self.flavour.aws else self.flavour.init_args()
+        )
+        if self.flavour.aws and "SHEPARD_SECRET_KEY" in self.env:  # the tasks decrypt secrets
+            args += ["--worker-env", f"SHEPARD_SECRET_KEY={self.env['SHEPARD_SECRET_KEY']}"]
+        super().init(command, *args, *storage, *extra)
         if self.endpoint is not None:
             self.configure(_endpoint_in_config(self.endpoint))
         if self.flavour.edit is not None:
@@ -53,6 +60,16 @@ def _s3_setup(env: dict[str, str]) -> str:
     endpoint = s3_endpoint()  # fails (CI) or skips when the server is missing
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         env[name] = os.environ[name]
+    env["AWS_ENDPOINT_URL"] = endpoint
+    return endpoint
+
+
+def _aws_setup(env: dict[str, str]) -> str:
+    """The AWS test server's endpoint, as `_s3_setup` does for the S3 one."""
+    from tests import aws
+
+    endpoint = aws.endpoint()  # fails (CI) or skips when the server is missing
+    env.update(aws.FAKE)
     env["AWS_ENDPOINT_URL"] = endpoint
     return endpoint
 

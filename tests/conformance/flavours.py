@@ -30,14 +30,17 @@ class Flavour:
     suite then skips, or fails in CI). `init_args()` are extra `shepard init` arguments;
     `edit`, when set, changes the parsed flock.toml after `init` (it is written back).
     `s3`: the flock's stores live in a fresh bucket of the S3 test server (`--storage
-    s3://...`) instead of folders.
+    s3://...`) instead of folders. `aws`: they live in a bucket of the AWS test server
+    instead, which the flock's Batch tasks reach too (`init_args` then take that server's
+    endpoint).
     """
 
     name: str
     problem: Callable[[], str | None] = _nothing_missing
-    init_args: Callable[[], list[str]] = _no_args
+    init_args: Callable[..., list[str]] = _no_args
     edit: Callable[[FlockDict], None] | None = None
     s3: bool = False
+    aws: bool = False
 
 
 def _container_problem() -> str | None:
@@ -85,6 +88,30 @@ def _on_slurm(mode: str) -> Callable[[FlockDict], None]:
     return edit
 
 
+def _aws_problem() -> str | None:
+    from tests.aws import problem
+
+    return problem()
+
+
+def _on_batch(image_payload: bool) -> Callable[[str], list[str]]:
+    """`init` options of an aws-batch flock on the AWS test server at `endpoint`: its queue,
+    the worker image derived from the test image, the tasks' endpoint and credentials."""
+
+    def args(endpoint: str) -> list[str]:
+        from tests import aws
+        from tests.containers import PYTHON_IMAGE
+
+        found = ["--backend", "aws-batch", "--batch-queue", aws.queue(endpoint),
+                 "--image", aws.worker_image(PYTHON_IMAGE),
+                 "--worker-env", f"AWS_ENDPOINT_URL={aws.task_endpoint(endpoint)}"]  # fmt: skip
+        for name, value in aws.FAKE.items():
+            found += ["--worker-env", f"{name}={value}"]
+        return found + (["--payload-image", PYTHON_IMAGE] if image_payload else [])
+
+    return args
+
+
 FLAVOURS: list[Flavour] = [
     Flavour("local"),
     # the local backend, each job in a container of a Debian image with Python (Podman)
@@ -100,4 +127,9 @@ FLAVOURS: list[Flavour] = [
     Flavour("local-s3", problem=_s3_problem, s3=True),
     # the slurm backend (tasks on this machine reach the S3 server too), stores in S3
     Flavour("slurm-array-s3", problem=_slurm_s3_problem, edit=_on_slurm("array"), s3=True),
+    # the aws-batch backend on moto's Batch emulation (containers through Podman), stores in
+    # S3 on the same server: a command payload in the worker image derived from the test image
+    Flavour("aws-batch", problem=_aws_problem, init_args=_on_batch(False), aws=True),
+    # the same with an image payload: the Batch container is the image, its command runs in it
+    Flavour("aws-batch-image", problem=_aws_problem, init_args=_on_batch(True), aws=True),
 ]

@@ -148,6 +148,9 @@ def test_a_range_of_jobs_each_publish_their_output(target: Target) -> None:
 def test_shared_filesystems_get_job_folders_and_their_own_outputs(
     target: Target, tmp_path: Path
 ) -> None:
+    if target.flavour.aws:
+        pytest.skip("Batch containers see no folder of this host: EFS volumes are mounted "
+                    "through the job definition (backend.aws-batch.efs)")  # fmt: skip
     efs, lustre = tmp_path / "efs", tmp_path / "lustre"
     efs.mkdir()
     lustre.mkdir()

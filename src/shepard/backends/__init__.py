@@ -36,6 +36,11 @@ KINDS: dict[str, Kind] = {
         "shepard.backends.slurm.config:SlurmConfig",
         "tasks of Slurm job arrays (docs/slurm.md)",
     ),
+    "aws-batch": Kind(
+        "shepard.backends.aws_batch.backend:BatchBackend",
+        "shepard.backends.aws_batch.config:BatchConfig",
+        "children of AWS Batch array jobs (docs/aws-batch.md)",
+    ),
 }
 
 

@@ -123,6 +123,22 @@ def init(
         str,
         typer.Option("--backend", callback=_backend_kind, help=f"Where jobs run: {_kinds_help()}."),
     ] = "local",
+    batch_queue: Annotated[
+        str | None, typer.Option(help="aws-batch: the Batch job queue (name or ARN).")
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="aws-batch: the AWS region.")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="aws-batch: REPO:TAG of the image Batch runs (`deploy` builds it)."),
+    ] = None,
+    worker_env: Annotated[
+        list[str] | None,
+        typer.Option(help="aws-batch: KEY=VALUE passed to every Batch task (repeatable)."),
+    ] = None,
+    array_size: Annotated[
+        int | None,
+        typer.Option(callback=between(1, 10_000), help="aws-batch: children per array job."),
+    ] = None,
     repair: Annotated[
         bool,
         typer.Option(
@@ -141,11 +157,13 @@ def init(
             )
         _repair(folder)
         return
+    batch = _batch_section(backend_kind, batch_queue, region, image, worker_env, array_size)
     data: dict[str, object] = {
         "name": name or folder.resolve().name,
         "backend": {
             "kind": backend_kind,
             **({} if workers is None else {"workers": workers}),
+            **({"aws-batch": batch} if batch else {}),
         },
         "payload": deploy.payload_config(  # its errors name the options
             newflock.resolve_command(payload_command, Path.cwd()), payload_image, timeout
@@ -158,6 +176,10 @@ def init(
         data["catalog"] = {"url": catalog}
         check_url(catalog)  # a bad URL is refused before anything is written
     cfg = config.parse(data, source="init")
+    if backend_kind == "aws-batch":
+        from shepard.backends.aws_batch.checks import check_settings
+
+        check_settings(cfg.backend.section(), cfg.storage.root)  # type: ignore[arg-type]
     flock = newflock.create_flock(folder, cfg)
     console.print(f"created flock [bold]{escape(cfg.name)}[/] in {escape(str(flock.dir.folder))}")
     console.print(f"  catalog  {flock.dir.catalog_url}", markup=False)
@@ -165,6 +187,35 @@ def init(
     if cfg.payload.command and cfg.payload.command != payload_command:
         console.print(f"  payload  {cfg.payload.command}", markup=False)
     console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})", markup=False)
+
+
+def _batch_section(
+    kind: str,
+    queue: str | None,
+    region: str | None,
+    image: str | None,
+    worker_env: list[str] | None,
+    array_size: int | None,
+) -> dict[str, object]:
+    """`[backend.aws-batch]` from init's options; they need `--backend aws-batch`."""
+    given = {"queue": queue, "region": region, "image": image, "array_size": array_size}
+    section: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    env: dict[str, str] = {}
+    for item in worker_env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ShepardError(f"--worker-env takes KEY=VALUE, not {item!r}")
+        env[key] = value
+    if env:
+        section["worker_env"] = env
+    if section and kind != "aws-batch":
+        raise ShepardError(
+            "--batch-queue, --region, --image, --worker-env and --array-size are for "
+            "`--backend aws-batch`"
+        )
+    if kind == "aws-batch" and not queue:
+        raise ShepardError("--backend aws-batch needs --batch-queue QUEUE (the Batch job queue)")
+    return section
 
 
 def _repair(folder: Path) -> None:

@@ -70,6 +70,14 @@ def logs(
         int | None,
         typer.Option(help="Which attempt (default: the running one, else the latest with logs)."),
     ] = None,
+    engine: Annotated[
+        bool,
+        typer.Option(
+            "--engine",
+            help="Print the engine's own log of the job's latest run instead (aws-batch: the "
+            "CloudWatch Logs stream of its Batch child).",
+        ),
+    ] = False,
 ) -> None:
     """Print a job attempt's stdout (or stderr), or follow it live with --follow."""
     f: joblogs.JobSource
@@ -86,6 +94,10 @@ def logs(
         out.write(data)
         out.flush()
 
+    if engine:
+        write(_engine_log(f, job_id, follow or stderr or attempt is not None).encode())
+        return
+
     if not follow:
         joblogs.copy_log(joblogs.pick_log(f, f.job(job_id), attempt=attempt, stream=stream), write)
         return
@@ -101,6 +113,25 @@ def logs(
         err_console.print(end.message, soft_wrap=True, markup=False)
         if end.status is not JobStatus.SUCCEEDED or end.attempt != end.current:
             raise typer.Exit(1)  # failed or cancelled (or, with --attempt, that attempt failed)
+
+
+def _engine_log(f: Flock, job_id: str, other_options: bool) -> str:
+    """The engine's own log of the job's latest run, from backends that keep one."""
+    from shepard.backends import open_scheduler
+
+    if other_options:
+        raise ShepardError("--engine prints the engine's whole log: give it without -f, "
+                           "--stderr or --attempt")  # fmt: skip
+    job = f.job(job_id)
+    scheduler = open_scheduler(f.config.backend.kind, f.backend_context())
+    read = getattr(scheduler, "engine_log", None)
+    if read is None:
+        raise ShepardError(
+            f"the {f.config.backend.kind} backend keeps no engine log of its own; the job's "
+            "output is what `shepard logs JOB` prints"
+        )
+    text: str = read(job)
+    return text
 
 
 # -- cancel ----------------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""The aws-batch backend's pure parts: a child's identity, job names, what children read and
+write in the store, states, the job definition, the config section."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from pydantic import ValidationError
+
+from shepard.backends.aws_batch import assign
+from shepard.backends.aws_batch.backend import _state, batch_identity, definition_request, job_name
+from shepard.backends.aws_batch.config import BatchConfig
+from shepard.errors import ConfigError, ShepardError
+from shepard.model import Job, JobStatus, Outcome
+from shepard.storage.memory import MemoryStore
+
+
+def test_identity_from_array_index_or_job_id_suffix() -> None:
+    real = {"AWS_BATCH_JOB_ID": "abc-1:7", "AWS_BATCH_JOB_ARRAY_INDEX": "7"}
+    emulated = {"AWS_BATCH_JOB_ID": "abc-1:12"}  # moto sets only the id
+    single = {"AWS_BATCH_JOB_ID": "abc-2"}
+    assert batch_identity(real) == ("abc-1", 7)
+    assert batch_identity(emulated) == ("abc-1", 12)
+    assert batch_identity(single) == ("abc-2", 0)
+    assert batch_identity({}) is None
+
+
+def test_job_names_follow_batch_pattern() -> None:
+    name = job_name("my flock.v2", "20261202-101010-abcdef")
+    assert name == "shepard-my-flock-v2-20261202-101010-abcdef"
+    assert len(job_name("x" * 300, "t")) == 128
+
+
+def _job(n: int) -> Job:
+    return Job(id=f"01a2367a-0000-7000-8000-{n:012d}", seq=n, status=JobStatus.QUEUED,
+               params={"ITEM": n, "NAME": "é\n\"x\""}, bundle_key=None, attempt=n % 2,
+               max_attempts=3, timeout=None if n % 3 else 30.0, batch="b",
+               submitted_at=1.5)  # fmt: skip
+
+
+def test_each_child_reads_its_own_job() -> None:
+    store = MemoryStore("test-aws-assign")
+    jobs = [_job(n) for n in range(40)]
+    assign.write_assignment(store, "tok", jobs, 'name = "f"\n', 100.5)
+    for index in (0, 1, 17, 39):
+        job = assign.read_assignment(store, "tok", index)
+        assert job.id == jobs[index].id
+        assert dict(job.params) == dict(jobs[index].params)
+        assert job.attempt == jobs[index].attempt + 1  # the attempt the head will record
+        assert job.timeout == jobs[index].timeout
+        assert job.started_at == 100
+    with pytest.raises(ShepardError, match="no job for child 40"):
+        assign.read_assignment(store, "tok", 40)
+    assert store.get_bytes(assign.toml_key("tok")) == b'name = "f"\n'
+
+
+def test_start_time_is_the_catalogs() -> None:
+    job = _job(2)
+    assert assign.start_time(job, 100.7) == 100
+    later = dataclasses.replace(job, started_at=100)
+    assert assign.start_time(later, 100.2) == 101  # never the same as an earlier attempt's
+
+
+def test_outcomes_round_trip() -> None:
+    store = MemoryStore("test-aws-outcome")
+    job = assign.read_assignment(_one(store), "t", 0)
+    outcome = Outcome(JobStatus.FAILED, reason="exit code 3", exit_code=3,
+                      error_bundle="log@x_1.zip", retryable=False)  # fmt: skip
+    assert assign.read_outcome(store, "arr", 0) is None
+    assign.write_outcome(store, "arr", 0, job, outcome)
+    assert assign.read_outcome(store, "arr", 0) == (job.id, job.attempt, outcome)
+
+
+def _one(store: MemoryStore) -> MemoryStore:
+    assign.write_assignment(store, "t", [_job(1)], "", 5.0)
+    return store
+
+
+def test_failed_children_are_told_apart_by_reason() -> None:
+    assert _state({"status": "RUNNING"}) == "RUNNING"
+    assert _state({"status": "FAILED", "statusReason": "Job attempt duration exceeded timeout"}) \
+        == "TIMEOUT"  # fmt: skip
+    assert _state({"status": "FAILED", "container": {"reason": "OutOfMemoryError: killed"}}) \
+        == "OUT_OF_MEMORY"  # fmt: skip
+    assert _state({"status": "FAILED", "statusReason": "Host EC2 terminated"}) == "FAILED"
+
+
+def test_job_definition_carries_the_resources() -> None:
+    cfg = BatchConfig(queue="q", image="repo:1", vcpus=2, memory=4096, gpus=1, fargate=True,
+                      job_role="arn:aws:iam::1:role/r", efs={"/mnt/efs": "fs-123"},
+                      worker_env={"A": "1"})  # fmt: skip
+    request = definition_request("shepard-f", cfg, "/f")
+    container = request["containerProperties"]
+    assert request["platformCapabilities"] == ["FARGATE"]
+    assert {"type": "GPU", "value": "1"} in container["resourceRequirements"]
+    assert {"type": "VCPU", "value": "2"} in container["resourceRequirements"]
+    assert container["jobRoleArn"] == "arn:aws:iam::1:role/r"
+    assert container["volumes"][0]["efsVolumeConfiguration"] == {"fileSystemId": "fs-123"}
+    assert container["mountPoints"][0]["containerPath"] == "/mnt/efs"
+    assert container["environment"] == [{"name": "A", "value": "1"}]
+    with pytest.raises(ConfigError, match="shepard deploy"):
+        definition_request("shepard-f", BatchConfig(queue="q"), "/f")
+
+
+def test_config_refuses_bad_values() -> None:
+    with pytest.raises(ValidationError, match="less than or equal to 10000"):
+        BatchConfig(array_size=10_001)
+    with pytest.raises(ValidationError, match="less than or equal to 50"):
+        BatchConfig(submit_rate=60)
+    with pytest.raises(ValidationError, match="not an environment variable name"):
+        BatchConfig(worker_env={"A-B": "1"})
+    with pytest.raises(ValidationError, match="EFS file system id"):
+        BatchConfig(efs={"/mnt": "vol-1"})
