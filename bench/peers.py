@@ -23,7 +23,7 @@ worker and Ray's processes are started and warmed up first (two jobs) and only t
 timed, as a user would keep such services running. Rounds alternate the tools (the order
 rotates each round); figures are medians over the rounds. Printed per tool: seconds, jobs/s
 (and their range over the rounds), the ratio to xargs, the peak RSS summed over every process
-the tool started (its process tree, sampled every 20 ms from start to end, services included,
+the tool started (its process tree, sampled every 100 ms from start to end, services included,
 the shared Redis not), and the CPU time per job of all those processes (payloads included),
 which moves less than the wall time on a shared machine.
 """
@@ -107,7 +107,7 @@ class Sampler:
     until stopped; `peak` and `peak_pss` are the largest sums seen."""
 
     roots: Callable[[], Sequence[int]]
-    interval: float = 0.02
+    interval: float = 0.1
     peak: int = 0
     peak_pss: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -177,6 +177,7 @@ class Setup:
     workers: int
     peers_python: str
     redis_url: str
+    base: Path | None = None
 
 
 def items(jobs: int) -> bytes:
@@ -198,13 +199,19 @@ def run_parallel(setup: Setup, out: Path) -> Measure:
     return run_command(argv, env=env, stdin=items(setup.jobs), errors=out.parent / "err")
 
 
-def run_shepard(setup: Setup, out: Path) -> Measure:
+def run_shepard(setup: Setup, out: Path, source: Path | None = None) -> Measure:
+    """Shepard from this environment, or the code under `source` (another checkout's `src`,
+    run by this interpreter: `--base`)."""
     flock = out.parent / "flock"
     env = {**os.environ, "SHEPARD_FLOCK": str(flock)}
-    init = [SHEPARD, "init", str(flock), "--payload-command", SHEPARD_COMMAND]
+    shepard = [SHEPARD]
+    if source is not None:
+        shepard = [sys.executable, "-m", "shepard"]
+        env["PYTHONPATH"] = str(source)
+    init = [*shepard, "init", str(flock), "--payload-command", SHEPARD_COMMAND]
     init += ["--workers", str(setup.workers)]
     subprocess.run(init, check=True, env=env, capture_output=True)
-    submit = [SHEPARD, "submit", "--range", f"ITEM=1-{setup.jobs}", "--wait"]
+    submit = [*shepard, "submit", "--range", f"ITEM=1-{setup.jobs}", "--wait"]
     measure = run_command(submit, env=env, errors=out.parent / "err")
     produced = len(list((flock / "outputs").glob("result@*_root.zip")))
     if produced != setup.jobs:
@@ -266,6 +273,7 @@ RUNNERS: dict[str, Callable[[Setup, Path], Measure]] = {
     "celery": lambda setup, out: run_driver("celery", setup, out),
     "ray": lambda setup, out: run_driver("ray", setup, out),
     "shepard": run_shepard,
+    "base": lambda setup, out: run_shepard(setup, out, setup.base),
 }
 LABELS = {
     "xargs": "xargs -P{w}",
@@ -274,6 +282,7 @@ LABELS = {
     "celery": "Celery 5 + Redis, prefork {w}",
     "ray": "Ray 2, {w} CPUs",
     "shepard": "Shepard, local flock, {w} workers",
+    "base": "Shepard (--base), {w} workers",
 }
 
 
@@ -332,6 +341,11 @@ def main() -> None:
     parser.add_argument(
         "--tools", default=",".join(TOOLS), help="comma-separated, of " + ",".join(TOOLS)
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="also run the Shepard code in this `src` folder (e.g. an export of another commit)",
+    )
     python = PEERS_PYTHON if Path(PEERS_PYTHON).exists() else sys.executable
     parser.add_argument("--peers-python", default=python)
     args = parser.parse_args()
@@ -339,6 +353,8 @@ def main() -> None:
     unknown = [t for t in wanted if t not in TOOLS]
     if unknown or "xargs" not in wanted:
         parser.error(f"--tools: {', '.join(unknown) or 'xargs (the baseline) is required'}")
+    if args.base is not None:
+        wanted.append("base")
     tools = []
     for tool in wanted:
         reason = missing(tool, args.peers_python)
@@ -346,7 +362,8 @@ def main() -> None:
             tools.append(tool)
         else:
             print(f"skipping {tool}: {reason}", file=sys.stderr)
-    setup = Setup(args.jobs, args.workers, args.peers_python, f"redis://{REDIS[0]}:{REDIS[1]}/0")
+    redis = f"redis://{REDIS[0]}:{REDIS[1]}/0"
+    setup = Setup(args.jobs, args.workers, args.peers_python, redis, args.base)
     results: dict[str, list[Measure]] = {tool: [] for tool in tools}
     with redis_server() if "celery" in tools else contextlib.nullcontext():
         for index in range(args.rounds):
