@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from shepard.errors import PayloadError
-from shepard.runtime import contract, process
+from shepard.model import JobStatus
+from shepard.runtime import RuntimeContext, contract, log_key, process
 from shepard.runtime.environ import inherited_env
 from shepard.runtime.process import Ending, run_payload, work_in
 from shepard.runtime.workspace import (
@@ -21,7 +22,7 @@ from shepard.runtime.workspace import (
     create_workspace,
     remove_workspace,
 )
-from tests.unit.test_runtime_worker import make_ctx, make_job
+from tests.unit.test_runtime_worker import make_ctx, make_job, run, with_command
 
 # -- starting payloads -----------------------------------------------------------------------
 
@@ -166,3 +167,42 @@ def test_a_slot_is_emptied_after_each_job_and_before_one_only_when_needed(
     (slot.output / "left.txt").write_text("x")  # e.g. a crash before remove_workspace
     create_workspace(slot)
     assert os.listdir(slot.output) == []
+
+
+# -- log files of a folder store ----------------------------------------------------------------
+
+
+def test_empty_logs_become_the_slots_spares_and_are_reused(tmp_path: Path) -> None:
+    """A slot's attempt that prints nothing keeps no log file: its empty files become spares
+    (hidden from listings) that the next attempt renames into place, so no file is created;
+    a stream that was written is kept, complete, and a new spare is made next time."""
+    slot = tmp_path / "slot"
+    quiet = with_command(make_ctx(tmp_path), 'echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"')
+    first, second = make_job(params={"ITEM": "1"}), make_job(params={"ITEM": "2"})
+    assert run(first, quiet, slot=slot).status is JobStatus.SUCCEEDED
+    assert list(quiet.logs.list()) == []  # nothing printed, nothing kept
+    spares = sorted(
+        p.name for p in quiet.logs.path(log_key(first.id, 1, "stdout")).parent.iterdir()
+    )
+    assert spares == [".tmp-spare-slot.stderr", ".tmp-spare-slot.stdout"]
+    spare = quiet.logs.path(log_key(first.id, 1, "stdout")).with_name(spares[1])
+    inode = spare.stat().st_ino
+    loud = with_command(quiet, "echo out; echo err >&2")
+    assert run(second, loud, slot=slot).status is JobStatus.SUCCEEDED
+    out = quiet.logs.path(log_key(second.id, 1, "stdout"))
+    assert out.read_text() == "out\n" and out.stat().st_ino == inode  # the spare, in place
+    assert quiet.logs.path(log_key(second.id, 1, "stderr")).read_text() == "err\n"
+    assert sorted(quiet.logs.list()) == sorted(
+        [log_key(second.id, 1, "stdout"), log_key(second.id, 1, "stderr")]
+    )
+
+
+def test_without_a_slot_a_folder_store_keeps_empty_logs(tmp_path: Path) -> None:
+    ctx = with_command(make_ctx(tmp_path), "true")
+    job = make_job()
+    assert run(job, ctx).status is JobStatus.SUCCEEDED
+    assert quiet_keys(ctx) == sorted([log_key(job.id, 1, "stdout"), log_key(job.id, 1, "stderr")])
+
+
+def quiet_keys(ctx: RuntimeContext) -> list[str]:
+    return sorted(ctx.logs.list())

@@ -2,7 +2,13 @@
 
 The payload writes both streams to local files (a child process or a container engine needs
 a file). When the logs store is a folder (`local_path` gives a path), those files are the
-store's own objects: written in place, readable live, nothing to upload. Otherwise (S3) they
+store's own objects: written in place, readable live, nothing to upload. A stream that stays
+empty is not kept there: at the end its file is renamed to a spare beside it (a hidden
+`.tmp-` name, which listings skip), and the next attempt of the same worker slot renames the
+spare into place instead of creating a file. On a disk, creating and removing files is most
+of what a trivial job costs (bench/peers.py: ext4 spends 0.05 to 1 ms of system time per
+file created, depending on what was removed just before); with spares, a job that prints
+nothing creates no log file at all. Otherwise (S3) they
 are spool files under `<workspace_root>/.logs/`, uploaded under the same `log_key`s every
 UPLOAD_EVERY seconds while they grow and once more when the attempt ends, then removed: a
 follower (`shepard logs -f`) sees them with that delay. An empty stream is not stored (but
@@ -19,6 +25,7 @@ from pathlib import Path
 
 from shepard.runtime.context import log_key
 from shepard.storage import ObjectStore
+from shepard.storage.local import TMP_PREFIX
 
 UPLOAD_EVERY = 3.0
 """Seconds between two uploads of a growing log to a store that is not a folder."""
@@ -31,9 +38,12 @@ log = logging.getLogger(__name__)
 class AttemptLogs:
     """The (stdout, stderr) files of one attempt and their way into `store`.
 
-    `paths` is what the payload writes to. `start()` begins the periodic uploads (none for a
-    folder store); `close()` ends them, uploads what was written last and removes the spool
-    files. Upload failures never fail the job: they are logged, and the next upload retries.
+    `paths` is what the payload writes to. `start()` puts the spares in place (folder store)
+    or begins the periodic uploads (other stores); `close()` ends them, uploads what was
+    written last and removes the spool files, or turns the empty files of a folder store back
+    into spares. Upload failures never fail the job: they are logged, and the next upload
+    retries. `spare` names the spares of the caller's worker slot (one attempt at a time);
+    without it, a folder store's files are created and kept, empty or not.
     """
 
     def __init__(
@@ -44,6 +54,7 @@ class AttemptLogs:
         spool: Path,
         *,
         every: float = UPLOAD_EVERY,
+        spare: str | None = None,
     ) -> None:
         self.store, self.every = store, every
         self.keys = (log_key(job_id, attempt, "stdout"), log_key(job_id, attempt, "stderr"))
@@ -53,12 +64,23 @@ class AttemptLogs:
             name = f"{job_id}.{attempt}"
             out, err = spool / f"{name}.stdout", spool / f"{name}.stderr"
         self.paths: tuple[Path, Path] = (out, err)
+        self.spares: tuple[Path, Path] | None = None
+        if spare is not None and not self.uploads:
+            self.spares = (
+                out.with_name(f"{TMP_PREFIX}spare-{spare}.stdout"),
+                err.with_name(f"{TMP_PREFIX}spare-{spare}.stderr"),
+            )
         self._sent = [-1, -1]  # bytes of each file at its last upload
         self._stop: threading.Event | None = None  # made only for uploads: jobs are short
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start uploading the files while they grow (only when the store is not a folder)."""
+        """Put the spares in place of the log files (a folder store), or start uploading the
+        files while they grow (other stores). The payload truncates or creates the files."""
+        if self.spares is not None:
+            for spare, path in zip(self.spares, self.paths, strict=True):
+                with contextlib.suppress(OSError):  # no spare (yet): the payload creates it
+                    os.rename(spare, path)
         if self.uploads and self._thread is None:
             stop = self._stop = threading.Event()
             self._thread = threading.Thread(
@@ -67,8 +89,10 @@ class AttemptLogs:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop the uploads, store the final logs, remove the spool files. Never raises."""
+        """Stop the uploads, store the final logs, remove the spool files (or keep a folder
+        store's empty files as spares). Never raises; call it once the payload has ended."""
         if not self.uploads:
+            self._keep_spares()
             return
         if self._stop is not None and self._thread is not None:
             self._stop.set()
@@ -77,6 +101,15 @@ class AttemptLogs:
         for path in self.paths:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+    def _keep_spares(self) -> None:
+        """Turn the empty log files back into spares: an empty stream is not kept."""
+        if self.spares is None:
+            return
+        for path, spare in zip(self.paths, self.spares, strict=True):
+            if _size(path) == 0:
+                with contextlib.suppress(OSError):
+                    os.rename(path, spare)
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.every):

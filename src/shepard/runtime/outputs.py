@@ -99,11 +99,12 @@ def output_entries(
     outside the folder, dangling, or to a folder) is left out, and `warn` gets one line saying
     so. The entries that are links in the list are to be read through (followed).
     """
-    root = os.path.realpath(folder)
+    root: str | None = None  # resolved at the first link: a few system calls per job less
     kept: list[tuple[str, os.DirEntry[str]]] = []
     for rel, entry, _depth in walk_tree(folder):
         name = _arcname(rel)
         if entry.is_symlink():
+            root = root or os.path.realpath(folder)
             problem = _link_problem(root, entry.path)
             if problem is not None:
                 if warn is not None:

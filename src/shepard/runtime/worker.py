@@ -136,7 +136,9 @@ class _Attempt:
     def _execute(self) -> Outcome:
         job, ctx = self.job, self.ctx
         ws = self.ws = plan_workspace(ctx, job.id, self.slot)
-        sink = self.sink = AttemptLogs(ctx.logs, job.id, job.attempt, ctx.workspace_root / SPOOL)
+        spare = None if self.slot is None else self.slot.name  # one attempt at a time
+        spool = ctx.workspace_root / SPOOL
+        sink = self.sink = AttemptLogs(ctx.logs, job.id, job.attempt, spool, spare=spare)
         logs = self.logs = sink.paths
         launch, env = self._prepare(ws)
         if self.control.stop.is_set():

@@ -14,7 +14,9 @@ from typing import BinaryIO
 from shepard.errors import StorageError
 from shepard.storage.base import NoSuchObject, ObjectInfo, ObjectStore, check_key
 
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"
+"""Names of files in a store's folders that are not objects: listings skip them."""
+_TMP_PREFIX = TMP_PREFIX
 _COPY_CHUNK = 1 << 20
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}  # link() unsupported
 
