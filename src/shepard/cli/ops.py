@@ -67,7 +67,7 @@ def logs(
     ),
     attempt: Annotated[
         int | None,
-        typer.Option(help="Which attempt (default: the running one, else the latest with logs)."),
+        typer.Option(help="Which attempt (default: the running one, else the latest)."),
     ] = None,
 ) -> None:
     """Print a job attempt's stdout (or stderr), or follow it live with --follow."""
