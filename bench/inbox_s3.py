@@ -12,7 +12,10 @@ Each round makes a fresh bucket and a flock with `storage.root = s3://BUCKET/flo
 - backlog: the N bundles already in the inbox, one watcher draining them (scan after scan);
 - the folder inbox (bench/inbox.py's round, renames into a folder inbox) with the same N.
 It counts the S3 requests of the watcher per bundle, by operation, and the server's time per
-request (one HeadObject at a time), and checks that every bundle became exactly one job.
+request (one HeadBucket at a time), measures what the server allows at all in the same run
+(bench/s3ceiling.py: raw PUT, GET, COPY+DELETE and LIST rates from 1 and --threads threads)
+and the cap that puts on the inbox (a bundle is the drop's PUT, one listed key, the watcher's
+GET and PUT), and checks that every bundle became exactly one job.
 Target: >= 500 bundles/s watched (the original system's S3 -> Lambda path turned about 290/s).
 """
 
@@ -39,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import inbox as folder_bench
+import s3ceiling
 from shepard.config import BackendConfig, FlockConfig, PayloadConfig, StorageConfig
 from shepard.flock import Flock
 from shepard.storage import StoreOptions
@@ -209,6 +213,14 @@ def main() -> int:
     print(f"  requests per bundle     {total / n:.2f} ({ops})")
     per = request_time(args.endpoint)
     print(f"  server time per request {per * 1000:.2f} ms (one at a time)")
+    ceiling = s3ceiling.measure(args.endpoint, args.threads, count=200)
+    print("\n".join(ceiling.lines()))
+    # a bundle costs the server its drop (PUT), one listed key, the watcher's GET and PUT
+    cost = 2 / ceiling.rate("put") + 1 / ceiling.rate("get") + 1 / ceiling.rate("list")
+    print(
+        f"  the server caps the inbox at {1 / cost:.0f} bundles/s (PUT, listed key, GET, PUT "
+        f"at its {args.threads}-thread rates); watched reached {n / watched * cost:.0%} of it"
+    )
     cpu = statistics.median(r.cpu for r in rounds)
     print(
         f"  watcher CPU per bundle  {cpu / n * 1000:.2f} ms (this process: S3 client, checks, "

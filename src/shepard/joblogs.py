@@ -108,29 +108,22 @@ def log_ref(flock: JobSource, job_id: str, attempt: int, stream: str = "stdout")
 def pick_log(
     flock: JobSource, job: Job, *, attempt: int | None = None, stream: str = "stdout"
 ) -> LogRef:
-    """The log to show: `attempt`'s, else the latest attempt's that left logs.
+    """The log to show: `attempt`'s, else the latest attempt's (a log that is missing, as an
+    empty stream is in S3, reads as empty).
 
     Raises ShepardError saying why when there is none.
     """
     check_stream(stream)
-    found = [a for a, _out, _err in flock.log_keys(job)]
-    if attempt is not None:
-        if attempt in found:
-            return log_ref(flock, job.id, attempt, stream)
-        if attempt < 1 or attempt > job.attempt:
-            runs = "has not run yet" if job.attempt == 0 else f"has had {job.attempt} attempt(s)"
-            raise ShepardError(f"job {job.id} has no attempt {attempt}: it {runs}")
-        raise ShepardError(f"job {job.id} has no logs for attempt {attempt}" + _others(found))
-    if not found:
+    if attempt is None:
         if job.attempt == 0:
             raise ShepardError(
                 f"job {job.id} has no logs yet: it is {job.status.value} and has not started"
             )
-        raise ShepardError(
-            f"job {job.id} has no logs ({job.status.value}"
-            + (f": {job.reason})" if job.reason else ")")
-        )
-    return log_ref(flock, job.id, found[-1], stream)
+        attempt = job.attempt
+    if attempt < 1 or attempt > job.attempt:
+        runs = "has not run yet" if job.attempt == 0 else f"has had {job.attempt} attempt(s)"
+        raise ShepardError(f"job {job.id} has no attempt {attempt}: it {runs}")
+    return log_ref(flock, job.id, attempt, stream)
 
 
 def copy_log(ref: LogRef, write: Callable[[bytes], None]) -> int:
@@ -276,9 +269,3 @@ def check_stream(stream: str) -> None:
     """ShepardError unless `stream` is one of STREAMS."""
     if stream not in STREAMS:
         raise ShepardError(f"unknown log stream {stream!r}: use one of {', '.join(STREAMS)}")
-
-
-def _others(found: list[int]) -> str:
-    if not found:
-        return ""
-    return " (attempts with logs: " + ", ".join(str(a) for a in found) + ")"

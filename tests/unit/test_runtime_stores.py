@@ -98,8 +98,8 @@ def test_uploads_only_what_changed(tmp_path: Path) -> None:
     out, err = sink.paths
     out.write_bytes(b"a")
     err.write_bytes(b"")
-    sink._upload(final=False)
-    sink._upload(final=False)  # nothing changed: nothing sent again
+    sink._upload()
+    sink._upload()  # nothing changed: nothing sent again
     assert store.puts == [log_key("j", 1, "stdout")]  # an empty stderr is not stored
     out.write_bytes(b"ab")
     sink.close()  # the last upload, then the spool files go
@@ -108,16 +108,16 @@ def test_uploads_only_what_changed(tmp_path: Path) -> None:
     assert not out.exists() and not err.exists()
 
 
-def test_an_attempt_that_printed_nothing_leaves_an_empty_stdout(tmp_path: Path) -> None:
+def test_an_attempt_that_printed_nothing_stores_no_log(tmp_path: Path) -> None:
+    """A missing log reads as empty: a trivial job pays no request for its logs."""
     store = CountingStore()
     sink = AttemptLogs(store, "j", 1, tmp_path)
     for path in sink.paths:
         path.write_bytes(b"")
-    sink._upload(final=False)
-    assert store.puts == []
+    sink._upload()
     sink.close()
-    assert store.puts == [log_key("j", 1, "stdout")]
-    assert store.get_bytes(log_key("j", 1, "stdout")) == b""
+    assert store.puts == []
+    assert not any(path.exists() for path in sink.paths)
 
 
 def test_only_stderr_is_stored_when_stdout_is_empty(tmp_path: Path) -> None:

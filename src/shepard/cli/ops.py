@@ -68,7 +68,7 @@ def logs(
     ),
     attempt: Annotated[
         int | None,
-        typer.Option(help="Which attempt (default: the running one, else the latest with logs)."),
+        typer.Option(help="Which attempt (default: the running one, else the latest)."),
     ] = None,
     engine: Annotated[
         bool,

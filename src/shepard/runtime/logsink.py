@@ -11,8 +11,9 @@ file created, depending on what was removed just before); with spares, a job tha
 nothing creates no log file at all. Otherwise (S3) they
 are spool files under `<workspace_root>/.logs/`, uploaded under the same `log_key`s every
 UPLOAD_EVERY seconds while they grow and once more when the attempt ends, then removed: a
-follower (`shepard logs -f`) sees them with that delay. An empty stream is not stored (but
-stdout is, when both are empty): reading a missing log gives nothing, as an empty file does.
+follower (`shepard logs -f`) sees them with that delay. An empty stream is never stored: every
+reader (`joblogs`, the service layer's `read_log` / `follow_log`) reads a missing log of an
+attempt that started as empty, so a trivial job pays no request at all for its logs.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class AttemptLogs:
         if self._stop is not None and self._thread is not None:
             self._stop.set()
             self._thread.join()
-        self._upload(final=True)
+        self._upload()
         for path in self.paths:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -113,18 +114,15 @@ class AttemptLogs:
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.every):
-            self._upload(final=False)
+            self._upload()
 
-    def _upload(self, *, final: bool) -> None:
-        """Upload each file that changed since its last upload. An empty file goes up only
-        at the end, and only for stdout when stderr is empty too: one object says the
-        attempt ran, and a trivial job pays one request for its logs rather than two."""
-        sizes = [_size(path) for path in self.paths]
-        for i, (path, key, size) in enumerate(zip(self.paths, self.keys, sizes, strict=True)):
-            if size is None or size == self._sent[i]:
-                continue  # the payload never started, or nothing new
-            if size == 0 and not (final and i == 0 and not sizes[1]):
-                continue
+    def _upload(self) -> None:
+        """Upload each file that changed since its last upload; an empty one never goes up
+        (a missing log reads as empty)."""
+        for i, (path, key) in enumerate(zip(self.paths, self.keys, strict=True)):
+            size = _size(path)
+            if not size or size == self._sent[i]:
+                continue  # the payload never started, wrote nothing, or nothing new
             try:
                 self.store.put_file(key, path)
                 self._sent[i] = size

@@ -11,12 +11,14 @@ One scan (`ObjectInbox.scan_once`):
    in S3 is never seen half-written: a PutObject, and a multipart upload once completed,
    appear atomically. (A folder inbox next to an S3 inputs store is read this way too; its
    files must then keep their size and time for `settle` seconds, seen by two scans.)
-2. Take, in parallel (`threads`). An object of up to `SMALL` bytes is read whole (one GET),
-   checked as `shepard batch` checks a bundle, and those very bytes are written to the inputs
-   store (one conditional PUT: a bundle stored there is never replaced); a larger one is
-   checked by range reads (its zip directory and inputs file only), then copied (server-side
-   between S3 stores) unless already there, and the copy's size compared. An object that
-   vanished since it was listed (another watcher took it) is skipped.
+2. Take, in parallel (`threads`; a listed page goes to the pool whole, so that the pool
+   keeps working while steps 3 and 4 run for the chunk before). An object of up to `SMALL`
+   bytes is read whole (one GET), checked as `shepard batch` checks a bundle, and those very
+   bytes are written to the inputs store (one conditional PUT: a bundle stored there is
+   never replaced); a larger one is checked by range reads (its zip directory and inputs
+   file only), then copied (server-side between S3 stores) unless already there, and the
+   copy's size compared. An object that vanished since it was listed (another watcher took
+   it) is skipped.
 3. Register. Each bundle's job is added (`Catalog.add_jobs_once_each`, a chunk at once)
    under an idempotency key made from the object's identity (its URL, size, last-write time
    and ETag as listed), and its bundle is stored under a key made from the same identity.
@@ -42,7 +44,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from shepard.bundle import read_bundle, read_bundle_bytes
@@ -243,23 +245,36 @@ class ObjectInbox:
         self, page: list[ObjectInfo], result: ScanResult, stop: threading.Event | None
     ) -> bool:
         """Take a listed page chunk by chunk, starting at a random chunk so that watchers
-        listing the same page at once mostly take different objects. False if stopped."""
+        listing the same page at once mostly take different objects. False if stopped.
+
+        Every object of the page goes to the pool at once, in chunk order: the pool keeps
+        the store busy while a chunk's jobs are registered and its objects deleted."""
         chunks = [page[i : i + self.chunk] for i in range(0, len(page), self.chunk)]
         first = random.randrange(len(chunks)) if chunks else 0
-        for chunk in chunks[first:] + chunks[:first]:
-            if stop is not None and stop.is_set():
-                return False
-            self._take(chunk, result)
+        pending = [
+            [self._pool.submit(self._prepare, info) for info in chunk]
+            for chunk in chunks[first:] + chunks[:first]
+        ]
+        try:
+            for futures in pending:
+                if stop is not None and stop.is_set():
+                    return False
+                self._take(futures, result)
+        finally:
+            for futures in pending:  # stopped or failed: what has not started is left
+                for future in futures:
+                    future.cancel()
         return True
 
-    def _take(self, chunk: list[ObjectInfo], result: ScanResult) -> None:
-        outcomes = list(self._pool.map(self._prepare, chunk))
+    def _take(self, futures: list[Future[_Taken | _Bad | None]], result: ScanResult) -> None:
+        outcomes = [future.result() for future in futures]
         taken = [o for o in outcomes if isinstance(o, _Taken)]
         bad = [o for o in outcomes if isinstance(o, _Bad)]
         if taken:
             self._register(taken, result)
             self.inbox.delete_many(t.info.key for t in taken)  # only once they are registered
-        for item, dest in zip(bad, self._pool.map(self._reject, bad), strict=True):
+        for item in bad:
+            dest = self._reject(item)
             if dest is not None:
                 where = self.inbox.url(dest)
                 result.rejected.append(Rejection(item.info.key, item.reason, where))
