@@ -3,7 +3,8 @@
 The suite takes a factory (`catalog_factory`): a new, empty catalog per test, of which each
 call opens one more handle (as another process would). FACTORIES makes those catalogs, one
 entry per implementation: SQLite (a file), PostgreSQL (env SHEPARD_TEST_POSTGRES; skipped
-locally and failing in CI when the server does not answer). A new catalog implementation runs
+locally and failing in CI when the server does not answer), DynamoDB (moto's server, env
+SHEPARD_TEST_S3; likewise). A new catalog implementation runs
 the whole suite by adding its entry.
 
 PostgreSQL isolation: each test gets its own schema, reached through the URL's
@@ -23,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from shepard.catalog import Catalog, open_catalog
-from tests.services import require_service
+from tests.services import require_service, s3_endpoint
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -74,16 +75,31 @@ def postgres_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         admin.dispose()
 
 
+@contextlib.contextmanager
+def dynamodb_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A table of its own on the emulated DynamoDB (moto, env SHEPARD_TEST_S3: it serves
+    DynamoDB at the same endpoint), deleted afterwards; the server is never reset."""
+    endpoint = s3_endpoint()
+    name = f"shepard-test-{uuid.uuid4().hex[:12]}"
+    yield f"dynamodb://{name}?region=us-east-1&endpoint={endpoint}"
+    import boto3
+
+    db = boto3.session.Session().client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    with contextlib.suppress(db.exceptions.ResourceNotFoundException):
+        db.delete_table(TableName=name)
+
+
 FACTORIES: dict[
     str, Callable[[pytest.FixtureRequest, Path], contextlib.AbstractContextManager[str]]
 ] = {
     "sqlite": sqlite_catalog,
     "postgres": postgres_catalog,
+    "dynamodb": dynamodb_catalog,
 }
 """Implementation name -> a context that yields the URL of a new, empty (never opened)
 catalog and removes it afterwards."""
 
-_MARKS = {"postgres": pytest.mark.postgres}
+_MARKS = {"postgres": pytest.mark.postgres, "dynamodb": pytest.mark.dynamodb}
 SQL_KINDS = {"sqlite", "postgres"}
 """The factories of the SQL catalog (sql.py), the only ones tests marked `sql_catalog` use."""
 

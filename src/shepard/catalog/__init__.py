@@ -36,6 +36,7 @@ CATALOGS: dict[str, str] = {
     "postgresql+psycopg": "shepard.catalog.sql:SqlCatalog",
     "postgres": "shepard.catalog.sql:SqlCatalog",
     "memory": "shepard.catalog.sql:SqlCatalog",  # SQLite in memory: this process only
+    "dynamodb": "shepard.catalog.dynamodb:DynamoCatalog",  # needs the `aws` extra (boto3)
 }
 
 

@@ -1,0 +1,197 @@
+"""What every part of the DynamoDB catalog uses: the client and table, reads of jobs by
+key and by index, the set of submissions still being written, and transactions that
+write state-machine Changes together with their counters (one random counter shard per
+transaction, so concurrent transactions seldom meet on one item).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from shepard.catalog import states
+from shepard.catalog.dynamodb import items
+from shepard.catalog.dynamodb.table import Address, aws_errors
+from shepard.errors import CatalogError
+
+COUNTER_SHARDS = 16
+"""Status counters are split over this many items, summed by `counts`."""
+
+MAX_TRANSACTION = 100
+"""DynamoDB's limit of items per TransactWriteItems."""
+
+ROUNDS = 200
+"""A change retried this many times against concurrent writers gives up (CatalogError)."""
+
+Row = dict[str, Any]
+Decide = Callable[[states.Facts], states.Change | None]
+
+
+class Core:
+    """The shared machinery; DynamoCatalog adds the contract's methods (see __init__)."""
+
+    def __init__(self, address: Address, db: Any) -> None:
+        self._address = address
+        self._db = db
+        self._table = address.table
+        self._rng = random.Random()
+
+    def _errors(self) -> Any:
+        return aws_errors(self._address)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _pending(self) -> set[str]:
+        """The submissions being written, whose jobs are not visible yet. Read it AFTER
+        reading jobs: a job can only exist once its submission is in this set, so a job
+        read earlier whose submission is absent here is committed (or deleted)."""
+        found = self._db.get_item(
+            TableName=self._table, Key={"pk": {"S": "meta#pending"}}, ConsistentRead=True
+        )
+        return set(found.get("Item", {}).get("subs", {}).get("SS", []))
+
+    def _get_row(self, job_id: str) -> Row | None:
+        found = self._db.get_item(TableName=self._table, Key=items.job_key(job_id),
+                                  ConsistentRead=True)  # fmt: skip
+        return items.plain(found["Item"]) if "Item" in found else None
+
+    def _get_rows(self, job_ids: Iterable[str]) -> list[Row]:
+        """The rows of `job_ids` that exist (consistent reads, 100 keys per call)."""
+        wanted = list(dict.fromkeys(job_ids))
+        rows: list[Row] = []
+        for start in range(0, len(wanted), 100):
+            keys = [items.job_key(i) for i in wanted[start : start + 100]]
+            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                answer = self._db.batch_get_item(RequestItems=request)
+                rows.extend(items.plain(i) for i in answer["Responses"].get(self._table, []))
+                request = answer.get("UnprocessedKeys") or {}
+                if request:
+                    time.sleep(0.05)
+        return rows
+
+    def _query(self, **request: Any) -> Iterator[Row]:
+        """Every row a Query answers, page after page (read lazily)."""
+        request = {"TableName": self._table, **request}
+        while True:
+            answer = self._db.query(**request)
+            for item in answer.get("Items", []):
+                yield items.plain(item)
+            last = answer.get("LastEvaluatedKey")
+            if not last:
+                return
+            request["ExclusiveStartKey"] = last
+
+    def _by_status(self, status: str, *, filter_: str | None = None,
+                   values: Mapping[str, Any] | None = None,
+                   names: Mapping[str, str] | None = None) -> Iterator[Row]:  # fmt: skip
+        """Jobs in `status`, oldest seq first, through the `by_status` index."""
+        request: dict[str, Any] = {
+            "IndexName": "by_status",
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "status", **(names or {})},
+            "ExpressionAttributeValues": {":s": {"S": status}, **(values or {})},
+        }
+        if filter_:
+            request["FilterExpression"] = filter_
+        return self._query(**request)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _transact(self, ops: Sequence[dict[str, Any]]) -> list[str | None] | None:
+        """Run TransactWriteItems; None when it committed, else the cancellation code per
+        item ("ConditionalCheckFailed", ...; None for items that were not the cause)."""
+        from botocore.exceptions import ClientError
+
+        request = [{kind: {"TableName": self._table, **body}} for kind, body in
+                   (next(iter(op.items())) for op in ops)]  # fmt: skip
+        for round_ in range(ROUNDS):
+            try:
+                self._db.transact_write_items(TransactItems=request)
+                return None
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                if error.get("Code") != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons") or []
+                codes = [r.get("Code") if r.get("Code") != "None" else None for r in reasons]
+                if any(c == "ConditionalCheckFailed" for c in codes):
+                    return codes
+                # a conflict with another transaction, or throttling: try again shortly
+                time.sleep(min(0.5, 0.005 * 2 ** min(round_, 7)) * self._rng.random())
+        raise CatalogError(f"the DynamoDB catalog {self._table!r} stayed too busy to change")
+
+    def _apply(
+        self,
+        rows: Iterable[Row],
+        decide: Decide,
+        *,
+        now: float,
+        still: Callable[[Row], bool] = lambda row: True,
+        record: bool = True,
+    ) -> list[tuple[Row, Row, states.Change]]:
+        """Ask `decide` what happens to each of `rows` and write the answers, with their
+        history entries and counters, in transactions of up to 99 jobs; return (row before,
+        row after, change) of each job changed.
+
+        Each write is conditioned on the job's `ver`: a job changed by someone else since
+        it was read is read again, checked with `still` (does it still belong to the
+        change?) and decided again."""
+        done: list[tuple[Row, Row, states.Change]] = []
+        todo = [r for r in rows if still(r)]
+        chunk = MAX_TRANSACTION - 1
+        rounds = 0
+        while todo:
+            part, todo = todo[:chunk], todo[chunk:]
+            while part:
+                rounds += 1
+                if rounds > ROUNDS * 10:
+                    raise CatalogError(
+                        f"the DynamoDB catalog {self._table!r} stayed too busy to change"
+                    )
+                planned = [(r, c) for r in part if (c := decide(items.to_facts(r))) is not None]
+                if not planned:
+                    break
+                ops = [{"Update": items.update(r, c, now=now, record=record)} for r, c in planned]
+                codes = self._commit(ops, planned)
+                if codes is None:
+                    done.extend((r, items.changed(r, c), c) for r, c in planned)
+                    break
+                stale = {planned[i][0]["id"] for i, code in enumerate(codes[: len(planned)])
+                         if code == "ConditionalCheckFailed"}  # fmt: skip
+                fresh = {r["id"]: r for r in self._get_rows(stale)}
+                part = [
+                    fresh[r["id"]] if r["id"] in stale else r
+                    for r, _c in planned
+                    if r["id"] not in stale or (r["id"] in fresh and still(fresh[r["id"]]))
+                ]
+        return done
+
+    def _commit(
+        self, ops: list[dict[str, Any]], planned: Sequence[tuple[Row, states.Change]]
+    ) -> list[str | None] | None:
+        """`_transact` the job updates `ops` plus the counter shard update they imply."""
+        deltas: Counter[str] = Counter()
+        for row, change in planned:
+            if row["status"] != change.status.value:
+                deltas[row["status"]] -= 1
+                deltas[change.status.value] += 1
+        counter = items.counter_update(self._rng.randrange(COUNTER_SHARDS), deltas)
+        if counter is None and len(ops) == 1:
+            return self._update_one(ops[0]["Update"])
+        return self._transact(ops + ([{"Update": counter}] if counter else []))
+
+    def _update_one(self, body: dict[str, Any]) -> list[str | None] | None:
+        """One conditional UpdateItem (no transaction needed): as `_transact` answers."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._db.update_item(TableName=self._table, **body)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return ["ConditionalCheckFailed"]
+            raise
+        return None
