@@ -30,6 +30,10 @@ def create_app(flock: Flock, settings: ServeSettings | None = None) -> FastAPI:
     app.state.flock = flock
     app.state.settings = settings
     errors.install(app)
+    if settings.shepherd:  # shepherd's routes: /start-job, /jobs/{id}/..., /status
+        from shepard.server import shepherd
+
+        app.include_router(shepherd.router(flock, settings))
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
