@@ -298,14 +298,9 @@ def sheep(flock: Flock) -> dict[str, dict[str, Any]]:
     ids = sheep_ids(flock)
     running = flock.catalog.page(status=JobStatus.RUNNING, limit=len(ids), newest_first=True)
     recent = flock.catalog.page(limit=len(ids), newest_first=True)
+    shown = [*running, *recent]
     answer = {}
     for n, sheep_id in enumerate(ids):
-        busy = n < len(running)
-        job = (
-            running[n]
-            if busy
-            else (recent[n - len(running)] if n - len(running) < len(recent) else None)
-        )
-        model = buckets.model_of(job.params) if job is not None else {"name": None, "version": None}
-        answer[sheep_id] = {"running": busy, "model": model, "request": None}
+        model = buckets.model_of(shown[n].params if n < len(shown) else {})
+        answer[sheep_id] = {"running": n < len(running), "model": model, "request": None}
     return answer
