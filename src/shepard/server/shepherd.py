@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from shepard.errors import StorageError
+from shepard.errors import ShepardError, StorageError
 from shepard.runtime import buckets
 from shepard.server import shepherd_jobs as jobs
 from shepard.server.auth import reader, writer
@@ -39,6 +39,12 @@ _POLL_FIRST, _POLL_MAX = 0.02, 0.5
 def router(flock: Flock, settings: ServeSettings) -> APIRouter:
     """shepherd's routes for `flock`; with `settings.shepherd_token` they need API tokens
     (reading: any token; `/start-job`: one that may write)."""
+    try:
+        import boto3  # noqa: F401  (the job buckets are on S3)
+    except ImportError:
+        raise ShepardError(
+            "--shepherd needs boto3 for the job buckets: pip install 'shepard[server,aws]'"
+        ) from None
     read = [Depends(reader)] if settings.shepherd_token else []
     write = [Depends(writer)] if settings.shepherd_token else []
     api = APIRouter(tags=["shepherd"], include_in_schema=False)
