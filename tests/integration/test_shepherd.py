@@ -81,7 +81,7 @@ def flock(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> Iterator[Flock]:
             "payload": {"command": f"{sys.executable} {folder / 'echo.py'}"},
             "shepherd": {
                 "models": {
-                    "other:2": {"command": f"{sys.executable} -c \"{OTHER}\""},
+                    "other:2": {"command": f'{sys.executable} -c "{OTHER}"'},
                 }
             },
         }
@@ -99,7 +99,7 @@ def flock(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> Iterator[Flock]:
     finally:
         proc.terminate()
         try:
-            _, err = proc.communicate(timeout=30)
+            proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -95,7 +95,7 @@ def router(flock: Flock, settings: ServeSettings) -> APIRouter:
             return message(500, str(details.get("message") or "the job failed"))
         if record.get("status") != buckets.DONE:
             return JSONResponse({"ready": False}, status_code=202)
-        return stream_file(job_id, buckets.OUTPUTS, name)
+        return stream_file(job_id, buckets.OUTPUTS, name, known=True)
 
     @api.get("/jobs/{job_id}/result", dependencies=read)
     def default_result(job_id: str) -> Response:
@@ -144,9 +144,9 @@ def too_large(limit: int) -> jobs.Refusal:
     return jobs.Refusal(413, f"The request body is larger than {limit} bytes (--max-body)")
 
 
-def stream_file(job_id: str, folder: str, name: str) -> Response:
+def stream_file(job_id: str, folder: str, name: str, *, known: bool = False) -> Response:
     """The object, streamed with its Content-Length; the type guessed from its name."""
-    bucket, key, size = jobs.job_file(job_id, folder, name)
+    bucket, key, size = jobs.job_file(job_id, folder, name, known=known)
     reader_ = bucket.open_read(key)
 
     def chunks() -> Iterator[bytes]:

@@ -213,10 +213,12 @@ def finished(record: dict[str, Any]) -> bool:
     return record.get("status") in (buckets.DONE, buckets.FAILED)
 
 
-def job_file(job_id: str, folder: str, name: str) -> tuple[ObjectStore, str, int]:
+def job_file(
+    job_id: str, folder: str, name: str, *, known: bool = False
+) -> tuple[ObjectStore, str, int]:
     """(bucket, key, size) of `<folder><name>` of the job; 400 for an unknown job, 404 for
-    a missing file."""
-    if bucket_name_problem(job_id) is not None or not bucket_exists(job_id):
+    a missing file. `known`: the job's status was just read (its bucket exists)."""
+    if bucket_name_problem(job_id) is not None or not (known or bucket_exists(job_id)):
         raise no_data(job_id)
     bucket = buckets.open_bucket(job_id)
     key = folder + name
