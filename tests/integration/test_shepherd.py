@@ -357,3 +357,38 @@ def test_minio_client_as_shepherds_load_test(client: TestClient, s3: Any) -> Non
             break
         time.sleep(0.1)
     assert status["status"] == "done"
+
+
+@pytest.mark.postgres
+def test_on_slurm(tmp_path: Path, s3: Any) -> None:
+    """A shepherd job on the Slurm backend: its array task (another process, started by
+    Slurm) takes the inputs from the job's bucket and leaves the outputs there."""
+    from tests.slurm import cancel_tasks, require_slurm, use_slurm
+
+    require_slurm()
+    folder = tmp_path / "flock"
+    folder.mkdir()
+    (folder / "echo.py").write_text(ECHO)
+    data: dict[str, Any] = {
+        "name": "shepherd-slurm",
+        "payload": {"command": f"{sys.executable} {folder / 'echo.py'}"},
+    }
+    use_slurm(data, "array")
+    f = Flock.create(folder, config.parse(data))
+    proc = subprocess.Popen(
+        [SHEPARD, "up", "--flock", str(folder), "--no-inbox"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with TestClient(create_app(f, ServeSettings(shepherd=True))) as c:
+            job_id = new_id()
+            assert start(c, job_id, payload='{"input": "on slurm"}').status_code == 200
+            assert wait(c, job_id)["status"] == "done"
+            assert c.get(f"/jobs/{job_id}/result").json()["result"] == "on slurm"
+            job = f.job(next(iter(f.batch_ids(f"shepherd:{job_id}"))))
+            assert job.worker is not None and "slurm" in job.worker
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        cancel_tasks(folder)
+        f.close()
