@@ -8,10 +8,11 @@ flock), and `--clients` threads that each, job after job, post `/start-job` with
 payload, wait with `/jobs/{id}/wait_ready`, and fetch `/jobs/{id}/result` (checking it). Each
 job has its own bucket on the S3 server: created, its input, its status (three times), its
 output, listed. The other side, the baseline, runs the same payload for the same number of
-jobs with `shepard submit --range ITEM=1-N --wait` on a flock whose stores are folders: what
-the jobs cost without HTTP and without a bucket per job. The figure that matters is the
-ratio. The S3 server is moto's, started on a free port for this run unless `--endpoint` names
-one (its speed bounds the shepherd side: see bench/e2e_s3.py for its ceiling).
+jobs with `shepard submit --range ITEM=1-N --wait`, on a flock whose stores are in a bucket
+of the same S3 server (each job: its result zip, its two logs) and on one whose stores are
+folders: what the jobs cost without HTTP and without a bucket per job. The figures that
+matter are the ratios. The S3 server is moto's, started on a free port for this run unless
+`--endpoint` names one (its speed bounds both S3 sides: see bench/e2e_s3.py for its ceiling).
 """
 
 from __future__ import annotations
@@ -60,11 +61,31 @@ def wait_for(url: str, seconds: float = 30) -> None:
             time.sleep(0.1)
 
 
-def init(folder: Path, command: str, workers: int, env: dict[str, str]) -> None:
+def init(
+    folder: Path, command: str, workers: int, env: dict[str, str], storage: str | None = None
+) -> None:
+    where = ["--storage", storage] if storage else []
     subprocess.run(
-        [SHEPARD, "init", str(folder), "--payload-command", command, "--workers", str(workers)],
+        [SHEPARD, "init", str(folder), "--payload-command", command, "--workers", str(workers),
+         *where],
         check=True, env=env, capture_output=True,
     )  # fmt: skip
+
+
+def new_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"bench-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, **_keys()).create_bucket(Bucket=name)
+    return f"s3://{name}/flock"
+
+
+def _keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": FAKE_AWS["AWS_DEFAULT_REGION"],
+    }
 
 
 def shepherd_side(scratch: Path, args: argparse.Namespace, env: dict[str, str]) -> float:
@@ -122,9 +143,11 @@ def shepherd_side(scratch: Path, args: argparse.Namespace, env: dict[str, str]) 
     return seconds
 
 
-def baseline_side(scratch: Path, args: argparse.Namespace, env: dict[str, str]) -> float:
-    flock = scratch / "baseline-flock"
-    init(flock, BASELINE, args.workers, env)
+def baseline_side(
+    scratch: Path, args: argparse.Namespace, env: dict[str, str], storage: str | None = None
+) -> float:
+    flock = scratch / ("baseline-s3" if storage else "baseline-folders")
+    init(flock, BASELINE, args.workers, env, storage)
     began = time.perf_counter()
     subprocess.run(
         [SHEPARD, "submit", "--flock", str(flock), "--range", f"ITEM=1-{args.jobs}", "--wait"],
@@ -156,7 +179,8 @@ def main() -> None:
     env.pop("SHEPARD_FLOCK", None)
     try:
         shepherd = shepherd_side(scratch, args, env)
-        baseline = baseline_side(scratch, args, env)
+        folders = baseline_side(scratch, args, env)
+        in_s3 = baseline_side(scratch, args, env, new_bucket(endpoint))
     finally:
         if moto is not None:
             moto.terminate()
@@ -165,9 +189,12 @@ def main() -> None:
     print(f"jobs: {args.jobs}, clients: {args.clients}, workers: {args.workers}, S3: {endpoint}")
     print(f"shepherd routes (start-job -> result): {args.jobs / shepherd:8.1f} jobs/s "
           f"({shepherd:.1f} s)")  # fmt: skip
-    print(f"baseline (submit --range --wait):      {args.jobs / baseline:8.1f} jobs/s "
-          f"({baseline:.1f} s)")  # fmt: skip
-    print(f"ratio shepherd / baseline: {baseline / shepherd:.3f}")
+    print(f"submit --range --wait, S3 stores:      {args.jobs / in_s3:8.1f} jobs/s "
+          f"({in_s3:.1f} s)")  # fmt: skip
+    print(f"submit --range --wait, folder stores:  {args.jobs / folders:8.1f} jobs/s "
+          f"({folders:.1f} s)")  # fmt: skip
+    print(f"ratio shepherd / S3 stores: {in_s3 / shepherd:.3f}; "
+          f"shepherd / folder stores: {folders / shepherd:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ OUTPUTS = "outputs/"
 STATUS_KEY = "job_status.json"
 MODEL_NAME = "MODEL_NAME"
 MODEL_VERSION = "MODEL_VERSION"
+
+COPY_CHUNK = 1 << 20
 
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 
@@ -183,9 +186,10 @@ def pull_inputs(bucket: ObjectStore, dest: Path) -> int:
                 )
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            bucket.get_file(key, target)
+            with bucket.open_read(key) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink, COPY_CHUNK)  # one GET, also for big ones
             count += 1
-    except StorageError as exc:
+    except (StorageError, OSError) as exc:
         raise SetupError(f"cannot copy the job's inputs: {exc}") from exc
     return count
 
