@@ -392,3 +392,28 @@ def test_on_slurm(tmp_path: Path, s3: Any) -> None:
         proc.wait(timeout=60)
         cancel_tasks(folder)
         f.close()
+
+
+def test_a_failed_start_leaves_nothing(
+    client: TestClient, flock: Flock, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shepard.errors import CatalogError
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise CatalogError("the catalog cannot be reached")
+
+    monkeypatch.setattr(flock.catalog, "add_jobs_once", unreachable)
+    job_id = new_id()
+    resp = start(client, job_id, payload='{"input": "1"}')
+    assert resp.status_code == 503 and resp.json() == {"message": "the catalog cannot be reached"}
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_bucket(Bucket=job_id)  # made, then removed
+    # a client's own bucket stays, without the status this call wrote
+    s3.create_bucket(Bucket=job_id)
+    s3.put_object(Bucket=job_id, Key="inputs/input", Body=b'{"input": "1"}')
+    assert start(client, job_id).status_code == 503
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=job_id)["Contents"]]
+    assert keys == ["inputs/input"]
+    monkeypatch.undo()
+    assert start(client, job_id).status_code == 200  # and it can be started again
+    assert wait(client, job_id)["status"] == "done"

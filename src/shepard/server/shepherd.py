@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from shepard.errors import ShepardError, StorageError
 from shepard.runtime import buckets
+from shepard.server import errors
 from shepard.server import shepherd_jobs as jobs
 from shepard.server.auth import reader, writer
 from shepard.server.settings import ServeSettings
@@ -61,6 +62,8 @@ def router(flock: Flock, settings: ServeSettings) -> APIRouter:
             return message(refusal.status, refusal.message)
         except StorageError as exc:
             return refused(exc)
+        except ShepardError as exc:  # the catalog: busy or unreachable
+            return message(errors.status_of(exc), str(exc))
         return JSONResponse({"success": True})
 
     @api.get("/jobs/{job_id}/status", dependencies=read)
@@ -80,6 +83,8 @@ def router(flock: Flock, settings: ServeSettings) -> APIRouter:
                 return message(refusal.status, refusal.message)
             except StorageError as exc:
                 return refused(exc)
+            except ShepardError as exc:
+                return message(errors.status_of(exc), str(exc))
             if jobs.finished(record):
                 return JSONResponse(record)
             left = deadline - time.monotonic()
@@ -166,6 +171,8 @@ def answer(make: Callable[[], Response]) -> Response:
         return message(refusal.status, refusal.message)
     except StorageError as exc:
         return refused(exc)
+    except ShepardError as exc:  # the catalog: busy or unreachable
+        return message(errors.status_of(exc), str(exc))
 
 
 def refused(exc: StorageError) -> Response:

@@ -124,7 +124,7 @@ def start_job(flock: Flock, request: StartJob) -> None:
 
     Refused: an unknown sheep (before anything is stored), a job id already registered or
     whose bucket already holds a job or (with a payload) exists at all: 409; a missing bucket
-    without a payload: 400.
+    without a payload: 400. What this call made is removed again when it fails midway.
     """
     job_id = request.job_id
     if request.sheep_id is not None and request.sheep_id not in sheep_ids(flock):
@@ -133,30 +133,59 @@ def start_job(flock: Flock, request: StartJob) -> None:
     if find_job(flock, job_id) is not None:
         raise conflict()
     bucket = buckets.open_bucket(job_id)
-    if request.payload:
-        if bucket_exists(job_id):
-            raise conflict()
-        create_bucket(job_id)
-        bucket.put_bytes(f"{buckets.INPUTS}{DEFAULT_INPUT}", request.payload.encode())
-    else:
-        if not bucket_exists(job_id):
-            raise no_data(job_id)
-        if bucket.exists(buckets.STATUS_KEY):
-            raise conflict()
-    now = flock.clock()
-    model = buckets.model_of(params)
-    buckets.put_status(bucket, buckets.status_record(buckets.QUEUED, model, enqueued_at=now))
+    made: list[str] = []  # keys written here, and "" for the bucket itself
+    try:
+        if request.payload:
+            if bucket_exists(job_id):
+                raise conflict()
+            create_bucket(job_id)
+            made.append("")
+            made.append(f"{buckets.INPUTS}{DEFAULT_INPUT}")
+            bucket.put_bytes(made[-1], request.payload.encode())
+        else:
+            if not bucket_exists(job_id):
+                raise no_data(job_id)
+            if bucket.exists(buckets.STATUS_KEY):
+                raise conflict()
+        now = flock.clock()
+        record = buckets.status_record(buckets.QUEUED, buckets.model_of(params), enqueued_at=now)
+        made.append(buckets.STATUS_KEY)
+        buckets.put_status(bucket, record)
+        register(flock, job_id, params, now)
+    except BaseException as exc:
+        # a conflict found at registration: a concurrent request with this id won, and
+        # what is in the bucket is its job's
+        if made and not (isinstance(exc, Refusal) and exc.status == 409):
+            undo(job_id, bucket, made)
+        raise
+
+
+def register(flock: Flock, job_id: str, params: dict[str, Any], now: float) -> None:
+    """The Shepard job of `job_id`, registered once: 409 if it was already."""
     label = LABEL + job_id
     spec = JobSpec(params, buckets.bundle_key(job_id), None, None, label)
     fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    attempts = flock.config.retry.attempts
     try:
         done = flock.catalog.add_jobs_once(
-            label, fingerprint, label, [spec], now=now, default_attempts=flock.config.retry.attempts
+            label, fingerprint, label, [spec], now=now, default_attempts=attempts
         )
     except IdempotencyConflict:
         raise conflict() from None
     if done.replayed:
         raise conflict()
+
+
+def undo(job_id: str, bucket: ObjectStore, made: list[str]) -> None:
+    """Remove what a failed `/start-job` made (best effort: the failure is what counts)."""
+    try:
+        for key in reversed(made):
+            if key:
+                bucket.delete(key)
+            else:
+                _client().delete_bucket(Bucket=job_id)
+    except Exception:  # the caller raises the error that matters
+        pass
 
 
 def job_params(flock: Flock, request: StartJob) -> dict[str, Any]:
