@@ -317,6 +317,33 @@ class ContainerConfig(_Strict):
         return pairs
 
 
+_MODEL_KEY = re.compile(r"^[^:\s]+(:[^:\s]*)?$")
+
+
+class ShepherdConfig(_Strict):
+    """`[shepherd]`: settings of the shepherd-compatible routes (`shepard serve --shepherd`).
+
+    `models` gives a model its own payload: `[shepherd.models."NAME:VERSION"]` (or `"NAME"`
+    for every version of NAME) holds the keys of a `[payload]` table (`command`, `image`,
+    `kind`, `timeout`, `env`). A model without a table runs the flock's own payload; either
+    way MODEL_NAME and MODEL_VERSION are set from the request (docs/shepherd.md).
+    """
+
+    models: dict[str, PayloadConfig] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _model_keys(cls, value: dict[str, PayloadConfig]) -> dict[str, PayloadConfig]:
+        for key in value:
+            if not _MODEL_KEY.match(key):
+                raise ValueError(f'{key!r} is not a model: write "NAME:VERSION" or "NAME"')
+        return value
+
+    def payload_for(self, name: str, version: str) -> PayloadConfig | None:
+        """The payload table of model `name:version` (else of `name`), None if neither."""
+        return self.models.get(f"{name}:{version}") or self.models.get(name)
+
+
 class FlockConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     storage: StorageConfig = StorageConfig()
@@ -327,6 +354,7 @@ class FlockConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     filesystems: FilesystemsConfig = FilesystemsConfig()
     container: ContainerConfig = ContainerConfig()
+    shepherd: ShepherdConfig = ShepherdConfig()
 
 
 def check_job_limits(max_attempts: int | None, timeout: float | None) -> None:

@@ -26,6 +26,7 @@ from shepard.payloads import open_payload
 from shepard.payloads.container_engine import check_gpus
 from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
+from shepard.runtime.buckets import ModelPayloads
 from shepard.service import FlockService
 from shepard.storage import ObjectStore, open_store
 
@@ -142,6 +143,7 @@ class Flock(FlockService):
             env=dict(payload.env),
             efs=self.dir.filesystem("efs"),
             lustre=self.dir.filesystem("lustre"),
+            models=ModelPayloads(self.config) if self.config.shepherd.models else None,
         )
 
     def check_resources(self) -> None:

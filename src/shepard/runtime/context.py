@@ -12,6 +12,7 @@ from shepard.storage import ObjectStore
 
 if TYPE_CHECKING:
     from shepard.payloads.base import Payload
+    from shepard.runtime.buckets import ModelPayloads
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class RuntimeContext:
     env: Mapping[str, str] = field(default_factory=dict)  # flock-wide extra variables
     efs: Path | None = None  # shared filesystem playing Shepard's EFS role
     lustre: Path | None = None  # shared filesystem playing Shepard's Lustre role
+    models: ModelPayloads | None = None  # payloads of shepherd models ([shepherd.models])
 
 
 @dataclass

@@ -16,6 +16,10 @@ This is the runtime contract every backend shares. The steps, in order:
    bundle; on stop, publish nothing;
 5. always remove the job's folders.
 
+A shepherd job (its bundle key names a bucket of its own: runtime/buckets.py) takes its
+inputs from that bucket instead of a bundle, runs its model's payload, and leaves its outputs
+(unzipped) and its status there instead of result zips; the other steps are the same.
+
 Outcomes (job-level problems never raise):
 - SUCCEEDED: exit_code 0; `outputs` holds the result keys (empty when nothing was written).
 - FAILED: `reason` is `exit code N`, `killed by signal SIGKILL`, `timeout after 30s`,
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from shepard.errors import PayloadError, StorageError
 from shepard.model import Job, JobStatus, Outcome
+from shepard.runtime import buckets
 from shepard.runtime.context import AttemptControl, RuntimeContext
 from shepard.runtime.contract import attempt_timeout
 from shepard.runtime.environ import inherited_env
@@ -110,11 +115,16 @@ class _Attempt:
         self.sink: AttemptLogs | None = None
         self.returncode: int | None = None
         self.detail: str | None = None  # for the job's history, e.g. which image ran
+        self.bucket_name = buckets.bucket_of(job)  # a shepherd job's own bucket
+        self.bucket: ObjectStore | None = None
+        self.pushed = False  # a shepherd job's outputs are in its bucket
 
     def run(self) -> Outcome:
         """The attempt's Outcome; the workspace is removed whatever happens."""
         try:
             outcome = self._guarded()
+            if self.bucket is not None:
+                self._settle_bucket(outcome)
             return outcome if self.detail is None else replace(outcome, detail=self.detail)
         finally:
             if self.sink is not None:
@@ -135,6 +145,8 @@ class _Attempt:
 
     def _execute(self) -> Outcome:
         job, ctx = self.job, self.ctx
+        if self.bucket_name is not None and ctx.models is not None:
+            ctx = self.ctx = replace(ctx, payload=ctx.models.payload_for(job, ctx.payload))
         ws = self.ws = plan_workspace(ctx, job.id, self.slot)
         spare = None if self.slot is None else self.slot.name  # one attempt at a time
         spool = ctx.workspace_root / SPOOL
@@ -157,12 +169,62 @@ class _Attempt:
         create_workspace(ws)
         _place_secrets(ctx.secrets, ws.secrets)
         launch = ctx.payload.prepare(job, ctx, ws)
-        if job.bundle_key is not None:
+        if self.bucket_name is not None:
+            self._stage_bucket(self.bucket_name, ws)
+        elif job.bundle_key is not None:
             fetch_bundle(ctx.inputs, job.bundle_key, ws.input)
         env = ctx.payload.environment(
             job, ctx, start_time=self.start_time, ws=ws, base=self.base_env
         )
         return launch, env
+
+    def _stage_bucket(self, name: str, ws: Workspace) -> None:
+        """A shepherd job: its inputs from its bucket, and `processing` in its status."""
+        job = self.job
+        try:
+            bucket = self.bucket = buckets.open_bucket(name)
+        except StorageError as exc:  # boto3 missing
+            raise SetupError(str(exc), retryable=False) from exc
+        buckets.pull_inputs(bucket, ws.input)
+        record = buckets.status_record(
+            buckets.PROCESSING, buckets.model_of(job.params), enqueued_at=job.submitted_at,
+            started_at=self.start_time,
+        )  # fmt: skip
+        try:
+            buckets.put_status(bucket, record)
+        except StorageError as exc:
+            raise SetupError(f"cannot record the job's status: {exc}") from exc
+
+    def _settle_bucket(self, outcome: Outcome) -> None:
+        """A shepherd job's end: partial outputs kept after a failure (as shepherd does), and
+        the outcome in `job_status.json` (the routes answer from the catalog, which stays
+        the source of truth; a failed status write is noted in the job's history)."""
+        bucket, job = self.bucket, self.job
+        assert bucket is not None
+        failures = []
+        if not self.pushed and self.ws is not None and outcome.status is JobStatus.FAILED:
+            try:
+                buckets.push_outputs(bucket, self.ws.output)
+            except (StorageError, OSError) as exc:
+                failures.append(f"partial outputs not stored: {exc}")
+        if outcome.status is JobStatus.SUCCEEDED:
+            status, error = buckets.DONE, None
+        else:
+            status = buckets.FAILED
+            error = outcome.reason or outcome.status.value
+            if outcome.status is JobStatus.CANCELLED:
+                error = f"cancelled: {error}" if error != "cancelled" else error
+        record = buckets.status_record(
+            status, buckets.model_of(job.params), enqueued_at=job.submitted_at,
+            started_at=self.start_time, finished_at=self.clock(), error=error,
+        )  # fmt: skip
+        try:
+            buckets.put_status(bucket, record)
+        except StorageError as exc:
+            failures.append(f"{buckets.STATUS_KEY} not written: {exc}")
+        if failures:
+            note = "; ".join(failures)
+            self.detail = note if self.detail is None else f"{self.detail}; {note}"
 
     def _deadline(self) -> float | None:
         """time.monotonic() value at which the payload is stopped: `timeout` seconds after it
@@ -186,6 +248,8 @@ class _Attempt:
         return self._succeed(ws)
 
     def _succeed(self, ws: Workspace) -> Outcome:
+        if self.bucket is not None:
+            return self._succeed_to_bucket(self.bucket, ws)
         try:
             zips = zip_outputs(ws, log=self.logs and self.logs[1])  # notes left-out links
         except OSError as exc:
@@ -201,6 +265,20 @@ class _Attempt:
         except StorageError as exc:
             return self._fail(f"outputs: {exc}")
         return Outcome(JobStatus.SUCCEEDED, exit_code=0, outputs=tuple(keys))
+
+    def _succeed_to_bucket(self, bucket: ObjectStore, ws: Workspace) -> Outcome:
+        """A shepherd job's success: every output file in its bucket, unzipped."""
+        if self.control.stop.is_set():
+            return self._cancelled()
+        if not self.control.still_current():
+            return Outcome(JobStatus.FAILED, reason=SUPERSEDED, exit_code=0, retryable=False)
+        try:
+            buckets.push_outputs(bucket, ws.output)
+        except (StorageError, OSError) as exc:
+            return self._fail(f"outputs: {exc}")
+        finally:
+            self.pushed = True
+        return Outcome(JobStatus.SUCCEEDED, exit_code=0)
 
     def _cancelled(self) -> Outcome:
         reason = self.control.stop_reason

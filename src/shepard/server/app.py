@@ -79,6 +79,11 @@ def create_app(
 
     app.include_router(objects.router())
 
+    if settings.shepherd:  # shepherd's routes: /start-job, /jobs/{id}/..., /status
+        from shepard.server import shepherd
+
+        app.include_router(shepherd.router(flock, settings))
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         """Liveness, without auth: 200 while the server answers."""
