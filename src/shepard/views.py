@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -222,6 +222,106 @@ class TokenView(_View):
     created: str
     last_used_at: float | None
     last_used: str | None
+
+
+class CancelRequest(_View):
+    """`POST /api/v1/cancel`: the named jobs, or (with `all`) every queued and running job,
+    only those in `status` when given."""
+
+    ids: list[str] | None = None
+    all: bool = False
+    status: Literal["queued", "running"] | None = None
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> CancelRequest:
+        if bool(self.ids) == self.all:
+            raise ValueError("give `ids` (a non-empty list) or `all`: true, not both")
+        return self
+
+
+class RetryRequest(_View):
+    """`POST /api/v1/retry`: the named jobs, or every job in `statuses` (default: failed),
+    optionally submitted since `since` (epoch seconds) or with `tag`."""
+
+    ids: list[str] | None = None
+    statuses: list[JobStatus] = Field(default_factory=lambda: [JobStatus.FAILED])
+    since: float | None = None
+    tag: str | None = None
+    extra_attempts: int = Field(default=1, ge=1, le=100)
+
+
+class MinuteView(_View):
+    """Jobs that ended in one minute (`start`: epoch seconds of its first second)."""
+
+    start: float
+    time: str
+    succeeded: int
+    failed: int
+
+
+class ThroughputView(_View):
+    """Jobs ended per minute over the last `minutes` minutes, oldest first, and when the
+    queued and running jobs should be done at the recent pace (`eta_seconds`: None when
+    nothing ended lately, 0 when nothing is left)."""
+
+    minutes: list[MinuteView]
+    per_minute: float = Field(description="jobs ended per minute, over the last ten minutes")
+    remaining: int
+    eta_seconds: float | None
+
+
+class BatchView(_View):
+    """One submission (batch label) with its jobs per status."""
+
+    batch: str
+    counts: CountsView
+
+
+class WorkerView(_View):
+    """A worker (a local slot, a sheep, a scheduler's task) and the jobs it runs now."""
+
+    worker: str
+    running: int
+    jobs: list[str] = Field(description="ids of (up to ten of) the jobs it runs")
+
+
+class RejectedView(_View):
+    """A file the inbox refused, with the reason it wrote beside it."""
+
+    key: str
+    size: int
+    at: float
+    time: str
+    reason: str
+
+
+class InboxView(_View):
+    """The flock's inbox: where to drop bundles, how many wait there, what was refused
+    (newest `limit` rejections; `more_rejected` says there were more)."""
+
+    location: str
+    waiting: int
+    rejected: list[RejectedView]
+    more_rejected: bool
+
+
+class FlockView(_View):
+    """The flock as `shepard serve` runs it: its configuration as loaded, secrets removed
+    (values of `payload.env` and of any setting named like a secret are `"***"`)."""
+
+    name: str
+    backend: str
+    workers: int
+    payload: str
+    stores: dict[str, str]
+    config: dict[str, Any]
+
+
+class NewToken(_View):
+    """`POST /api/v1/tokens`: a token to create."""
+
+    name: str = Field(min_length=1, max_length=100)
+    read_only: bool = False
 
 
 # -- conversions -------------------------------------------------------------------------------

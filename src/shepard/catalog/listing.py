@@ -52,6 +52,8 @@ def page_query(
     tag: str | None,
     since: float | None,
     limit: int,
+    param: tuple[str, str] | None = None,
+    text: str | None = None,
     before_seq: int | None,
     after_seq: int | None,
     newest_first: bool,
@@ -74,11 +76,28 @@ def page_query(
         stmt = stmt.where(jobs.c.seq > after_seq)
     if tag is not None:
         stmt = stmt.where(tag_is(dialect, tag))
+    if param is not None:
+        stmt = stmt.where(param_is(dialect, *param))
+    if text is not None:
+        stmt = stmt.where(params_contain(text))
     return stmt.order_by(jobs.c.seq.desc() if newest_first else jobs.c.seq.asc())
 
 
 def tag_is(dialect: str, tag: str) -> sa.ColumnElement[bool]:
     """True for jobs with a parameter named TAG (any case) whose text equals `tag` (any
+    case; letters beyond ASCII are compared as they are on SQLite, whose lower() is ASCII)."""
+    return param_is(dialect, "TAG", tag)
+
+
+def params_contain(text: str) -> sa.ColumnElement[bool]:
+    """True for jobs whose parameters, as stored (JSON text), contain `text` in any case
+    (ASCII case folding on SQLite). A scan of the rows the other filters leave."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return sa.func.lower(jobs.c.params).like(f"%{escaped}%", escape="\\")
+
+
+def param_is(dialect: str, key: str, wanted: str) -> sa.ColumnElement[bool]:
+    """True for jobs with a parameter named `key` (any case) whose text equals `wanted` (any
     case; letters beyond ASCII are compared as they are on SQLite, whose lower() is ASCII)."""
     if dialect == "postgresql":
         pairs = sa.func.json_each_text(sa.cast(jobs.c.params, sa.JSON)).table_valued("key", "value")
@@ -94,7 +113,23 @@ def tag_is(dialect: str, tag: str) -> sa.ColumnElement[bool]:
     return (
         sa.exists()
         .select_from(pairs)
-        .where(sa.func.upper(pairs.c.key) == "TAG", sa.func.lower(value) == tag.lower())
+        .where(sa.func.upper(pairs.c.key) == key.upper(), sa.func.lower(value) == wanted.lower())
+    )
+
+
+def ended_per_minute(since: float) -> sa.Select[Any]:
+    """Rows (minute, status, count) of the jobs that succeeded or failed at or after `since`
+    (minute: whole minutes since the epoch). No index covers `finished_at`: this reads every
+    finished row once (bench/dashboard.py measures it at a million jobs), so callers cache it
+    for a few seconds."""
+    minute = sa.cast(sa.func.floor(jobs.c.finished_at / 60), sa.Integer).label("minute")
+    return (
+        sa.select(minute, jobs.c.status, sa.func.count().label("n"))
+        .where(
+            jobs.c.status.in_([JobStatus.SUCCEEDED.value, JobStatus.FAILED.value]),
+            jobs.c.finished_at >= since,
+        )
+        .group_by(minute, jobs.c.status)
     )
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from shepard import __version__
 from shepard.server import errors
 from shepard.server.settings import ServeSettings
+from shepard.web import router as dashboard
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
@@ -30,6 +31,8 @@ def create_app(flock: Flock, settings: ServeSettings | None = None) -> FastAPI:
     app.state.flock = flock
     app.state.settings = settings
     errors.install(app)
+
+    app.include_router(dashboard(flock, settings))
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
