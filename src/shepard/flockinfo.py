@@ -62,15 +62,10 @@ def throughput(flock: Flock, *, minutes: int = 60, now: float | None = None) -> 
     return ThroughputView(minutes=rows, per_minute=pace, remaining=remaining, eta_seconds=eta)
 
 
-def batches(flock: Flock, *, limit: int = 8, scan: int = 2000) -> list[BatchView]:
-    """The batches of the newest `scan` jobs, newest first (at most `limit`), each counted
-    through the `(batch, status)` index."""
-    labels: list[str] = []
-    for job in flock.catalog.page(limit=scan):
-        if job.batch and job.batch not in labels:
-            labels.append(job.batch)
-            if len(labels) >= limit:
-                break
+def batches(flock: Flock, *, limit: int = 8) -> list[BatchView]:
+    """The `limit` most recent batches, newest first, each counted through the
+    `(batch, status)` index."""
+    labels = flock.catalog.recent_batches(limit=limit)
     return [BatchView(batch=b, counts=counts_view(flock.catalog.counts(batch=b))) for b in labels]
 
 

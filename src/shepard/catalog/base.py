@@ -244,8 +244,14 @@ class JobStore(Protocol):
         ...
 
     def ended_per_minute(self, *, since: float) -> dict[int, dict[JobStatus, int]]:
-        """Jobs that succeeded or failed at or after `since`, counted per minute (whole
-        minutes since the epoch) and status: the dashboard's throughput."""
+        """Attempts that ended succeeded or failed at or after `since` (from the jobs'
+        history), counted per minute (whole minutes since the epoch) and status: the
+        dashboard's throughput. Must not read every job: it is asked every few seconds."""
+        ...
+
+    def recent_batches(self, *, limit: int = 8) -> list[str]:
+        """Up to `limit` batch labels, most recently submitted first (the dashboard's
+        progress bars). Must not read whole batches."""
         ...
 
     def add_jobs_once(

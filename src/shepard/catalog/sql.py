@@ -28,7 +28,13 @@ from shepard.catalog import engine as _engine
 from shepard.catalog import states
 from shepard.catalog.base import Registered
 from shepard.catalog.bulk import insert_specs
-from shepard.catalog.listing import ended_per_minute, page_queries, submit_each, submit_once
+from shepard.catalog.listing import (
+    ended_per_minute,
+    page_queries,
+    recent_batches,
+    submit_each,
+    submit_once,
+)
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import SqlPlacements
 from shepard.catalog.prepared import Prepared
@@ -486,11 +492,13 @@ class SqlCatalog(SqlPlacements, Staging, SqlTokens):
 
     def ended_per_minute(self, *, since: float) -> dict[int, dict[JobStatus, int]]:
         """See Catalog.ended_per_minute."""
-        ended: dict[int, dict[JobStatus, int]] = {}
         with self._transaction(read_only=True) as conn:
-            for minute, status, n in conn.execute(ended_per_minute(since)):
-                ended.setdefault(int(minute), {})[JobStatus(status)] = int(n)
-        return ended
+            return ended_per_minute(conn, since)
+
+    def recent_batches(self, *, limit: int = 8) -> list[str]:
+        """See Catalog.recent_batches."""
+        with self._transaction(read_only=True) as conn:
+            return recent_batches(conn, limit)
 
     def add_jobs_once(
         self,
