@@ -60,3 +60,26 @@ _FAKE_AWS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+CHROMIUM_ENV = "SHEPARD_TEST_CHROMIUM"
+
+
+def chromium_path() -> str:
+    """Debian's Chromium for the browser tests (env SHEPARD_TEST_CHROMIUM, set by
+    scripts/services-browser) with Playwright importable; skips (locally) or fails (CI) the
+    current test when either is missing. Playwright's own browser download is never used."""
+    path = os.environ.get(CHROMIUM_ENV)
+    problem = None
+    if not path:
+        problem = f'{CHROMIUM_ENV} is not set (install it: eval "$(scripts/services-browser)")'
+    elif not os.access(path, os.X_OK):
+        problem = f"{path} ({CHROMIUM_ENV}) is not an executable"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "playwright is not installed (scripts/setup dev)"
+    require_service("Chromium with Playwright", problem)
+    assert path is not None
+    return path

@@ -29,16 +29,20 @@ from shepard.views import (
     MAX_PAGE,
     ActionResult,
     AttemptView,
+    BatchView,
     CountsView,
     EventView,
     FlockView,
+    InboxView,
     JobDetail,
     JobPage,
     JobView,
     OutputView,
     SubmitRequest,
     SubmitResult,
+    ThroughputView,
     TokenView,
+    WorkerView,
     attempt_views,
     counts_view,
     decode_cursor,
@@ -69,6 +73,8 @@ def _list_jobs(
     limit: int = 50,
     cursor: str | None = None,
     newest_first: bool = True,
+    param: tuple[str, str] | None = None,
+    text: str | None = None,
 ) -> JobPage:
     """One page of jobs; see `Flock.jobs`."""
     if not 1 <= limit <= MAX_PAGE:
@@ -76,6 +82,8 @@ def _list_jobs(
     wanted = _status(status)
     after = _epoch(since) if isinstance(since, datetime) else since
     digest = filters_digest(status=wanted, batch=batch, tag=tag, since=after)
+    if param is not None or text is not None:  # cursors made before these filters stay valid
+        digest = filters_digest(prior=digest, param=param, text=text)
     last: int | None = None
     if cursor is not None:
         last, newest_first = decode_cursor(cursor, digest)
@@ -83,7 +91,7 @@ def _list_jobs(
         status=wanted, batch=batch, tag=tag, since=after, limit=limit + 1,
         before_seq=last if newest_first else None,
         after_seq=None if newest_first else last,
-        newest_first=newest_first,
+        newest_first=newest_first, param=param, text=text,
     )  # fmt: skip
     more, rows = len(rows) > limit, rows[:limit]
     following = encode_cursor(rows[-1].seq, newest_first, digest) if more else None
@@ -302,16 +310,19 @@ class FlockService:
         limit: int = 50,
         cursor: str | None = None,
         newest_first: bool = True,
+        param: tuple[str, str] | None = None,
+        text: str | None = None,
     ) -> JobPage:
         """A page of jobs, newest first (or oldest first), filtered by status, batch label,
-        tag (the TAG parameter, key and value in any case) and submission time (`since`:
-        epoch seconds, or a datetime, UTC when naive). Pass `next_cursor` back as `cursor`,
-        with the same filters, for the next page: paging is by position, so jobs submitted
-        meanwhile never shift a page (newest first, they appear only on a new first page).
-        Raises CursorError for a cursor made for other filters."""
+        tag (the TAG parameter, key and value in any case), any parameter (`param`: (key,
+        value), compared as the tag is), text anywhere in the parameters (`text`, any case)
+        and submission time (`since`: epoch seconds, or a datetime, UTC when naive). Pass
+        `next_cursor` back as `cursor`, with the same filters, for the next page: paging is
+        by position, so jobs submitted meanwhile never shift a page (newest first, they
+        appear only on a new first page). Raises CursorError for a cursor made for other filters."""
         return _list_jobs(
             _flock(self), status=status, batch=batch, tag=tag, since=since, limit=limit,
-            cursor=cursor, newest_first=newest_first,
+            cursor=cursor, newest_first=newest_first, param=param, text=text,
         )  # fmt: skip
 
     def get_job(self, job_id: str) -> JobView:
@@ -453,6 +464,58 @@ class FlockService:
         ):
             yield Path(tmp)
 
+    def submit_bundle_stream(
+        self, stream: BinaryIO, name: str, *, batch: str | None = None
+    ) -> SubmitResult:
+        """Register one bundle job from a zip read from `stream` (an upload), stored in the
+        inputs store as `name`. The zip is spooled to the flock's work folder first, checked
+        like any bundle, and nothing is kept when it is refused."""
+        import shutil
+
+        with self.upload_folder() as folder:
+            path = folder / "bundle.zip"
+            with path.open("wb") as out:
+                shutil.copyfileobj(stream, out, LOG_CHUNK)
+            sub = _flock(self).submit_bundle(path, key=name, batch=batch)
+        return SubmitResult(ids=sub.ids, batch=sub.batch, count=sub.count)
+
+    def log_size(self, job_id: str, attempt: int | None = None, stream: str = "stdout") -> int:
+        """Bytes an attempt's stdout or stderr holds so far (0 before it is written)."""
+        flock = _flock(self)
+        key = _log(flock, job_id, attempt, stream)
+        try:
+            return flock.store("logs").size(key)
+        except StorageError:
+            return 0
+
+    # -- the flock as a whole (flockinfo.py) -------------------------------------------------
+
+    def throughput(self, *, minutes: int = 60) -> ThroughputView:
+        """Jobs ended per minute (succeeded, failed) over the last `minutes`, and when the
+        queued and running jobs should be done at the pace of the last ten minutes."""
+        from shepard import flockinfo
+
+        return flockinfo.throughput(_flock(self), minutes=minutes)
+
+    def batches(self, *, limit: int = 8) -> list[BatchView]:
+        """The most recent batches (those of the newest jobs) with their counts."""
+        from shepard import flockinfo
+
+        return flockinfo.batches(_flock(self), limit=limit)
+
+    def running(self) -> list[WorkerView]:
+        """Who runs what now: each worker with its running jobs, busiest first."""
+        from shepard import flockinfo
+
+        return flockinfo.running(_flock(self))
+
+    def inbox(self, *, limit: int = 100) -> InboxView:
+        """The inbox: where it is, how many files wait there, and the newest `limit`
+        rejected files with their reasons."""
+        from shepard import flockinfo
+
+        return flockinfo.inbox_view(_flock(self), limit=limit)
+
     # -- API tokens (shepard.tokens) --------------------------------------------------------
 
     def create_token(self, name: str, *, read_only: bool = False) -> tuple[TokenView, str]:
@@ -487,6 +550,15 @@ class FlockService:
             return None
         flock = _flock(self)
         found = flock.catalog.find_token(tokens.digest(secret), now=flock.clock())
+        return None if found is None else tokens.token_view(found)
+
+    def verify_token_digest(self, digest: str) -> TokenView | None:
+        """The token whose secret has this sha256 digest (what a signed dashboard session
+        holds instead of the secret), or None (unknown or revoked)."""
+        from shepard import tokens
+
+        flock = _flock(self)
+        found = flock.catalog.find_token(digest, now=flock.clock())
         return None if found is None else tokens.token_view(found)
 
 

@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -274,6 +274,61 @@ class RetryRequest(_View):
             if status not in (JobStatus.FAILED, JobStatus.CANCELLED):
                 raise ValueError("statuses: only failed and cancelled jobs can be retried")
         return value
+
+
+class MinuteView(_View):
+    """Jobs that ended in one minute (`start`: epoch seconds of its first second)."""
+
+    start: float
+    time: str
+    succeeded: int
+    failed: int
+
+
+class ThroughputView(_View):
+    """Jobs ended per minute over the last `minutes` minutes, oldest first, and when the
+    queued and running jobs should be done at the recent pace (`eta_seconds`: None when
+    nothing ended lately, 0 when nothing is left)."""
+
+    minutes: list[MinuteView]
+    per_minute: float = Field(description="jobs ended per minute, over the last ten minutes")
+    remaining: int
+    eta_seconds: float | None
+
+
+class BatchView(_View):
+    """One submission (batch label) with its jobs per status."""
+
+    batch: str
+    counts: CountsView
+
+
+class WorkerView(_View):
+    """A worker (a local slot, a sheep, a scheduler's task) and the jobs it runs now."""
+
+    worker: str
+    running: int
+    jobs: list[str] = Field(description="ids of (up to ten of) the jobs it runs")
+
+
+class RejectedView(_View):
+    """A file the inbox refused, with the reason it wrote beside it."""
+
+    key: str
+    size: int
+    at: float
+    time: str
+    reason: str
+
+
+class InboxView(_View):
+    """The flock's inbox: where to drop bundles, how many wait there, what was refused
+    (newest `limit` rejections; `more_rejected` says there were more)."""
+
+    location: str
+    waiting: int
+    rejected: list[RejectedView]
+    more_rejected: bool
 
 
 class FlockView(_View):

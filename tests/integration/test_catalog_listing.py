@@ -90,3 +90,33 @@ def test_concurrent_requests_with_one_key_register_once(catalog: Catalog, second
     assert sorted(r.replayed for r in results) == [False, True]
     assert results[0].ids == results[1].ids and results[0].batch == results[1].batch
     assert sum(catalog.counts().values()) == 200
+
+
+def test_page_filters_by_parameter_and_text(catalog: Catalog) -> None:
+    a = add(
+        catalog, [{"NAME": "s-1", "N": 7}, {"name": "S-2"}, {"NOTE": "50%_off"}], batch="a", now=T0
+    )
+    assert ids(catalog, param=("NAME", "s-2")) == [a[1]]
+    assert ids(catalog, param=("n", "7")) == [a[0]]
+    assert ids(catalog, text="S-") == a[:2]
+    assert ids(catalog, text="%_") == [a[2]]
+    assert ids(catalog, text="_o", param=("NOTE", "50%_off")) == [a[2]]
+
+
+def test_ended_per_minute_and_recent_batches(catalog: Catalog) -> None:
+    first = add(catalog, [{"I": i} for i in range(3)], batch="one", now=T0)
+    add(catalog, [{"I": 9}], batch="two", now=T0 + 1)
+    later = add(catalog, [{"I": 10}], batch="one-more", now=T0 + 2)
+    for n, job_id in enumerate(first + later):
+        (job,) = catalog.claim("w", now=T0 + 60 * n, lease=60, job_ids=[job_id])
+        status = JobStatus.FAILED if n == 1 else JobStatus.SUCCEEDED
+        catalog.finish(job.id, job.attempt, Outcome(status, reason="x"), now=T0 + 60 * n + 5)
+    minute = int((T0 + 5) // 60)
+    assert catalog.ended_per_minute(since=T0 + 60) == {
+        minute + 1: {JobStatus.FAILED: 1},
+        minute + 2: {JobStatus.SUCCEEDED: 1},
+        minute + 3: {JobStatus.SUCCEEDED: 1},
+    }
+    assert catalog.ended_per_minute(since=T0 + 10_000) == {}
+    assert catalog.recent_batches(limit=2) == ["one-more", "two"]
+    assert catalog.recent_batches() == ["one-more", "two", "one"]

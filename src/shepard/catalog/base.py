@@ -232,11 +232,26 @@ class JobStore(Protocol):
         before_seq: int | None = None,
         after_seq: int | None = None,
         newest_first: bool = True,
+        param: tuple[str, str] | None = None,
+        text: str | None = None,
     ) -> list[Job]:
         """Jobs in `seq` order, keyset-paged by seq, optionally filtered by status, by the
         worker that claimed them last, by batch label, by tag (a parameter named TAG in any
-        case whose value equals `tag` ignoring case) and by submission time (`since`: epoch
-        seconds, submitted at or after). Filters combine with AND."""
+        case whose value equals `tag` ignoring case), by any parameter (`param`: (key, value),
+        compared as the tag is), by text anywhere in the parameters (`text`, any case) and by
+        submission time (`since`: epoch seconds, submitted at or after). Filters combine
+        with AND."""
+        ...
+
+    def ended_per_minute(self, *, since: float) -> dict[int, dict[JobStatus, int]]:
+        """Attempts that ended succeeded or failed at or after `since` (from the jobs'
+        history), counted per minute (whole minutes since the epoch) and status: the
+        dashboard's throughput. Must not read every job: it is asked every few seconds."""
+        ...
+
+    def recent_batches(self, *, limit: int = 8) -> list[str]:
+        """Up to `limit` batch labels, most recently submitted first (the dashboard's
+        progress bars). Must not read whole batches."""
         ...
 
     def add_jobs_once(

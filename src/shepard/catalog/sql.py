@@ -28,7 +28,13 @@ from shepard.catalog import engine as _engine
 from shepard.catalog import states
 from shepard.catalog.base import Registered
 from shepard.catalog.bulk import insert_specs
-from shepard.catalog.listing import page_queries, submit_each, submit_once
+from shepard.catalog.listing import (
+    ended_per_minute,
+    page_queries,
+    recent_batches,
+    submit_each,
+    submit_once,
+)
 from shepard.catalog.migrate import ensure_schema
 from shepard.catalog.placing import SqlPlacements
 from shepard.catalog.prepared import Prepared
@@ -466,6 +472,8 @@ class SqlCatalog(SqlPlacements, Staging, SqlTokens):
         before_seq: int | None = None,
         after_seq: int | None = None,
         newest_first: bool = True,
+        param: tuple[str, str] | None = None,
+        text: str | None = None,
     ) -> list[Job]:
         """Up to `limit` jobs with before_seq > seq > after_seq (bounds optional), in
         descending seq order when newest_first else ascending. To page on, pass the last
@@ -474,13 +482,23 @@ class SqlCatalog(SqlPlacements, Staging, SqlTokens):
         queries = page_queries(
             self._url.get_backend_name(), status=status, worker=worker, batch=batch, tag=tag,
             since=since, limit=limit, before_seq=before_seq, after_seq=after_seq,
-            newest_first=newest_first,
+            newest_first=newest_first, param=param, text=text,
         )  # fmt: skip
         with self._transaction(read_only=True) as conn:
             found = [to_job(row) for stmt in queries for row in conn.execute(stmt).mappings()]
         if len(queries) > 1:
             found = sorted(found, key=by_seq, reverse=newest_first)[:limit]
         return found
+
+    def ended_per_minute(self, *, since: float) -> dict[int, dict[JobStatus, int]]:
+        """See Catalog.ended_per_minute."""
+        with self._transaction(read_only=True) as conn:
+            return ended_per_minute(conn, since)
+
+    def recent_batches(self, *, limit: int = 8) -> list[str]:
+        """See Catalog.recent_batches."""
+        with self._transaction(read_only=True) as conn:
+            return recent_batches(conn, limit)
 
     def add_jobs_once(
         self,

@@ -16,6 +16,7 @@ from shepard.server.limits import BodyLimit
 from shepard.server.metrics import Metrics, Timing
 from shepard.server.settings import ServeSettings
 from shepard.server.tokencache import TokenCache
+from shepard.web import router as dashboard
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
@@ -83,6 +84,8 @@ def create_app(
         from shepard.server import shepherd
 
         app.include_router(shepherd.router(flock, settings))
+
+    app.include_router(dashboard(flock, settings))
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -1,0 +1,144 @@
+"""What the dashboard (and `GET /api/v1/flock`) shows about a flock beyond its jobs: the
+throughput and its time-to-finish estimate, the configuration without secrets, the inbox and
+its rejected files. Plain functions over a `Flock`, called through `FlockService`."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from shepard.config import STORE_NAMES
+from shepard.errors import ShepardError, StorageError
+from shepard.model import JobStatus
+from shepard.views import (
+    BatchView,
+    FlockView,
+    InboxView,
+    MinuteView,
+    RejectedView,
+    ThroughputView,
+    WorkerView,
+    counts_view,
+    iso,
+)
+
+if TYPE_CHECKING:
+    from shepard.flock import Flock
+
+HIDDEN = "***"
+_SECRET = re.compile(r"secret|password|passwd|token|credential|private|api_?key", re.IGNORECASE)
+RECENT = 10
+"""Minutes the time-to-finish estimate looks back over."""
+MAX_REASON = 2000
+"""Characters of a rejection reason shown (the rest is cut)."""
+
+
+def throughput(flock: Flock, *, minutes: int = 60, now: float | None = None) -> ThroughputView:
+    """Jobs ended per minute over the last `minutes` whole minutes (the current one last),
+    and the time the queued and running jobs need at the pace of the last ten minutes."""
+    if not 1 <= minutes <= 24 * 60:
+        raise ShepardError(f"minutes must be between 1 and 1440, not {minutes}")
+    now = flock.clock() if now is None else now
+    last = int(now // 60)
+    first = last - minutes + 1
+    ended = flock.catalog.ended_per_minute(since=first * 60.0)
+    rows = []
+    for minute in range(first, last + 1):
+        seen = ended.get(minute, {})
+        rows.append(
+            MinuteView(
+                start=minute * 60.0, time=iso(minute * 60.0) or "",
+                succeeded=seen.get(JobStatus.SUCCEEDED, 0), failed=seen.get(JobStatus.FAILED, 0),
+            )
+        )  # fmt: skip
+    counts = flock.catalog.counts()
+    remaining = counts.get(JobStatus.QUEUED, 0) + counts.get(JobStatus.RUNNING, 0)
+    # the pace over the recent minutes, the current (partial) one counted for its elapsed part
+    window = min(RECENT, minutes)
+    recent = sum(r.succeeded + r.failed for r in rows[-window:])
+    span = (window - 1) + max(now - last * 60.0, 1.0) / 60.0
+    pace = recent / span
+    eta = 0.0 if remaining == 0 else (remaining / pace * 60.0 if pace > 0 else None)
+    return ThroughputView(minutes=rows, per_minute=pace, remaining=remaining, eta_seconds=eta)
+
+
+def batches(flock: Flock, *, limit: int = 8) -> list[BatchView]:
+    """The `limit` most recent batches, newest first, each counted through the
+    `(batch, status)` index."""
+    labels = flock.catalog.recent_batches(limit=limit)
+    return [BatchView(batch=b, counts=counts_view(flock.catalog.counts(batch=b))) for b in labels]
+
+
+def running(flock: Flock, *, scan: int = 1000) -> list[WorkerView]:
+    """The workers of the (up to `scan`) running jobs, busiest first."""
+    by_worker: dict[str, list[str]] = {}
+    for job in flock.catalog.page(status=JobStatus.RUNNING, limit=scan):
+        by_worker.setdefault(job.worker or "(placed)", []).append(job.id)
+    views = [WorkerView(worker=w, running=len(ids), jobs=ids[:10]) for w, ids in by_worker.items()]
+    return sorted(views, key=lambda v: (-v.running, v.worker))
+
+
+def flock_view(flock: Flock) -> FlockView:
+    """The flock's configuration as loaded, with every secret replaced by `***`."""
+    cfg = flock.config
+    data = cfg.model_dump(mode="json")
+    payload = data.get("payload", {})
+    if isinstance(payload, dict) and payload.get("env"):
+        payload["env"] = {key: HIDDEN for key in payload["env"]}
+    stores = {}
+    for name in STORE_NAMES:
+        stores[name] = flock.store(name).location
+    return FlockView(
+        name=cfg.name, backend=cfg.backend.kind, workers=cfg.backend.workers,
+        payload=cfg.payload.kind or "command", stores=stores, config=_redact(data),
+    )  # fmt: skip
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if _SECRET.search(key) and value not in (None, "", {}, []):
+        return HIDDEN
+    if isinstance(value, dict):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def inbox_view(flock: Flock, *, limit: int = 100, count_limit: int = 10_000) -> InboxView:
+    """Files waiting in the inbox (counted up to `count_limit`) and the newest `limit`
+    rejected ones with their reasons, read through the store API (folder or S3 alike)."""
+    from shepard.triggers.arrivals import REJECTED  # the triggers package imports flock.py
+    from shepard.triggers.rejected import REASON_SUFFIX
+
+    store = flock.store("inbox")
+    waiting = 0
+    for key in store.list():
+        if key.startswith(REJECTED + "/") or key.rsplit("/", 1)[-1].startswith("."):
+            continue
+        waiting += 1
+        if waiting >= count_limit:
+            break
+    found = []
+    for info in store.scan(REJECTED + "/"):
+        name = info.key.rsplit("/", 1)[-1]
+        if name.startswith(".") or info.key.endswith(REASON_SUFFIX):
+            continue
+        found.append(info)
+    found.sort(key=lambda i: i.modified, reverse=True)
+    rejected = []
+    for info in found[:limit]:
+        try:
+            raw = store.read_range(info.key + REASON_SUFFIX, 0, MAX_REASON * 4)
+        except StorageError:
+            continue  # no reason beside it (yet): not a rejection the inbox finished
+        rejected.append(
+            RejectedView(
+                key=info.key[len(REJECTED) + 1 :], size=info.size, at=info.modified,
+                time=iso(info.modified) or "",
+                reason=raw.decode("utf-8", "replace").strip()[:MAX_REASON],
+            )
+        )  # fmt: skip
+    return InboxView(
+        location=store.location, waiting=waiting, rejected=rejected,
+        more_rejected=len(found) > limit,
+    )  # fmt: skip
