@@ -4,15 +4,12 @@ its rejected files. Plain functions over a `Flock`, called through `FlockService
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from shepard.config import STORE_NAMES
 from shepard.errors import ShepardError, StorageError
 from shepard.model import JobStatus
 from shepard.views import (
     BatchView,
-    FlockView,
     InboxView,
     MinuteView,
     RejectedView,
@@ -25,8 +22,6 @@ from shepard.views import (
 if TYPE_CHECKING:
     from shepard.flock import Flock
 
-HIDDEN = "***"
-_SECRET = re.compile(r"secret|password|passwd|token|credential|private|api_?key", re.IGNORECASE)
 RECENT = 10
 """Minutes the time-to-finish estimate looks back over."""
 MAX_REASON = 2000
@@ -76,32 +71,6 @@ def running(flock: Flock, *, scan: int = 1000) -> list[WorkerView]:
         by_worker.setdefault(job.worker or "(placed)", []).append(job.id)
     views = [WorkerView(worker=w, running=len(ids), jobs=ids[:10]) for w, ids in by_worker.items()]
     return sorted(views, key=lambda v: (-v.running, v.worker))
-
-
-def flock_view(flock: Flock) -> FlockView:
-    """The flock's configuration as loaded, with every secret replaced by `***`."""
-    cfg = flock.config
-    data = cfg.model_dump(mode="json")
-    payload = data.get("payload", {})
-    if isinstance(payload, dict) and payload.get("env"):
-        payload["env"] = {key: HIDDEN for key in payload["env"]}
-    stores = {}
-    for name in STORE_NAMES:
-        stores[name] = flock.store(name).location
-    return FlockView(
-        name=cfg.name, backend=cfg.backend.kind, workers=cfg.backend.workers,
-        payload=cfg.payload.kind or "command", stores=stores, config=_redact(data),
-    )  # fmt: skip
-
-
-def _redact(value: Any, key: str = "") -> Any:
-    if _SECRET.search(key) and value not in (None, "", {}, []):
-        return HIDDEN
-    if isinstance(value, dict):
-        return {k: _redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
 
 
 def inbox_view(flock: Flock, *, limit: int = 100, count_limit: int = 10_000) -> InboxView:

@@ -95,6 +95,10 @@ def logs(
         out.flush()
 
     if engine:
+        if not isinstance(f, Flock):
+            raise ShepardError(
+                "--engine reads the engine's log from the flock folder: unset SHEPARD_SERVER"
+            )
         write(_engine_log(f, job_id, follow or stderr or attempt is not None).encode())
         return
 
