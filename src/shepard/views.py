@@ -45,6 +45,9 @@ class JobView(_View):
     batch: str | None
     bundle: str | None = Field(description="key of the input bundle in the inputs store")
     tag: str | None = Field(description="the TAG parameter (any case), if any")
+    name: str | None = Field(
+        default=None, description="the job's name: its JOB_NAME parameter (its work item)"
+    )
     attempt: int = Field(description="current (or last) attempt; 0: never started")
     max_attempts: int
     timeout: float | None
@@ -216,7 +219,8 @@ def iso(epoch: float | None) -> str | None:
 def job_view(job: Job) -> JobView:
     return JobView(
         id=job.id, status=job.status, params=dict(job.params), batch=job.batch,
-        bundle=job.bundle_key, tag=find_key(job.params, "TAG"), attempt=job.attempt,
+        bundle=job.bundle_key, tag=find_key(job.params, "TAG"),
+        name=find_key(job.params, "JOB_NAME"), attempt=job.attempt,
         max_attempts=job.max_attempts, timeout=job.timeout, submitted_at=job.submitted_at,
         started_at=job.started_at, finished_at=job.finished_at,
         submitted=iso(job.submitted_at) or "", started=iso(job.started_at),

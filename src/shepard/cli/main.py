@@ -14,6 +14,7 @@ from rich.markup import escape
 from shepard import __version__, backends, config
 from shepard.catalog import check_url
 from shepard.cli import deploy, fastpath, jobs, newflock, ops, profiles
+from shepard.cli import workitems as cli_items
 from shepard.cli.common import (
     FlockOption,
     apply_profile_defaults,
@@ -27,6 +28,7 @@ from shepard.cli.common import (
     terminable,
 )
 from shepard.cli.secrets import secretify
+from shepard.cli.tasks import tasks_app
 from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
 from shepard.errors import ShepardError
 from shepard.flock import Flock
@@ -41,6 +43,7 @@ app = typer.Typer(
 )
 worker_app = typer.Typer(help="Worker-side commands, called by backends.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+app.add_typer(tasks_app, name="tasks")
 
 
 def _backend_kind(value: str) -> str:
@@ -90,6 +93,13 @@ def init(
             help="Container image every job runs in (docs/containers.md), e.g. localhost/tool:1."
         ),
     ] = None,
+    payload_tasks: Annotated[
+        Path | None,
+        typer.Option(
+            help="A tasks.json document every job runs (docs/tasks.md); checked now, stored "
+            "as its absolute path."
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -131,13 +141,22 @@ def init(
 ) -> None:
     """Create a flock: FOLDER/flock.toml plus its stores and catalog."""
     if repair:
-        given = [name, payload_command, payload_image, workers, catalog, timeout, storage]
+        given = [
+            name, payload_command, payload_image, payload_tasks, workers, catalog, timeout,
+            storage,
+        ]  # fmt: skip
         if any(v is not None for v in given) or attempts != 1:
             raise ShepardError(
                 "init --repair takes the flock's flock.toml as it is: give no options"
             )
         _repair(folder)
         return
+    tasks_doc = None
+    if payload_tasks is not None:
+        from shepard.payloads.tasks import check_document
+
+        check_document(payload_tasks)  # every problem listed, nothing written
+        tasks_doc = str(payload_tasks.resolve())
     data: dict[str, object] = {
         "name": name or folder.resolve().name,
         "backend": {
@@ -145,7 +164,10 @@ def init(
             **({} if workers is None else {"workers": workers}),
         },
         "payload": deploy.payload_config(  # its errors name the options
-            newflock.resolve_command(payload_command, Path.cwd()), payload_image, timeout
+            newflock.resolve_command(payload_command, Path.cwd()),
+            payload_image,
+            timeout,
+            tasks_doc,
         ).model_dump(exclude_defaults=True),
         "retry": {"attempts": attempts},
     }
@@ -161,6 +183,8 @@ def init(
     console.print(f"  stores   {flock.dir.storage_url}", markup=False)
     if cfg.payload.command and cfg.payload.command != payload_command:
         console.print(f"  payload  {cfg.payload.command}", markup=False)
+    if cfg.payload.tasks:
+        console.print(f"  tasks    {cfg.payload.tasks}", markup=False)
     console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})", markup=False)
 
 
@@ -185,6 +209,7 @@ app.command()(jobs.show)
 app.command()(jobs.retrieve)
 app.command()(ops.logs)
 app.command()(ops.cancel)
+app.command()(cli_items.stop)
 app.command()(ops.retry)
 app.command()(secretify)
 deploy.register(app)
