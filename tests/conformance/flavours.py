@@ -38,6 +38,7 @@ class Flavour:
     init_args: Callable[[], list[str]] = _no_args
     edit: Callable[[FlockDict], None] | None = None
     s3: bool = False
+    skip: tuple[tuple[str, str], ...] = ()  # (test name, why it does not apply)
 
 
 def _container_problem() -> str | None:
@@ -85,6 +86,36 @@ def _on_slurm(mode: str) -> Callable[[FlockDict], None]:
     return edit
 
 
+def _as_tasks(data: FlockDict) -> None:
+    """Run the flock's command as the one task of a tasks.json document (kind "tasks")."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    command = data["payload"].pop("command")
+    doc = {
+        "programName": "conformance",
+        "itemName": "${WORK_ITEM}",
+        "tasks": [{"name": "payload", "command": command}],
+    }
+    path = Path(tempfile.mkdtemp(prefix="shepard-conformance-tasks-")) / "tasks.json"
+    path.write_text(json.dumps(doc))
+    data["payload"].update(kind="tasks", tasks=str(path))
+
+
+def _slurm_tasks(data: FlockDict) -> None:
+    _as_tasks(data)
+    _on_slurm("array")(data)
+
+
+_TASKS_SKIP = (
+    (
+        "test_logs_keep_the_payloads_streams",
+        "the tasks runner reports its phases in the job's log, so the streams are not the "
+        "command's alone",
+    ),
+)
+
 FLAVOURS: list[Flavour] = [
     Flavour("local"),
     # the local backend, each job in a container of a Debian image with Python (Podman)
@@ -100,4 +131,7 @@ FLAVOURS: list[Flavour] = [
     Flavour("local-s3", problem=_s3_problem, s3=True),
     # the slurm backend (tasks on this machine reach the S3 server too), stores in S3
     Flavour("slurm-array-s3", problem=_slurm_s3_problem, edit=_on_slurm("array"), s3=True),
+    # the tasks kind (docs/tasks.md): the command as the one task of a tasks.json document
+    Flavour("tasks", edit=_as_tasks, skip=_TASKS_SKIP),
+    Flavour("slurm-array-tasks", problem=_slurm_problem, edit=_slurm_tasks, skip=_TASKS_SKIP),
 ]
