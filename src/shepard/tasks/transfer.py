@@ -41,6 +41,7 @@ from shepard.tasks.runner import (
 )
 
 THREADS = 10
+LIST_PAGE = 1000  # keys per listing request (S3's largest page)
 SHARED_MEMORY = Path("/dev/shm")
 
 
@@ -87,7 +88,9 @@ def fetch(step: Step, ctx: Context) -> int:
 def list_keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
     """Every key under `prefix`, every page (folder markers ending with `/` left out)."""
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE}
+        )
         for page in pages:
             for obj in page.get("Contents", ()):
                 if not obj["Key"].endswith("/"):
