@@ -146,6 +146,8 @@ def keys(client: Any, bucket: str) -> list[str]:
     return sorted(obj["Key"] for obj in listed)
 
 
+NO_BUCKET = "no-such-bucket-cloudburst"
+
 STORE = [
     # (id, step fields, expected keys, exit code)
     ("a file to a key", {"source": "out/r.txt", "dest": "output/w1/result.txt"},
@@ -162,9 +164,8 @@ STORE = [
      ["o/d1.7z"], 0),
     ("an empty folder is skipped", {"source": "empty", "dest": "o"}, [], 0),
     ("a missing source: 43", {"source": "nope", "dest": "o"}, [], 43),
-    ("a missing bucket: 215", {"source": "out/r.txt", "dest": "o", "bucket": "no-such-bkt-cb"},
-     [], 215),
-    ("a folder to a missing bucket: 216", {"source": "out", "dest": "o", "bucket": "no-such-bkt-cb"},
+    ("a missing bucket: 215", {"source": "out/r.txt", "dest": "o", "bucket": NO_BUCKET}, [], 215),
+    ("a folder to a missing bucket: 216", {"source": "out", "dest": "o", "bucket": NO_BUCKET},
      [], 216),
 ]  # fmt: skip
 

@@ -48,6 +48,8 @@ def doc_of(**phases: Any) -> dict[str, Any]:
 
 # -- phases, modes, error flow --------------------------------------------------------------
 
+STORE_MISSING = {"name": "s", "bucket": "b", "source": "no", "dest": "d"}
+
 FLOW = [
     # (id, document phases, env, expected exit code, steps started)
     (
@@ -96,19 +98,21 @@ FLOW = [
             "tasks": [task("a", "exit 55")],
             "move": [{"name": "m", "inputFolder": "x", "includeFilePattern": ["*"],
                       "outputFolder": "y"}],
-            "store": [{"name": "s", "bucket": "b", "source": "nope", "dest": "d"},
-                      {"name": "r", "bucket": "b", "source": "nope", "dest": "d", "required": True}],
+            "store": [
+                {"name": "s", "bucket": "b", "source": "nope", "dest": "d"},
+                {"name": "r", "bucket": "b", "source": "nope", "dest": "d", "required": True},
+            ],
         },
         {}, 55, ["tasks:a", "store:r"],
     ),
     (
         "LOCAL_MODE=1 skips the store phase",
-        {"tasks": [task("a")], "store": [{"name": "s", "bucket": "b", "source": "no", "dest": "d"}]},
+        {"tasks": [task("a")], "store": [STORE_MISSING]},
         {"LOCAL_MODE": "1"}, 0, ["tasks:a"],
     ),
     (
         "a store source that does not exist: 43",
-        {"tasks": [task("a")], "store": [{"name": "s", "bucket": "b", "source": "no", "dest": "d"}]},
+        {"tasks": [task("a")], "store": [STORE_MISSING]},
         {}, 43, ["tasks:a", "store:s"],
     ),
     (
