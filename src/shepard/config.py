@@ -223,6 +223,8 @@ class PayloadConfig(_Strict):
         """The kind must be registered, and accept the other keys."""
         from shepard.payloads.base import kind_class
 
+        if self.tasks is not None and self.kind != "tasks":
+            raise ValueError('payload.tasks is set: set kind = "tasks", or remove payload.tasks')
         kind_class(self.kind).check(self)
         return self
 

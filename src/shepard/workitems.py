@@ -31,12 +31,13 @@ _RANGE = re.compile(r"\s*(\d+)\s*-\s*(\d+)\s*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def expand_items(text: str, *, prefix: str = "", padding: int = DEFAULT_PADDING) -> list[str]:
+def expand_items(text: str, *, prefix: str = "", padding: int = DEFAULT_PADDING) -> Iterator[str]:
     """The items `--items TEXT` names: `START-END` (both numbers) is the inclusive range,
     else a comma list; each entry is zero-filled to `padding` (only short entries change:
-    `7` -> `007`, `abc` stays) and gets `prefix` in front.
+    `7` -> `007`, `abc` stays) and gets `prefix` in front. A range is generated as it is
+    read, so a range of millions costs no memory.
 
-    ParamsError for a reversed range, an empty entry, or nothing at all.
+    ParamsError (raised at once) for a reversed range, an empty entry, or nothing at all.
     """
     if padding < 0:
         raise ParamsError(f"--padding {padding}: give a width of 0 or more")
@@ -46,14 +47,14 @@ def expand_items(text: str, *, prefix: str = "", padding: int = DEFAULT_PADDING)
             raise ParamsError(
                 f"--items {text!r}: the range runs backwards; write it as {end}-{start}"
             )
-        return [f"{prefix}{str(i).zfill(padding)}" for i in range(start, end + 1)]
+        return (f"{prefix}{str(i).zfill(padding)}" for i in range(start, end + 1))
     entries = [entry.strip() for entry in text.split(",")]
     if not text.strip() or any(not entry for entry in entries):
         raise ParamsError(
             f"--items {text!r}: expected an item, a comma list (a,b,c) or a range (01-16), "
             "with no empty entry"
         )
-    return [f"{prefix}{entry.zfill(padding)}" for entry in entries]
+    return iter([f"{prefix}{entry.zfill(padding)}" for entry in entries])
 
 
 def read_items(lines: Iterable[str], *, prefix: str = "") -> Iterator[str]:

@@ -65,7 +65,11 @@ def test_items_preview_then_apply(cli: Cli) -> None:
     assert len(lines) == 16 and "--apply" in preview.err
     assert lines[0] == {
         "name": "Dam001/Period01",
-        "params": {"MODE_STR": "post", "WORK_ITEM": "Dam001/Period01", "JOB_NAME": "Dam001/Period01"},
+        "params": {
+            "MODE_STR": "post",
+            "WORK_ITEM": "Dam001/Period01",
+            "JOB_NAME": "Dam001/Period01",
+        },
     }
     assert cli("query", "--json").json()["jobs"] == []  # nothing submitted
     cli(*args, "--apply")

@@ -23,7 +23,7 @@ ITEMS = [
 
 @pytest.mark.parametrize(("text", "prefix", "padding", "expected"), ITEMS)
 def test_expand_items(text: str, prefix: str, padding: int, expected: list[str]) -> None:
-    assert expand_items(text, prefix=prefix, padding=padding) == expected
+    assert list(expand_items(text, prefix=prefix, padding=padding)) == expected
 
 
 @pytest.mark.parametrize(

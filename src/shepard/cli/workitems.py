@@ -52,7 +52,7 @@ def item_jobs(
     var = workitems.check_item_var(item_var)
     head: dict[str, ParamValue] = {**base, **extra}
     if items is not None:
-        names: Iterator[str] = iter(workitems.expand_items(items, prefix=prefix, padding=padding))
+        names = workitems.expand_items(items, prefix=prefix, padding=padding)
         yield workitems.item_params(names, base=head, item_var=var, mode=mode)
         return
     assert items_file is not None
