@@ -28,7 +28,7 @@ from shepard.retrieval import Retrieval, retrieve_store
 from shepard.runtime import RuntimeContext, log_key
 from shepard.service import FlockService
 from shepard.storage import ObjectStore, open_store
-from shepard.workitems import NAME_PARAM
+from shepard.workitems import job_name
 
 if TYPE_CHECKING:
     from shepard.backends.base import Backend, BackendContext, SchedulerBackend
@@ -361,7 +361,7 @@ class Flock(FlockService):
         )  # fmt: skip
 
     def active_named(self, names: Collection[str] | None) -> list[Job]:
-        """Queued and running jobs whose name (JOB_NAME parameter, e.g. a work item) is in
+        """Queued and running jobs whose name (`workitems.job_name`: its work item) is in
         `names` (None: every queued and running job), oldest first. Every page of both
         states is read, unlike the original's `stop_jobs.py` (first page of RUNNING only)."""
         wanted = None if names is None else set(names)
@@ -369,7 +369,7 @@ class Flock(FlockService):
         return [
             job
             for job in self._jobs(None, statuses)
-            if wanted is None or find_key(job.params, NAME_PARAM) in wanted
+            if wanted is None or job_name(job.params) in wanted
         ]
 
     def _jobs(self, job_ids: Sequence[str] | None, statuses: Sequence[JobStatus]) -> Iterator[Job]:

@@ -1,8 +1,8 @@
 """Work items: one job per item, the way Cloudburst's `start_jobs.py` names them.
 
 A work item is a free-form string (a site id, `Dam001/Period03`) that reaches the job as
-`WORK_ITEM` and is the job's name (its `JOB_NAME` parameter, what `query`, `show` and `stop`
-show and match). `--items` takes what `start_jobs.py -workitems` takes: one item, a comma list,
+`WORK_ITEM` and is the job's name (`job_name`: what `query`, `show` and `stop` show and
+match). `--items` takes what `start_jobs.py -workitems` takes: one item, a comma list,
 or a numeric range `START-END`, each zero-filled to a padding width, with a prefix in front.
 
 Where `start_jobs.py` misbehaves we refuse or do the right thing (docs/tasks.md says which):
@@ -19,9 +19,10 @@ from typing import TextIO
 
 from shepard.errors import ParamsError
 from shepard.model import ParamValue
+from shepard.params import find_key
 
 NAME_PARAM = "JOB_NAME"
-"""The parameter that holds a job's name (its work item, for jobs submitted by items)."""
+"""A parameter naming its job; a job without one is named by its WORK_ITEM."""
 
 ITEM_VAR = "WORK_ITEM"
 MODE_VAR = "MODE_STR"
@@ -100,12 +101,22 @@ def item_params(
     mode: str | None = None,
 ) -> Iterator[dict[str, ParamValue]]:
     """The parameters of one job per item: `base` (the --json and --name-value parameters),
-    then MODE_STR when a mode is given, then the item under `item_var` and as the job's name."""
+    then MODE_STR when a mode is given, then the item under `item_var` (and as JOB_NAME when
+    `item_var` is not WORK_ITEM, so that it still names the job)."""
     head: dict[str, ParamValue] = dict(base)
     if mode is not None:
         head[MODE_VAR] = mode
+    if item_var.upper() == ITEM_VAR:  # the item names the job already
+        for item in items:
+            yield {**head, item_var: item}
+        return
     for item in items:
         yield {**head, item_var: item, NAME_PARAM: item}
+
+
+def job_name(params: Mapping[str, ParamValue]) -> str | None:
+    """A job's name: its JOB_NAME parameter, else its WORK_ITEM (any case), else None."""
+    return find_key(params, NAME_PARAM) or find_key(params, ITEM_VAR)
 
 
 def open_items_file(path: str, stdin: TextIO) -> TextIO:

@@ -65,11 +65,7 @@ def test_items_preview_then_apply(cli: Cli) -> None:
     assert len(lines) == 16 and "--apply" in preview.err
     assert lines[0] == {
         "name": "Dam001/Period01",
-        "params": {
-            "MODE_STR": "post",
-            "WORK_ITEM": "Dam001/Period01",
-            "JOB_NAME": "Dam001/Period01",
-        },
+        "params": {"MODE_STR": "post", "WORK_ITEM": "Dam001/Period01"},
     }
     assert cli("query", "--json").json()["jobs"] == []  # nothing submitted
     cli(*args, "--apply")
@@ -83,6 +79,7 @@ def test_items_file_from_stdin_and_name_values(cli: Cli) -> None:
     jobs = cli("query", "--json").json()["jobs"]
     assert sorted(j["name"] for j in jobs) == ["a", "site-b"]
     assert all(j["params"]["B"] == "x=y" and "SITE" in j["params"] for j in jobs)
+    assert all(j["params"]["JOB_NAME"] == j["params"]["SITE"] for j in jobs)
 
 
 def test_bad_items_are_refused_with_one_message(cli: Cli) -> None:

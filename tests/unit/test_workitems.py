@@ -7,7 +7,13 @@ import io
 import pytest
 
 from shepard.errors import ParamsError
-from shepard.workitems import expand_items, item_params, parse_name_values, read_items
+from shepard.workitems import (
+    expand_items,
+    item_params,
+    job_name,
+    parse_name_values,
+    read_items,
+)
 
 ITEMS = [
     ("01-16", "Dam001/Period", 2, [f"Dam001/Period{i:02d}" for i in range(1, 17)]),
@@ -53,3 +59,8 @@ def test_item_params_name_each_job_after_its_item() -> None:
         {"K": "v", "MODE_STR": "post", "SITE": "a", "JOB_NAME": "a"},
         {"K": "v", "MODE_STR": "post", "SITE": "b", "JOB_NAME": "b"},
     ]
+    plain = list(item_params(["a"], base={}))
+    assert plain == [{"WORK_ITEM": "a"}]
+    assert [job_name(p) for p in (*jobs, *plain)] == ["a", "b", "a"]
+    assert job_name({"work_item": "w", "X": 1}) == "w" and job_name({"X": 1}) is None
+    assert job_name({"WORK_ITEM": "w", "JOB_NAME": "n"}) == "n"

@@ -25,11 +25,10 @@ from shepard.cli.common import console, err_console, print_json, when
 from shepard.flock import Flock
 from shepard.flock import Progress as ProgressFn
 from shepard.model import Job, JobEvent, JobStatus
-from shepard.params import find_key
 from shepard.retrieval import Retrieval
 from shepard.service import object_url
 from shepard.views import event_view, job_view
-from shepard.workitems import NAME_PARAM
+from shepard.workitems import job_name
 
 STYLE = {
     JobStatus.QUEUED: "cyan",
@@ -111,9 +110,9 @@ def counts_table(counts: dict[JobStatus, int], title: str = "Jobs") -> Table:
 
 
 def jobs_table(jobs: list[Job], title: str = "Recent jobs") -> Table:
-    """The jobs, one a row; a name column when any of them has a name (JOB_NAME)."""
+    """The jobs, one a row; a name column when any of them has a name (a work item)."""
     shown = table(title)
-    names = [find_key(job.params, NAME_PARAM) for job in jobs]
+    names = [job_name(job.params) for job in jobs]
     named = any(names)
     columns = ("job id", "name", "status", "attempt", "submitted", "params", "reason")
     for col in columns if named else tuple(c for c in columns if c != "name"):

@@ -26,7 +26,7 @@ from shepard.cli.common import (
 from shepard.errors import ParamsError, ShepardError
 from shepard.flock import Flock
 from shepard.model import ParamValue
-from shepard.params import find_key, validate_params
+from shepard.params import validate_params
 
 PREVIEW_ROWS = 10
 """Jobs a preview shows on a terminal (a script gets every one)."""
@@ -97,7 +97,7 @@ def _preview_lines(jobs: Iterator[dict[str, ParamValue]]) -> int:
         lines = []
         for params in chunk:
             checked = validate_params(params)
-            name = checked.get(workitems.NAME_PARAM)
+            name = workitems.job_name(checked)
             lines.append(encode({"name": name, "params": checked}) + "\n")
         count += len(chunk)
         sys.stdout.write("".join(lines))
@@ -111,7 +111,7 @@ def _preview_table(shown: list[dict[str, ParamValue]], count: int) -> None:
     table.add_column("params", overflow="fold")
     for params in shown:
         rest = " ".join(f"{k}={v}" for k, v in params.items() if k != workitems.NAME_PARAM)
-        table.add_row(escape(str(params.get(workitems.NAME_PARAM, ""))), escape(rest))
+        table.add_row(escape(workitems.job_name(params) or ""), escape(rest))
     if count > len(shown):
         table.add_row(f"… and {count - len(shown)} more", "")
     console.print(table)
@@ -169,7 +169,7 @@ def stop(
     found = f.active_named(names)
     cancelled = f.cancel([job.id for job in found]) if apply and found else []
     rows = [
-        {"id": job.id, "name": find_key(job.params, workitems.NAME_PARAM), "status": job.status}
+        {"id": job.id, "name": workitems.job_name(job.params), "status": job.status}
         for job in found
     ]
     if as_json:
