@@ -169,8 +169,11 @@ class PayloadConfig(_Strict):
     docs/payloads.md), which checks the other keys; a file without `kind` gets the one its
     keys meant before kinds existed (`infer_kind`)."""
 
-    kind: str = ""  # "command" | "image" | "quick-deploy"; "" (unset): inferred
+    kind: str = ""  # "command" | "image" | "quick-deploy" | "tasks"; "" (unset): inferred
     command: str | None = None  # run through /bin/sh -c in the job's workspace
+    # kind "tasks": the tasks.json document every job runs (docs/tasks.md), relative to the
+    # flock's folder or absolute
+    tasks: str | None = None
     # a container image to run each job in (docs/containers.md); `command` then runs inside
     # it, or the image's own entrypoint and command run when `command` is unset
     image: str | None = None
@@ -220,6 +223,8 @@ class PayloadConfig(_Strict):
         """The kind must be registered, and accept the other keys."""
         from shepard.payloads.base import kind_class
 
+        if self.tasks is not None and self.kind != "tasks":
+            raise ValueError('payload.tasks is set: set kind = "tasks", or remove payload.tasks')
         kind_class(self.kind).check(self)
         return self
 
@@ -234,6 +239,14 @@ class RetryConfig(_Strict):
         return RetryPolicy(
             self.attempts, self.backoff, self.backoff_max, frozenset(self.no_retry_exit_codes)
         )
+
+
+class SubmitConfig(_Strict):
+    """`[submit]`: how submissions behave."""
+
+    # submission by work items (`submit --items`) previews unless --apply is given; true
+    # makes it submit at once (--preview then asks for the preview)
+    apply_by_default: bool = False
 
 
 class LimitsConfig(_Strict):
@@ -351,6 +364,7 @@ class FlockConfig(_Strict):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     payload: PayloadConfig = PayloadConfig()
     retry: RetryConfig = RetryConfig()
+    submit: SubmitConfig = SubmitConfig()
     limits: LimitsConfig = LimitsConfig()
     filesystems: FilesystemsConfig = FilesystemsConfig()
     container: ContainerConfig = ContainerConfig()

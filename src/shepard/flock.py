@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +29,7 @@ from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.buckets import ModelPayloads
 from shepard.service import FlockService
 from shepard.storage import ObjectStore, open_store
+from shepard.workitems import job_name
 
 if TYPE_CHECKING:
     from shepard.backends.base import Backend, BackendContext, SchedulerBackend
@@ -146,6 +147,14 @@ class Flock(FlockService):
             models=ModelPayloads(self.config) if self.config.shepherd.models else None,
         )
 
+    def check_submission(self) -> None:
+        """Raise ShepardError when this flock's payload could not run any job, for what can
+        be judged before submitting (a `tasks` flock's document: docs/tasks.md)."""
+        if self.config.payload.kind == "tasks":
+            from shepard.payloads.tasks import check_flock_document
+
+            check_flock_document(self.dir)
+
     def check_resources(self) -> None:
         """Raise ResourceError when this host cannot give the flock's jobs what they ask for
         (GPUs). Judged for the local backend only: a scheduler's nodes are other hosts."""
@@ -174,6 +183,7 @@ class Flock(FlockService):
         """
         config.check_job_limits(max_attempts, timeout)
         self.check_resources()
+        self.check_submission()
         label = batch or new_batch_label()
         self.catalog.sweep_submissions(now=self.clock())  # leftovers of a killed submission
         kept: list[str] = []
@@ -240,6 +250,7 @@ class Flock(FlockService):
         bundle in messages (default: `path`; an upload is named as its sender named it).
         """
         self.check_resources()
+        self.check_submission()
         params = read_bundle_file(path, self.config.limits, name=source)
         check_env_size(
             params, self.config.payload.env,
@@ -390,6 +401,18 @@ class Flock(FlockService):
             job_ids, now=self.clock(), statuses=statuses, since=since,
             extra_attempts=extra_attempts,
         )  # fmt: skip
+
+    def active_named(self, names: Collection[str] | None) -> list[Job]:
+        """Queued and running jobs whose name (`workitems.job_name`: its work item) is in
+        `names` (None: every queued and running job), oldest first. Every page of both
+        states is read, unlike the original's `stop_jobs.py` (first page of RUNNING only)."""
+        wanted = None if names is None else set(names)
+        statuses = (JobStatus.QUEUED, JobStatus.RUNNING)
+        return [
+            job
+            for job in self._jobs(None, statuses)
+            if wanted is None or job_name(job.params) in wanted
+        ]
 
     def _jobs(self, job_ids: Sequence[str] | None, statuses: Sequence[JobStatus]) -> Iterator[Job]:
         """The named jobs, or every job in `statuses` (oldest first, paged)."""

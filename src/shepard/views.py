@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shepard.errors import ShepardError
 from shepard.model import Job, JobEvent, JobStatus, ParamValue
 from shepard.params import find_key, validate_params
+from shepard.workitems import job_name
 
 MAX_PAGE = 1000
 """The largest page `Flock.jobs` returns."""
@@ -45,6 +46,10 @@ class JobView(_View):
     batch: str | None
     bundle: str | None = Field(description="key of the input bundle in the inputs store")
     tag: str | None = Field(description="the TAG parameter (any case), if any")
+    name: str | None = Field(
+        default=None,
+        description="the job's name: its JOB_NAME parameter, else its WORK_ITEM",
+    )
     attempt: int = Field(description="current (or last) attempt; 0: never started")
     max_attempts: int
     timeout: float | None
@@ -372,7 +377,8 @@ def iso(epoch: float | None) -> str | None:
 def job_view(job: Job) -> JobView:
     return JobView(
         id=job.id, status=job.status, params=dict(job.params), batch=job.batch,
-        bundle=job.bundle_key, tag=find_key(job.params, "TAG"), attempt=job.attempt,
+        bundle=job.bundle_key, tag=find_key(job.params, "TAG"),
+        name=job_name(job.params), attempt=job.attempt,
         max_attempts=job.max_attempts, timeout=job.timeout, submitted_at=job.submitted_at,
         started_at=job.started_at, finished_at=job.finished_at,
         submitted=iso(job.submitted_at) or "", started=iso(job.started_at),

@@ -94,6 +94,9 @@ def _endpoint_in_config(endpoint: str) -> Callable[[FlockDict], None]:
 @pytest.fixture(params=FLAVOURS, ids=[f.name for f in FLAVOURS])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     flavour: Flavour = request.param
+    why = dict(flavour.skip).get(request.node.originalname)
+    if why is not None:
+        pytest.skip(f"not for flavour {flavour.name}: {why}")
     require_service(f"flavour {flavour.name}", flavour.problem())
     runner = Target(tmp_path / "flock", tmp_path, flavour)
     yield runner

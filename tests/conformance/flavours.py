@@ -41,6 +41,7 @@ class Flavour:
     edit: Callable[[FlockDict], None] | None = None
     s3: bool = False
     aws: bool = False
+    skip: tuple[tuple[str, str], ...] = ()  # (test name, why it does not apply)
 
 
 def _container_problem() -> str | None:
@@ -112,6 +113,36 @@ def _on_batch(image_payload: bool) -> Callable[[str], list[str]]:
     return args
 
 
+def _as_tasks(data: FlockDict) -> None:
+    """Run the flock's command as the one task of a tasks.json document (kind "tasks")."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    command = data["payload"].pop("command")
+    doc = {
+        "programName": "conformance",
+        "itemName": "${WORK_ITEM}",
+        "tasks": [{"name": "payload", "command": command}],
+    }
+    path = Path(tempfile.mkdtemp(prefix="shepard-conformance-tasks-")) / "tasks.json"
+    path.write_text(json.dumps(doc))
+    data["payload"].update(kind="tasks", tasks=str(path))
+
+
+def _slurm_tasks(data: FlockDict) -> None:
+    _as_tasks(data)
+    _on_slurm("array")(data)
+
+
+_TASKS_SKIP = (
+    (
+        "test_logs_keep_the_payloads_streams",
+        "the tasks runner reports its phases in the job's log, so the streams are not the "
+        "command's alone",
+    ),
+)
+
 FLAVOURS: list[Flavour] = [
     Flavour("local"),
     # the local backend, each job in a container of a Debian image with Python (Podman)
@@ -132,4 +163,7 @@ FLAVOURS: list[Flavour] = [
     Flavour("aws-batch", problem=_aws_problem, init_args=_on_batch(False), aws=True),
     # the same with an image payload: the Batch container is the image, its command runs in it
     Flavour("aws-batch-image", problem=_aws_problem, init_args=_on_batch(True), aws=True),
+    # the tasks kind (docs/tasks.md): the command as the one task of a tasks.json document
+    Flavour("tasks", edit=_as_tasks, skip=_TASKS_SKIP),
+    Flavour("slurm-array-tasks", problem=_slurm_problem, edit=_slurm_tasks, skip=_TASKS_SKIP),
 ]

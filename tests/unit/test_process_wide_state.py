@@ -53,6 +53,9 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     },
     ("task.py", ""): {"gc.disable": TASK, "os._exit": TASK},
     ("task.py", "main"): {"gc.enable": TASK, "signal.signal": TASK},
+    ("tasks/__main__.py", "_stop_on_sigterm"): {
+        "signal.signal": "`python -m shepard.tasks`, a tasks job's runner: a process of its own"
+    },
     ("backends/procs.py", "_serve"): {
         "signal.signal": RUNNER,
         "gc.freeze": RUNNER,

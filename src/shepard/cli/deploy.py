@@ -110,12 +110,20 @@ def quick_deploy(
     )
 
 
-def payload_config(command: str | None, image: str | None, timeout: float | None) -> PayloadConfig:
+def payload_config(
+    command: str | None, image: str | None, timeout: float | None, tasks: str | None = None
+) -> PayloadConfig:
     """A PayloadConfig from command-line values; ConfigError naming the option if one is bad."""
     try:
+        if tasks is not None:
+            return PayloadConfig(
+                kind="tasks", tasks=tasks, command=command, image=image, timeout=timeout
+            )
         return PayloadConfig(command=command, image=image, timeout=timeout)
     except ValidationError as exc:
-        options = {"command": "--payload-command", "image": "--payload-image"}
+        options = {
+            "command": "--payload-command", "image": "--payload-image", "tasks": "--payload-tasks"
+        }  # fmt: skip
         problems = []
         for error in exc.errors():
             key = str(error["loc"][0]) if error["loc"] else "payload"

@@ -23,7 +23,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from shepard import workitems
 from shepard.cli import render
+from shepard.cli import workitems as cli_items
 from shepard.cli.common import (
     FlockOption,
     JsonOption,
@@ -114,21 +116,84 @@ def submit(
     ] = None,
     wait: WaitOption = False,
     ids: Annotated[bool, typer.Option("--ids", help="Print only the job ids, one a line.")] = False,
+    items: Annotated[
+        str | None,
+        typer.Option(
+            "--items",
+            help="Work items, one job each: an item, a comma list a,b,c or a numeric range "
+            "01-16 (zero-filled to --padding, --prefix in front). Previews unless --apply.",
+        ),
+    ] = None,
+    items_file: Annotated[
+        str | None,
+        typer.Option(
+            "--items-file",
+            help="File of work items, one a line ('-' = stdin); blank lines "
+            "are skipped. Previews unless --apply.",
+        ),
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Put in front of every work item.")] = "",
+    padding: Annotated[
+        int, typer.Option(help="Zero-fill --items entries to this width.")
+    ] = workitems.DEFAULT_PADDING,
+    mode: Annotated[
+        str | None, typer.Option(help="With work items: MODE_STR of every job.")
+    ] = None,
+    name_value: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--name-value",
+            help="KEY=VALUE for every work-item job (repeatable); the value keeps any further '='.",
+        ),
+    ] = None,
+    item_var: Annotated[
+        str, typer.Option(help="The variable that holds the work item.")
+    ] = workitems.ITEM_VAR,
+    apply: Annotated[
+        bool | None,
+        typer.Option(
+            "--apply/--preview",
+            help="With work items: submit (--apply) or only show the jobs (--preview, the "
+            "default unless the flock's [submit] apply_by_default is true).",
+        ),
+    ] = None,
 ) -> None:
     """Submit parameter-only jobs (no bundle): their parameters become environment variables."""
     if server_url():
         return _submit_remote(json_text, json_file, range_, attempts, timeout, wait, ids)
     f = open_flock(flock)
-    # consumed lazily, chunk by chunk, by Flock.submit: memory stays flat whatever the count
-    jobs = _param_sets(json_text, json_file, range_)
-    first = next(jobs, None)
-    if first is None:
-        raise ParamsError("nothing to submit: give --json, --json-file or --range")
-    with _collector_paused(), _submit_progress(_range_size(range_)) as progress:
-        sub = f.submit(
-            itertools.chain([first], jobs), max_attempts=attempts, timeout=timeout,
-            progress=progress,
-        )  # fmt: skip
+    by_items = items is not None or items_file is not None
+    if by_items and (json_file or range_):
+        raise ParamsError("work items (--items, --items-file) cannot be combined with "
+                          "--json-file or --range")  # fmt: skip
+    if not by_items and (mode is not None or name_value or apply is not None):
+        raise ParamsError("--mode, --name-value, --apply and --preview go with --items or "
+                          "--items-file")  # fmt: skip
+    f.check_submission()  # e.g. a tasks flock's document, before anything is read
+    with contextlib.ExitStack() as stack:
+        if by_items:
+            base = dict(parse_params_json(json_text, source="--json")) if json_text else {}
+            jobs = stack.enter_context(cli_items.item_jobs(
+                items=items, items_file=items_file, prefix=prefix, padding=padding,
+                base=base, name_values=name_value or [], mode=mode, item_var=item_var,
+            ))  # fmt: skip
+            if not (cli_items.apply_by_default(f) if apply is None else apply):
+                cli_items.preview(jobs)
+                return
+        else:
+            # consumed lazily, chunk by chunk, by Flock.submit: memory stays flat
+            jobs = _param_sets(json_text, json_file, range_)
+        first = next(jobs, None)
+        if first is None:
+            raise ParamsError(
+                "no work items: the list or file names none" if by_items
+                else "nothing to submit: give --json, --json-file, --range or --items"
+            )  # fmt: skip
+        with _collector_paused(), _submit_progress(_range_size(range_)) as progress:
+            sub = f.submit(
+                itertools.chain([first], jobs), max_attempts=attempts, timeout=timeout,
+                progress=progress,
+            )  # fmt: skip
     if ids:  # streamed from the catalog, never held in memory all at once
         listed = f.batch_ids(sub.batch)
         while chunk := list(itertools.islice(listed, 10_000)):

@@ -14,6 +14,7 @@ from rich.markup import escape
 from shepard import __version__, backends, config
 from shepard.catalog import check_url
 from shepard.cli import deploy, fastpath, jobs, newflock, ops, profiles
+from shepard.cli import workitems as cli_items
 from shepard.cli.common import (
     FlockOption,
     apply_profile_defaults,
@@ -28,6 +29,7 @@ from shepard.cli.common import (
 )
 from shepard.cli.secrets import secretify
 from shepard.cli.serve import serve
+from shepard.cli.tasks import tasks_app
 from shepard.cli.tokens import token_app
 from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
 from shepard.errors import ShepardError
@@ -44,6 +46,7 @@ app = typer.Typer(
 worker_app = typer.Typer(help="Worker-side commands, called by backends.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
 app.add_typer(token_app, name="token")
+app.add_typer(tasks_app, name="tasks")
 
 
 def _backend_kind(value: str) -> str:
@@ -91,6 +94,13 @@ def init(
         str | None,
         typer.Option(
             help="Container image every job runs in (docs/containers.md), e.g. localhost/tool:1."
+        ),
+    ] = None,
+    payload_tasks: Annotated[
+        Path | None,
+        typer.Option(
+            help="A tasks.json document every job runs (docs/tasks.md); checked now, stored "
+            "as its absolute path."
         ),
     ] = None,
     workers: Annotated[
@@ -150,7 +160,10 @@ def init(
 ) -> None:
     """Create a flock: FOLDER/flock.toml plus its stores and catalog."""
     if repair:
-        given = [name, payload_command, payload_image, workers, catalog, timeout, storage]
+        given = [
+            name, payload_command, payload_image, payload_tasks, workers, catalog, timeout,
+            storage,
+        ]  # fmt: skip
         if any(v is not None for v in given) or attempts != 1:
             raise ShepardError(
                 "init --repair takes the flock's flock.toml as it is: give no options"
@@ -158,6 +171,12 @@ def init(
         _repair(folder)
         return
     batch = _batch_section(backend_kind, batch_queue, region, image, worker_env, array_size)
+    tasks_doc = None
+    if payload_tasks is not None:
+        from shepard.payloads.tasks import check_document
+
+        check_document(payload_tasks)  # every problem listed, nothing written
+        tasks_doc = str(payload_tasks.resolve())
     data: dict[str, object] = {
         "name": name or folder.resolve().name,
         "backend": {
@@ -166,7 +185,10 @@ def init(
             **({"aws-batch": batch} if batch else {}),
         },
         "payload": deploy.payload_config(  # its errors name the options
-            newflock.resolve_command(payload_command, Path.cwd()), payload_image, timeout
+            newflock.resolve_command(payload_command, Path.cwd()),
+            payload_image,
+            timeout,
+            tasks_doc,
         ).model_dump(exclude_defaults=True),
         "retry": {"attempts": attempts},
     }
@@ -186,6 +208,8 @@ def init(
     console.print(f"  stores   {flock.dir.storage_url}", markup=False)
     if cfg.payload.command and cfg.payload.command != payload_command:
         console.print(f"  payload  {cfg.payload.command}", markup=False)
+    if cfg.payload.tasks:
+        console.print(f"  tasks    {cfg.payload.tasks}", markup=False)
     console.print(f"next: export SHEPARD_FLOCK={folder}  (or pass --flock {folder})", markup=False)
 
 
@@ -239,6 +263,7 @@ app.command()(jobs.show)
 app.command()(jobs.retrieve)
 app.command()(ops.logs)
 app.command()(ops.cancel)
+app.command()(cli_items.stop)
 app.command()(ops.retry)
 app.command()(secretify)
 app.command()(serve)

@@ -28,6 +28,7 @@ from shepard.model import Job, JobEvent, JobStatus
 from shepard.retrieval import Retrieval
 from shepard.service import object_url
 from shepard.views import event_view, job_view
+from shepard.workitems import job_name
 
 STYLE = {
     JobStatus.QUEUED: "cyan",
@@ -109,19 +110,25 @@ def counts_table(counts: dict[JobStatus, int], title: str = "Jobs") -> Table:
 
 
 def jobs_table(jobs: list[Job], title: str = "Recent jobs") -> Table:
+    """The jobs, one a row; a name column when any of them has a name (a work item)."""
     shown = table(title)
-    for col in ("job id", "status", "attempt", "submitted", "params", "reason"):
+    names = [job_name(job.params) for job in jobs]
+    named = any(names)
+    columns = ("job id", "name", "status", "attempt", "submitted", "params", "reason")
+    for col in columns if named else tuple(c for c in columns if c != "name"):
         shown.add_column(col, overflow="fold")
-    for job in jobs:
+    for job, name in zip(jobs, names, strict=True):
         params = " ".join(f"{k}={v}" for k, v in job.params.items())
-        shown.add_row(
+        cells = [
             escape(job.id),
+            *([escape(name or "-")] if named else []),
             f"[{STYLE[job.status]}]{job.status.value}[/]",
             str(job.attempt),
             when(job.submitted_at),
             escape(params[:60] + ("…" if len(params) > 60 else "")),
             escape(job.reason or ""),
-        )
+        ]
+        shown.add_row(*cells)
     return shown
 
 
@@ -154,6 +161,7 @@ def print_job(info: dict[str, Any]) -> None:
     status = JobStatus(info["status"])
     console.print(f"[bold]job[/] {escape(info['id'])}  [{STYLE[status]}]{status.value}[/]")
     rows = [
+        *([("name", info["name"])] if info.get("name") else []),
         ("batch", info["batch"]),
         ("bundle", info["bundle"] or "- (parameters only)"),
         ("attempt", f"{info['attempt']} of {info['max_attempts']}"),

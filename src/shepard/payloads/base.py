@@ -36,6 +36,7 @@ KINDS: dict[str, str] = {
     "command": "shepard.payloads.command:CommandPayload",
     "image": "shepard.payloads.image:ImagePayload",
     "quick-deploy": "shepard.payloads.quickdeploy:QuickDeployPayload",
+    "tasks": "shepard.payloads.tasks:TasksPayload",
 }
 """Every payload kind: its name in `[payload] kind` -> `module:class` (imported on first use)."""
 
