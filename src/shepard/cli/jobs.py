@@ -159,9 +159,6 @@ def submit(
     ] = None,
 ) -> None:
     """Submit parameter-only jobs (no bundle): their parameters become environment variables."""
-    if server_url():
-        return _submit_remote(json_text, json_file, range_, attempts, timeout, wait, ids)
-    f = open_flock(flock)
     by_items = items is not None or items_file is not None
     if by_items and (json_file or range_):
         raise ParamsError("work items (--items, --items-file) cannot be combined with "
@@ -169,6 +166,24 @@ def submit(
     if not by_items and (mode is not None or name_value or apply is not None):
         raise ParamsError("--mode, --name-value, --apply and --preview go with --items or "
                           "--items-file")  # fmt: skip
+    if server_url() and not by_items:
+        return _submit_remote(json_text, json_file, range_, attempts, timeout, wait, ids)
+    if server_url():  # work items: previewed here, sent as jobs with --apply
+        from shepard.cli import remote
+
+        base = dict(parse_params_json(json_text, source="--json")) if json_text else {}
+        with cli_items.item_jobs(
+            items=items, items_file=items_file, prefix=prefix, padding=padding, base=base,
+            name_values=name_value or [], mode=mode, item_var=item_var,
+        ) as item_jobs:  # fmt: skip
+            if not apply:
+                cli_items.preview(item_jobs)
+                return None
+            remote.submit(
+                item_jobs, None, None, attempts=attempts, timeout=timeout, wait=wait, ids=ids
+            )
+        return None
+    f = open_flock(flock)
     f.check_submission()  # e.g. a tasks flock's document, before anything is read
     with contextlib.ExitStack() as stack:
         if by_items:
