@@ -130,3 +130,10 @@ def test_model_payloads_pick_and_survive_pickling() -> None:
     assert own is not default and own is models.payload_for(JOB, default)  # built once
     other = replace(JOB, params={"MODEL_NAME": "x", "MODEL_VERSION": "1"})
     assert models.payload_for(other, default) is default
+
+
+def test_a_shepherd_job_names_no_zip() -> None:
+    from shepard.runtime.contract import input_zip_name
+
+    assert input_zip_name(JOB) == "None"
+    assert input_zip_name(replace(JOB, bundle_key="inbox/b.zip")) == "b.zip"
