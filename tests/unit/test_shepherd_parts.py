@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,22 @@ def test_a_shepherd_job_names_no_zip() -> None:
 
     assert input_zip_name(JOB) == "None"
     assert input_zip_name(replace(JOB, bundle_key="inbox/b.zip")) == "b.zip"
+
+
+def test_register_once(tmp_path: Path) -> None:
+    from shepard.flock import Flock
+    from shepard.model import JobSpec
+
+    cfg = config.parse({"name": "f", "payload": {"command": "true"}})
+    flock = Flock.create(tmp_path / "f", cfg)
+    spec = JobSpec({"MODEL_NAME": "m"}, buckets.bundle_key("my-job"))
+    first = flock.register_once("shepherd:my-job", spec, request_hash="a", now=5.0)
+    assert first is not None
+    assert list(flock.batch_ids("shepherd:my-job")) == [first]
+    job = flock.job(first)
+    assert (job.batch, job.submitted_at) == ("shepherd:my-job", 5.0)
+    assert buckets.bucket_of(job) == "my-job"
+    assert flock.register_once("shepherd:my-job", spec, request_hash="a") is None  # replayed
+    assert flock.register_once("shepherd:my-job", spec, request_hash="b") is None  # other body
+    assert list(flock.batch_ids("shepherd:my-job")) == [first]
+    flock.close()
