@@ -199,6 +199,10 @@ class _Attempt:
         the source of truth; a failed status write is noted in the job's history)."""
         bucket, job = self.bucket, self.job
         assert bucket is not None
+        if outcome.reason == SUPERSEDED or (
+            outcome.status is JobStatus.CANCELLED and outcome.reason != "cancelled"
+        ):
+            return  # another attempt owns the job, or will (lease lost, shutdown): its status
         failures = []
         if not self.pushed and self.ws is not None and outcome.status is JobStatus.FAILED:
             try:
