@@ -157,3 +157,22 @@ def test_register_once(tmp_path: Path) -> None:
     assert flock.register_once("shepherd:my-job", spec, request_hash="b") is None  # other body
     assert list(flock.batch_ids("shepherd:my-job")) == [first]
     flock.close()
+
+
+def test_a_models_table_sets_its_timeout_and_env(tmp_path: Path) -> None:
+    from shepard.flock import Flock
+
+    cfg = config.parse(
+        {
+            "name": "f",
+            "payload": {"command": "true", "timeout": 60, "env": {"A": "flock", "B": "flock"}},
+            "shepherd": {"models": {"m": {"command": "echo m", "timeout": 5, "env": {"B": "m"}}}},
+        }
+    )
+    ctx = Flock.create(tmp_path / "f", cfg).runtime_context()
+    assert ctx.models is not None
+    own = ctx.models.context_for(JOB, ctx)
+    assert (own.timeout, dict(own.env)) == (5, {"A": "flock", "B": "m"})
+    assert own.payload is not ctx.payload
+    other = replace(JOB, params={"MODEL_NAME": "x", "MODEL_VERSION": ""})
+    assert ctx.models.context_for(other, ctx) is ctx

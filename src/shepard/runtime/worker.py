@@ -146,7 +146,7 @@ class _Attempt:
     def _execute(self) -> Outcome:
         job, ctx = self.job, self.ctx
         if self.bucket_name is not None and ctx.models is not None:
-            ctx = self.ctx = replace(ctx, payload=ctx.models.payload_for(job, ctx.payload))
+            ctx = self.ctx = ctx.models.context_for(job, ctx)
         ws = self.ws = plan_workspace(ctx, job.id, self.slot)
         sink = self.sink = AttemptLogs(ctx.logs, job.id, job.attempt, ctx.workspace_root / SPOOL)
         logs = self.logs = sink.paths
