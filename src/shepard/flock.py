@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 from shepard import config, leftovers
 from shepard.bundle import make_bundle, read_bundle_file
 from shepard.catalog import be_patient, open_catalog
-from shepard.catalog.base import Catalog
+from shepard.catalog.base import Catalog, IdempotencyConflict
 from shepard.config import STORE_NAMES, FlockConfig, Flockdir
 from shepard.errors import CatalogMissing, JobNotFound, ShepardError
 from shepard.model import Job, JobEvent, JobSpec, JobStatus, ParamValue
@@ -231,6 +231,25 @@ class Flock(FlockService):
             if env:  # payload.env counts against the same limit
                 check_env_size(checked, env)
             yield JobSpec(checked, None, max_attempts, timeout, label)
+
+    def register_once(
+        self, key: str, spec: JobSpec, *, request_hash: str, now: float | None = None
+    ) -> str | None:
+        """Register one job under the idempotency key `key` (its batch label, which finds it
+        again with `batch_ids(key)`); its id, or None when `key` was used before (whatever
+        that request was). For front ends whose clients name their jobs (shepherd's job ids).
+        `now`: its submission time (default: the flock's clock).
+        """
+        self.check_resources()
+        try:
+            done = self.catalog.add_jobs_once(
+                key, request_hash, key, [replace(spec, batch=key)],
+                now=self.clock() if now is None else now,
+                default_attempts=self._attempts,
+            )  # fmt: skip
+        except IdempotencyConflict:
+            return None
+        return None if done.replayed else done.ids[0]
 
     def batch_ids(self, batch: str) -> Iterator[str]:
         """The ids of the jobs of `batch`, in submission order, streamed from the catalog."""

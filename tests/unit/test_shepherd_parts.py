@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,48 @@ def test_model_payloads_pick_and_survive_pickling() -> None:
     assert own is not default and own is models.payload_for(JOB, default)  # built once
     other = replace(JOB, params={"MODEL_NAME": "x", "MODEL_VERSION": "1"})
     assert models.payload_for(other, default) is default
+
+
+def test_a_shepherd_job_names_no_zip() -> None:
+    from shepard.runtime.contract import input_zip_name
+
+    assert input_zip_name(JOB) == "None"
+    assert input_zip_name(replace(JOB, bundle_key="inbox/b.zip")) == "b.zip"
+
+
+def test_register_once(tmp_path: Path) -> None:
+    from shepard.flock import Flock
+    from shepard.model import JobSpec
+
+    cfg = config.parse({"name": "f", "payload": {"command": "true"}})
+    flock = Flock.create(tmp_path / "f", cfg)
+    spec = JobSpec({"MODEL_NAME": "m"}, buckets.bundle_key("my-job"))
+    first = flock.register_once("shepherd:my-job", spec, request_hash="a", now=5.0)
+    assert first is not None
+    assert list(flock.batch_ids("shepherd:my-job")) == [first]
+    job = flock.job(first)
+    assert (job.batch, job.submitted_at) == ("shepherd:my-job", 5.0)
+    assert buckets.bucket_of(job) == "my-job"
+    assert flock.register_once("shepherd:my-job", spec, request_hash="a") is None  # replayed
+    assert flock.register_once("shepherd:my-job", spec, request_hash="b") is None  # other body
+    assert list(flock.batch_ids("shepherd:my-job")) == [first]
+    flock.close()
+
+
+def test_a_models_table_sets_its_timeout_and_env(tmp_path: Path) -> None:
+    from shepard.flock import Flock
+
+    cfg = config.parse(
+        {
+            "name": "f",
+            "payload": {"command": "true", "timeout": 60, "env": {"A": "flock", "B": "flock"}},
+            "shepherd": {"models": {"m": {"command": "echo m", "timeout": 5, "env": {"B": "m"}}}},
+        }
+    )
+    ctx = Flock.create(tmp_path / "f", cfg).runtime_context()
+    assert ctx.models is not None
+    own = ctx.models.context_for(JOB, ctx)
+    assert (own.timeout, dict(own.env)) == (5, {"A": "flock", "B": "m"})
+    assert own.payload is not ctx.payload
+    other = replace(JOB, params={"MODEL_NAME": "x", "MODEL_VERSION": ""})
+    assert ctx.models.context_for(other, ctx) is ctx

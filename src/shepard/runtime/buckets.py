@@ -24,6 +24,7 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,9 @@ from shepard.model import Job, JobStatus
 from shepard.runtime.workspace import SECRETS_DIR, SetupError
 
 if TYPE_CHECKING:
-    from shepard.config import FlockConfig
+    from shepard.config import FlockConfig, PayloadConfig
     from shepard.payloads.base import Payload
+    from shepard.runtime.context import RuntimeContext
     from shepard.storage import ObjectStore
 
 SCHEME = "s3://"
@@ -152,17 +154,29 @@ class ModelPayloads:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["config"])  # type: ignore[misc]
 
-    def payload_for(self, job: Job, default: Payload) -> Payload:
-        """The payload of the job's model: its own table, else `default` (the flock's)."""
-        models = self.config.shepherd.models
-        if not models:
-            return default
+    def context_for(self, job: Job, ctx: RuntimeContext) -> RuntimeContext:
+        """`ctx` for the job's model: with its table's payload, timeout (else the flock's)
+        and env (over the flock's), or `ctx` itself when the model has no table."""
+        table = self._table(job)
+        if table is None:
+            return ctx
+        timeout = table.timeout if table.timeout is not None else ctx.timeout
+        return replace(
+            ctx, payload=self.payload_for(job, ctx.payload), timeout=timeout,
+            env={**ctx.env, **table.env},
+        )  # fmt: skip
+
+    def _table(self, job: Job) -> PayloadConfig | None:
         name = str(job.params.get(MODEL_NAME, ""))
         version = str(job.params.get(MODEL_VERSION, ""))
-        table = self.config.shepherd.payload_for(name, version)
+        return self.config.shepherd.payload_for(name, version)
+
+    def payload_for(self, job: Job, default: Payload) -> Payload:
+        """The payload of the job's model: its own table, else `default` (the flock's)."""
+        table = self._table(job)
         if table is None:
             return default
-        key = f"{name}:{version}"
+        key = f"{job.params.get(MODEL_NAME, '')}:{job.params.get(MODEL_VERSION, '')}"
         with self._lock:
             payload = self._built.get(key)
             if payload is None:

@@ -97,8 +97,10 @@ def format_utc(epoch: float) -> str:
 
 
 def input_zip_name(job: Job) -> str:
-    """INPUT_ZIP_NAME: the bundle key's last `/` segment, or "None" for a param-only job."""
-    return "None" if job.bundle_key is None else job.bundle_key.rsplit("/", 1)[-1]
+    """INPUT_ZIP_NAME: the bundle key's last `/` segment, or "None" for a param-only job and
+    for a shepherd job (its inputs are a bucket's files: runtime/buckets.py)."""
+    key = job.bundle_key
+    return "None" if key is None or key.endswith("/") else key.rsplit("/", 1)[-1]
 
 
 PRIVATE_NAMES = frozenset({"SHEPARD_SECRET_KEY"})

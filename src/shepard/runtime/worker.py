@@ -146,7 +146,7 @@ class _Attempt:
     def _execute(self) -> Outcome:
         job, ctx = self.job, self.ctx
         if self.bucket_name is not None and ctx.models is not None:
-            ctx = self.ctx = replace(ctx, payload=ctx.models.payload_for(job, ctx.payload))
+            ctx = self.ctx = ctx.models.context_for(job, ctx)
         ws = self.ws = plan_workspace(ctx, job.id, self.slot)
         spare = None if self.slot is None else self.slot.name  # one attempt at a time
         spool = ctx.workspace_root / SPOOL
@@ -201,6 +201,10 @@ class _Attempt:
         the source of truth; a failed status write is noted in the job's history)."""
         bucket, job = self.bucket, self.job
         assert bucket is not None
+        if outcome.reason == SUPERSEDED or (
+            outcome.status is JobStatus.CANCELLED and outcome.reason != "cancelled"
+        ):
+            return  # another attempt owns the job, or will (lease lost, shutdown): its status
         failures = []
         if not self.pushed and self.ws is not None and outcome.status is JobStatus.FAILED:
             try:

@@ -146,7 +146,7 @@ async def read_json(request: Request, limit: int) -> object:
 
 
 def too_large(limit: int) -> jobs.Refusal:
-    return jobs.Refusal(413, f"The request body is larger than {limit} bytes (--max-body)")
+    return jobs.Refusal(413, f"The request body is larger than {limit} bytes, the server's limit")
 
 
 def stream_file(job_id: str, folder: str, name: str, *, known: bool = False) -> Response:

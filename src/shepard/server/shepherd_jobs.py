@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from shepard.catalog.base import IdempotencyConflict
-from shepard.errors import ShepardError, StorageError
+from shepard.errors import JobNotFound, ShepardError, StorageError
 from shepard.model import Job, JobSpec, JobStatus
 from shepard.params import check_env_size, validate_params
 from shepard.runtime import buckets
@@ -162,17 +161,9 @@ def start_job(flock: Flock, request: StartJob) -> None:
 
 def register(flock: Flock, job_id: str, params: dict[str, Any], now: float) -> None:
     """The Shepard job of `job_id`, registered once: 409 if it was already."""
-    label = LABEL + job_id
-    spec = JobSpec(params, buckets.bundle_key(job_id), None, None, label)
+    spec = JobSpec(params, buckets.bundle_key(job_id), None, None, None)
     fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-    attempts = flock.config.retry.attempts
-    try:
-        done = flock.catalog.add_jobs_once(
-            label, fingerprint, label, [spec], now=now, default_attempts=attempts
-        )
-    except IdempotencyConflict:
-        raise conflict() from None
-    if done.replayed:
+    if flock.register_once(LABEL + job_id, spec, request_hash=fingerprint, now=now) is None:
         raise conflict()
 
 
@@ -210,7 +201,10 @@ def conflict() -> Refusal:
 def find_job(flock: Flock, job_id: str) -> Job | None:
     """The Shepard job of shepherd job `job_id`, if it was submitted here."""
     for shepard_id in islice(flock.batch_ids(LABEL + job_id), 1):
-        return flock.catalog.get(shepard_id)
+        try:
+            return flock.job(shepard_id)
+        except JobNotFound:
+            return None
     return None
 
 
@@ -327,8 +321,8 @@ def sheep(flock: Flock) -> dict[str, dict[str, Any]]:
     slots: `running` says a slot has a job now, and `model` is that job's model or, for an
     idle slot, the model of one of the flock's most recent jobs (null for jobs without one)."""
     ids = sheep_ids(flock)
-    running = flock.catalog.page(status=JobStatus.RUNNING, limit=len(ids), newest_first=True)
-    recent = flock.catalog.page(limit=len(ids), newest_first=True)
+    running = flock.recent(len(ids), status=JobStatus.RUNNING)
+    recent = flock.recent(len(ids))
     shown = [*running, *recent]
     answer = {}
     for n, sheep_id in enumerate(ids):
