@@ -8,8 +8,8 @@ from pathlib import Path
 
 from shepard.errors import ShepardError
 
-DEFAULT_MAX_BODY = 64 << 20
-"""Bytes a request body may carry by default (shepherd's largest start-job bodies are ~50 MB)."""
+DEFAULT_MAX_BODY = 128 << 20
+"""Bytes a request body may carry by default: a shepherd start-job with a 64 MiB payload fits."""
 
 
 @dataclass(frozen=True)
