@@ -170,9 +170,10 @@ def ended_per_minute(conn: Connection, since: float) -> dict[int, dict[JobStatus
 def _first_event_at(conn: Connection, moment: float) -> int | None:
     """The smallest event id whose event (and, clock skew aside, every later one) happened
     at or after `moment`; None when no event did."""
-    bounds = conn.execute(sa.select(sa.func.min(job_events.c.id), sa.func.max(job_events.c.id)))
-    lo, hi = bounds.one()
-    if lo is None:
+    # two statements: SQLite reads min() or max() from the index only when it is alone
+    lo = conn.execute(sa.select(sa.func.min(job_events.c.id))).scalar()
+    hi = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar()
+    if lo is None or hi is None:
         return None
 
     def at_or_after(event_id: int) -> tuple[int, float] | None:
