@@ -41,8 +41,9 @@ class LiveCounts:
     now and then (every `SHARE` times its cost, at least every `FULL` seconds), and in
     between the full count plus the changes since (`Catalog.count_changes`), whose cost
     follows the activity, not the size of the flock. A full count of a million jobs takes
-    0.1-0.8 s here; the changes of a few seconds take milliseconds. An instance belongs to
-    its caller (a server's dashboard), never to the process."""
+    0.1-0.8 s here; the changes of a few seconds take milliseconds. When the changes cost
+    more than half a full count (a large submission since), the next call counts everything
+    again. An instance belongs to its caller (a server's dashboard), never to the process."""
 
     SHARE = 10
     FULL = 5.0
@@ -66,6 +67,10 @@ class LiveCounts:
             base = self._base
             event, seq = self._marks
         change = catalog.count_changes(after_event=event, after_seq=seq)
+        if time.monotonic() - began > max(self._cost / 2, 0.05):
+            # much has happened since (a large submission): cheaper to count it all again
+            with self._lock:
+                self._at = float("-inf")
         return counts_view({s: max(0, base.get(s, 0) + change.get(s, 0)) for s in JobStatus})
 
 
