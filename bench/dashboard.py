@@ -162,8 +162,9 @@ def main() -> None:
         print(f"GET {label:<14} {ms:7.1f} ms  ({ms / base:5.1f}x baseline)  {path}")
     parts = {
         "overview page": lambda: client.get("/"),
-        "counts": flock.count,
-        "throughput": flock.throughput,
+        "counts (full)": flock.count,
+        "counts (live)": flock.live_counts().get,
+        "throughput": lambda: flock.throughput(remaining=0),
         "batches": flock.batches,
         "running": flock.running,
     }

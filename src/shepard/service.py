@@ -54,6 +54,7 @@ from shepard.views import (
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
+    from shepard.flockinfo import LiveCounts
 
 SMALL_SUBMISSION = 1000
 """A request of up to this many jobs is registered in one short transaction
@@ -490,12 +491,20 @@ class FlockService:
 
     # -- the flock as a whole (flockinfo.py) -------------------------------------------------
 
-    def throughput(self, *, minutes: int = 60) -> ThroughputView:
+    def throughput(self, *, minutes: int = 60, remaining: int | None = None) -> ThroughputView:
         """Jobs ended per minute (succeeded, failed) over the last `minutes`, and when the
-        queued and running jobs should be done at the pace of the last ten minutes."""
+        queued and running jobs should be done at the pace of the last ten minutes (pass
+        `remaining`, their number, when it is known, to spare a count)."""
         from shepard import flockinfo
 
-        return flockinfo.throughput(_flock(self), minutes=minutes)
+        return flockinfo.throughput(_flock(self), minutes=minutes, remaining=remaining)
+
+    def live_counts(self) -> LiveCounts:
+        """An object whose `get()` gives the jobs per status, cheap enough to ask every
+        fraction of a second at a million jobs (for live pages; see flockinfo.LiveCounts)."""
+        from shepard import flockinfo
+
+        return flockinfo.LiveCounts(_flock(self))
 
     def batches(self, *, limit: int = 8) -> list[BatchView]:
         """The most recent batches (those of the newest jobs) with their counts."""

@@ -357,3 +357,23 @@ def test_static_assets_are_small_and_local(site: Site) -> None:
     static = Path(__file__).parents[2] / "src" / "shepard" / "web" / "static"
     assert sum(p.stat().st_size for p in static.iterdir()) < 200_000
     assert os.environ.get("SHEPARD_TEST_CHROMIUM")
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea, button'))
+  .filter((el) => el.type !== 'hidden')
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map((el) => el.outerHTML)"""
+
+
+def test_every_control_has_a_label_and_takes_the_keyboard(site: Site) -> None:
+    (job,) = site.flock.submit([{"NAME": "a11y"}]).ids
+    page = site.page(site.admin)
+    for path in ("/", "/jobs", f"/jobs/{job}", "/submit", "/flock"):
+        page.goto(site.url + path)
+        assert page.evaluate(UNLABELLED) == [], path
+    page.goto(site.url + "/jobs")
+    page.keyboard.press("Tab")  # the skip link comes first
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("location.hash") == "#main"

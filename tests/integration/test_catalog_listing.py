@@ -120,3 +120,25 @@ def test_ended_per_minute_and_recent_batches(catalog: Catalog) -> None:
     assert catalog.ended_per_minute(since=T0 + 10_000) == {}
     assert catalog.recent_batches(limit=2) == ["one-more", "two"]
     assert catalog.recent_batches() == ["one-more", "two", "one"]
+
+
+def test_count_changes_follow_every_transition(catalog: Catalog) -> None:
+    old = add(catalog, [{"I": i} for i in range(6)], batch="old", now=T0)
+    (done,) = catalog.claim("w", now=T0, lease=60, job_ids=[old[0]])
+    catalog.finish(done.id, done.attempt, Outcome(JobStatus.FAILED, reason="x"), now=T0 + 1)
+    marks = catalog.count_marks()
+    base = catalog.counts()
+
+    def current() -> dict[JobStatus, int]:
+        change = catalog.count_changes(after_event=marks[0], after_seq=marks[1])
+        return {s: base[s] + change[s] for s in JobStatus}
+
+    assert current() == base
+    new = add(catalog, [{"I": 9}, {"I": 10}], batch="new", now=T0 + 2)  # submitted
+    (a,) = catalog.claim("w", now=T0 + 3, lease=60, job_ids=[old[1]])
+    catalog.finish(a.id, a.attempt, Outcome(JobStatus.SUCCEEDED), now=T0 + 4)  # ran
+    catalog.claim("w", now=T0 + 3, lease=60, job_ids=[new[0]])  # a new job runs
+    catalog.cancel([old[2], old[3]], now=T0 + 5)  # cancelled while queued
+    catalog.requeue([old[0]], now=T0 + 6)  # the failed one, retried
+    assert current() == catalog.counts()
+    assert catalog.count_changes(after_event=10**12, after_seq=10**12) == {s: 0 for s in JobStatus}

@@ -151,3 +151,17 @@ def test_static_assets_ship_in_the_package(client: TestClient) -> None:
 
 def test_server_sent_events_split_lines() -> None:
     assert event("html", "a\nb") == "event: html\ndata: a\ndata: b\n\n"
+
+
+def test_flock_page_makes_and_revokes_tokens(client: TestClient, flock: Flock) -> None:
+    _v, secret = flock.create_token("admin")
+    csrf = sign_in(client, secret)
+    page = client.get("/flock")
+    assert page.status_code == 200 and "API tokens" in page.text
+    made = client.post("/actions/tokens", data={"csrf": csrf, "name": "ci", "read_only": "1"})
+    shown = re.search(r'id="new-secret" class="secret">(shp_[^<]+)<', made.text)
+    assert shown and flock.verify_token(shown[1]) is not None
+    assert [t.name for t in flock.list_tokens() if t.read_only] == ["ci"]
+    gone = client.post("/actions/tokens/revoke", data={"csrf": csrf, "name": "ci"})
+    assert gone.status_code == 303 and flock.verify_token(shown[1]) is None
+    assert shown[1] not in client.get("/flock").text

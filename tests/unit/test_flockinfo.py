@@ -118,3 +118,22 @@ def test_jobs_filter_by_parameter_and_text(flock: Flock) -> None:
     assert rest.items[0].id != page.items[0].id
     with pytest.raises(ShepardError, match="other filters"):
         flock.jobs(limit=1, text="other", cursor=page.next_cursor)
+
+
+def test_live_counts_add_the_changes_to_a_full_count(flock: Flock, clock: Clock) -> None:
+    ids = flock.submit([{"I": i} for i in range(4)]).ids
+    live = flock.live_counts()
+    assert live.get() == flock.count()  # the full count
+    live.FULL = 3600.0  # from now on only the changes are read
+
+    def no_full_count(**_: object) -> None:
+        raise AssertionError("counted everything again")
+
+    flock.catalog.counts = no_full_count  # type: ignore[method-assign]
+    run_one(flock, ids[0], Outcome(JobStatus.SUCCEEDED), at=clock.now)
+    flock.submit([{"I": 9}])
+    flock.cancel_jobs([ids[1]])
+    counted = live.get()
+    del flock.catalog.counts  # the catalog's own method again
+    assert counted == flock.count()
+    assert counted.counts[JobStatus.QUEUED] == 3

@@ -249,6 +249,17 @@ class JobStore(Protocol):
         dashboard's throughput. Must not read every job: it is asked every few seconds."""
         ...
 
+    def count_marks(self) -> tuple[int, int]:
+        """Opaque marks (two integers) of the catalog's state, for `count_changes`; read
+        them before the `counts` they go with."""
+        ...
+
+    def count_changes(self, *, after_event: int, after_seq: int) -> dict[JobStatus, int]:
+        """How the jobs per status changed since `count_marks` returned these marks (every
+        status present, negative for fewer). Its cost follows what happened since, not the
+        size of the catalog: the dashboard adds it to a full count between full counts."""
+        ...
+
     def recent_batches(self, *, limit: int = 8) -> list[str]:
         """Up to `limit` batch labels, most recently submitted first (the dashboard's
         progress bars). Must not read whole batches."""

@@ -170,9 +170,10 @@ def ended_per_minute(conn: Connection, since: float) -> dict[int, dict[JobStatus
 def _first_event_at(conn: Connection, moment: float) -> int | None:
     """The smallest event id whose event (and, clock skew aside, every later one) happened
     at or after `moment`; None when no event did."""
-    bounds = conn.execute(sa.select(sa.func.min(job_events.c.id), sa.func.max(job_events.c.id)))
-    lo, hi = bounds.one()
-    if lo is None:
+    # two statements: SQLite reads min() or max() from the index only when it is alone
+    lo = conn.execute(sa.select(sa.func.min(job_events.c.id))).scalar()
+    hi = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar()
+    if lo is None or hi is None:
         return None
 
     def at_or_after(event_id: int) -> tuple[int, float] | None:
@@ -195,6 +196,46 @@ def _first_event_at(conn: Connection, moment: float) -> int | None:
         else:
             lo = found[0] + 1
     return int(lo)
+
+
+def count_marks(conn: Connection) -> tuple[int, int]:
+    """(largest event id, largest job seq): where `count_changes` starts from. Read them
+    before the counts they go with."""
+    event = conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar()
+    seq = conn.execute(sa.select(sa.func.max(jobs.c.seq))).scalar()
+    return int(event or 0), int(seq or 0)
+
+
+def count_changes(conn: Connection, after_event: int, after_seq: int) -> dict[JobStatus, int]:
+    """The net change of the jobs per status since `count_marks` said (after_event,
+    after_seq): each event after `after_event` moved its job from the status of the job's
+    previous event (QUEUED for the first: submissions are not stored as events) to its own,
+    and each job after `after_seq` was submitted QUEUED. Reads those events and jobs through
+    the primary keys and the events' job_id index: its cost follows the activity since the
+    marks, not the size of the flock."""
+    e = job_events.alias("e")
+    p = job_events.alias("p")
+    before = (
+        sa.select(p.c.status)
+        .where(p.c.job_id == e.c.job_id, p.c.id < e.c.id)
+        .order_by(p.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    moves = sa.select(e.c.status.label("now"), before.label("was")).where(e.c.id > after_event)
+    moved = moves.subquery()
+    change = {status: 0 for status in JobStatus}
+    rows = conn.execute(
+        sa.select(moved.c.now, moved.c.was, sa.func.count()).group_by(moved.c.now, moved.c.was)
+    )
+    for now, was, n in rows:
+        change[JobStatus(now)] += int(n)
+        change[JobStatus(was) if was else JobStatus.QUEUED] -= int(n)
+    new = conn.execute(
+        sa.select(sa.func.count()).where(jobs.c.seq > after_seq, jobs.c.status != STAGED)
+    ).scalar()
+    change[JobStatus.QUEUED] += int(new or 0)
+    return change
 
 
 def recent_batches(conn: Connection, limit: int) -> list[str]:

@@ -29,6 +29,8 @@ from shepard.catalog import states
 from shepard.catalog.base import Registered
 from shepard.catalog.bulk import insert_specs
 from shepard.catalog.listing import (
+    count_changes,
+    count_marks,
     ended_per_minute,
     page_queries,
     recent_batches,
@@ -494,6 +496,16 @@ class SqlCatalog(SqlPlacements, Staging, SqlTokens):
         """See Catalog.ended_per_minute."""
         with self._transaction(read_only=True) as conn:
             return ended_per_minute(conn, since)
+
+    def count_marks(self) -> tuple[int, int]:
+        """See Catalog.count_marks."""
+        with self._transaction(read_only=True) as conn:
+            return count_marks(conn)
+
+    def count_changes(self, *, after_event: int, after_seq: int) -> dict[JobStatus, int]:
+        """See Catalog.count_changes."""
+        with self._transaction(read_only=True) as conn:
+            return count_changes(conn, after_event, after_seq)
 
     def recent_batches(self, *, limit: int = 8) -> list[str]:
         """See Catalog.recent_batches."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from shepard.errors import ShepardError
 from shepard.model import JobStatus
 from shepard.views import CancelRequest, RangeSpec, RetryRequest, SubmitRequest
+from shepard.web.pages import flock_page
 from shepard.web.ui import Dashboard
 
 Ids = Annotated[list[str] | None, Form()]
@@ -100,10 +101,8 @@ def add(r: APIRouter, ui: Dashboard) -> None:
             view, secret = flock.create_token(name.strip(), read_only=bool(read_only))
         except ShepardError as exc:
             return ui.back("/flock", _message(exc), error=True)
-        from shepard.web.pages import _flock_page
-
         # the secret is shown once, on this answer, never in a URL or a cookie
-        return _flock_page(ui, request, session, new_token=view, new_secret=secret)
+        return flock_page(ui, request, session, new_token=view, new_secret=secret)
 
     @r.post("/actions/tokens/revoke")
     def revoke_token(request: Request, csrf: Text = "", name: Text = "") -> Response:

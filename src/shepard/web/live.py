@@ -34,12 +34,10 @@ SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 class Paced(Generic[T]):
-    """A value recomputed when asked, at most every max(`floor`, SHARE x its cost) seconds."""
+    """A value recomputed when asked, at most every max(`floor`, `share` x its cost) seconds."""
 
-    SHARE = 10
-
-    def __init__(self, compute: Callable[[], T], floor: float) -> None:
-        self._compute, self._floor = compute, floor
+    def __init__(self, compute: Callable[[], T], floor: float, share: float = 10) -> None:
+        self._compute, self._floor, self._share = compute, floor, share
         self._lock = threading.Lock()
         self._value: T | None = None
         self._at, self._cost = float("-inf"), 0.0
@@ -47,7 +45,7 @@ class Paced(Generic[T]):
     def get(self) -> T:
         with self._lock:
             if self._value is not None and time.monotonic() - self._at < max(
-                self._floor, self.SHARE * self._cost
+                self._floor, self._share * self._cost
             ):
                 return self._value
             began = time.monotonic()
@@ -62,11 +60,16 @@ class Overview:
 
     def __init__(self, ui: Dashboard) -> None:
         flock = ui.flock
-        self.counts = Paced(flock.count, 0.3)
+        live = flock.live_counts()
+        self.counts = Paced(live.get, 0.2, share=0)  # LiveCounts paces its full counts
         self.running = Paced(flock.running, 0.5)
         self.batches = Paced(flock.batches, 1.0)
-        self.throughput = Paced(flock.throughput, 2.0)
+        self.throughput = Paced(lambda: flock.throughput(remaining=self._left()), 2.0)
         self.inbox = Paced(lambda: flock.inbox(limit=0), 5.0)
+
+    def _left(self) -> int:
+        counts = self.counts.get().counts
+        return counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
 
 
 def overview_context(ui: Dashboard) -> dict[str, Any]:

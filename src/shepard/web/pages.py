@@ -165,14 +165,14 @@ def add(r: APIRouter, ui: Dashboard) -> None:
         return ui.render(request, "submit.html", session, inbox=flock.inbox(limit=0))
 
     @r.get("/flock")
-    def flock_page(request: Request) -> Response:
+    def flock_settings(request: Request) -> Response:
         session = ui.session(request)
         if session is None:
             return ui.to_signin(request)
-        return _flock_page(ui, request, session)
+        return flock_page(ui, request, session)
 
 
-def _flock_page(ui: Dashboard, request: Request, session: Session, **extra: Any) -> Response:
+def flock_page(ui: Dashboard, request: Request, session: Session, **extra: Any) -> Response:
     flock = ui.flock
     view = flock.describe()
     return ui.render(
