@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm(children)
     ctx = Context(
         env=env, cwd=cwd, mode=mode_of(env), local_mode=env.get("LOCAL_MODE") == "1",
+        disk_stats=env.get("DISK_STATS") == "1",
         endpoint_url=args.endpoint_url, region=args.region, cores=_cores(), children=children,
         say=_say,
     )  # fmt: skip
