@@ -112,5 +112,5 @@ def test_a_document_checked_once_is_not_checked_again_until_it_changes(tmp_path:
     assert loaded["itemName"] == "w"
     path.write_text(json.dumps(with_("tasks.1", {"name": "x"})))  # changed: checked again
     assert document.checked_digest(path) is None
-    with pytest.raises(document.DocumentError, match="tasks\\[1\\].command: missing"):
+    with pytest.raises(document.DocumentError, match=r"tasks\[1\]\.command: missing"):
         document.load(path, {}, checked=digest)
