@@ -17,7 +17,6 @@ import json
 import re
 from collections.abc import Mapping
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,8 @@ class DocumentError(Exception):
 
 def schema_text() -> str:
     """The JSON Schema shipped in the package (what editors can use too)."""
+    from importlib import resources
+
     return resources.files("shepard.tasks").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 
