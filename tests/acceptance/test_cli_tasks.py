@@ -50,6 +50,10 @@ def test_init_refuses_a_bad_document_listing_every_error(cli: Cli) -> None:
     assert "tasks[1].comand: unknown key, did you mean command?" in result.err
     assert "tasks[2]: 'echo' is not of type 'object'" in result.err
     assert not cli.flock.exists()
+    write_doc(cli.cwd / "good.json", HELLO)
+    both = cli("init", str(cli.flock), "--payload-tasks", "good.json", "--payload-command", "x",
+               ok=False)  # fmt: skip
+    assert both.code == 2 and "--payload-command" in both.err and not cli.flock.exists()
     checked = cli("tasks", "check", "tasks.json", ok=False)
     assert checked.code == 2 and "3 error(s)" in checked.err
     as_json = cli("tasks", "check", "tasks.json", "--json", ok=False).json()

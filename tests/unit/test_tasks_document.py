@@ -101,3 +101,16 @@ def test_the_schema_ships_in_the_package() -> None:
     assert schema["title"] == "Task Processing Document"
     assert set(schema["required"]) == {"programName", "itemName", "tasks"}
     assert schema["$defs"]["task"]["additionalProperties"] is False
+
+
+def test_a_document_checked_once_is_not_checked_again_until_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(GOOD))
+    digest = document.checked_digest(path)
+    assert digest is not None
+    loaded = document.load(path, {"WORK_ITEM": "w"}, checked=digest)
+    assert loaded["itemName"] == "w"
+    path.write_text(json.dumps(with_("tasks.1", {"name": "x"})))  # changed: checked again
+    assert document.checked_digest(path) is None
+    with pytest.raises(document.DocumentError, match=r"tasks\[1\]\.command: missing"):
+        document.load(path, {}, checked=digest)

@@ -284,3 +284,13 @@ def test_move_from_the_current_folder_works(tmp_path: Path) -> None:
     code, _, said = run_doc(tmp_path, doc_of(tasks=[task("t")], move=[step]))
     assert code == 0, said
     assert (tmp_path / "results/r1.csv").read_text() == "1"
+
+
+def test_disk_stats_and_supported_modes_are_reported(tmp_path: Path) -> None:
+    said: list[str] = []
+    doc = {**doc_of(tasks=[task("t")]), "supportedModes": ["default"]}
+    ctx = Context(env={"PATH": os.environ["PATH"]}, cwd=tmp_path, mode="post", disk_stats=True,
+                  say=said.append)  # fmt: skip
+    assert run(document.check(doc, "test"), ctx) == 0
+    assert sum(m.startswith("disk: ") for m in said) == 2  # start and end (no fetch phase)
+    assert any("not one of supportedModes" in m for m in said)

@@ -175,6 +175,12 @@ def init(
     if payload_tasks is not None:
         from shepard.payloads.tasks import check_document
 
+        if payload_command is not None or payload_image is not None:
+            raise ShepardError(
+                "--payload-tasks runs a tasks document: give no --payload-command or "
+                "--payload-image with it"
+            )
+
         check_document(payload_tasks)  # every problem listed, nothing written
         tasks_doc = str(payload_tasks.resolve())
     data: dict[str, object] = {

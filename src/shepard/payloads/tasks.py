@@ -51,17 +51,25 @@ class TasksPayload(ProcessPayload):
 
     @classmethod
     def from_config(cls, config: FlockConfig) -> TasksPayload:
+        """Checks the document once for the worker process, so that each job's runner does
+        not load the schema checker again while the file stays as it was."""
+        from shepard.tasks.document import checked_digest
+
         assert config.payload.tasks is not None  # check() passed
-        return cls(runner_command(config.payload.tasks, config))
+        digest = checked_digest(Path(config.payload.tasks))
+        return cls(runner_command(config.payload.tasks, config, checked=digest))
 
     def prepare(self, job: Job, ctx: RuntimeContext, ws: Workspace) -> Launch:
         launch = job_launch(job, ctx, ws)
         return launch if launch is not None else Launch(self.command, ws.root)
 
 
-def runner_command(document: str, config: FlockConfig) -> str:
-    """The command line of the runner for `document`, with the flock's S3 settings."""
+def runner_command(document: str, config: FlockConfig, *, checked: str | None = None) -> str:
+    """The command line of the runner for `document`, with the flock's S3 settings (and the
+    digest of the document when it was found valid)."""
     words = [sys.executable, "-m", "shepard.tasks", document]
+    if checked is not None:
+        words += ["--checked", checked]
     if config.storage.endpoint_url:
         words += ["--endpoint-url", config.storage.endpoint_url]
     if config.storage.region:

@@ -22,12 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("document", type=Path)
     parser.add_argument("--endpoint-url", default=None)
     parser.add_argument("--region", default=None)
+    parser.add_argument("--checked", default=None, help="digest of a document found valid")
     args = parser.parse_args(argv)
     env = dict(os.environ)
     cwd = Path.cwd()
     (cwd / "logs").mkdir(exist_ok=True)
     try:
-        doc = document.load(args.document, env)
+        doc = document.load(args.document, env, checked=args.checked)
     except document.DocumentError as exc:
         print(f"error, cannot validate the tasks document: {exc}", file=sys.stderr, flush=True)
         return INVALID_DOCUMENT
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm(children)
     ctx = Context(
         env=env, cwd=cwd, mode=mode_of(env), local_mode=env.get("LOCAL_MODE") == "1",
+        disk_stats=env.get("DISK_STATS") == "1",
         endpoint_url=args.endpoint_url, region=args.region, cores=_cores(), children=children,
         say=_say,
     )  # fmt: skip

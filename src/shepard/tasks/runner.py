@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Context:
     cwd: Path
     mode: str = "default"
     local_mode: bool = False
+    disk_stats: bool = False
     endpoint_url: str | None = None
     region: str | None = None
     cores: int = 1
@@ -130,8 +132,12 @@ def run(doc: Mapping[str, Any], ctx: Context) -> int:
         f"processing: program [{doc.get('programName')}] work item [{doc.get('itemName')}] "
         f"mode [{ctx.mode}] local-mode [{ctx.local_mode}]"
     )
+    supported = doc.get("supportedModes")
+    if supported and ctx.mode not in supported:
+        ctx.say(f"warning: mode [{ctx.mode}] is not one of supportedModes {supported}")
     runners = step_runners()
     code = 0
+    report_disk(ctx)
     for key, steps in doc.items():
         if key not in PHASES:
             continue
@@ -139,6 +145,8 @@ def run(doc: Mapping[str, Any], ctx: Context) -> int:
             ctx.say("LOCAL_MODE=1: skipping the store steps")
             continue
         phase_code = run_phase(key, steps, runners[key], ctx, prior_errors=code != 0)
+        if key == "fetch":
+            report_disk(ctx)
         if phase_code and not code:
             code = phase_code
         if ctx.children.stopping.is_set():
@@ -147,7 +155,19 @@ def run(doc: Mapping[str, Any], ctx: Context) -> int:
         ctx.say(f"warning (exitOnError false): {warning}")
     code = exit_status(code)
     ctx.say(f"processing completed with exit code {code}")
+    report_disk(ctx)
     return code
+
+
+def report_disk(ctx: Context) -> None:
+    """With DISK_STATS=1, the free space of the working folder's filesystem (the original
+    printed `df -h` at the same points: start, after fetching, end)."""
+    if ctx.disk_stats:
+        usage = shutil.disk_usage(ctx.cwd)
+        ctx.say(
+            f"disk: {usage.used / 2**30:.1f} GiB used, {usage.free / 2**30:.1f} GiB free of "
+            f"{usage.total / 2**30:.1f} GiB ({ctx.cwd})"
+        )
 
 
 def run_phase(
