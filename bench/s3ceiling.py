@@ -88,12 +88,7 @@ def measure(
     rates: dict[tuple[str, int], float] = {}
     for n in sorted({1, threads} if single else {threads}):
         tag = f"{n}-{uuid.uuid4().hex[:6]}"
-        steps: dict[str, Callable[[int], object]] = {
-            "put": lambda i, t=tag: s3.put_object(Bucket=bucket, Key=f"p{t}/{i}", Body=BODY),
-            "get": lambda i: s3.get_object(Bucket=bucket, Key=f"l/{i % LISTED:05}")["Body"].read(),
-            "move": lambda i, t=tag: _move(s3, bucket, f"p{t}/{i}", f"m{t}/{i}"),
-            "list": lambda i: s3.list_objects_v2(Bucket=bucket, Prefix="l/"),
-        }
+        steps = _steps(s3, bucket, tag)
         for op in ops:
             step = steps[op]
             many = count if op != "list" else 3
@@ -104,6 +99,25 @@ def measure(
         if "list" in ops:
             rates[("list", n)] *= LISTED  # keys listed per second
     return Ceiling(threads, rates)
+
+
+def _steps(s3: Any, bucket: str, tag: str) -> dict[str, Callable[[int], object]]:
+    """One request (a move: two) of each operation, the i-th of a run tagged `tag`."""
+
+    def put(i: int) -> object:
+        return s3.put_object(Bucket=bucket, Key=f"p{tag}/{i}", Body=BODY)
+
+    def get(i: int) -> object:
+        return s3.get_object(Bucket=bucket, Key=f"l/{i % LISTED:05}")["Body"].read()
+
+    def move(i: int) -> object:  # moves what `put` stored
+        _move(s3, bucket, f"p{tag}/{i}", f"m{tag}/{i}")
+        return None
+
+    def listing(i: int) -> object:
+        return s3.list_objects_v2(Bucket=bucket, Prefix="l/")
+
+    return {"put": put, "get": get, "move": move, "list": listing}
 
 
 def _move(s3: Any, bucket: str, src: str, dst: str) -> None:
