@@ -37,10 +37,11 @@ class Ceiling:
         return self.rates[(op, threads or self.threads)]
 
     def lines(self) -> list[str]:
+        """A table: the header, then one line per operation measured."""
         ops = sorted({op for op, _ in self.rates}, key=list(OPS).index)
         out = [f"  {'server alone':<26}{'1 thread':>12}{f'{self.threads} threads':>14}"]
         for op in ops:
-            one, many = self.rates[(op, 1)], self.rates[(op, self.threads)]
+            one, many = self.rates.get((op, 1), 0.0), self.rates[(op, self.threads)]
             out.append(f"  {OPS[op]:<26}{one:10.0f}/s{many:12.0f}/s")
         return out
 
@@ -66,32 +67,57 @@ def client(endpoint: str, pool: int) -> Any:
     return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
 
-def measure(endpoint: str, threads: int, count: int = 300) -> Ceiling:
+def measure(
+    endpoint: str,
+    threads: int,
+    count: int = 300,
+    *,
+    ops: tuple[str, ...] = tuple(OPS),
+    single: bool = True,
+) -> Ceiling:
     """Rates of each operation from 1 and from `threads` threads (`count` requests each;
-    LIST's rate in keys listed per second, pages of 1,000), in a new bucket at `endpoint`."""
+    LIST's rate in keys listed per second, pages of 1,000), in a new bucket at `endpoint`;
+    only `ops`, and without `single` only from `threads` threads."""
     s3 = client(endpoint, threads)
     bucket = f"ceiling-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=bucket)
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"l/{i:05}", Body=BODY),
-                      range(LISTED)))  # fmt: skip
+    if "list" in ops or "get" in ops:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"l/{i:05}", Body=BODY),
+                          range(LISTED)))  # fmt: skip
     rates: dict[tuple[str, int], float] = {}
-    for n in sorted({1, threads}):
+    for n in sorted({1, threads} if single else {threads}):
         tag = f"{n}-{uuid.uuid4().hex[:6]}"
-        steps: dict[str, Callable[[int], object]] = {
-            "put": lambda i, t=tag: s3.put_object(Bucket=bucket, Key=f"p{t}/{i}", Body=BODY),
-            "get": lambda i: s3.get_object(Bucket=bucket, Key=f"l/{i % LISTED:05}")["Body"].read(),
-            "move": lambda i, t=tag: _move(s3, bucket, f"p{t}/{i}", f"m{t}/{i}"),
-            "list": lambda i: s3.list_objects_v2(Bucket=bucket, Prefix="l/"),
-        }
-        for op, step in steps.items():
+        steps = _steps(s3, bucket, tag)
+        for op in ops:
+            step = steps[op]
             many = count if op != "list" else 3
             with ThreadPoolExecutor(n) as pool:
                 began = time.perf_counter()
                 list(pool.map(step, range(many)))
                 rates[(op, n)] = many / (time.perf_counter() - began)
-        rates[("list", n)] *= LISTED  # keys listed per second
+        if "list" in ops:
+            rates[("list", n)] *= LISTED  # keys listed per second
     return Ceiling(threads, rates)
+
+
+def _steps(s3: Any, bucket: str, tag: str) -> dict[str, Callable[[int], object]]:
+    """One request (a move: two) of each operation, the i-th of a run tagged `tag`."""
+
+    def put(i: int) -> object:
+        return s3.put_object(Bucket=bucket, Key=f"p{tag}/{i}", Body=BODY)
+
+    def get(i: int) -> object:
+        return s3.get_object(Bucket=bucket, Key=f"l/{i % LISTED:05}")["Body"].read()
+
+    def move(i: int) -> object:  # moves what `put` stored
+        _move(s3, bucket, f"p{tag}/{i}", f"m{tag}/{i}")
+        return None
+
+    def listing(i: int) -> object:
+        return s3.list_objects_v2(Bucket=bucket, Prefix="l/")
+
+    return {"put": put, "get": get, "move": move, "list": listing}
 
 
 def _move(s3: Any, bucket: str, src: str, dst: str) -> None:

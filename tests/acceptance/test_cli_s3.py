@@ -114,3 +114,26 @@ def test_secretify_on_s3_reaches_the_job(s3cli: tuple[Cli, str], tmp_path: Path)
     cli("retrieve", "./results", "--unzip", "--flock", "myflock")
     [seen] = (tmp_path / "results").rglob("secret.txt")
     assert seen.read_text() == "token-4f1c"
+
+
+def test_a_job_that_prints_nothing_stores_no_log(s3cli: tuple[Cli, str]) -> None:
+    """An empty stream is never uploaded; `logs` (plain and `-f`) read the missing log of a
+    finished attempt as empty."""
+    cli, url = s3cli
+    endpoint = cli.env["AWS_ENDPOINT_URL"]
+    cli("init", "myflock", "--storage", url, "--payload-command", 'echo x > "$ROOT_OUTPUT_NAME/o"')
+    job = job_id(cli("submit", "--json", "{}", "--wait").out)
+    assert len(objects(url, "outputs", endpoint)) == 1
+    assert objects(url, "logs", endpoint) == []  # no request was spent on an empty log
+    assert cli("logs", job).out == ""
+    assert cli("logs", job, "--stderr", "--attempt", "1").out == ""
+    followed = cli("logs", job, "--follow")
+    assert followed.out == "" and "succeeded" in followed.err
+    [logs] = cli("show", job, "--json").json()["logs"]
+    assert logs == {
+        "attempt": 1,
+        "stdout": f"{url}/logs/{job[:8]}/{job}.1.stdout",
+        "stderr": f"{url}/logs/{job[:8]}/{job}.1.stderr",
+    }
+    missing = cli("logs", job, "--attempt", "2", ok=False)
+    assert missing.code == 2 and "has no attempt 2" in missing.err
