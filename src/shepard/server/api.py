@@ -44,6 +44,7 @@ from shepard.views import (
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
+    from shepard.submitgroup import SubmitGroup
 
 FOLLOW_POLL = 0.5
 """Seconds between two looks at a followed log (and at whether its client is still there)."""
@@ -101,7 +102,8 @@ def submit_jobs(
                 "the Idempotency-Key header and the body's idempotency_key differ: send one"
             )
         body = body.model_copy(update={"idempotency_key": idempotency_key})
-    result = flock_of(request).submit_request(body)
+    submissions: SubmitGroup = request.app.state.submissions  # written together with others
+    result = submissions.submit_request(body)
     if not result.replayed:
         wake(request, result.count)
     return result

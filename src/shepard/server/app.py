@@ -16,6 +16,7 @@ from shepard.server.limits import BodyLimit
 from shepard.server.metrics import Metrics, Timing
 from shepard.server.settings import ServeSettings
 from shepard.server.tokencache import TokenCache
+from shepard.submitgroup import SubmitGroup
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
@@ -58,6 +59,7 @@ def create_app(
     app.state.wakeup = runner.wakeup if runner is not None else None
     app.state.metrics = metrics = Metrics()
     app.state.tokens = TokenCache(flock.verify_token)
+    app.state.submissions = SubmitGroup(flock)
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(Timing, metrics=metrics)  # outermost: times refusals too
