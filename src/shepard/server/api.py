@@ -222,7 +222,8 @@ def job_logs(
         body = flock.follow_log(job_id, attempt, stream, poll=FOLLOW_POLL, stop=stop, offset=offset)
     else:
         body = _log_chunks(flock, job_id, number, stream, offset, stop)
-    return StoppableStream(body, stop, media_type="text/plain", headers=headers)
+    limiter = request.app.state.streams
+    return StoppableStream(body, stop, limiter, media_type="text/plain", headers=headers)
 
 
 def _log_chunks(
@@ -258,7 +259,8 @@ def download_output(job_id: str, key: str, request: Request, _: Reader) -> Respo
         "Content-Disposition": f'attachment; filename="{filename}"',
     }
     kind = "application/zip" if key.lower().endswith(".zip") else "application/octet-stream"
-    return StoppableStream(file_chunks(fh, stop), stop, media_type=kind, headers=headers)
+    limiter = request.app.state.streams
+    return StoppableStream(file_chunks(fh, stop), stop, limiter, media_type=kind, headers=headers)
 
 
 @router.get("/counts")
