@@ -142,6 +142,16 @@ def test_serve_refuses_plain_http_on_the_network_and_bad_limits(tmp_path: Path) 
     assert bare.code == 2 and "--insecure" in bare.err and "Traceback" not in bare.err
     limit = cli("serve", "--max-body", "lots", ok=False)
     assert limit.code == 2 and "not a size" in limit.err
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    pem = str(tmp_path / "bad.pem")
+    tls = cli("serve", "--port", str(free_port()), "--tls-cert", pem, "--tls-key", pem, ok=False)
+    assert tls.code == 2 and "cannot serve HTTPS with --tls-cert" in tls.err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = cli("serve", "--port", str(taken.getsockname()[1]), ok=False)
+    assert busy.code == 2 and "choose another --port" in busy.err
+    assert "Traceback" not in tls.err + busy.err
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
