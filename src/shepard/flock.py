@@ -209,12 +209,28 @@ class Flock(FlockService):
         then ONE short transaction (`Catalog.add_jobs`) instead of the staged path that
         keeps a long submission from holding the catalog's write lock. About 50 times
         cheaper for one job; meant for requests of up to a thousand jobs."""
+        label, specs = self.prepare(
+            params, batch=batch, max_attempts=max_attempts, timeout=timeout, validated=validated
+        )
+        ids = self.catalog.add_jobs(specs, now=self.clock(), default_attempts=self._attempts)
+        return Submission(label, ids)
+
+    def prepare(
+        self,
+        params: Sequence[Mapping[str, object]],
+        *,
+        batch: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        validated: bool = False,
+    ) -> tuple[str, list[JobSpec]]:
+        """The checks of `register`, and the specs it would write under the batch label it
+        returns (for a caller that writes several requests' specs in one transaction:
+        `shepard.submitgroup`)."""
         config.check_job_limits(max_attempts, timeout)
         self.check_resources()
         label = batch or new_batch_label()
-        specs = list(self._specs(params, label, max_attempts, timeout, validated))
-        ids = self.catalog.add_jobs(specs, now=self.clock(), default_attempts=self._attempts)
-        return Submission(label, ids)
+        return label, list(self._specs(params, label, max_attempts, timeout, validated))
 
     def _specs(
         self,

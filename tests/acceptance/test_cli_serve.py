@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import zipfile
@@ -54,18 +55,20 @@ class Served:
         raise AssertionError(f"job {job_id} not {status} within {within}s: {job}")
 
 
-def start_serve(cli: Cli, *args: str) -> tuple[subprocess.Popen[str], str]:
+def start_serve(
+    cli: Cli, *args: str, scheme: str = "http", verify: ssl.SSLContext | bool = True
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
         [SHEPARD, "serve", "--port", str(port), *args],
         cwd=cli.cwd, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200:
                 return proc, url
         except httpx.TransportError:
             time.sleep(0.1)
@@ -139,20 +142,75 @@ def test_serve_refuses_plain_http_on_the_network_and_bad_limits(tmp_path: Path) 
     assert bare.code == 2 and "--insecure" in bare.err and "Traceback" not in bare.err
     limit = cli("serve", "--max-body", "lots", ok=False)
     assert limit.code == 2 and "not a size" in limit.err
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    pem = str(tmp_path / "bad.pem")
+    tls = cli("serve", "--port", str(free_port()), "--tls-cert", pem, "--tls-key", pem, ok=False)
+    assert tls.code == 2 and "cannot serve HTTPS with --tls-cert" in tls.err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = cli("serve", "--port", str(taken.getsockname()[1]), ok=False)
+    assert busy.code == 2 and "choose another --port" in busy.err
+    assert "Traceback" not in tls.err + busy.err
 
 
-def test_no_dispatch_serves_without_running_jobs(tmp_path: Path) -> None:
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_no_dispatch_over_tls_serves_without_running_jobs(tmp_path: Path) -> None:
     cli = Cli(tmp_path / "flock", tmp_path)
     cli("init", str(tmp_path / "flock"), "--payload-command", "true")
     token = cli("token", "create", "ci").out.strip()
-    proc, url = start_serve(cli, "--no-dispatch")
+    cert, key = self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    proc, url = start_serve(
+        cli, "--no-dispatch", "--tls-cert", str(cert), "--tls-key", str(key),
+        scheme="https", verify=trust,
+    )  # fmt: skip
     try:
-        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+        http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, verify=trust
+        )
         job_id = http.post("/api/v1/jobs", json={"params": {"A": 1}}).json()["ids"][0]
         time.sleep(1.5)
         assert http.get(f"/api/v1/jobs/{job_id}").json()["job"]["status"] == "queued"
-        assert "shepard_dispatcher_up 0" in httpx.get(f"{url}/metrics").text
+        assert "shepard_dispatcher_up 0" in http.get("/metrics").text
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert f"at {url}, not running its jobs" in out  # the start-up line, plain off a terminal

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -116,21 +118,60 @@ def serve(
         # before uvicorn starts threads: a local backend forks its runner processes now
         runner = JobRunner(f, workers=workers, inbox=not no_inbox, on_inbox=_report_inbox)
     app = create_app(f, settings, runner=runner)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+    )  # fmt: skip
+    try:
+        listening = _listen(host, port)
+        _load(config, tls_cert, tls_key)
+    except BaseException:
+        if runner is not None:
+            runner.close()
+        raise
     _announce(f, settings, workers)
     try:
         # uvicorn handles Ctrl-C and SIGTERM itself (a graceful shutdown, then the app's
         # lifespan stops the jobs) and raises the signal again once done: these handlers
         # take it then, so that the command ends through its usual path
-        with handling(_after_shutdown, signal.SIGINT, signal.SIGTERM):
-            uvicorn.run(
-                app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
-                ssl_certfile=str(tls_cert) if tls_cert else None,
-                ssl_keyfile=str(tls_key) if tls_key else None,
-            )  # fmt: skip
+        with listening, handling(_after_shutdown, signal.SIGINT, signal.SIGTERM):
+            uvicorn.Server(config).run(sockets=[listening])
     finally:
         if runner is not None:
             runner.close()  # when uvicorn could not start (the lifespan never ran)
     console.print(render.counts_table(f.counts()))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or a ShepardError saying why it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ShepardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = " (another server uses it: choose another --port)" if exc.errno == 98 else ""
+        raise ShepardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+    return sock
+
+
+def _load(config: Any, cert: Path | None, key: Path | None) -> None:
+    """Load uvicorn's config, the certificate and key included: refused here, with the
+    files named, rather than halfway through starting."""
+    try:
+        config.load()
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ShepardError(
+            f"cannot serve HTTPS with --tls-cert {cert} and --tls-key {key}: {reason} "
+            "(give a PEM certificate chain and its PEM private key)"
+        ) from None
 
 
 def _after_shutdown(signum: int, frame: Any) -> None:

@@ -44,6 +44,7 @@ from shepard.views import (
 
 if TYPE_CHECKING:
     from shepard.flock import Flock
+    from shepard.submitgroup import SubmitGroup
 
 FOLLOW_POLL = 0.5
 """Seconds between two looks at a followed log (and at whether its client is still there)."""
@@ -101,7 +102,8 @@ def submit_jobs(
                 "the Idempotency-Key header and the body's idempotency_key differ: send one"
             )
         body = body.model_copy(update={"idempotency_key": idempotency_key})
-    result = flock_of(request).submit_request(body)
+    submissions: SubmitGroup = request.app.state.submissions  # written together with others
+    result = submissions.submit_request(body)
     if not result.replayed:
         wake(request, result.count)
     return result
@@ -220,7 +222,8 @@ def job_logs(
         body = flock.follow_log(job_id, attempt, stream, poll=FOLLOW_POLL, stop=stop, offset=offset)
     else:
         body = _log_chunks(flock, job_id, number, stream, offset, stop)
-    return StoppableStream(body, stop, media_type="text/plain", headers=headers)
+    limiter = request.app.state.streams
+    return StoppableStream(body, stop, limiter, media_type="text/plain", headers=headers)
 
 
 def _log_chunks(
@@ -256,7 +259,8 @@ def download_output(job_id: str, key: str, request: Request, _: Reader) -> Respo
         "Content-Disposition": f'attachment; filename="{filename}"',
     }
     kind = "application/zip" if key.lower().endswith(".zip") else "application/octet-stream"
-    return StoppableStream(file_chunks(fh, stop), stop, media_type=kind, headers=headers)
+    limiter = request.app.state.streams
+    return StoppableStream(file_chunks(fh, stop), stop, limiter, media_type=kind, headers=headers)
 
 
 @router.get("/counts")

@@ -15,7 +15,9 @@ from shepard.server import api, errors
 from shepard.server.limits import BodyLimit
 from shepard.server.metrics import Metrics, Timing
 from shepard.server.settings import ServeSettings
+from shepard.server.streams import stream_limiter
 from shepard.server.tokencache import TokenCache
+from shepard.submitgroup import SubmitGroup
 from shepard.web import router as dashboard
 
 if TYPE_CHECKING:
@@ -59,6 +61,8 @@ def create_app(
     app.state.wakeup = runner.wakeup if runner is not None else None
     app.state.metrics = metrics = Metrics()
     app.state.tokens = TokenCache(flock.verify_token)
+    app.state.submissions = SubmitGroup(flock)
+    app.state.streams = stream_limiter()  # threads of streamed bodies (server/streams.py)
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(Timing, metrics=metrics)  # outermost: times refusals too
