@@ -242,6 +242,8 @@ class BatchScheduler:
             if not indexes or size is None:
                 continue
             alive = {i for i in indexes if listed.alive(array_id, i)}
+            log.info("stopping %d of %d children of Batch array %s (%d alive)", len(indexes),
+                     size, array_id, len(alive))  # fmt: skip
             if size == 1 or len(indexes) >= size:
                 self.api.cancel(array_id, reason)
                 self.api.terminate(array_id, reason)
