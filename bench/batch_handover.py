@@ -8,9 +8,9 @@ the hand-over), makes a queue and a bucket, a flock with the aws-batch backend a
 in that bucket, submits `--jobs` jobs and drives the hand-over step of the backend's
 `dispatch` (the array template's `hand_over`: place, manifest, assignment, SubmitJob) until
 every job is with Batch; following the children is left out (the emulator ends them at once
-without running them). Printed: SubmitJob calls (target <= 10 for 100,000), the highest number of Batch
-calls within any one second (target <= the configured rate), wall time. The baseline is the
-original's one SubmitJob per job: `--sample` single-job submissions through the same paced
+without running them). Printed: SubmitJob calls (target <= 10 for 100,000), the highest
+number of Batch calls within any one second (target <= the configured rate), wall time.
+The baseline is the original's one SubmitJob per job: `--sample` single-job submissions through the same paced
 client give its time per job, and the time 100,000 would take at the same rate limit.
 """
 
@@ -105,11 +105,12 @@ def main() -> None:
 
 
 def run(url: str, args: argparse.Namespace) -> None:
+    from tests import aws
+
     from shepard import config
     from shepard.backends.aws_batch.api import BatchApi, RateLimiter, clients
     from shepard.backends.aws_batch.backend import BatchBackend
     from shepard.flock import Flock
-    from tests import aws
 
     queue, bucket = aws.queue(url), aws.bucket(url)
     folder = Path(tempfile.mkdtemp(prefix="batch-handover-")) / "flock"
