@@ -10,8 +10,9 @@ in that bucket, submits `--jobs` jobs and drives the hand-over step of the backe
 every job is with Batch; following the children is left out (the emulator ends them at once
 without running them). Printed: SubmitJob calls (target <= 10 for 100,000), the highest
 number of Batch calls within any one second (target <= the configured rate), wall time.
-The baseline is the original's one SubmitJob per job: `--sample` single-job submissions through the same paced
-client give its time per job, and the time 100,000 would take at the same rate limit.
+The baseline is the original's one SubmitJob per job: `--sample` single-job submissions
+through the same paced client give its time per job, and the time 100,000 would take at the
+same rate limit.
 """
 
 from __future__ import annotations
