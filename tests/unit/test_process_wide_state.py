@@ -53,6 +53,8 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     },
     ("task.py", ""): {"gc.disable": TASK, "os._exit": TASK},
     ("task.py", "main"): {"gc.enable": TASK, "signal.signal": TASK},
+    ("batch_task.py", ""): {"gc.disable": TASK, "os._exit": TASK},  # a Batch child's entry
+    ("batch_task.py", "main"): {"signal.signal": TASK},
     ("backends/procs.py", "_serve"): {
         "signal.signal": RUNNER,
         "gc.freeze": RUNNER,

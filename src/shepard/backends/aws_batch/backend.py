@@ -396,7 +396,7 @@ class BatchBackend:
 
     @classmethod
     def task_setup(cls, ctx: BackendContext) -> TaskSetup:
-        """Batch children do not use the catalog-claiming task setup (see task.py); this one
+        """Batch children do not use the catalog-claiming task setup (see shepard.batch_task); this one
         serves `shepard worker serve` started by hand on the flock."""
         from shepard.scheduler_task import handmade_setup
 
