@@ -396,8 +396,8 @@ class BatchBackend:
 
     @classmethod
     def task_setup(cls, ctx: BackendContext) -> TaskSetup:
-        """Batch children do not use the catalog-claiming task setup (see shepard.batch_task); this one
-        serves `shepard worker serve` started by hand on the flock."""
+        """Batch children do not use the catalog-claiming task setup (they run
+        shepard.batch_task); this one serves `shepard worker serve` started by hand."""
         from shepard.scheduler_task import handmade_setup
 
         return handmade_setup(ctx)
