@@ -5,11 +5,14 @@
 Starts its own moto server (from /opt/shepard-moto, scripts/services-aws installs it) on a
 free port, with Batch's `use_docker` off (jobs are only recorded, not run: what is measured is
 the hand-over), makes a queue and a bucket, a flock with the aws-batch backend and its stores
-in that bucket, submits `--jobs` jobs and drives the backend's `dispatch` until every job is
-with Batch. Printed: SubmitJob calls (target <= 10 for 100,000), the highest number of Batch
-calls within any one second (target <= the configured rate), wall time. The baseline is the
-original's one SubmitJob per job: `--sample` single-job submissions through the same paced
-client give its time per job, and the time 100,000 would take at the same rate limit.
+in that bucket, submits `--jobs` jobs and drives the hand-over step of the backend's
+`dispatch` (the array template's `hand_over`: place, manifest, assignment, SubmitJob) until
+every job is with Batch; following the children is left out (the emulator ends them at once
+without running them). Printed: SubmitJob calls (target <= 10 for 100,000), the highest
+number of Batch calls within any one second (target <= the configured rate), wall time.
+The baseline is the original's one SubmitJob per job: `--sample` single-job submissions
+through the same paced client give its time per job, and the time 100,000 would take at the
+same rate limit.
 """
 
 from __future__ import annotations
@@ -98,16 +101,17 @@ def main() -> None:
     try:
         run(url, args)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.kill()  # its job threads would keep it busy for a while
+        proc.wait(30)
 
 
 def run(url: str, args: argparse.Namespace) -> None:
+    from tests import aws
+
     from shepard import config
     from shepard.backends.aws_batch.api import BatchApi, RateLimiter, clients
     from shepard.backends.aws_batch.backend import BatchBackend
     from shepard.flock import Flock
-    from tests import aws
 
     queue, bucket = aws.queue(url), aws.bucket(url)
     folder = Path(tempfile.mkdtemp(prefix="batch-handover-")) / "flock"
@@ -128,8 +132,8 @@ def run(url: str, args: argparse.Namespace) -> None:
     api = BatchApi(Timed(batch, times), logs, RateLimiter(args.rate))
     backend = BatchBackend(flock.backend_context(worker="bench"), api=api)
     began = time.perf_counter()
-    while flock.catalog.ready(now=time.time()) > 0:
-        backend.dispatch(time.time())
+    while flock.catalog.ready(now=time.time()) > 0:  # the hand-over step of `dispatch`
+        backend.arrays.hand_over(time.time())
     handover = time.perf_counter() - began
     calls = dict(api.calls)
     placed = sum(flock.catalog.placements().values())

@@ -61,6 +61,25 @@ def _until(check: Callable[[], bool], seconds: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _running_in_container(child: str) -> bool:
+    """Whether the child's container runs (moto reports RUNNING before it exists, and ignores
+    a TerminateJob until it does), and has for a few seconds (the worker started)."""
+    from tests.containers import client
+
+    name = child.replace(":", "-")
+    for container in client().containers.list(filters={"status": "running"}):
+        if name in container.name:
+            started = container.attrs.get("State", {}).get("StartedAt", "")
+            return bool(started)
+    return False
+
+
+def _child(worker: str) -> str:
+    """`ARRAY:INDEX` of the Batch child a worker id names."""
+    array_id, _, index = worker.split(" ")[-1].rpartition("_")
+    return f"{array_id}:{index}"
+
+
 def test_deploy_then_submit_wait(batch: tuple[Cli, list[str]], tmp_path: Path) -> None:
     cli, options = batch
     code = tmp_path / "code"
@@ -100,14 +119,18 @@ def test_up_cancel_lost_child_and_timeout(batch: tuple[Cli, list[str]], tmp_path
     try:
         _until(lambda: all(_jobs(cli)[j]["status"] == "running" for j in (cancel, lost)),
                240, "the children to start")  # fmt: skip
-        worker = _jobs(cli)[lost]["worker"]
-        array_id, _, index = worker.split(" ")[-1].rpartition("_")
+        jobs = _jobs(cli)
+        lost_child, cancelled = _child(jobs[lost]["worker"]), _child(jobs[cancel]["worker"])
+        _until(lambda: _running_in_container(lost_child) and _running_in_container(cancelled),
+               240, "the containers")  # fmt: skip
+        time.sleep(3)  # the worker inside starts
         batch_api = aws.client("batch", aws.endpoint())
-        batch_api.terminate_job(jobId=f"{array_id}:{index}", reason="host lost (test)")
-        cli("cancel", cancel)
-        cancelled = _jobs(cli)[cancel]["worker"].split(" ")[-1].replace("_", ":")
+        batch_api.terminate_job(jobId=lost_child, reason="host lost (test)")
+        cli.env["SHEPARD_LOG_LEVEL"] = "INFO"
+        said = cli("cancel", cancel)
+        del cli.env["SHEPARD_LOG_LEVEL"]
         _until(lambda: batch_api.describe_jobs(jobs=[cancelled])["jobs"][0]["status"] == "FAILED",
-               60, "Batch to stop the cancelled child")  # fmt: skip
+               120, f"Batch to stop the cancelled child ({said.err})")  # fmt: skip
         _until(lambda: _jobs(cli)[lost]["status"] == "succeeded", 300, "the lost job's re-run")
         _until(lambda: _jobs(cli)[slow]["status"] == "failed", 120, "the timeout")
     finally:

@@ -50,7 +50,9 @@ def test_a_registered_kind_brings_its_own_section(queue_kind: None) -> None:
 
 
 def test_unknown_kinds_and_sections_are_refused_naming_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"backend\.kind: .*'k8s'; known: local, slurm"):
+    with pytest.raises(
+        ConfigError, match=r"backend\.kind: .*'k8s'; known: aws-batch, local, slurm"
+    ):
         config.parse({"name": "f", "backend": {"kind": "k8s"}})
     with pytest.raises(ConfigError, match=r"unknown key 'backend\.k8s'"):
         config.parse({"name": "f", "backend": {"k8s": {}}})

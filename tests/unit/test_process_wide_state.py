@@ -56,6 +56,8 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     ("tasks/__main__.py", "_stop_on_sigterm"): {
         "signal.signal": "`python -m shepard.tasks`, a tasks job's runner: a process of its own"
     },
+    ("batch_task.py", ""): {"gc.disable": TASK, "os._exit": TASK},  # a Batch child's entry
+    ("batch_task.py", "main"): {"signal.signal": TASK},
     ("backends/procs.py", "_serve"): {
         "signal.signal": RUNNER,
         "gc.freeze": RUNNER,

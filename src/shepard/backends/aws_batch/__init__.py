@@ -6,8 +6,8 @@
 - `assign.py`: what a child reads (its job, the flock's settings) and writes (its outcome) in
   the flock's `manifests` store: Batch tasks never open the catalog, the head records outcomes;
 - `backend.py`: `BatchBackend`, the hooks of the array template (backends/arrays.py);
-- `task.py`: what a child runs (`python -m shepard.backends.aws_batch.task`);
-- `image.py`: the worker image `shepard deploy` derives from the flock's image.
+- `image.py`: the worker image `shepard deploy` derives from the flock's image;
+- what a child runs is `shepard.batch_task`, a process entry point beside `shepard.task`.
 
 Importing this package loads nothing else, so the flock configuration can read the section.
 """

@@ -224,9 +224,9 @@ class BatchScheduler:
             tasks.states[(array_id, 0)] = _state(parent)
             return
         tasks.sizes[array_id] = size
-        summary = (parent.get("arrayProperties") or {}).get("statusSummary") or {}
-        wanted = [s for s in STATES if summary.get(s)] if summary else list(STATES)
-        for status in wanted:
+        # every status is asked (ListJobs without one lists only RUNNING children): the
+        # parent's statusSummary could skip the empty ones, but the emulator's lags behind
+        for status in STATES:
             for child in self.api.list_jobs(arrayJobId=array_id, jobStatus=status):
                 index = _child_index(child, array_id)
                 if index is not None:
@@ -242,6 +242,8 @@ class BatchScheduler:
             if not indexes or size is None:
                 continue
             alive = {i for i in indexes if listed.alive(array_id, i)}
+            log.info("stopping %d of %d children of Batch array %s (%d alive)", len(indexes),
+                     size, array_id, len(alive))  # fmt: skip
             if size == 1 or len(indexes) >= size:
                 self.api.cancel(array_id, reason)
                 self.api.terminate(array_id, reason)
@@ -394,8 +396,8 @@ class BatchBackend:
 
     @classmethod
     def task_setup(cls, ctx: BackendContext) -> TaskSetup:
-        """Batch children do not use the catalog-claiming task setup (see task.py); this one
-        serves `shepard worker serve` started by hand on the flock."""
+        """Batch children do not use the catalog-claiming task setup (they run
+        shepard.batch_task); this one serves `shepard worker serve` started by hand."""
         from shepard.scheduler_task import handmade_setup
 
         return handmade_setup(ctx)

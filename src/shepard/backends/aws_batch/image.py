@@ -151,7 +151,7 @@ def build_bundle(dest: Path) -> Path:
         f"# the Shepard worker of AWS Batch children (self-contained: {ROOT})\n"
         f"PYTHONHOME={ROOT} PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \\\n"
         f'  exec "{ROOT}/lib/{loader}" --library-path "{ROOT}/lib" \\\n'
-        f'  "{ROOT}/bin/python3" -s -m shepard.backends.aws_batch.task "$@"\n'
+        f'  "{ROOT}/bin/python3" -s -m shepard.batch_task "$@"\n'
     )
     launcher.chmod(0o755)
     return dest

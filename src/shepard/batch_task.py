@@ -1,4 +1,4 @@
-"""What a Batch child runs: `python -m shepard.backends.aws_batch.task --store URL --token T`
+"""What a Batch child runs: `python -m shepard.batch_task --store URL --token T`
 (in the worker image, `/opt/shepard-worker/bin/shepard-batch-task ...`).
 
 The child learns its index from its environment (backend.batch_identity), reads its job and
