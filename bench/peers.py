@@ -61,20 +61,22 @@ TOOLS = ("xargs", "parallel", "pool", "celery", "ray", "shepard")
 # -- the process trees of a tool ----------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[float, int, int] | None:
+def _stat(pid: int) -> tuple[float, int, int, int, int, bytes] | None:
     """(CPU seconds of the process and of its reaped children, resident bytes, proportional
-    bytes) or None. The proportional set size (PSS) divides each shared page among the
-    processes sharing it: forked workers share most of their pages with their parent, which
-    a sum of RSS counts once per process."""
+    bytes, parent pid, virtual size, command name) or None. The proportional set size (PSS)
+    divides each shared page among the processes sharing it: forked workers share most of
+    their pages with their parent, which a sum of RSS counts once per process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+            head, tail = f.read().rsplit(b")", 1)
+        fields = tail.split()
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             pss = next((line.split()[1] for line in f if line.startswith(b"Pss:")), b"0")
     except OSError:
         return None
     cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK  # utime stime cutime cstime
-    return cpu, int(fields[21]) * PAGE, int(pss) * 1024
+    name = head.split(b"(", 1)[1]
+    return cpu, int(fields[21]) * PAGE, int(pss) * 1024, int(fields[1]), int(fields[20]), name
 
 
 def _children(pid: int) -> list[int]:
@@ -87,8 +89,13 @@ def _children(pid: int) -> list[int]:
 
 
 def tree(roots: Sequence[int]) -> dict[int, tuple[float, int, int]]:
-    """Every live process under `roots` (included): pid -> (CPU seconds, RSS, PSS bytes)."""
-    seen: dict[int, tuple[float, int, int]] = {}
+    """Every live process under `roots` (included): pid -> (CPU seconds, RSS, PSS bytes).
+
+    A child caught between vfork and exec (posix_spawn's, subprocess's) still runs in its
+    parent's memory, and /proc shows it with its parent's figures: its memory counts zero
+    (it has its parent's name, virtual size and RSS, within the pages the parent's other
+    threads may touch between the two readings)."""
+    seen: dict[int, tuple[float, int, int, int, int, bytes]] = {}
     pending = list(roots)
     while pending:
         pid = pending.pop()
@@ -98,7 +105,17 @@ def tree(roots: Sequence[int]) -> dict[int, tuple[float, int, int]]:
         if info is not None:
             seen[pid] = info
             pending += _children(pid)
-    return seen
+    found: dict[int, tuple[float, int, int]] = {}
+    for pid, (cpu, rss, pss, ppid, vsize, name) in seen.items():
+        parent = seen.get(ppid)
+        borrowed = (
+            parent is not None
+            and parent[5] == name
+            and abs(parent[1] - rss) <= parent[1] // 50
+            and abs(parent[4] - vsize) <= parent[4] // 50
+        )
+        found[pid] = (cpu, 0, 0) if borrowed else (cpu, rss, pss)
+    return found
 
 
 @dataclass
