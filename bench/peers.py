@@ -3,6 +3,7 @@
     .venv/bin/python bench/peers.py [--jobs 2000] [--rounds 3] [--workers 2] [--dir /var/tmp]
                                     [--tools xargs,parallel,pool,celery,ray,shepard]
                                     [--peers-python /opt/shepard-peers/bin/python]
+                                    [--base OTHER_CHECKOUT/src]
 
 The workload: JOBS trivial jobs, each `sh -c 'echo "$ITEM" > "$OUT/$ITEM.txt"'` with its own
 ITEM, WORKERS at a time, files written under `--dir` (default /var/tmp: a real disk; pass
@@ -22,10 +23,11 @@ Shepard). xargs, parallel and Shepard are timed as whole commands, start-up incl
 worker and Ray's processes are started and warmed up first (two jobs) and only the jobs are
 timed, as a user would keep such services running. Rounds alternate the tools (the order
 rotates each round); figures are medians over the rounds. Printed per tool: seconds, jobs/s
-(and their range over the rounds), the ratio to xargs, the peak RSS summed over every process
-the tool started (its process tree, sampled every 100 ms from start to end, services included,
-the shared Redis not), and the CPU time per job of all those processes (payloads included),
-which moves less than the wall time on a shared machine.
+(and their range over the rounds), the ratio to xargs, the peak RSS and PSS summed over every
+process the tool started (its process tree, sampled every 100 ms from start to end, services
+included, the shared Redis not), and the CPU time per job of all those processes (payloads
+included), which moves less than the wall time on a shared machine. `--base` adds Shepard's
+code from another checkout (run by this interpreter), to compare two commits in one run.
 """
 
 from __future__ import annotations
