@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 BENCH = Path(__file__).resolve().parent
 SHEPARD = str(Path(sys.executable).with_name("shepard"))
@@ -400,7 +401,9 @@ def main() -> None:
                     print(f"  round {index + 1} {tool} failed: {exc}", file=sys.stderr)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
-    report(args, {tool: measures for tool, measures in results.items() if measures})
+            if index + 1 < args.rounds:  # the figures so far, should a long run be cut short
+                report(args, results, sys.stderr, index + 1)
+    report(args, results, sys.stdout, args.rounds)
     for tool, count in failures.items():
         print(f"{LABELS[tool].format(w=args.workers)}: failed in {count} of {args.rounds} rounds")
 
@@ -413,19 +416,27 @@ def run_round(tool: str, setup: Setup, out: Path) -> Measure:
     return measure
 
 
-def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
+def report(
+    args: argparse.Namespace, results: dict[str, list[Measure]], out: TextIO, rounds: int
+) -> None:
     jobs = args.jobs
     load = os.getloadavg()[0]
+    results = {tool: measures for tool, measures in results.items() if measures}
+    if "xargs" not in results:
+        return
     print(
         f'{jobs} jobs `sh -c \'echo "$ITEM" > "$OUT/$ITEM.txt"\'`, {args.workers} at a time, '
-        f"files in {args.dir} ({filesystem(args.dir.resolve())}), median of {args.rounds} "
-        f"rounds, load average {load:.1f} at the end"
+        f"files in {args.dir} ({filesystem(args.dir.resolve())}), median of {rounds} "
+        f"rounds, load average {load:.1f} at the end",
+        file=out,
     )
     base = statistics.median(jobs / m.seconds for m in results["xargs"])
     print(
-        f"| tool | jobs/s | range | vs xargs -P{args.workers} | peak RSS | peak PSS | CPU per job |"
+        f"| tool | jobs/s | range | vs xargs -P{args.workers} | peak RSS | peak PSS "
+        "| CPU per job |",
+        file=out,
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|", file=out)
     rows = sorted(
         results.items(), key=lambda kv: -statistics.median(jobs / m.seconds for m in kv[1])
     )
@@ -438,7 +449,8 @@ def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
         label = LABELS[tool].format(w=args.workers)
         print(
             f"| {label} | {rate:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | {rate / base:.2f} "
-            f"| {rss:,.0f} MB | {pss:,.0f} MB | {cpu:.2f} ms |"
+            f"| {rss:,.0f} MB | {pss:,.0f} MB | {cpu:.2f} ms |",
+            file=out,
         )
 
 
