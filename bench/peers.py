@@ -3,6 +3,7 @@
     .venv/bin/python bench/peers.py [--jobs 2000] [--rounds 3] [--workers 2] [--dir /var/tmp]
                                     [--tools xargs,parallel,pool,celery,ray,shepard]
                                     [--peers-python /opt/shepard-peers/bin/python]
+                                    [--base OTHER_CHECKOUT/src]
 
 The workload: JOBS trivial jobs, each `sh -c 'echo "$ITEM" > "$OUT/$ITEM.txt"'` with its own
 ITEM, WORKERS at a time, files written under `--dir` (default /var/tmp: a real disk; pass
@@ -22,10 +23,11 @@ Shepard). xargs, parallel and Shepard are timed as whole commands, start-up incl
 worker and Ray's processes are started and warmed up first (two jobs) and only the jobs are
 timed, as a user would keep such services running. Rounds alternate the tools (the order
 rotates each round); figures are medians over the rounds. Printed per tool: seconds, jobs/s
-(and their range over the rounds), the ratio to xargs, the peak RSS summed over every process
-the tool started (its process tree, sampled every 100 ms from start to end, services included,
-the shared Redis not), and the CPU time per job of all those processes (payloads included),
-which moves less than the wall time on a shared machine.
+(and their range over the rounds), the ratio to xargs, the peak RSS and PSS summed over every
+process the tool started (its process tree, sampled every 100 ms from start to end, services
+included, the shared Redis not), and the CPU time per job of all those processes (payloads
+included), which moves less than the wall time on a shared machine. `--base` adds Shepard's
+code from another checkout (run by this interpreter), to compare two commits in one run.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 BENCH = Path(__file__).resolve().parent
 SHEPARD = str(Path(sys.executable).with_name("shepard"))
@@ -61,20 +64,22 @@ TOOLS = ("xargs", "parallel", "pool", "celery", "ray", "shepard")
 # -- the process trees of a tool ----------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[float, int, int] | None:
+def _stat(pid: int) -> tuple[float, int, int, int, int, bytes] | None:
     """(CPU seconds of the process and of its reaped children, resident bytes, proportional
-    bytes) or None. The proportional set size (PSS) divides each shared page among the
-    processes sharing it: forked workers share most of their pages with their parent, which
-    a sum of RSS counts once per process."""
+    bytes, parent pid, virtual size, command name) or None. The proportional set size (PSS)
+    divides each shared page among the processes sharing it: forked workers share most of
+    their pages with their parent, which a sum of RSS counts once per process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+            head, tail = f.read().rsplit(b")", 1)
+        fields = tail.split()
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             pss = next((line.split()[1] for line in f if line.startswith(b"Pss:")), b"0")
     except OSError:
         return None
     cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK  # utime stime cutime cstime
-    return cpu, int(fields[21]) * PAGE, int(pss) * 1024
+    name = head.split(b"(", 1)[1]
+    return cpu, int(fields[21]) * PAGE, int(pss) * 1024, int(fields[1]), int(fields[20]), name
 
 
 def _children(pid: int) -> list[int]:
@@ -87,8 +92,13 @@ def _children(pid: int) -> list[int]:
 
 
 def tree(roots: Sequence[int]) -> dict[int, tuple[float, int, int]]:
-    """Every live process under `roots` (included): pid -> (CPU seconds, RSS, PSS bytes)."""
-    seen: dict[int, tuple[float, int, int]] = {}
+    """Every live process under `roots` (included): pid -> (CPU seconds, RSS, PSS bytes).
+
+    A child caught between vfork and exec (posix_spawn's, subprocess's) still runs in its
+    parent's memory, and /proc shows it with its parent's figures: its memory counts zero
+    (it has its parent's name, virtual size and RSS, within the pages the parent's other
+    threads may touch between the two readings)."""
+    seen: dict[int, tuple[float, int, int, int, int, bytes]] = {}
     pending = list(roots)
     while pending:
         pid = pending.pop()
@@ -98,7 +108,17 @@ def tree(roots: Sequence[int]) -> dict[int, tuple[float, int, int]]:
         if info is not None:
             seen[pid] = info
             pending += _children(pid)
-    return seen
+    found: dict[int, tuple[float, int, int]] = {}
+    for pid, (cpu, rss, pss, ppid, vsize, name) in seen.items():
+        parent = seen.get(ppid)
+        borrowed = (
+            parent is not None
+            and parent[5] == name
+            and abs(parent[1] - rss) <= parent[1] // 50
+            and abs(parent[4] - vsize) <= parent[4] // 50
+        )
+        found[pid] = (cpu, 0, 0) if borrowed else (cpu, rss, pss)
+    return found
 
 
 @dataclass
@@ -225,6 +245,7 @@ def run_driver(kind: str, setup: Setup, out: Path) -> Measure:
     timed from `go` to `done`; Celery's worker is started beside its client."""
     env = {**os.environ, "PYTHONPATH": str(BENCH), "PEERS_REDIS": setup.redis_url}
     env["PEERS_QUEUE"] = f"shepard-peers-{os.getpid()}-{time.monotonic_ns()}"
+    env.setdefault("RAY_raylet_start_wait_time_s", "180")  # a loaded machine starts Ray slowly
     procs: list[subprocess.Popen[str]] = []
     with Sampler(lambda: [p.pid for p in procs]) as sampler:
         try:
@@ -365,39 +386,57 @@ def main() -> None:
     redis = f"redis://{REDIS[0]}:{REDIS[1]}/0"
     setup = Setup(args.jobs, args.workers, args.peers_python, redis, args.base)
     results: dict[str, list[Measure]] = {tool: [] for tool in tools}
+    failures: dict[str, int] = {}
     with redis_server() if "celery" in tools else contextlib.nullcontext():
         for index in range(args.rounds):
             order = tools[index % len(tools) :] + tools[: index % len(tools)]
             for tool in order:
                 scratch = Path(tempfile.mkdtemp(prefix="shepard-peers-", dir=args.dir))
                 try:
-                    out = scratch / "out"
-                    out.mkdir()
-                    measure = RUNNERS[tool](setup, out)
-                    if out.exists() and len(os.listdir(out)) != args.jobs:
-                        raise RuntimeError(f"{tool}: {len(os.listdir(out))} files for {args.jobs}")
+                    measure = run_round(tool, setup, scratch / "out")
                     results[tool].append(measure)
-                    print(
-                        f"  round {index + 1} {tool:9s} {measure.seconds:6.2f} s", file=sys.stderr
-                    )
+                    print(f"  round {index + 1} {tool} {measure.seconds:.2f} s", file=sys.stderr)
+                except Exception as exc:  # a peer that fails once (Ray timing out) is reported
+                    failures[tool] = failures.get(tool, 0) + 1
+                    print(f"  round {index + 1} {tool} failed: {exc}", file=sys.stderr)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
-    report(args, results)
+            if index + 1 < args.rounds:  # the figures so far, should a long run be cut short
+                report(args, results, sys.stderr, index + 1)
+    report(args, results, sys.stdout, args.rounds)
+    for tool, count in failures.items():
+        print(f"{LABELS[tool].format(w=args.workers)}: failed in {count} of {args.rounds} rounds")
 
 
-def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
+def run_round(tool: str, setup: Setup, out: Path) -> Measure:
+    out.mkdir()
+    measure = RUNNERS[tool](setup, out)
+    if out.exists() and len(os.listdir(out)) != setup.jobs:
+        raise RuntimeError(f"{tool}: {len(os.listdir(out))} files for {setup.jobs} jobs")
+    return measure
+
+
+def report(
+    args: argparse.Namespace, results: dict[str, list[Measure]], out: TextIO, rounds: int
+) -> None:
     jobs = args.jobs
     load = os.getloadavg()[0]
+    results = {tool: measures for tool, measures in results.items() if measures}
+    if "xargs" not in results:
+        return
     print(
         f'{jobs} jobs `sh -c \'echo "$ITEM" > "$OUT/$ITEM.txt"\'`, {args.workers} at a time, '
-        f"files in {args.dir} ({filesystem(args.dir.resolve())}), median of {args.rounds} "
-        f"rounds, load average {load:.1f} at the end"
+        f"files in {args.dir} ({filesystem(args.dir.resolve())}), median of {rounds} "
+        f"rounds, load average {load:.1f} at the end",
+        file=out,
     )
     base = statistics.median(jobs / m.seconds for m in results["xargs"])
     print(
-        f"| tool | jobs/s | range | vs xargs -P{args.workers} | peak RSS | peak PSS | CPU per job |"
+        f"| tool | jobs/s | range | vs xargs -P{args.workers} | peak RSS | peak PSS "
+        "| CPU per job |",
+        file=out,
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|", file=out)
     rows = sorted(
         results.items(), key=lambda kv: -statistics.median(jobs / m.seconds for m in kv[1])
     )
@@ -410,7 +449,8 @@ def report(args: argparse.Namespace, results: dict[str, list[Measure]]) -> None:
         label = LABELS[tool].format(w=args.workers)
         print(
             f"| {label} | {rate:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | {rate / base:.2f} "
-            f"| {rss:,.0f} MB | {pss:,.0f} MB | {cpu:.2f} ms |"
+            f"| {rss:,.0f} MB | {pss:,.0f} MB | {cpu:.2f} ms |",
+            file=out,
         )
 
 
