@@ -140,16 +140,8 @@ class DynamoCatalog(Submissions):
                 break
             part, candidates = candidates[:want], candidates[want:]
             planned = [(r, c) for r in part if (c := decide(items.to_facts(r))) is not None]
-            ops = [{"Update": items.update(r, c, now=now, record=record)} for r, c in planned]
-            if not ops:
-                continue
-            codes = self._commit(ops, planned)
-            if codes is None:
-                taken.extend((r, items.changed(r, c), c) for r, c in planned)
-                continue
-            lost = {i for i, code in enumerate(codes[: len(planned)])
-                    if code == "ConditionalCheckFailed"}  # fmt: skip
-            candidates = [r for i, (r, _c) in enumerate(planned) if i not in lost] + candidates
+            written, _lost = self._write_changes(planned, now=now, record=record)
+            taken.extend((r, items.changed(r, c), c) for r, c in written)
         return sorted(taken, key=lambda t: t[0]["seq"])
 
     def heartbeat(self, held: Sequence[tuple[str, int]], *, now: float, lease: float) -> set[str]:
