@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from shepard import __version__, backends, config
 from shepard.catalog import check_url
-from shepard.cli import deploy, fastpath, jobs, newflock, ops, profiles
+from shepard.cli import aws, deploy, fastpath, jobs, newflock, ops, profiles
 from shepard.cli.common import (
     FlockOption,
     apply_profile_defaults,
@@ -189,6 +189,7 @@ app.command()(ops.retry)
 app.command()(secretify)
 deploy.register(app)
 profiles.register(app)
+aws.register(app)
 
 
 @worker_app.command("run")

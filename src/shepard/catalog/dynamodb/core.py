@@ -43,6 +43,7 @@ class Core:
         self._db = db
         self._table = address.table
         self._rng = random.Random()
+        self._committed: set[str] = set()  # submissions known to be committed
 
     def _errors(self) -> Any:
         return aws_errors(self._address)
@@ -50,13 +51,33 @@ class Core:
     # -- reads ------------------------------------------------------------------------------
 
     def _pending(self) -> set[str]:
-        """The submissions being written, whose jobs are not visible yet. Read it AFTER
-        reading jobs: a job can only exist once its submission is in this set, so a job
-        read earlier whose submission is absent here is committed (or deleted)."""
+        """The submissions noted as being written (a hint for `sweep_submissions`; what
+        hides jobs is their submission's record, see `_hidden`)."""
         found = self._db.get_item(
             TableName=self._table, Key={"pk": {"S": "meta#pending"}}, ConsistentRead=True
         )
         return set(found.get("Item", {}).get("subs", {}).get("SS", []))
+
+    def _hidden(self, rows: Iterable[Row]) -> set[str]:
+        """Those submissions of `rows` still being written: their record `sub#<id>` exists
+        (the commit deletes it). Read AFTER the rows: a job exists only once its record
+        does, so a job read earlier whose record is gone is committed (or deleted). A
+        committed submission stays committed, so each is looked up once per catalog."""
+        subs = {r["sub"] for r in rows if "sub" in r} - self._committed
+        if not subs:
+            return set()
+        keys = [{"pk": {"S": f"sub#{s}"}} for s in sorted(subs)]
+        found: set[str] = set()
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                self._table: {"Keys": keys[start : start + 100], "ConsistentRead": True}
+            }
+            while request:
+                answer = self._db.batch_get_item(RequestItems=request)
+                found.update(i["pk"]["S"][4:] for i in answer["Responses"].get(self._table, []))
+                request = answer.get("UnprocessedKeys") or {}
+        self._committed.update(subs - found)
+        return found
 
     def _get_row(self, job_id: str) -> Row | None:
         found = self._db.get_item(TableName=self._table, Key=items.job_key(job_id),
