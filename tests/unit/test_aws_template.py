@@ -50,7 +50,10 @@ def test_options_become_parameter_defaults_and_the_table_is_the_catalogs() -> No
     assert text.count('Default: "true"') == 2  # gpu, efs (lustre stays off)
     for name, pk, sk, _projected in INDEXES:
         assert f"IndexName: {name}\n" in text
-        assert f"[{{AttributeName: {pk}, KeyType: HASH}}, {{AttributeName: {sk}, KeyType: RANGE}}]" in text
+        assert (
+            f"[{{AttributeName: {pk}, KeyType: HASH}}, {{AttributeName: {sk}, KeyType: RANGE}}]"
+            in text
+        )
     assert "__" not in text  # every placeholder was filled
 
 

@@ -115,10 +115,12 @@ def _indexes() -> str:
         projection = index["Projection"]
         lines.append(f"        - IndexName: {index['IndexName']}")
         lines.append(f"          KeySchema: [{keys}]")
-        lines.append(f"          Projection:")
+        lines.append("          Projection:")
         lines.append(f"            ProjectionType: {projection['ProjectionType']}")
         if "NonKeyAttributes" in projection:
-            lines.append(f"            NonKeyAttributes: [{', '.join(projection['NonKeyAttributes'])}]")
+            lines.append(
+                f"            NonKeyAttributes: [{', '.join(projection['NonKeyAttributes'])}]"
+            )
     return "\n".join(lines)
 
 

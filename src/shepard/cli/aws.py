@@ -29,9 +29,7 @@ def template(
     gpu: Annotated[bool, typer.Option("--gpu", help="GPU instances for the jobs.")] = False,
     spot: Annotated[bool, typer.Option("--spot", help="Spot instances for the jobs.")] = False,
     fargate: Annotated[bool, typer.Option("--fargate", help="Fargate for the jobs.")] = False,
-    max_vcpus: Annotated[
-        int, typer.Option("--max-vcpus", help="Most vCPUs in use at once.")
-    ] = 256,
+    max_vcpus: Annotated[int, typer.Option("--max-vcpus", help="Most vCPUs in use at once.")] = 256,
 ) -> None:
     """Print the flock's CloudFormation template (YAML), its options as parameter defaults."""
     from shepard.aws.template import Options, render

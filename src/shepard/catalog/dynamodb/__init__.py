@@ -96,7 +96,7 @@ class DynamoCatalog(Submissions):
         moment stale: the conditional write tells)."""
         return self._by_status(
             _QUEUED,
-            filter_="attribute_not_exists(gp) AND "
+            filter_="attribute_not_exists(placement) AND "
             "(attribute_not_exists(not_before) OR not_before <= :now)",
             values={":now": {"N": repr(now)}},
         )
@@ -135,7 +135,7 @@ class DynamoCatalog(Submissions):
                 more = list(islice(source, max(want * 2, 25)))
                 exhausted = not more
                 hidden = self._hidden(more)  # after the jobs were read (see _hidden)
-                candidates += [r for r in more if r.get("sub") not in hidden]
+                candidates += [r for r in more if r.get("sub") not in hidden and claimable(r)]
             if not candidates:
                 break
             part, candidates = candidates[:want], candidates[want:]
@@ -422,8 +422,9 @@ class DynamoCatalog(Submissions):
                 sign = -1 if newest_first else 1
                 rows: Iterator[Row] = heapq.merge(*streams, key=lambda r: sign * r["seq"])
             elif status is not None:
-                rows = read("by_status", "#st = :st AND seq BETWEEN :lo AND :hi",
-                            {":st": {"S": status.value}, **seq_range}, {"#st": "status"})  # fmt: skip
+                key = "#st = :st AND seq BETWEEN :lo AND :hi"
+                rows = read("by_status", key, {":st": {"S": status.value}, **seq_range},
+                            {"#st": "status"})  # fmt: skip
             else:
                 rows = read("by_seq", "kind = :k AND seq BETWEEN :lo AND :hi",
                             {":k": {"S": "job"}, **seq_range}, {})  # fmt: skip
@@ -553,4 +554,3 @@ class DynamoCatalog(Submissions):
         with self._errors():
             rows = [r for p in dict.fromkeys(placements) for r in self._placed_under(p)]
         return [items.to_job(r) for r in sorted(rows, key=lambda r: r["seq"])]
-

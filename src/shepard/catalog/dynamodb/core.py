@@ -230,9 +230,7 @@ class Core:
         for row, change in held:
             deltas[row["status"]] -= 1
             deltas[change.status.value] += 1
-        ops = [
-            {"Update": items.update(r, c, now=now, record=record, token=token)} for r, c in held
-        ]
+        ops = [{"Update": items.update(r, c, now=now, record=record, token=token)} for r, c in held]
         counter = items.counter_update(self._rng.randrange(COUNTER_SHARDS), deltas)
         if counter is not None:
             ops.append({"Update": counter})

@@ -235,7 +235,9 @@ def reserve(row: Mapping[str, Any], token: str, *, clock: float, stale: float) -
         "ConditionExpression": "#ver = :ver0 AND (attribute_not_exists(#tx) OR #txat < :old)",
         "ExpressionAttributeNames": {"#tx": "tx", "#txat": "tx_at", "#ver": "ver"},
         "ExpressionAttributeValues": {
-            ":tok": {"S": token}, ":clock": {"N": repr(clock)}, ":old": {"N": repr(clock - stale)},
+            ":tok": {"S": token},
+            ":clock": {"N": repr(clock)},
+            ":old": {"N": repr(clock - stale)},
             ":ver0": {"N": str(row.get("ver", 0))},
         },
     }

@@ -212,7 +212,9 @@ def _wait_active(db: Any, name: str, timeout: float = 300.0) -> None:
         ):
             return
         if time.monotonic() > deadline:
-            raise CatalogError(f"the DynamoDB table {name!r} did not become ACTIVE in {timeout:g} s")
+            raise CatalogError(
+                f"the DynamoDB table {name!r} did not become ACTIVE in {timeout:g} s"
+            )
         time.sleep(1.0)
 
 

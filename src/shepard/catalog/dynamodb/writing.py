@@ -18,6 +18,7 @@ A failure before 3 deletes the written jobs; a process that died is cleaned up b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -99,10 +100,9 @@ class Submissions(Core):
                                   tally=tally)  # fmt: skip
             self._finish_submission(sub, written, keys, label=label)
         except BaseException:
-            try:
+            # the sweep removes them later; the first error is the one to report
+            with contextlib.suppress(Exception):
                 self._roll_back(sub, expected=tally[0])
-            except Exception:  # the sweep removes them later; the first error matters
-                pass
             raise
         return written
 
@@ -171,8 +171,15 @@ class Submissions(Core):
                     job_id = new_job_id()
                     if ids is not None:
                         ids.append(job_id)
-                    item = items.new_job(job_id, first + offset, spec, now=now,
-                                         default_attempts=default_attempts, batch=label, sub=sub)
+                    item = items.new_job(
+                        job_id,
+                        first + offset,
+                        spec,
+                        now=now,
+                        default_attempts=default_attempts,
+                        batch=label,
+                        sub=sub,
+                    )
                     puts.append({"PutRequest": {"Item": item}})  # fmt: skip
                 futures = [pool.submit(self._batch_write, puts[i : i + 25])
                            for i in range(0, len(puts), 25)]  # fmt: skip
@@ -510,10 +517,8 @@ class Submissions(Core):
                 marks.append((key, own, request_hash, batch))
             self._finish_submission(sub, written, marks)
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):
                 self._roll_back(sub)
-            except Exception:
-                pass
             raise
         return done
 
