@@ -86,12 +86,10 @@ def main() -> None:
         counted, _ = timed("counts", dynamo.counts)
         assert sum(counted.values()) == n
         print(f"  write units (reported)       {units['reported']:10.0f}")
-        print(
-            f"  write units (estimated)      {units['estimated']:10.0f}  ({units['estimated'] / n:.1f} per job)"
-        )
-        print(
-            f"ratios DynamoDB/SQLite: register {ddb_add / sql_add:.1f}x, page {ddb_page / sql_page:.1f}x"
-        )
+        per_job = units["estimated"] / n
+        print(f"  write units (estimated)      {units['estimated']:10.0f}  ({per_job:.1f} per job)")
+        ratios = f"register {ddb_add / sql_add:.1f}x, page {ddb_page / sql_page:.1f}x"
+        print(f"ratios DynamoDB/SQLite: {ratios}")
         print(f"DynamoDB registration rate: {n / ddb_add:,.0f} jobs/s")
     finally:
         dynamo._db.delete_table(TableName=table)  # type: ignore[attr-defined]
