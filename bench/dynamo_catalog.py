@@ -51,16 +51,16 @@ def main() -> None:
 
     def ask_capacity(params: dict[str, Any], **_: Any) -> None:
         params["ReturnConsumedCapacity"] = "TOTAL"
-
-    def count(parsed: dict[str, Any], model: Any, params: dict[str, Any], **_: Any) -> None:
-        for used in parsed.get("ConsumedCapacity", []) or []:
-            units["reported"] += float(used.get("CapacityUnits", 0))
         for request in params.get("RequestItems", {}).get(table, []):
             if "PutRequest" in request:  # 1 unit per KB, plus one per index entry
                 item = request["PutRequest"]["Item"]
                 size = len(json.dumps(item)) / 1024
                 indexes = 2 + ("gb" in item) + ("gu" in item)
                 units["estimated"] += max(1, -(-size // 1)) + indexes
+
+    def count(parsed: dict[str, Any], **_: Any) -> None:
+        for used in parsed.get("ConsumedCapacity", []) or []:
+            units["reported"] += float(used.get("CapacityUnits", 0))
 
     events = dynamo._db.meta.events  # type: ignore[attr-defined]
     events.register("provide-client-params.dynamodb.BatchWriteItem", ask_capacity)
