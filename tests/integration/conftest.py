@@ -104,6 +104,16 @@ SQL_KINDS = {"sqlite", "postgres"}
 """The factories of the SQL catalog (sql.py), the only ones tests marked `sql_catalog` use."""
 
 
+EMULATOR_LIMITS = {
+    "test_concurrent_claimers_never_share_a_job": "moto",
+    "test_concurrent_placers_take_disjoint_jobs": "moto",
+}
+"""Tests of many threads racing conditional writes on the same items: moto's threaded server
+checks a condition and writes in separate steps (and restores a whole-table copy when a
+transaction fails), so it cannot show that DynamoDB's atomic conditional writes keep racing
+claimers apart (docs/dynamodb.md)."""
+
+
 @dataclass(frozen=True)
 class CatalogFactory:
     """Opens handles on one new catalog: each call is one more connection to the same jobs,
@@ -122,6 +132,8 @@ def catalog_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     catalog only, for tests marked `sql_catalog`)."""
     if request.param not in SQL_KINDS and request.node.get_closest_marker("sql_catalog"):
         pytest.skip(f"a test of the SQL catalog: not for {request.param}")
+    if request.param == "dynamodb" and request.node.originalname in EMULATOR_LIMITS:
+        pytest.skip("racing conditional writes on one item are not atomic in moto's server")
     with FACTORIES[request.param](request, tmp_path) as url:
         yield CatalogFactory(request.param, url)
 

@@ -32,7 +32,7 @@ def test_memory_catalog_runs_jobs_in_this_process() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["dynamodb://table", "mysql://root:s3cret@localhost/db", "catalog.db", ""]
+    "url", ["cassandra://table", "mysql://root:s3cret@localhost/db", "catalog.db", ""]
 )
 def test_an_unknown_scheme_names_the_known_ones(url: str) -> None:
     for attempt in (check_url, open_catalog):
@@ -56,10 +56,10 @@ def test_init_refuses_an_unknown_catalog_scheme(
     monkeypatch.delenv("SHEPARD_PROFILE", raising=False)
     folder = tmp_path / "flock"
     argv = ["shepard", "init", str(folder), "--payload-command", "true"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--catalog", "dynamodb://jobs"])
+    monkeypatch.setattr(sys, "argv", [*argv, "--catalog", "cassandra://jobs"])
     assert cli_main.app_main() == 2
     err = capsys.readouterr().err
-    assert "unsupported catalog URL 'dynamodb://jobs'" in err and "postgresql://" in err
+    assert "unsupported catalog URL 'cassandra://jobs'" in err and "postgresql://" in err
     assert "Traceback" not in err and not folder.exists()
 
 
@@ -84,3 +84,17 @@ def test_memory_catalogs_opened_by_many_threads_at_once_each_get_a_schema() -> N
     for each in opened:
         each.close()
     assert errors == [] and len(opened) == 4
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("dynamodb://ab", "invalid DynamoDB table name"),
+        ("dynamodb://jobs?color=red", "unknown option 'color'"),
+        ("dynamodb://jobs/extra", "invalid DynamoDB catalog URL"),
+    ],
+)
+def test_a_malformed_dynamodb_url_is_refused_without_contacting_aws(url: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        check_url(url)
+    check_url("dynamodb://jobs?region=eu-west-1&endpoint=http://127.0.0.1:1")

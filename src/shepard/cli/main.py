@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from shepard import __version__, backends, config
 from shepard.catalog import check_url
-from shepard.cli import deploy, fastpath, jobs, newflock, ops, profiles
+from shepard.cli import aws, deploy, fastpath, jobs, newflock, ops, profiles
 from shepard.cli import workitems as cli_items
 from shepard.cli.common import (
     FlockOption,
@@ -275,6 +275,7 @@ app.command()(secretify)
 app.command()(serve)
 deploy.register(app)
 profiles.register(app)
+aws.register(app)
 
 
 @worker_app.command("run")

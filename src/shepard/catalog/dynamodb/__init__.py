@@ -96,7 +96,7 @@ class DynamoCatalog(Submissions):
         moment stale: the conditional write tells)."""
         return self._by_status(
             _QUEUED,
-            filter_="attribute_not_exists(gp) AND "
+            filter_="attribute_not_exists(placement) AND "
             "(attribute_not_exists(not_before) OR not_before <= :now)",
             values={":now": {"N": repr(now)}},
         )
@@ -134,22 +134,14 @@ class DynamoCatalog(Submissions):
             if len(candidates) < want and not exhausted:
                 more = list(islice(source, max(want * 2, 25)))
                 exhausted = not more
-                hidden = self._pending()  # after the jobs were read (see _pending)
-                candidates += [r for r in more if r.get("sub") not in hidden]
+                hidden = self._hidden(more)  # after the jobs were read (see _hidden)
+                candidates += [r for r in more if r.get("sub") not in hidden and claimable(r)]
             if not candidates:
                 break
             part, candidates = candidates[:want], candidates[want:]
             planned = [(r, c) for r in part if (c := decide(items.to_facts(r))) is not None]
-            ops = [{"Update": items.update(r, c, now=now, record=record)} for r, c in planned]
-            if not ops:
-                continue
-            codes = self._commit(ops, planned)
-            if codes is None:
-                taken.extend((r, items.changed(r, c), c) for r, c in planned)
-                continue
-            lost = {i for i, code in enumerate(codes[: len(planned)])
-                    if code == "ConditionalCheckFailed"}  # fmt: skip
-            candidates = [r for i, (r, _c) in enumerate(planned) if i not in lost] + candidates
+            written, _lost = self._write_changes(planned, now=now, record=record)
+            taken.extend((r, items.changed(r, c), c) for r, c in written)
         return sorted(taken, key=lambda t: t[0]["seq"])
 
     def heartbeat(self, held: Sequence[tuple[str, int]], *, now: float, lease: float) -> set[str]:
@@ -236,7 +228,7 @@ class DynamoCatalog(Submissions):
         """Apply `decide` to job `job_id`; its new status, None if nothing changed."""
         with self._errors():
             row = self._get_row(job_id)
-            if row is None or row.get("sub") in self._pending():
+            if row is None or row.get("sub") in self._hidden([row]):
                 return None
             changed = self._apply([row], decide, now=now, still=still)
         return changed[0][2].status if changed else None
@@ -309,7 +301,7 @@ class DynamoCatalog(Submissions):
                 rows: list[Row] = [r for s in sorted(wanted) for r in self._by_status(s)]
             else:
                 rows = self._get_rows(job_ids)
-            hidden = self._pending()
+            hidden = self._hidden(rows)
             rows = [r for r in rows if r.get("sub") not in hidden]
             changed = self._apply(rows, decide, now=now, still=still)
         return items.ids_of(before for before, _a, _c in changed)
@@ -317,23 +309,23 @@ class DynamoCatalog(Submissions):
     def ready(self, *, now: float) -> int:
         """See JobStore.ready: a count over the queued jobs' index entries."""
         with self._errors():
-            subs = [r.get("sub") for r in self._claimable(now)]
-            hidden = self._pending()
-        return sum(1 for s in subs if s not in hidden)
+            rows = list(self._claimable(now))
+            hidden = self._hidden(rows)
+        return sum(1 for r in rows if r.get("sub") not in hidden)
 
     # -- queries ----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
         with self._errors():
             row = self._get_row(job_id)
-            if row is None or row.get("sub") in self._pending():
+            if row is None or row.get("sub") in self._hidden([row]):
                 return None
         return items.to_job(row)
 
     def events(self, job_id: str) -> list[JobEvent]:
         with self._errors():
             row = self._get_row(job_id)
-            if row is None or row.get("sub") in self._pending():
+            if row is None or row.get("sub") in self._hidden([row]):
                 return []
         return items.to_events(row)
 
@@ -359,27 +351,16 @@ class DynamoCatalog(Submissions):
         return {status: total[status.value] for status in JobStatus}
 
     def _count_in_batch(self, batch: str, status: JobStatus) -> int:
-        request: dict[str, Any] = {
-            "TableName": self._table, "IndexName": "by_batch", "Select": "COUNT",
-            "KeyConditionExpression": "gb = :b AND begins_with(gbs, :s)",
-            "ExpressionAttributeValues": {":b": {"S": f"b#{batch}"},
-                                          ":s": {"S": f"{status.value}#"}},
-        }  # fmt: skip
-        hidden = sorted(self._pending())
-        if hidden:  # a submission being written is not counted yet
-            names = [f":p{i}" for i in range(len(hidden))]
-            request["FilterExpression"] = " AND ".join(f"#sub <> {n}" for n in names)
-            request["ExpressionAttributeNames"] = {"#sub": "sub"}
-            request["ExpressionAttributeValues"].update(
-                {n: {"S": h} for n, h in zip(names, hidden, strict=True)}
-            )
-        count = 0
-        while True:
-            answer = self._db.query(**request)
-            count += int(answer.get("Count", 0))
-            if not answer.get("LastEvaluatedKey"):
-                return count
-            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        """The batch's jobs in `status`: a read of their index entries (id and submission
+        only), not of the table."""
+        rows = list(self._query(
+            IndexName="by_batch", ProjectionExpression="#sub",
+            KeyConditionExpression="gb = :b AND begins_with(gbs, :s)",
+            ExpressionAttributeNames={"#sub": "sub"},
+            ExpressionAttributeValues={":b": {"S": f"b#{batch}"}, ":s": {"S": f"{status.value}#"}},
+        ))  # fmt: skip
+        hidden = self._hidden(rows)  # a submission being written is not counted yet
+        return sum(1 for r in rows if r.get("sub") not in hidden)
 
     def page(
         self,
@@ -441,8 +422,9 @@ class DynamoCatalog(Submissions):
                 sign = -1 if newest_first else 1
                 rows: Iterator[Row] = heapq.merge(*streams, key=lambda r: sign * r["seq"])
             elif status is not None:
-                rows = read("by_status", "#st = :st AND seq BETWEEN :lo AND :hi",
-                            {":st": {"S": status.value}, **seq_range}, {"#st": "status"})  # fmt: skip
+                key = "#st = :st AND seq BETWEEN :lo AND :hi"
+                rows = read("by_status", key, {":st": {"S": status.value}, **seq_range},
+                            {"#st": "status"})  # fmt: skip
             else:
                 rows = read("by_seq", "kind = :k AND seq BETWEEN :lo AND :hi",
                             {":k": {"S": "job"}, **seq_range}, {})  # fmt: skip
@@ -456,7 +438,7 @@ class DynamoCatalog(Submissions):
                             break
                 if not chunk:
                     break
-                hidden = self._pending()  # after the jobs were read (see Core._pending)
+                hidden = self._hidden(chunk)  # after the jobs were read (see Core._hidden)
                 kept += [r for r in chunk if r.get("sub") not in hidden]
         return [items.to_job(r) for r in kept[:limit]]
 
@@ -515,7 +497,7 @@ class DynamoCatalog(Submissions):
         decide = partial(states.claimed, worker=worker, now=now, lease=lease)
         with self._errors():
             row = self._get_row(job_id)
-            if row is None or not mine(row) or row.get("sub") in self._pending():
+            if row is None or not mine(row) or row.get("sub") in self._hidden([row]):
                 return None
             changed = self._apply([row], decide, now=now, still=mine)
         return items.to_job(changed[0][1]) if changed else None
@@ -572,4 +554,3 @@ class DynamoCatalog(Submissions):
         with self._errors():
             rows = [r for p in dict.fromkeys(placements) for r in self._placed_under(p)]
         return [items.to_job(r) for r in sorted(rows, key=lambda r: r["seq"])]
-

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shepard.catalog import states
@@ -22,6 +24,9 @@ COUNTER_SHARDS = 16
 
 MAX_TRANSACTION = 100
 """DynamoDB's limit of items per TransactWriteItems."""
+
+RESERVATION_S = 60.0
+"""A job reserved for a transaction longer than this is taken over (its writer died)."""
 
 ROUNDS = 200
 """A change retried this many times against concurrent writers gives up (CatalogError)."""
@@ -38,6 +43,7 @@ class Core:
         self._db = db
         self._table = address.table
         self._rng = random.Random()
+        self._committed: set[str] = set()  # submissions known to be committed
 
     def _errors(self) -> Any:
         return aws_errors(self._address)
@@ -45,13 +51,33 @@ class Core:
     # -- reads ------------------------------------------------------------------------------
 
     def _pending(self) -> set[str]:
-        """The submissions being written, whose jobs are not visible yet. Read it AFTER
-        reading jobs: a job can only exist once its submission is in this set, so a job
-        read earlier whose submission is absent here is committed (or deleted)."""
+        """The submissions noted as being written (a hint for `sweep_submissions`; what
+        hides jobs is their submission's record, see `_hidden`)."""
         found = self._db.get_item(
             TableName=self._table, Key={"pk": {"S": "meta#pending"}}, ConsistentRead=True
         )
         return set(found.get("Item", {}).get("subs", {}).get("SS", []))
+
+    def _hidden(self, rows: Iterable[Row]) -> set[str]:
+        """Those submissions of `rows` still being written: their record `sub#<id>` exists
+        (the commit deletes it). Read AFTER the rows: a job exists only once its record
+        does, so a job read earlier whose record is gone is committed (or deleted). A
+        committed submission stays committed, so each is looked up once per catalog."""
+        subs = {r["sub"] for r in rows if "sub" in r} - self._committed
+        if not subs:
+            return set()
+        keys = [{"pk": {"S": f"sub#{s}"}} for s in sorted(subs)]
+        found: set[str] = set()
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                self._table: {"Keys": keys[start : start + 100], "ConsistentRead": True}
+            }
+            while request:
+                answer = self._db.batch_get_item(RequestItems=request)
+                found.update(i["pk"]["S"][4:] for i in answer["Responses"].get(self._table, []))
+                request = answer.get("UnprocessedKeys") or {}
+        self._committed.update(subs - found)
+        return found
 
     def _get_row(self, job_id: str) -> Row | None:
         found = self._db.get_item(TableName=self._table, Key=items.job_key(job_id),
@@ -134,18 +160,15 @@ class Core:
         record: bool = True,
     ) -> list[tuple[Row, Row, states.Change]]:
         """Ask `decide` what happens to each of `rows` and write the answers, with their
-        history entries and counters, in transactions of up to 99 jobs; return (row before,
-        row after, change) of each job changed.
-
-        Each write is conditioned on the job's `ver`: a job changed by someone else since
-        it was read is read again, checked with `still` (does it still belong to the
-        change?) and decided again."""
+        history entries and counters (`_write`), up to 99 jobs at a time; return (row
+        before, row after, change) of each job changed. A job changed or held by someone
+        else since it was read is read again, checked with `still` (does it still belong to
+        the change?) and decided again."""
         done: list[tuple[Row, Row, states.Change]] = []
         todo = [r for r in rows if still(r)]
-        chunk = MAX_TRANSACTION - 1
         rounds = 0
         while todo:
-            part, todo = todo[:chunk], todo[chunk:]
+            part, todo = todo[: MAX_TRANSACTION - 1], todo[MAX_TRANSACTION - 1 :]
             while part:
                 rounds += 1
                 if rounds > ROUNDS * 10:
@@ -153,45 +176,87 @@ class Core:
                         f"the DynamoDB catalog {self._table!r} stayed too busy to change"
                     )
                 planned = [(r, c) for r in part if (c := decide(items.to_facts(r))) is not None]
-                if not planned:
+                written, lost = self._write_changes(planned, now=now, record=record)
+                done.extend((r, items.changed(r, c), c) for r, c in written)
+                if not lost:
                     break
-                ops = [{"Update": items.update(r, c, now=now, record=record)} for r, c in planned]
-                codes = self._commit(ops, planned)
-                if codes is None:
-                    done.extend((r, items.changed(r, c), c) for r, c in planned)
-                    break
-                stale = {planned[i][0]["id"] for i, code in enumerate(codes[: len(planned)])
-                         if code == "ConditionalCheckFailed"}  # fmt: skip
-                fresh = {r["id"]: r for r in self._get_rows(stale)}
-                part = [
-                    fresh[r["id"]] if r["id"] in stale else r
-                    for r, _c in planned
-                    if r["id"] not in stale or (r["id"] in fresh and still(fresh[r["id"]]))
-                ]
+                fresh = self._get_rows(r["id"] for r in lost)
+                if any("tx" in r for r in fresh):  # another writer is in the middle
+                    time.sleep(0.01 + 0.05 * self._rng.random())
+                part = [r for r in fresh if still(r)]
         return done
 
-    def _commit(
-        self, ops: list[dict[str, Any]], planned: Sequence[tuple[Row, states.Change]]
-    ) -> list[str | None] | None:
-        """`_transact` the job updates `ops` plus the counter shard update they imply."""
-        deltas: Counter[str] = Counter()
+    def _write_changes(
+        self, planned: Sequence[tuple[Row, states.Change]], *, now: float, record: bool
+    ) -> tuple[list[tuple[Row, states.Change]], list[Row]]:
+        """Write `planned` changes (at most 99); return those written and the rows of the
+        jobs that changed (or were held by another writer) since they were read.
+
+        A change within a status is one conditional UpdateItem. Changes of status move the
+        counters too, so they go in one TransactWriteItems with a counter shard; first each
+        job is reserved by a single conditional write (`items.reserve`), so the transaction
+        itself never fails on a condition: under contention only the cheap single writes
+        fail (a failed transaction is billed for every item in it), and DynamoDB emulators
+        whose failed transactions are not isolated from concurrent ones stay correct."""
+        written: list[tuple[Row, states.Change]] = []
+        lost: list[Row] = []
+        moving: list[tuple[Row, states.Change]] = []
         for row, change in planned:
             if row["status"] != change.status.value:
-                deltas[row["status"]] -= 1
-                deltas[change.status.value] += 1
+                moving.append((row, change))
+            elif self._update_one(items.update(row, change, now=now, record=record)):
+                written.append((row, change))
+            else:
+                lost.append(row)
+        if not moving:
+            return written, lost
+        token = uuid.uuid4().hex
+        held: list[tuple[Row, states.Change]] = []
+        bodies = [items.reserve(r, token, clock=time.time(), stale=RESERVATION_S)
+                  for r, _c in moving]  # fmt: skip
+        if len(bodies) > 1:
+            with ThreadPoolExecutor(min(8, len(bodies)), "shepard-ddb") as pool:
+                reserved = list(pool.map(self._update_one, bodies))
+        else:
+            reserved = [self._update_one(bodies[0])]
+        for (row, change), ok in zip(moving, reserved, strict=True):
+            if ok:
+                held.append((row, change))
+            else:
+                lost.append(row)
+        if not held:
+            return written, lost
+        deltas: Counter[str] = Counter()
+        for row, change in held:
+            deltas[row["status"]] -= 1
+            deltas[change.status.value] += 1
+        ops = [{"Update": items.update(r, c, now=now, record=record, token=token)} for r, c in held]
         counter = items.counter_update(self._rng.randrange(COUNTER_SHARDS), deltas)
-        if counter is None and len(ops) == 1:
-            return self._update_one(ops[0]["Update"])
-        return self._transact(ops + ([{"Update": counter}] if counter else []))
+        if counter is not None:
+            ops.append({"Update": counter})
+        if self._transact(ops) is None:
+            return written + held, lost
+        for row, _change in held:  # a reservation was taken over: give back the others
+            self._release(row["id"], token)
+        return written, lost + [r for r, _c in held]
 
-    def _update_one(self, body: dict[str, Any]) -> list[str | None] | None:
-        """One conditional UpdateItem (no transaction needed): as `_transact` answers."""
+    def _release(self, job_id: str, token: str) -> None:
+        self._update_one({
+            "Key": items.job_key(job_id),
+            "UpdateExpression": "REMOVE #tx, #txat",
+            "ConditionExpression": "#tx = :tok",
+            "ExpressionAttributeNames": {"#tx": "tx", "#txat": "tx_at"},
+            "ExpressionAttributeValues": {":tok": {"S": token}},
+        })  # fmt: skip
+
+    def _update_one(self, body: dict[str, Any]) -> bool:
+        """One conditional UpdateItem; False when its condition failed."""
         from botocore.exceptions import ClientError
 
         try:
             self._db.update_item(TableName=self._table, **body)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return ["ConditionalCheckFailed"]
+                return False
             raise
-        return None
+        return True

@@ -170,13 +170,14 @@ def update(
     *,
     now: float,
     record: bool = True,
-    condition: str = "ver",
+    token: str | None = None,
 ) -> dict[str, Any]:
     """The UpdateItem (as a TransactWriteItems `Update`, without TableName) writing `change`
     to the job of `row`, appending its history entry (`record`) and bumping `ver`.
 
-    `condition`: "ver", the row is unchanged since it was read (optimistic concurrency);
-    "fence", only that it is still the running attempt `row["attempt"]`."""
+    The write is conditioned on `token`, the reservation this writer holds on the job (see
+    `reserve`), which it removes; without one, on the job being unchanged since `row` was
+    read and not reserved by anyone (`ver`)."""
     names: dict[str, str] = {"#ver": "ver"}
     values: dict[str, Any] = {":one": {"N": "1"}}
     sets: list[str] = []
@@ -202,23 +203,43 @@ def update(
         values[":ev"] = {"L": [entry]}
         values[":nil"] = {"L": []}
         sets.append("#ev = list_append(if_not_exists(#ev, :nil), :ev)")
+    names["#tx"], names["#txat"] = "tx", "tx_at"
+    if token is not None:
+        removes += ["#tx", "#txat"]
+        values[":tok"] = {"S": token}
+        check = "#tx = :tok"
+    else:
+        values[":ver0"] = {"N": str(row.get("ver", 0))}
+        check = "#ver = :ver0 AND attribute_not_exists(#tx)"
+        del names["#txat"]
     expression = "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
     expression += " ADD #ver :one"
-    if condition == "ver":
-        values[":ver0"] = {"N": str(row.get("ver", 0))}
-        check = "#ver = :ver0"
-    else:
-        names["#st0"], names["#at0"] = "status", "attempt"
-        values[":st0"], values[":at0"] = {"S": "running"}, {"N": str(row["attempt"])}
-        check = "#st0 = :st0 AND #at0 = :at0"
     return {
         "Key": job_key(row["id"]),
         "UpdateExpression": expression,
         "ConditionExpression": check,
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
+    }
+
+
+def reserve(row: Mapping[str, Any], token: str, *, clock: float, stale: float) -> dict[str, Any]:
+    """The UpdateItem reserving the job of `row` for one transaction: it succeeds only if
+    the job is unchanged since `row` was read and nobody else holds it (a reservation
+    older than `stale` seconds is taken over: its holder died)."""
+    return {
+        "Key": job_key(row["id"]),
+        "UpdateExpression": "SET #tx = :tok, #txat = :clock",
+        "ConditionExpression": "#ver = :ver0 AND (attribute_not_exists(#tx) OR #txat < :old)",
+        "ExpressionAttributeNames": {"#tx": "tx", "#txat": "tx_at", "#ver": "ver"},
+        "ExpressionAttributeValues": {
+            ":tok": {"S": token},
+            ":clock": {"N": repr(clock)},
+            ":old": {"N": repr(clock - stale)},
+            ":ver0": {"N": str(row.get("ver", 0))},
+        },
     }
 
 

@@ -212,13 +212,16 @@ def _wait_active(db: Any, name: str, timeout: float = 300.0) -> None:
         ):
             return
         if time.monotonic() > deadline:
-            raise CatalogError(f"the DynamoDB table {name!r} did not become ACTIVE in {timeout:g} s")
+            raise CatalogError(
+                f"the DynamoDB table {name!r} did not become ACTIVE in {timeout:g} s"
+            )
         time.sleep(1.0)
 
 
 def _missing(address: Address) -> CatalogMissing:
     return CatalogMissing(
-        f"the DynamoDB catalog table {address.table!r} does not exist or holds no catalog, so "
-        "the history of its jobs is gone or was never made; commands refuse to run without "
-        f"it. `shepard init --catalog dynamodb://{address.table}` creates one"
+        f"the flock's catalog, the DynamoDB table {address.table!r}, does not exist or holds "
+        "no catalog, so the history of its jobs is gone (was it deleted?); commands refuse to "
+        "run without it. If it cannot be brought back, `shepard init --repair FLOCK_FOLDER` "
+        "creates a new, empty one"
     )

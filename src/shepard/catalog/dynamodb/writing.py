@@ -18,6 +18,7 @@ A failure before 3 deletes the written jobs; a process that died is cleaned up b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -90,26 +91,41 @@ class Submissions(Core):
     ) -> int:
         """Write `specs` as one submission (see the module docstring); `keys`: (key, ids,
         request hash, batch) marked done by the commit. Returns the number of jobs."""
-        sub = f"b:{label}" if label is not None else f"a:{uuid.uuid4().hex}"
-        self._begin(sub, now, clock, owned=[k[0] for k in keys])
+        sub = uuid.uuid4().hex
+        self._begin(sub, now, clock, owned=[k[0] for k in keys], label=label)
         tally = [0]
         try:
             written = self._write(specs, sub, now=now, default_attempts=default_attempts,
                                   ids=ids, label=label, clock=clock, progress=progress,
                                   tally=tally)  # fmt: skip
-            self._finish_submission(sub, written, keys)
+            self._finish_submission(sub, written, keys, label=label)
         except BaseException:
-            try:
+            # the sweep removes them later; the first error is the one to report
+            with contextlib.suppress(Exception):
                 self._roll_back(sub, expected=tally[0])
-            except Exception:  # the sweep removes them later; the first error matters
-                pass
             raise
         return written
 
     def _begin(self, sub: str, now: float, clock: Callable[[], float] | None,
-               owned: Sequence[str] = ()) -> None:  # fmt: skip
+               owned: Sequence[str] = (), label: str | None = None) -> None:  # fmt: skip
+        """Record submission `sub` (which hides its jobs until the commit deletes the
+        record); a labelled one first takes its label, one submission per label at once."""
         from botocore.exceptions import ClientError
 
+        if label is not None:
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item={"pk": {"S": f"label#{label}"}, "sub": {"S": sub}},
+                    ConditionExpression="attribute_not_exists(pk)",
+                )  # fmt: skip
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "ConditionalCheckFailedException":
+                    raise CatalogError(
+                        f"batch {label!r} is being submitted by another process"
+                    ) from exc
+                raise
         record = {
             "pk": {"S": f"sub#{sub}"}, "started_at": {"N": repr(now)},
             "updated_at": {"N": repr((clock or time.time)())}, "host": {"S": socket.gethostname()},
@@ -117,18 +133,16 @@ class Submissions(Core):
         }  # fmt: skip
         if owned:
             record["keys"] = {"SS": list(dict.fromkeys(owned))}
-        try:
-            self._db.put_item(TableName=self._table, Item=record,
-                              ConditionExpression="attribute_not_exists(pk)")  # fmt: skip
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise CatalogError(
-                    f"batch {sub[2:]!r} is being submitted by another process"
-                ) from exc
-            raise
+        if label is not None:
+            record["label"] = {"S": label}
+        self._db.put_item(TableName=self._table, Item=record)
+        self._hint(sub, "ADD")
+
+    def _hint(self, sub: str, verb: str) -> None:
+        """Note (ADD) or forget (DELETE) `sub` in `meta#pending`, where the sweep looks."""
         self._db.update_item(
             TableName=self._table, Key={"pk": {"S": "meta#pending"}},
-            UpdateExpression="ADD subs :s", ExpressionAttributeValues={":s": {"SS": [sub]}},
+            UpdateExpression=f"{verb} subs :s", ExpressionAttributeValues={":s": {"SS": [sub]}},
         )  # fmt: skip
 
     def _write(
@@ -157,8 +171,15 @@ class Submissions(Core):
                     job_id = new_job_id()
                     if ids is not None:
                         ids.append(job_id)
-                    item = items.new_job(job_id, first + offset, spec, now=now,
-                                         default_attempts=default_attempts, batch=label, sub=sub)
+                    item = items.new_job(
+                        job_id,
+                        first + offset,
+                        spec,
+                        now=now,
+                        default_attempts=default_attempts,
+                        batch=label,
+                        sub=sub,
+                    )
                     puts.append({"PutRequest": {"Item": item}})  # fmt: skip
                 futures = [pool.submit(self._batch_write, puts[i : i + 25])
                            for i in range(0, len(puts), 25)]  # fmt: skip
@@ -185,7 +206,8 @@ class Submissions(Core):
         try:
             self._db.update_item(
                 TableName=self._table, Key={"pk": {"S": f"sub#{sub}"}},
-                UpdateExpression="SET ranges = list_append(ranges, :r), updated_at = :t",
+                UpdateExpression="SET #r = list_append(#r, :r), #t = :t",
+                ExpressionAttributeNames={"#r": "ranges", "#t": "updated_at"},
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues={
                     ":r": {"L": [{"L": [{"N": str(first)}, {"N": str(first + n - 1)}]}]},
@@ -212,39 +234,42 @@ class Submissions(Core):
                 delay = min(1.0, delay * 2)
 
     def _finish_submission(
-        self, sub: str, n: int, keys: Sequence[tuple[str, list[str], str, str]]
+        self,
+        sub: str,
+        n: int,
+        keys: Sequence[tuple[str, list[str], str, str]],
+        *,
+        label: str | None = None,
     ) -> None:
-        """The commit: one transaction makes the submission's jobs visible and counted."""
+        """The commit: one transaction deletes the submission's record (its jobs become
+        visible), counts its jobs, frees its label and marks its keys done."""
         ops: list[dict[str, Any]] = [
-            {"Update": {
-                "Key": {"pk": {"S": "meta#pending"}},
-                "UpdateExpression": "DELETE subs :s",
-                "ConditionExpression": "contains(subs, :one)",
-                "ExpressionAttributeValues": {":s": {"SS": [sub]}, ":one": {"S": sub}},
-            }},
             {"Delete": {"Key": {"pk": {"S": f"sub#{sub}"}},
                         "ConditionExpression": "attribute_exists(pk)"}},
         ]  # fmt: skip
+        if label is not None:
+            ops.append({"Delete": {"Key": {"pk": {"S": f"label#{label}"}}}})
         counter = items.counter_update(self._rng.randrange(COUNTER_SHARDS), {"queued": n})
         if counter is not None:
             ops.append({"Update": counter})
-        for key, ids, request_hash, batch in keys:
+        for key, ids, _request_hash, batch in keys:
             ops.append({"Update": {
                 "Key": {"pk": {"S": f"k#{key}"}},
-                "UpdateExpression": "SET #st = :done, ids = :ids, batch = :b REMOVE #owner",
+                "UpdateExpression": "SET #st = :done, #ids = :ids, #b = :b REMOVE #owner",
                 "ConditionExpression": "#owner = :me",
-                "ExpressionAttributeNames": {"#st": "state", "#owner": "owner"},
+                "ExpressionAttributeNames": {"#st": "state", "#owner": "owner", "#ids": "ids",
+                                             "#b": "batch"},
                 "ExpressionAttributeValues": {
                     ":done": {"S": "done"}, ":ids": {"S": json.dumps(ids)}, ":b": {"S": batch},
                     ":me": {"S": sub},
                 },
             }})  # fmt: skip
-            del request_hash
         if self._transact(ops) is not None:
             raise CatalogError(
                 "the submission was taken for dead (its record did not move for too long) "
                 "and removed; nothing of it was registered: submit it again"
             )
+        self._hint(sub, "DELETE")
 
     def _roll_back(self, sub: str, *, expected: int | None = None) -> int:
         """Delete the jobs of uncommitted submission `sub`, its owned keys, its record and
@@ -269,13 +294,16 @@ class Submissions(Core):
                 return deleted  # left pending (invisible): the sweep deletes the rest later
             for key in found.get("keys", {}).get("SS", []):
                 self._release_key(key, sub)
-        self._transact([
-            {"Update": {
-                "Key": {"pk": {"S": "meta#pending"}}, "UpdateExpression": "DELETE subs :s",
-                "ExpressionAttributeValues": {":s": {"SS": [sub]}},
-            }},
-            {"Delete": {"Key": {"pk": {"S": f"sub#{sub}"}}}},
-        ])  # fmt: skip
+        ops: list[dict[str, Any]] = [{"Delete": {"Key": {"pk": {"S": f"sub#{sub}"}}}}]
+        label = None if found is None else found.get("label", {}).get("S")
+        if label is not None:
+            ops.append({"Delete": {
+                "Key": {"pk": {"S": f"label#{label}"}}, "ConditionExpression": "#s = :s",
+                "ExpressionAttributeNames": {"#s": "sub"},
+                "ExpressionAttributeValues": {":s": {"S": sub}},
+            }})  # fmt: skip
+        self._transact(ops)
+        self._hint(sub, "DELETE")
         return deleted
 
     def _keys_between(self, sub: str, lo: int, hi: int) -> Iterator[dict[str, Any]]:
@@ -303,7 +331,10 @@ class Submissions(Core):
                 found = self._db.get_item(TableName=self._table,
                                           Key={"pk": {"S": f"sub#{sub}"}},
                                           ConsistentRead=True).get("Item")  # fmt: skip
-                if found is not None and not _dead(found, now, stale_after):
+                if found is None:  # committed or rolled back: only the note was left
+                    self._hint(sub, "DELETE")
+                    continue
+                if not _dead(found, now, stale_after):
                     continue
                 handled += self._roll_back(sub)
                 if budget is not None and handled >= budget:
@@ -328,10 +359,8 @@ class Submissions(Core):
 
         with self._errors():
             merged = heapq.merge(*(per_status(s) for s in JobStatus))
-            first = list(islice(merged, chunk))
-            hidden = self._pending()
-            yield from (i for _s, i, sub in first if sub not in hidden)
             while part := list(islice(merged, chunk)):
+                hidden = self._hidden({"sub": sub} for _s, _i, sub in part if sub)
                 yield from (i for _s, i, sub in part if sub not in hidden)
 
     def referenced_bundles(self, keys: Iterable[str]) -> set[str]:
@@ -454,7 +483,7 @@ class Submissions(Core):
         out, to be waited for)."""
         from botocore.exceptions import ClientError
 
-        sub = f"a:{uuid.uuid4().hex}"
+        sub = uuid.uuid4().hex
         mine: list[tuple[str, str, str, Sequence[JobSpec]]] = []
         self._begin(sub, now, None, owned=[r[0] for r in group])
         try:
@@ -488,10 +517,8 @@ class Submissions(Core):
                 marks.append((key, own, request_hash, batch))
             self._finish_submission(sub, written, marks)
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):
                 self._roll_back(sub)
-            except Exception:
-                pass
             raise
         return done
 

@@ -1,0 +1,1 @@
+"""A serverless flock on AWS: the CloudFormation stack that holds it (stack.yaml)."""
