@@ -80,6 +80,7 @@ def _child(worker: str) -> str:
     return f"{array_id}:{index}"
 
 
+@pytest.mark.timeout(900)  # the first run on a machine builds the worker layer (minutes)
 def test_deploy_then_submit_wait(batch: tuple[Cli, list[str]], tmp_path: Path) -> None:
     cli, options = batch
     code = tmp_path / "code"
@@ -104,6 +105,7 @@ def test_deploy_then_submit_wait(batch: tuple[Cli, list[str]], tmp_path: Path) -
         assert "attempt 1: succeeded" in engine.out
 
 
+@pytest.mark.timeout(900)
 def test_up_cancel_lost_child_and_timeout(batch: tuple[Cli, list[str]], tmp_path: Path) -> None:
     cli, options = batch
     image = aws.worker_image(PYTHON_IMAGE)
