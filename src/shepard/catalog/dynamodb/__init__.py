@@ -25,13 +25,14 @@ from typing import Any
 from shepard.catalog import states
 from shepard.catalog.dynamodb import items, table
 from shepard.catalog.dynamodb.core import COUNTER_SHARDS, Row
+from shepard.catalog.dynamodb.pending import Pending, refuse
 from shepard.catalog.dynamodb.writing import Submissions
 from shepard.model import Ended, Job, JobEvent, JobStatus, Outcome
 
 _QUEUED, _RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
 
 
-class DynamoCatalog(Submissions):
+class DynamoCatalog(Submissions, Pending):
     """A Catalog stored in one DynamoDB table (see `shepard.catalog.open_catalog`)."""
 
     def __init__(self, url: str, *, create: bool = True, patient: bool = False) -> None:
@@ -374,11 +375,15 @@ class DynamoCatalog(Submissions):
         before_seq: int | None = None,
         after_seq: int | None = None,
         newest_first: bool = True,
+        param: tuple[str, str] | None = None,
+        text: str | None = None,
     ) -> list[Job]:
         """See Catalog.page. Each filter chooses an index read in seq order: `by_batch` (a
         status range of one batch; a batch without a status is read one status at a time and
         merged), `by_status`, or `by_seq`. Worker and time filters are applied by DynamoDB
         while it reads; the tag (inside the JSON params) is checked here."""
+        if param is not None or text is not None:
+            raise refuse("filters by parameter or text")
         if limit < 1:
             return []
         lo = 0 if after_seq is None else after_seq + 1
