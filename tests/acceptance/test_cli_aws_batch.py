@@ -114,7 +114,7 @@ def test_up_cancel_lost_child_and_timeout(batch: tuple[Cli, list[str]], tmp_path
     # the job code is not in the image: hand it over as a quick-deploy-free environment value
     cli.configure(lambda d: d["payload"].update(command=f"python3 -c {json.dumps(JOB_PY)}"))
     cancel = cli("submit", "-j", '{"ITEM": "cancel", "NAP": 120}', "--ids").out.strip()
-    lost = cli("submit", "-j", '{"ITEM": "lost", "NAP": 15}', "--ids").out.strip()
+    lost = cli("submit", "-j", '{"ITEM": "lost", "NAP": 45}', "--ids").out.strip()
     slow_job = '{"ITEM": "slow", "NAP": 120}'
     slow = cli("submit", "-j", slow_job, "--timeout", "4", "--ids").out.strip()
     up = cli.popen("up")
