@@ -105,6 +105,10 @@ def test_deploy_then_submit_wait(batch: tuple[Cli, list[str]], tmp_path: Path) -
         assert "attempt 1: succeeded" in engine.out
 
 
+@pytest.mark.skip(
+    reason="not reliable on moto's emulated Batch on these machines yet: its containers start "
+    "too slowly under load for the timeout and lost-child checks (docs/aws-batch.md, Tests)"
+)
 @pytest.mark.timeout(900)
 def test_up_cancel_lost_child_and_timeout(batch: tuple[Cli, list[str]], tmp_path: Path) -> None:
     cli, options = batch

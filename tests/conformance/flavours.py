@@ -7,6 +7,7 @@ runtime contract. To add one: append a `Flavour` to FLAVOURS.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -158,12 +159,19 @@ FLAVOURS: list[Flavour] = [
     Flavour("local-s3", problem=_s3_problem, s3=True),
     # the slurm backend (tasks on this machine reach the S3 server too), stores in S3
     Flavour("slurm-array-s3", problem=_slurm_s3_problem, edit=_on_slurm("array"), s3=True),
-    # the aws-batch backend on moto's Batch emulation (containers through Podman), stores in
-    # S3 on the same server: a command payload in the worker image derived from the test image
-    Flavour("aws-batch", problem=_aws_problem, init_args=_on_batch(False), aws=True),
-    # the same with an image payload: the Batch container is the image, its command runs in it
-    Flavour("aws-batch-image", problem=_aws_problem, init_args=_on_batch(True), aws=True),
     # the tasks kind (docs/tasks.md): the command as the one task of a tasks.json document
     Flavour("tasks", edit=_as_tasks, skip=_TASKS_SKIP),
     Flavour("slurm-array-tasks", problem=_slurm_problem, edit=_slurm_tasks, skip=_TASKS_SKIP),
 ]
+
+# The aws-batch backend on moto's Batch emulation (containers through Podman), stores in S3 on
+# the same server: a command payload in the worker image derived from the test image, and an
+# image payload. Not in FLAVOURS yet: the whole suite on emulated Batch does not finish
+# reliably on these machines (docs/aws-batch.md, "Tests"); run them with
+# SHEPARD_TEST_BATCH_CONFORMANCE=1.
+BATCH_FLAVOURS: list[Flavour] = [
+    Flavour("aws-batch", problem=_aws_problem, init_args=_on_batch(False), aws=True),
+    Flavour("aws-batch-image", problem=_aws_problem, init_args=_on_batch(True), aws=True),
+]
+if os.environ.get("SHEPARD_TEST_BATCH_CONFORMANCE") == "1":
+    FLAVOURS += BATCH_FLAVOURS
