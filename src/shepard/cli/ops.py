@@ -325,23 +325,36 @@ def _report_ids(verb: str, ids: list[str]) -> None:
 def _not_changed(
     f: Flock, ids: list[str], changed: list[str], wanted: list[JobStatus] | None = None
 ) -> dict[str, str]:
-    """Why each named job that was not changed was left alone."""
+    """Why each named job of flock `f` that was not changed was left alone."""
+
+    def status(job_id: str) -> JobStatus | None:
+        job = f.catalog.get(job_id)
+        return None if job is None else job.status
+
+    return not_changed(status, f"flock {f.config.name!r}", ids, changed, wanted)
+
+
+def not_changed(
+    status_of: Callable[[str], JobStatus | None],
+    where: str,
+    ids: list[str],
+    changed: list[str],
+    wanted: list[JobStatus] | None = None,
+) -> dict[str, str]:
+    """Why each named job that was not changed was left alone (`status_of` a job id: its
+    status, None for no such job in `where`)."""
     done = set(changed)
     why: dict[str, str] = {}
     for job_id in dict.fromkeys(ids):
         if job_id in done:
             continue
-        job = f.catalog.get(job_id)
-        if job is None:
-            why[job_id] = f"no job {job_id!r} in flock {f.config.name!r}"
-        elif (
-            wanted is not None
-            and job.status is JobStatus.CANCELLED
-            and JobStatus.CANCELLED not in wanted
-        ):
+        status = status_of(job_id)
+        if status is None:
+            why[job_id] = f"no job {job_id!r} in {where}"
+        elif wanted is not None and status is JobStatus.CANCELLED and status not in wanted:
             why[job_id] = f"job {job_id} is cancelled (add --cancelled to retry it)"
-        elif wanted is not None and job.status in wanted:
-            why[job_id] = f"job {job_id} is {job.status.value} but did not match the filters"
+        elif wanted is not None and status in wanted:
+            why[job_id] = f"job {job_id} is {status.value} but did not match the filters"
         else:
-            why[job_id] = f"job {job_id} is {job.status.value}"
+            why[job_id] = f"job {job_id} is {status.value}"
     return why

@@ -248,22 +248,15 @@ def not_changed(
     c: Client, ids: list[str], changed: list[str], wanted: list[JobStatus] | None = None
 ) -> dict[str, str]:
     """Why each named job that was not changed was left alone (as cli/ops.py says it)."""
-    done, why = set(changed), {}
-    for job_id in dict.fromkeys(ids):
-        if job_id in done:
-            continue
+    from shepard.cli import ops
+
+    def status(job_id: str) -> JobStatus | None:
         try:
-            status = c.job(job_id).job.status
+            return c.job(job_id).job.status
         except JobNotFound:
-            why[job_id] = f"no job {job_id!r} on {c.server}"
-            continue
-        if wanted is not None and status is JobStatus.CANCELLED and status not in wanted:
-            why[job_id] = f"job {job_id} is cancelled (add --cancelled to retry it)"
-        elif wanted is not None and status in wanted:
-            why[job_id] = f"job {job_id} is {status.value} but did not match the filters"
-        else:
-            why[job_id] = f"job {job_id} is {status.value}"
-    return why
+            return None
+
+    return ops.not_changed(status, c.server, ids, changed, wanted)
 
 
 def _report(verb: str, ids: list[str]) -> None:
