@@ -3,7 +3,8 @@ with what must not leave the server removed.
 
 A flock.toml may hold secrets in two places: URLs with a password (a PostgreSQL catalog, an
 S3 endpoint) and values of variables meant for jobs (`[payload] env`). Passwords in URLs are
-replaced, and so is the value of every key whose name says it is a secret.
+replaced, so is every value of `payload.env` (whatever its name: jobs are often given tokens
+under plain names), and so is the value of every key whose name says it is a secret.
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ def flock_view(flock: Flock) -> FlockView:
         payload=cfg.payload.kind,
         stores={name: flock.dir.store_url(name) for name in STORE_NAMES},
         catalog=hide_password(flock.dir.catalog_url),
-        config=redacted(cfg.model_dump(mode="json")),
+        config=redacted(_env_hidden(cfg.model_dump(mode="json"))),
     )
+
+
+def _env_hidden(data: dict[str, Any]) -> dict[str, Any]:
+    payload = data.get("payload")
+    if isinstance(payload, dict) and isinstance(payload.get("env"), dict):
+        payload["env"] = {key: HIDDEN for key in payload["env"]}
+    return data
 
 
 def redacted(value: Any, key: str = "") -> Any:
