@@ -36,11 +36,12 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        api = str(scope.get("path", "")).startswith("/api/")
         if declared == -1:
-            await _answer(send, 400, "invalid Content-Length header")
+            await _answer(send, 400, "invalid Content-Length header", api)
             return
         if declared is not None and declared > self.limit:
-            await _answer(send, 413, BodyTooLarge(self.limit, declared).detail)
+            await _answer(send, 413, BodyTooLarge(self.limit, declared).detail, api)
             return
         received = 0
         started = False
@@ -64,7 +65,7 @@ class BodyLimit:
         except BodyTooLarge as exc:  # raised where no exception handler caught it
             if started:
                 raise
-            await _answer(send, 413, exc.detail)
+            await _answer(send, 413, exc.detail, api)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -79,8 +80,11 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _answer(send: Send, status: int, detail: str, api: bool) -> None:
+    """A JSON refusal: `{"detail": ...}` on the REST API; elsewhere (shepherd's routes, whose
+    clients read `message`, and the dashboard) with `message` too."""
+    answer = {"detail": detail} if api else {"detail": detail, "message": detail}
+    body = json.dumps(answer).encode()
     await send(
         {
             "type": "http.response.start",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
@@ -40,10 +40,21 @@ def _start(header: str | None) -> int:
     return int(first)
 
 
+MISSING: dict[int | str, dict[str, Any]] = {404: {"description": "No such store or object"}}
+RANGE: dict[int | str, dict[str, Any]] = {
+    **MISSING,
+    416: {"description": "A range other than an open `bytes=N-`"},
+}
+
+
 def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1/objects", tags=["objects"])
 
-    @api.get("/{store}", summary="List a store's objects (JSON lines of key and size)")
+    @api.get(
+        "/{store}",
+        summary="List a store's objects (JSON lines of key and size)",
+        responses=MISSING,
+    )
     def listing(request: Request, store: str, _token: Reader, prefix: str = "") -> Response:
         found = _store(request, store)
 
@@ -53,7 +64,7 @@ def router() -> APIRouter:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
-    @api.head("/{store}/{key:path}", summary="An object's size")
+    @api.head("/{store}/{key:path}", summary="An object's size", responses=MISSING)
     def head(request: Request, store: str, key: str, _token: Reader) -> Response:
         try:
             info = _store(request, store).stat(key)
@@ -61,7 +72,11 @@ def router() -> APIRouter:
             raise HTTPException(404, f"no object {key!r} in {store}") from None
         return Response(headers={"Content-Length": str(info.size), "Accept-Ranges": "bytes"})
 
-    @api.get("/{store}/{key:path}", summary="An object, streamed (open byte ranges served)")
+    @api.get(
+        "/{store}/{key:path}",
+        summary="An object, streamed (open byte ranges served)",
+        responses=RANGE,
+    )
     def get(
         request: Request,
         store: str,
