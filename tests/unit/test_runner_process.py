@@ -43,7 +43,7 @@ class Slot:
         self.runner = RunnerProcess(setup, self.catalog, on_idle=self.idle.set)
         if fork:  # as a LocalBackend starts its runners; else with the first job
             forked = start_runners([self.runner], before_fork=self.catalog.close)
-            assert forked, "this test process runs other threads"
+            assert forked, f"this test process runs other threads: {threading.enumerate()}"
             assert self.runner.pid is not None
 
     def add(self, n: int) -> list[str]:

@@ -1,7 +1,11 @@
 """schemathesis against the served OpenAPI document: generated requests (valid and not) on
 every /api/v1 route, with a read-write token, over a real flock holding a few jobs in every
 status. No answer may be a server error, and every answer must match the schema (status
-codes, content types, bodies). The number of examples is bounded so CI stays quick."""
+codes, content types, bodies). The number of examples is bounded so CI stays quick.
+
+It lives in the unit tier (it needs no service) and sorts after the tests that fork runner
+processes (test_runner_process.py, test_runtime_*.py): schemathesis's ASGI client leaves a
+daemon portal thread in the test process, and a process with threads does not fork runners."""
 
 from __future__ import annotations
 
