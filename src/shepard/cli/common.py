@@ -17,6 +17,7 @@ import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
+from shepard.config import MAX_WORKERS
 from shepard.errors import ShepardError
 from shepard.flock import Flock
 from shepard.profiles import ProfileStore
@@ -90,6 +91,19 @@ def between(low: int, high: int) -> Callable[[int | None], int | None]:
         return value
 
     return check
+
+
+# `--workers` and `--no-inbox` of the commands that run jobs (`up`, `serve`)
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        callback=between(1, MAX_WORKERS),
+        help=f"Worker slots, 1 to {MAX_WORKERS} (default: the flock's backend.workers).",
+    ),
+]
+NoInboxOption = Annotated[
+    bool, typer.Option("--no-inbox", help="Do not turn bundles dropped into inbox/ into jobs.")
+]
 
 
 def flags_without_type(command: Any) -> None:

@@ -29,6 +29,8 @@ from shepard.cli import workitems as cli_items
 from shepard.cli.common import (
     FlockOption,
     JsonOption,
+    NoInboxOption,
+    WorkersOption,
     between,
     console,
     err_console,
@@ -37,7 +39,7 @@ from shepard.cli.common import (
     print_json,
     seconds,
 )
-from shepard.config import MAX_ATTEMPTS, MAX_WORKERS
+from shepard.config import MAX_ATTEMPTS
 from shepard.errors import ParamsError
 from shepard.flock import Flock, Submission
 from shepard.model import JobStatus, ParamValue
@@ -356,17 +358,8 @@ def _wait(f: Flock, sub: Submission) -> None:
 
 def up(
     flock: FlockOption = Path("."),
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            callback=between(1, MAX_WORKERS),
-            help=f"Worker slots, 1 to {MAX_WORKERS} (default: the flock's backend.workers).",
-        ),
-    ] = None,
-    no_inbox: Annotated[
-        bool,
-        typer.Option("--no-inbox", help="Do not turn bundles dropped into inbox/ into jobs."),
-    ] = False,
+    workers: WorkersOption = None,
+    no_inbox: NoInboxOption = False,
     inbox_interval: Annotated[
         float | None,
         typer.Option(

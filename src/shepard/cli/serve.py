@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
-import ssl
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,16 +14,18 @@ from rich.markup import escape
 from shepard.cli import render
 from shepard.cli.common import (
     FlockOption,
-    between,
+    NoInboxOption,
+    WorkersOption,
     console,
     err_console,
     handling,
     open_flock,
 )
-from shepard.config import MAX_WORKERS
 from shepard.errors import ShepardError
 
 if TYPE_CHECKING:
+    import socket
+
     from shepard.flock import Flock
     from shepard.server.settings import ServeSettings
     from shepard.triggers.scan import ScanResult
@@ -78,17 +78,8 @@ def serve(
             help="Only serve: run no jobs here (a `shepard up` elsewhere runs them).",
         ),
     ] = False,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            callback=between(1, MAX_WORKERS),
-            help=f"Worker slots, 1 to {MAX_WORKERS} (default: the flock's backend.workers).",
-        ),
-    ] = None,
-    no_inbox: Annotated[
-        bool,
-        typer.Option("--no-inbox", help="Do not turn bundles dropped into inbox/ into jobs."),
-    ] = False,
+    workers: WorkersOption = None,
+    no_inbox: NoInboxOption = False,
 ) -> None:
     """Serve the flock's REST API (and, with --shepherd, shepherd's API) while running its
     jobs, in one process, until Ctrl-C. Clients authenticate with tokens from `shepard token
@@ -144,6 +135,8 @@ def serve(
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    import socket  # here, not at module level: every `shepard` command imports this module
+
     """A socket listening on host:port, or a ShepardError saying why it cannot be had."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -164,6 +157,8 @@ def _listen(host: str, port: int) -> socket.socket:
 def _load(config: Any, cert: Path | None, key: Path | None) -> None:
     """Load uvicorn's config, the certificate and key included: refused here, with the
     files named, rather than halfway through starting."""
+    import ssl
+
     try:
         config.load()
     except (ssl.SSLError, OSError) as exc:
