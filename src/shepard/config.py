@@ -357,6 +357,14 @@ class ShepherdConfig(_Strict):
         return self.models.get(f"{name}:{version}") or self.models.get(name)
 
 
+class AwsConfig(_Strict):
+    """`[aws]`: set on a serverless flock (`shepard aws deploy`, `configure --aws-stack`):
+    the stack that holds it. Its functions are then the flock's head (docs/aws.md)."""
+
+    stack: str | None = None  # the flock's stack (and name) on AWS
+    region: str | None = None  # the stack's region
+
+
 class FlockConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     storage: StorageConfig = StorageConfig()
@@ -369,6 +377,7 @@ class FlockConfig(_Strict):
     filesystems: FilesystemsConfig = FilesystemsConfig()
     container: ContainerConfig = ContainerConfig()
     shepherd: ShepherdConfig = ShepherdConfig()
+    aws: AwsConfig = AwsConfig()
 
 
 def check_job_limits(max_attempts: int | None, timeout: float | None) -> None:
