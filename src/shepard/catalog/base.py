@@ -374,6 +374,10 @@ class PlacementStore(Protocol):
         ...
 
 
+TOUCH_EVERY = 60.0
+"""Seconds between two writes of a token's last use (`TokenStore.find_token`)."""
+
+
 @dataclass(frozen=True)
 class StoredToken:
     """An API token as the catalog keeps it: the sha256 hex digest of its secret, never the
