@@ -16,9 +16,9 @@ from tests.integration.conftest import dynamodb_catalog
 
 pytest.importorskip("fastapi")
 pytest.importorskip("boto3")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from shepard.server.app import create_app  # noqa: E402
+from shepard.server.app import create_app
 
 pytestmark = pytest.mark.dynamodb
 
@@ -45,7 +45,8 @@ def test_serve_answers_tokens_api_and_dashboard_on_dynamodb(flock: Flock) -> Non
     answer = client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
     assert answer.status_code == 200
     assert {j["id"]: j["status"] for j in answer.json()["items"]} == {
-        ids[0]: "succeeded", ids[1]: "queued"
+        ids[0]: "succeeded",
+        ids[1]: "queued",
     }
     assert client.get("/api/v1/jobs", headers={"Authorization": "Bearer shp_x"}).status_code == 401
 

@@ -5,9 +5,9 @@ one batch; a batch without a status is read one status at a time and merged), `b
 or `by_seq`. DynamoDB applies the worker and time filters while it reads; the filters on
 parameters (tag, any parameter, text) look inside the JSON parameters, which no index or
 filter expression can compare ignoring case, so they are checked here on the rows read. A
-rare value thus reads far; the rows read for one page that such filters reject are bounded
-by `filter_budget`, past which the page is refused with a message saying how to narrow it
-(docs/dynamodb.md: what a filtered page costs).
+rare value would read far: one page stops once such filters rejected `filter_budget` rows,
+and returns what it found (maybe nothing) as a `PartPage` saying where it stopped, from
+which the next page goes on (docs/dynamodb.md: what a filtered page costs).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import heapq
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from shepard.catalog.base import PartPage
 from shepard.catalog.dynamodb import items
 from shepard.catalog.dynamodb.core import Core, Row
-from shepard.errors import CatalogError
 from shepard.model import Job, JobStatus
 
-FILTER_BUDGET = 200_000
-"""Rows a page filtered by parameters may read and reject before it is refused (about
-100 MB of index entries, 12,500 read units: a few cents, some tens of seconds)."""
+FILTER_BUDGET = 10_000
+"""Rows one page filtered by parameters reads and rejects at most before it stops (about
+5 MB of index entries: some 600 read units, a few round trips)."""
 
 
 def row_filter(
@@ -114,16 +114,20 @@ class Listing(Core):
                 rows = read("by_seq", "kind = :k AND seq BETWEEN :lo AND :hi",
                             {":k": {"S": "job"}, **seq_range}, {})  # fmt: skip
             kept = self._keep(rows, limit, wanted)
+        if isinstance(kept, tuple):
+            return PartPage((items.to_job(r) for r in kept[0]), read_to=kept[1])
         return [items.to_job(r) for r in kept]
 
     def _keep(self, rows: Iterator[Row], limit: int, wanted: Callable[[Row], bool] | None
-              ) -> list[Row]:  # fmt: skip
-        """The first `limit` visible rows of `rows` that `wanted` accepts; CatalogError once
-        `filter_budget` rows were rejected by it."""
+              ) -> list[Row] | tuple[list[Row], int]:  # fmt: skip
+        """The first `limit` visible rows of `rows` that `wanted` accepts; or, once
+        `filter_budget` rows were rejected by it, those found so far and the seq of the last
+        row read."""
         kept: list[Row] = []
         rejected = 0
         while len(kept) < limit:
             chunk = []
+            stopped: int | None = None
             for row in rows:
                 if wanted is None or wanted(row):
                     chunk.append(row)
@@ -131,15 +135,14 @@ class Listing(Core):
                         break
                 else:
                     rejected += 1
-                    if rejected > self.filter_budget:
-                        raise CatalogError(
-                            f"the filters on parameters matched {len(kept) + len(chunk)} of "
-                            f"the {rejected + len(kept) + len(chunk):,} jobs read so far, "
-                            "short of a page: narrow the listing with a status, a batch or a "
-                            "time (since), or search with fewer jobs to read (docs/dynamodb.md)"
-                        )
+                    if rejected >= self.filter_budget:
+                        stopped = row["seq"]
+                        break
+            if chunk:
+                hidden = self._hidden(chunk)  # after the jobs were read (see Core._hidden)
+                kept += [r for r in chunk if r.get("sub") not in hidden]
+            if stopped is not None:
+                return kept, stopped
             if not chunk:
                 break
-            hidden = self._hidden(chunk)  # after the jobs were read (see Core._hidden)
-            kept += [r for r in chunk if r.get("sub") not in hidden]
         return kept[:limit]
