@@ -61,6 +61,10 @@ def test_serve_answers_tokens_api_and_dashboard_on_dynamodb(flock: Flock) -> Non
     assert found.status_code == 200 and ids[1] in found.text and ids[0] not in found.text
     found = client.get("/jobs", params={"item": "name=ALPHA"})
     assert found.status_code == 200 and ids[0] in found.text and ids[1] not in found.text
+    flock.catalog.filter_budget = 1  # type: ignore[attr-defined]
+    stretch = client.get("/jobs", params={"q": "nowhere"})  # one job read, then it stops
+    assert stretch.status_code == 200 and "the next page reads on" in stretch.text
+    assert 'id="next-page"' in stretch.text
     assert [t.name for t in flock.catalog.tokens()] == ["ci"]
     flock.revoke_token("ci")
     assert flock.catalog.tokens() == []
