@@ -109,13 +109,15 @@ def test_the_service_pages_on_past_an_empty_filtered_page(
 def test_ended_attempts_are_counted_by_hour_items_in_full_transactions(
     catalog: DynamoCatalog,
 ) -> None:
-    """99 jobs ending in one change: two transactions of jobs, counter shard and hour item
-    (98 + 2 items, then 1 + 2), in a minute of their own two hours after the first ended."""
+    """99 jobs claimed in one call, then ending in one change: two transactions of jobs,
+    counter shard and hour item each time (98 + 2 items, then 1 + 2), in a minute of their
+    own two hours after the first ended."""
     (early,) = catalog.add_jobs(specs(1), now=T0, default_attempts=1)
     (job,) = catalog.claim("w", now=T0, lease=60, job_ids=[early])
     catalog.finish(job.id, job.attempt, Outcome(JobStatus.SUCCEEDED), now=T0 + 5)
     ids = catalog.add_jobs(specs(99), now=T0, default_attempts=1)
     end = T0 + 7200.0
+    assert len(catalog.claim("w", now=end - 10, lease=60, limit=99)) == 99  # 98, then 1
     fail = Change(JobStatus.FAILED, {"finished_at": end, "reason": "x"}, "x")
     assert len(catalog._apply(catalog._get_rows(ids), lambda facts: fail, now=end)) == 99
     assert catalog.counts()[JobStatus.FAILED] == 99

@@ -49,9 +49,11 @@ class Figures(Core):
 
     def ended_per_minute(self, *, since: float) -> dict[int, dict[JobStatus, int]]:
         """See Catalog.ended_per_minute: 16 counter reads, then 16 item reads per hour
-        from `since` to the latest hour an attempt ended in (at most MAX_HOURS)."""
+        from `since` to the latest hour an attempt ended in (at most MAX_HOURS), all
+        eventually consistent (half a read unit each)."""
         with self._errors():
-            noted = [int(i["ended_hour"]["N"]) for i in self._shards() if "ended_hour" in i]
+            shards = self._shards(consistent=False)
+            noted = [int(i["ended_hour"]["N"]) for i in shards if "ended_hour" in i]
             if not noted:
                 return {}
             last = max(noted) + 1
@@ -86,17 +88,18 @@ class Figures(Core):
         return found
 
     def count_marks(self) -> tuple[int, int]:
-        """See Catalog.count_marks: the counts now, packed."""
+        """See Catalog.count_marks: the counts now, packed (16 consistent item reads)."""
         with self._errors():
             return _pack(self._counters()), MARKS_LAYOUT
 
     def count_changes(self, *, after_event: int, after_seq: int) -> dict[JobStatus, int]:
-        """See Catalog.count_changes: the counts now minus those the marks hold (16 reads)."""
+        """See Catalog.count_changes: the counts now minus those the marks hold (16 item
+        reads, eventually consistent: a change of the last second may show a moment late)."""
         if after_seq != MARKS_LAYOUT or after_event < 0:
             raise ValueError("count marks not made by a DynamoDB catalog's count_marks")
         then = _unpack(after_event)
         with self._errors():
-            now = self._counters()
+            now = self._counters(consistent=False)
         return {s: now[s] - then[s] for s in JobStatus}
 
     def recent_batches(self, *, limit: int = 8) -> list[str]:
