@@ -221,9 +221,8 @@ class Core:
 
         A change within a status is one conditional UpdateItem. Changes of status move the
         counters too, so they go in one TransactWriteItems with a counter shard (and, for
-        attempts that ended, the same shard of the hour's item of ended attempts, which
-        `ended_per_minute` reads); first each
-        job is reserved by a single conditional write (`items.reserve`), so the transaction
+        attempts that ended, an hour's item of ended attempts: `_counting`); first each job
+        is reserved by a single conditional write (`items.reserve`), so the transaction
         itself never fails on a condition: under contention only the cheap single writes
         fail (a failed transaction is billed for every item in it), and DynamoDB emulators
         whose failed transactions are not isolated from concurrent ones stay correct."""
