@@ -19,16 +19,21 @@ try:
     # the embedded default catalog too: the catalog registry imports it on first use, which
     # would otherwise be after this window, with the collector running through SQLAlchemy
     import shepard.catalog.sql
-    import shepard.payloads.command  # what a runner's setup names, with the store below
-    import shepard.storage.local  # noqa: F401
-    from shepard.backends import procs, spares
+    from shepard.backends import spares
+
+    if spares_wanted := spares.wanted(sys.argv[1:]):
+        # what a runner needs, and its setup names (payload kind, store), imported first
+        import shepard.payloads.command
+        import shepard.storage.local  # noqa: F401
+        from shepard.backends import procs
 finally:
     # What the imports made lives as long as the process: set it aside for good instead of
     # having the collector go through all of it at its next pass (some 40 ms).
     gc.freeze()
     gc.enable()
 
-procs.prefork_spares(spares.wanted(sys.argv[1:]))
+if spares_wanted:
+    procs.prefork_spares(spares_wanted)
 
 gc.disable()
 try:
