@@ -10,7 +10,8 @@ records outcomes and claims its next jobs in one transaction (`sheep.Recorder`; 
 at a time while they are short), and tells the parent only when it has run out of work.
 
 The child is a fork of the parent when the parent has a single thread (`start_runners`, called
-as the backend opens: no imports to wait for), else `python -m shepard.backends.procs
+as the backend opens: no imports to wait for; it first adopts the spares the `shepard` command
+forked as it started, smaller: backends/spares.py), else `python -m shepard.backends.procs
 PARENT_PID`; either way it talks over its stdin/stdout with length-prefixed pickles. Parent
 to child: a RunnerSetup, then ("run", job) for a job the dispatcher claimed, ("stop", job_ids)
 to cancel attempts, ("close", kill) to finish. Child to parent: IDLE when no job is left to
