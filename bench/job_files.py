@@ -11,8 +11,11 @@ the system and wall time per job (median of the rounds, patterns alternated):
 - `logs-created`: Shepard before spares: two new (empty) log files in the logs folder, the
   payload's file in the slot, a result zip written in the slot and renamed into `outputs/`,
   the payload's file removed with the slot's content;
-- `logs-spares`: Shepard now: the same, but the slot's two spare log files are renamed into
-  place and back instead of being created (runtime/logsink.py).
+- `logs-spares`: the same, but the slot's two spare log files are renamed into place and back
+  instead of being created (runtime/logsink.py);
+- `zip-in-place`: Shepard now: spare log files, and the result zip written over the payload's
+  file, which is then renamed into `outputs/` (runtime/outputs.py, `_write_over`): no file
+  removed, one created per job.
 """
 
 from __future__ import annotations
