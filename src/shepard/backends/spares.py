@@ -13,8 +13,9 @@ Only the entry point calls `prefork` (cli/launch.py, while the process has one t
 database connection), and only for commands that run jobs here (`submit --wait`, `batch
 --wait`, `up`). The workers count is not known yet then: `prefork` starts as many spares as
 the command line's `--workers` or the machine's cores; `start_runners` adopts what it needs,
-forks any more the usual way, and closes the rest. A spare that is never adopted waits for its
-setup and exits quietly when it reads the end of its pipe (the command ended or closed it).
+forks any more the usual way, and ends the rest. A spare that is never adopted (the command
+did not open a local backend) waits for its setup and exits quietly when it reads the end of
+its pipe, as the command ends.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def take() -> Forked | None:
 
 
 def discard() -> None:
-    """Close the spares not taken: each reads the end of its pipe and exits."""
+    """End the spares not taken. They hold nothing yet (no job, no connection, no file), so
+    they are killed and reaped at once rather than waited for."""
     while _spares:
         _close(_spares.pop())
 
@@ -96,8 +98,5 @@ def _close(spare: Forked) -> None:
     for stream in (spare.stdin, spare.stdout):
         with contextlib.suppress(OSError):
             stream.close()
-    try:
-        spare.wait(timeout=5.0)
-    except TimeoutError:
-        spare.kill()
-        spare.wait()
+    spare.kill()
+    spare.wait()
