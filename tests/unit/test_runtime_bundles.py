@@ -92,55 +92,6 @@ def test_zip_folder_does_not_clobber_an_existing_file(tmp_path: Path) -> None:
     assert (tmp_path / "r.zip").read_text() == "the payload's own file"
 
 
-def test_in_place_a_small_zip_is_written_over_one_of_the_outputs_own_files(
-    tmp_path: Path,
-) -> None:
-    """No new file for the zip: the payload's file becomes it (same inode), with a zip's
-    mode, holding the content it had and the folder's other files."""
-    out = tmp_path / "out"
-    (out / "sub").mkdir(parents=True)
-    (out / "a.txt").write_text("first\n")
-    (out / "a.txt").chmod(0o600)
-    (out / "sub" / "b.txt").write_text("second\n")
-    inode = (out / "a.txt").stat().st_ino
-    path = zip_folder(out, tmp_path / "r.zip", in_place=True)
-    assert path == out / "a.txt" and not (tmp_path / "r.zip").exists()
-    assert path.stat().st_ino == inode
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~_umask()
-    with zipfile.ZipFile(path) as zf:
-        assert zf.testzip() is None
-        assert zf.read("a.txt") == b"first\n" and zf.read("sub/b.txt") == b"second\n"
-
-
-def test_in_place_never_writes_over_a_file_seen_elsewhere(tmp_path: Path) -> None:
-    """A file with another hard link (the same file outside the folder) or reached through
-    a symbolic link keeps its content: the zip is a new file."""
-    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere.txt"
-    out.mkdir()
-    elsewhere.write_text("keep me")
-    os.link(elsewhere, out / "linked.txt")
-    (out / "d").mkdir()
-    (out / "d" / "f.txt").write_text("f")
-    (out / "a-link").symlink_to("d/f.txt")
-    (out / "d" / "f.txt").chmod(0o444)
-    if os.geteuid() != 0:  # root may write a read-only file: give it another owner's
-        path = zip_folder(out, tmp_path / "r.zip", in_place=True)
-        assert path == tmp_path / "r.zip"
-    (out / "d" / "f.txt").unlink()
-    (out / "d" / "f.txt").symlink_to(elsewhere)  # a link to outside: left out
-    path = zip_folder(out, tmp_path / "r2.zip", in_place=True)
-    assert path == tmp_path / "r2.zip"
-    assert elsewhere.read_text() == "keep me" and (out / "linked.txt").read_text() == "keep me"
-    with zipfile.ZipFile(path) as zf:
-        assert zf.read("linked.txt") == b"keep me"
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def report(**kw: object) -> AttemptReport:
     values: dict[str, object] = {
         "job_id": "j",

@@ -8,10 +8,8 @@ attempts, so a late upload of a superseded attempt can never overwrite a newer o
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
-import stat
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -46,28 +44,22 @@ def output_key(params: Params, job_id: str, start_time: int, kind: str) -> str:
 def zip_outputs(ws: Workspace, *, log: Path | None = None) -> list[tuple[str, Path]]:
     """Zip every output folder of `ws` that holds at least one file (anywhere inside).
 
-    Returns (kind, zip path) pairs; the zips are temporary files in `ws.root`, or a small
-    zip written over one of the folder's own files (see `zip_folder`), removed with the
-    workspace or moved into a store by `publish`. Empty folders yield no zip. Symbolic links
+    Returns (kind, zip path) pairs; the zips are temporary files in `ws.root` (removed with the
+    workspace, or moved into a store by `publish`). Empty folders yield no zip. Symbolic links
     follow `output_entries`; a line for each link left out is appended to the file `log` (the
     attempt's stderr log).
     """
     zips: list[tuple[str, Path]] = []
     warn = None if log is None else lambda line: _append_line(log, line)
     for kind, folder in ws.output_folders():
-        dest = ws.root / f".shepard-result-{kind}.zip"
-        path = zip_folder(folder, dest, warn=warn, in_place=True)
+        path = zip_folder(folder, ws.root / f".shepard-result-{kind}.zip", warn=warn)
         if path is not None:
             zips.append((kind, path))
     return zips
 
 
 def zip_folder(
-    folder: Path,
-    dest: Path,
-    *,
-    warn: Callable[[str], None] | None = None,
-    in_place: bool = False,
+    folder: Path, dest: Path, *, warn: Callable[[str], None] | None = None
 ) -> Path | None:
     """Zip the content of `folder` (paths relative to it) into the new file `dest` (or, when
     `dest` exists, a new file with a random name next to it); return the zip's path.
@@ -76,21 +68,16 @@ def zip_folder(
     (symlinks to files inside `folder` as those files, other links left out and told to
     `warn`); FIFOs, sockets and devices are skipped. None (and no file) when nothing but
     folders is left, at any depth. Small outputs (the many tiny results of short jobs) are
-    built in memory by `zipwriter.small_zip` and written in one go; with `in_place`, over
-    one of `folder`'s own files when one qualifies (`_write_over`), whose content is then
-    lost: for a folder that is discarded after zipping.
+    built in memory by `zipwriter.small_zip` and written in one go.
     """
     entries = output_entries(folder, warn)
     if all(entry.is_dir(follow_symlinks=False) for _name, entry in entries):
         return None
     small = len(entries) <= SMALL_ZIP_ENTRIES and _total_size(entries) <= IN_MEMORY_ZIP
-    data = small_zip(entries) if small else None
-    if data is not None and in_place and (reused := _write_over(entries, data)) is not None:
-        return reused
     fd, path = _new_file(dest)
     try:
-        if data is not None:
-            _write_all(fd, data)
+        if small:
+            _write_all(fd, small_zip(entries))
         else:
             with os.fdopen(fd, "wb", closefd=False) as out:
                 _write_zip(out, entries)
@@ -147,53 +134,6 @@ def _append_line(path: Path, line: str) -> None:
     """Add `line` to the log at `path`; a log that cannot be written loses the line only."""
     with contextlib.suppress(OSError), open(path, "a", encoding="utf-8", errors="replace") as fh:
         fh.write(line + "\n")
-
-
-def _write_over(entries: list[tuple[str, os.DirEntry[str]]], data: bytes) -> Path | None:
-    """Write `data` over the first of `entries` that is a regular file of this user with no
-    other name (not a link, one hard link: nothing outside the folder can see it), and return
-    its path; None when none qualifies.
-
-    Why: on a disk, a file removed and another created for each job make the file system
-    skip every recently freed inode at each creation (ext4 without a journal scans them one
-    by one), and a short job's own output was exactly that: read into its zip, then removed
-    with the workspace, while the zip was a new file. Reusing the output's file leaves one
-    file created per job, the payload's (what xargs pays). bench/job_files.py replays both:
-    see docs/benchmarks.md ("Against other tools"). The zip gets the mode a new one would
-    (0644 less the umask)."""
-    for _name, entry in entries:
-        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            fd = os.open(entry.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # e.g. read-only to this user: try the next one
-        try:
-            info = os.fstat(fd)
-            if not _reusable(info):
-                continue
-            _write_all(fd, data)
-            os.ftruncate(fd, len(data))
-            if stat.S_IMODE(info.st_mode) != _zip_mode():
-                os.fchmod(fd, _zip_mode())
-            return Path(entry.path)
-        finally:
-            os.close(fd)
-    return None
-
-
-def _reusable(info: os.stat_result) -> bool:
-    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == os.geteuid()
-
-
-@functools.cache
-def _zip_mode() -> int:
-    """0o644 less this process's umask (read without changing it), as os.open gives."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"Umask:"):
-                return 0o644 & ~int(line.split()[1], 8)
-    return 0o644 & ~0o022
 
 
 def _write_all(fd: int, data: bytes) -> None:
