@@ -11,10 +11,10 @@ the system and wall time per job (median of the rounds, patterns alternated):
 - `logs-created`: Shepard before spares: two new (empty) log files in the logs folder, the
   payload's file in the slot, a result zip written in the slot and renamed into `outputs/`,
   the payload's file removed with the slot's content;
-- `logs-spares`: the same, but the slot's two spare log files are renamed into place and back
-  instead of being created (runtime/logsink.py);
-- `zip-in-place`: Shepard now: spare log files, and the result zip written over the payload's
-  file, which is then renamed into `outputs/` (runtime/outputs.py, `_write_over`): no file
+- `logs-spares`: Shepard now: the same, but the slot's two spare log files are renamed into
+  place and back instead of being created (runtime/logsink.py);
+- `zip-in-place`: measured, not adopted (docs/benchmarks.md says why): spare log files, and
+  the result zip written over the payload's file, then renamed into `outputs/`: no file
   removed, one created per job.
 """
 
