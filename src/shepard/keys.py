@@ -168,7 +168,9 @@ def _create_key_file(path: Path) -> SecretKey:
     return SecretKey(MultiFernet([Fernet(key)]), str(path), fingerprint(key), created=True)
 
 
-def aws_key(secret: AwsSecret, *, create: bool = False, tags: dict[str, str] | None = None) -> SecretKey:
+def aws_key(
+    secret: AwsSecret, *, create: bool = False, tags: dict[str, str] | None = None
+) -> SecretKey:
     """The key held by a Secrets Manager secret. With `create`, a missing secret is created
     (with `tags`) and a secret without a key gets one; `created` then says so."""
     import json

@@ -95,7 +95,9 @@ def deploy(
     return Deployed(stack, local, url, code[0] if code else None, changes, notes)
 
 
-def _upload_code(aws: Aws, stack: StackFlock, python: str, changes: list[str]) -> tuple[str, str] | None:
+def _upload_code(
+    aws: Aws, stack: StackFlock, python: str, changes: list[str]
+) -> tuple[str, str] | None:
     """Build the code zip and put it into the quick-deploy bucket (unless there already);
     its key and its CodeSha256 (base64 of its SHA-256), or None without a code package."""
     try:
@@ -142,8 +144,13 @@ def _ensure_code(aws: Aws, stack: StackFlock, key: str, sha: str) -> bool:
 
 
 def _ensure_gaps(aws: Aws, stack: StackFlock, changes: list[str], on_step: Say) -> None:
+    from shepard.catalog import open_catalog
+
+    open_catalog(stack.catalog_url, create=True).close()  # its marker item, once
     if gaps.ensure_inbox_events(aws, stack):
         changes.append("sent the inbox's events to the events queue")
+    if gaps.ensure_batch_tags(aws, stack):
+        changes.append("tagged the Batch queue and compute environment")
     key = aws_key(
         AwsSecret(stack.secret_name, aws.region), create=True, tags={stackops.TAG: stack.name}
     )
@@ -172,7 +179,9 @@ def flockfiles_loads(text: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def _settings(aws: Aws, stack: StackFlock, before: dict[str, Any], options: Options) -> dict[str, Any]:
+def _settings(
+    aws: Aws, stack: StackFlock, before: dict[str, Any], options: Options
+) -> dict[str, Any]:
     """The flock's own settings for flock_table: the stored ones, with what Batch tasks need
     from the deploy (its --worker-env pairs, the secret's name, the stack's job roles)."""
     settings = dict(before)
@@ -191,9 +200,9 @@ def _job_roles(aws: Aws, stack: StackFlock) -> dict[str, str]:
     """job_role and execution_role of the stack's job definition, for the revisions the CLI
     registers (`deploy ./code`)."""
     with aws_errors(f"read job definition {stack.job_definition}"):
-        found = aws.client("batch").describe_job_definitions(
-            jobDefinitions=[stack.job_definition]
-        )["jobDefinitions"]
+        found = aws.client("batch").describe_job_definitions(jobDefinitions=[stack.job_definition])[
+            "jobDefinitions"
+        ]
     roles: dict[str, str] = {}
     for definition in found[:1]:
         container: dict[str, Any] = definition.get("containerProperties") or {}

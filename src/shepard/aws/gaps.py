@@ -5,13 +5,16 @@ them, each check finds them in place and changes nothing.
 - the inbox's ObjectCreated notification to the events queue;
 - the Secrets Manager secret with the flock's Fernet key (keys.aws_key: made at the first
   deploy, never printed);
-- the API function's URL (IAM auth).
+- the API function's URL (IAM auth);
+- the flock's tag on its Batch job queue and compute environment (moto drops the tags the
+  template gives them; `aws destroy` removes what an emulator leaves by that tag).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from shepard.aws import stackops
 from shepard.aws.clients import Aws, aws_errors, error_code
 from shepard.aws.stackflock import StackFlock
 
@@ -43,6 +46,26 @@ def ensure_inbox_events(aws: Aws, stack: StackFlock) -> bool:
             Bucket=stack.inbox_bucket, NotificationConfiguration=config
         )
     return True
+
+
+def ensure_batch_tags(aws: Aws, stack: StackFlock) -> bool:
+    """The job queue and its compute environments carry the flock's tag; True if this set it."""
+    batch = aws.client("batch")
+    tags = {stackops.TAG: stack.name}
+    with aws_errors(f"tag the Batch resources of flock {stack.name}"):
+        queues = batch.describe_job_queues(jobQueues=[stack.job_queue])["jobQueues"]
+        arns = [(q["jobQueueArn"], q.get("tags") or {}) for q in queues]
+        names = [c["computeEnvironment"] for q in queues for c in q["computeEnvironmentOrder"]]
+        if names:
+            found = batch.describe_compute_environments(computeEnvironments=names)
+            arns += [
+                (c["computeEnvironmentArn"], c.get("tags") or {})
+                for c in found["computeEnvironments"]
+            ]
+        missing = [arn for arn, have in arns if have.get(stackops.TAG) != stack.name]
+        for arn in missing:
+            batch.tag_resource(resourceArn=arn, tags=tags)
+    return bool(missing)
 
 
 def function_name(stack_name: str, role: str) -> str:
