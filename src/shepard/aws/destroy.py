@@ -78,7 +78,6 @@ def destroy(
             shutil.rmtree(local)
             done.removed.append(f"local copy {local}")
     if found is None and not done.removed:
-
         raise AwsError(f"no flock {name!r} in region {aws.region}: nothing to destroy")
     return done
 

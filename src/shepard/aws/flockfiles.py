@@ -87,13 +87,24 @@ def state_bucket_of(flockdir: config.Flockdir) -> str:
     return root.removeprefix("s3://").split("/", 1)[0]
 
 
+def _aws_of(flockdir: config.Flockdir) -> Aws:
+    return Aws(flockdir.config.aws.region or "us-east-1")
+
+
+def tag_definition(flockdir: config.Flockdir, arn: str) -> None:
+    """Tag a job definition the CLI registered with the flock's name (`aws destroy` of an
+    emulated flock removes what carries it)."""
+    name = flockdir.config.aws.stack or flockdir.config.name
+    with aws_errors(f"tag job definition {arn}"):
+        _aws_of(flockdir).client("batch").tag_resource(resourceArn=arn, tags={stackops.TAG: name})
+
+
 def upload_local(flockdir: config.Flockdir) -> str:
     """Put the local flock.toml of a serverless flock back into its state bucket (after
     `deploy` changed it), so the functions use it too; its s3:// URL."""
-    aws_cfg = flockdir.config.aws
     bucket = state_bucket_of(flockdir)
     text = (flockdir.folder / config.CONFIG_NAME).read_text()
-    aws = Aws(aws_cfg.region or "us-east-1")
+    aws = _aws_of(flockdir)
     with aws_errors(f"write s3://{bucket}/{FLOCK_KEY}"):
         aws.client("s3").put_object(Bucket=bucket, Key=FLOCK_KEY, Body=text.encode())
     return f"s3://{bucket}/{FLOCK_KEY}"
