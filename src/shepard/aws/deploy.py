@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,8 @@ from shepard.aws.stackflock import StackFlock, flock_table
 from shepard.aws.template import Options, render
 from shepard.keys import AwsSecret, aws_key
 
-PYTHONS = ("3.11", "3.12", "3.13")
 CODE_PREFIX = "lambda-code/"
+CODE_ENV = "SHEPARD_LAMBDA_CODE"
 HANDLERS = {
     "scheduler": "shepard.lambdas.scheduler.handler",
     "reconciler": "shepard.lambdas.reconciler.handler",
@@ -56,17 +57,17 @@ def deploy(
     options: Options,
     region: str,
     *,
-    python: str = "3.12",
     on_event: Say = lambda line: None,
     on_step: Say = lambda line: None,
 ) -> Deployed:
-    """Deploy flock `options.flock` into `region` (module docstring)."""
+    """Deploy flock `options.flock` into `region` (module docstring); the functions' code is
+    built for `options.lambda_python`, the template's LambdaRuntime."""
     options.check()
     aws = Aws(region)
     cf = aws.client("cloudformation")
     name = options.flock
     template = render(options)
-    params = {"LambdaRuntime": f"python{python}"} if "\n  LambdaRuntime:" in template else {}
+    params: dict[str, str] = {}
     changes: list[str] = []
     current = stackops.find(cf, name)
     if current is None:
@@ -75,16 +76,14 @@ def deploy(
         changes.append("created the stack")
     stack = StackFlock.from_outputs(name, region, current.outputs)
     on_step("packaging the functions' code")
-    code = _upload_code(aws, stack, python, changes)
+    code = _upload_code(aws, stack, options.lambda_python, changes)
     params["LambdaCodeKey"] = code[0] if code else current.parameters.get("LambdaCodeKey", "")
     current, sent = stackops.apply(cf, name, template, params, on_event)
     if sent:
         changes.append("updated the stack")
     stack = StackFlock.from_outputs(name, region, current.outputs)
     notes: list[str] = []
-    if code is None:
-        notes.append("the functions keep their placeholder: this installation has no code package")
-    elif _ensure_code(aws, stack, *code):
+    if code is not None and _ensure_code(aws, stack, *code):
         notes.append("the functions' code was updated directly: the stack update did not do it")
         changes.append("updated the functions' code")
     _ensure_gaps(aws, stack, changes, on_step)
@@ -99,15 +98,16 @@ def _upload_code(
     aws: Aws, stack: StackFlock, python: str, changes: list[str]
 ) -> tuple[str, str] | None:
     """Build the code zip and put it into the quick-deploy bucket (unless there already);
-    its key and its CodeSha256 (base64 of its SHA-256), or None without a code package."""
-    try:
-        from shepard.aws.package import build_code_zip  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    its key and its CodeSha256 (base64 of its SHA-256). None when SHEPARD_LAMBDA_CODE=none
+    (the functions keep what they run: a way to deploy the stack alone)."""
+    if os.environ.get(CODE_ENV, "") == "none":
         return None
-    path: Path = build_code_zip(python)
+    from shepard.aws.package import build_code_zip
+
+    path = build_code_zip(python)
     data = path.read_bytes()
     digest = hashlib.sha256(data)
-    key = f"{CODE_PREFIX}shepard-py{python}-{digest.hexdigest()[:20]}.zip"
+    key = f"{CODE_PREFIX}{path.name}"  # its name holds a hash of its content
     s3 = aws.client("s3")
     from botocore.exceptions import ClientError
 

@@ -36,13 +36,15 @@ class Stack:
 
 def find(cf: Any, name: str) -> Stack | None:
     """The stack `name`, or None when there is none (a deleted one counts as none)."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         with_errors = cf.describe_stacks(StackName=name)["Stacks"]
     except ClientError as exc:
         if error_code(exc) == "ValidationError" and "does not exist" in str(exc):
             return None
+        raise AwsError(f"cannot read stack {name!r}: {exc}") from None
+    except BotoCoreError as exc:
         raise AwsError(f"cannot read stack {name!r}: {exc}") from None
     for raw in with_errors:
         if raw.get("StackStatus") != "DELETE_COMPLETE":

@@ -46,7 +46,7 @@ def template(
 
 def _options(
     name: str, efs: bool, lustre: bool, gpu: bool, spot: bool, fargate: bool, max_vcpus: int,
-    worker_env: list[str],
+    worker_env: list[str], lambda_python: str = "3.12",
 ) -> Options:  # fmt: skip
     from shepard.aws.template import Options
 
@@ -61,7 +61,7 @@ def _options(
         env[key] = value
     options = Options(
         flock=name, compute=compute, max_vcpus=max_vcpus, gpu=gpu, efs=efs, lustre=lustre,
-        worker_env=env,
+        worker_env=env, lambda_python=lambda_python,
     )  # fmt: skip
     options.check()
     return options
@@ -108,15 +108,14 @@ def deploy(
 ) -> None:  # fmt: skip
     """Create or update flock NAME's stack on AWS, upload its functions' code and write its
     settings; a second run with nothing changed changes nothing."""
-    from shepard.aws.deploy import PYTHONS
     from shepard.aws.deploy import deploy as deploy_flock
 
-    options = _options(name, efs, lustre, gpu, spot, fargate, max_vcpus, worker_env or [])
-    if lambda_python not in PYTHONS:
-        raise ShepardError(f"--lambda-python must be one of {', '.join(PYTHONS)}")
+    options = _options(
+        name, efs, lustre, gpu, spot, fargate, max_vcpus, worker_env or [], lambda_python
+    )
     where = _region(region)
     done = deploy_flock(
-        options, where, python=lambda_python,
+        options, where,
         on_event=lambda line: err_console.print(f"  {escape(line)}", soft_wrap=True),
         on_step=lambda line: err_console.print(f"[bold]{escape(line)}[/]", soft_wrap=True),
     )  # fmt: skip
