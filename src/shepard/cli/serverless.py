@@ -28,6 +28,14 @@ def after_submit(f: Flock) -> None:
         Head(f.config.aws).kick()
 
 
+def after_cancel(f: Flock) -> None:
+    """Have the reconciler stop the cancelled jobs' Batch children (serverless flocks only)."""
+    if is_serverless(f):
+        from shepard.aws.head import Head
+
+        Head(f.config.aws).reconcile_soon()
+
+
 def wait(
     f: Flock,
     batch: str,
