@@ -17,8 +17,8 @@ from shepard.config import AwsConfig
 
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHEPARD_"))}
-    environ.update(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="x",
-                   AWS_SECRET_ACCESS_KEY="x", SHEPARD_CONFIG_DIR=str(tmp_path / "config"))  # fmt: skip
+    environ.update(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="x")
+    environ.update(AWS_SECRET_ACCESS_KEY="x", SHEPARD_CONFIG_DIR=str(tmp_path / "config"))
     environ.update(env)
     return subprocess.run(
         [sys.executable, "-m", "shepard", *args], capture_output=True, text=True, timeout=120,
@@ -30,7 +30,10 @@ def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
     ("args", "message"),
     [
         (["aws", "deploy", "Bad_Name", "--region", "r"], "invalid flock name"),
-        (["aws", "deploy", "ok-name", "--region", "r", "--spot", "--fargate"], "exclude each other"),
+        (
+            ["aws", "deploy", "ok-name", "--region", "r", "--spot", "--fargate"],
+            "exclude each other",
+        ),
         (["aws", "deploy", "ok-name", "--region", "r", "--fargate", "--gpu"], "--gpu needs EC2"),
         (["aws", "deploy", "ok-name", "--region", "r", "--worker-env", "NOEQUALS"], "KEY=VALUE"),
         (["aws", "deploy", "ok-name", "--region", "r", "--worker-env", "1X=y"], "--worker-env"),
