@@ -134,13 +134,16 @@ def test_configure_and_deploy_code(flock: Serverless, tmp_path: Path) -> None:
     assert (folder / "flock.toml").is_file() and "profile 'work'" in where["flock_source"]
     local = Cli(folder, cli.cwd)
     local.env = cli.env
-    local.configure(use_test_engine)  # deploy builds on the test engine
+
+    def settings(data: dict[str, Any]) -> None:
+        use_test_engine(data)  # deploy builds on the test engine
+        data["payload"] = {"command": "python3 /opt/job.py"}  # run in the deployed image
+
+    local.configure(settings)
     code = tmp_path / "code"
     code.mkdir()
     (code / "job.py").write_text(JOB_PY)
-    (code / "Dockerfile").write_text(
-        f'FROM {PYTHON_IMAGE}\nCOPY job.py /opt/job.py\nCMD ["python3", "/opt/job.py"]\n'
-    )
+    (code / "Dockerfile").write_text(f"FROM {PYTHON_IMAGE}\nCOPY job.py /opt/job.py\n")
     deployed = cli("deploy", str(code), "--no-push", "--quiet", timeout=600)
     assert f"s3://{flock.bucket('state')}/flock.toml" in deployed.out
     stored = flock.client("s3").get_object(Bucket=flock.bucket("state"), Key="flock.toml")

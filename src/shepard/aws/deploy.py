@@ -86,11 +86,14 @@ def deploy(
     if code is not None and _ensure_code(aws, stack, *code):
         notes.append("the functions' code was updated directly: the stack update did not do it")
         changes.append("updated the functions' code")
+    from shepard.catalog import open_catalog
+
+    open_catalog(stack.catalog_url, create=True).close()  # its marker item, once
+    local = _write_settings(aws, stack, options, changes)  # before the inbox's first event
     _ensure_gaps(aws, stack, changes, on_step)
     url, made = gaps.ensure_function_url(aws, name)
     if made:
         changes.append("made the API's function URL")
-    local = _write_settings(aws, stack, options, changes)
     return Deployed(stack, local, url, code[0] if code else None, changes, notes)
 
 
@@ -144,9 +147,6 @@ def _ensure_code(aws: Aws, stack: StackFlock, key: str, sha: str) -> bool:
 
 
 def _ensure_gaps(aws: Aws, stack: StackFlock, changes: list[str], on_step: Say) -> None:
-    from shepard.catalog import open_catalog
-
-    open_catalog(stack.catalog_url, create=True).close()  # its marker item, once
     if gaps.ensure_inbox_events(aws, stack):
         changes.append("sent the inbox's events to the events queue")
     if gaps.ensure_batch_tags(aws, stack):
