@@ -34,7 +34,8 @@ JOB_PY = """\
 import os, pathlib, sys
 item = os.environ.get("ITEM", "-")
 pathlib.Path(os.environ["ROOT_OUTPUT_NAME"], "result.txt").write_text(f"item {item}\\n")
-print("done", item)
+token = pathlib.Path(os.environ["ROOT_INPUT_NAME"], "secrets", "token")
+print("done", item, token.read_text() if token.exists() else "no secret")
 sys.exit(3 if os.environ.get("FAIL") else 0)
 """
 
@@ -73,7 +74,7 @@ class Serverless:
             if check():
                 return
             functions.invoke(FunctionName=f"{self.name}-reconciler", Payload=b"{}")
-            time.sleep(1.0)
+            time.sleep(2.0)
         raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -144,10 +145,15 @@ def test_configure_and_deploy_code(flock: Serverless, tmp_path: Path) -> None:
     code.mkdir()
     (code / "job.py").write_text(JOB_PY)
     (code / "Dockerfile").write_text(f"FROM {PYTHON_IMAGE}\nCOPY job.py /opt/job.py\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "token").write_text("s3cret")
+    stored = cli("secretify", str(secrets))  # with the key of the flock's secret on AWS
+    assert f"Secrets Manager secret '{flock.name}/secrets'" in stored.out, stored.out
     deployed = cli("deploy", str(code), "--no-push", "--quiet", timeout=600)
     assert f"s3://{flock.bucket('state')}/flock.toml" in deployed.out
-    stored = flock.client("s3").get_object(Bucket=flock.bucket("state"), Key="flock.toml")
-    assert "dkr.ecr" in stored["Body"].read().decode()  # the worker image, for the functions
+    toml = flock.client("s3").get_object(Bucket=flock.bucket("state"), Key="flock.toml")
+    assert "dkr.ecr" in toml["Body"].read().decode()  # the worker image, for the functions
 
 
 def test_a_zip_dropped_into_the_inbox_runs_on_batch(flock: Serverless) -> None:
@@ -164,7 +170,8 @@ def test_a_zip_dropped_into_the_inbox_runs_on_batch(flock: Serverless) -> None:
     listed = flock.client("s3").list_objects_v2(Bucket=flock.bucket("outputs"))
     names = [o["Key"] for o in listed.get("Contents", [])]
     assert any("result@" in n and n.endswith(".zip") for n in names), names
-    assert cli("logs", job_id).out == "done dropped\n"
+    # the Batch task decrypted the secret with the key it read from Secrets Manager
+    assert cli("logs", job_id).out == "done dropped s3cret\n"
 
 
 def test_submit_wait_retry_and_retrieve(flock: Serverless, tmp_path: Path) -> None:
