@@ -206,12 +206,14 @@ def delete(cf: Any, stack: Stack, on_event: OnEvent, *, retain: list[str] | None
         # flock's tag and are removed by destroy.remove_leftovers
         if error_code(exc) != "DependencyViolation" or find(cf, stack.stack_id) is not None:
             raise AwsError(f"cannot delete stack {stack.name!r}: {exc}") from None
+    seen: set[str] = set()
     while True:
         found = find(cf, stack.stack_id)
         events = _events(cf, stack.stack_id, since) if found is not None else []
         for event in events:
-            on_event(_describe_event(event))
-        since = time.time()
+            if event["EventId"] not in seen:
+                seen.add(event["EventId"])
+                on_event(_describe_event(event))
         if found is None:
             return
         if found.status == "DELETE_FAILED":
