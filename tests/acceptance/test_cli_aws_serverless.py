@@ -39,7 +39,7 @@ print("done", item, token.read_text() if token.exists() else "no secret")
 sys.exit(3 if os.environ.get("FAIL") else 0)
 """
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 
 
 def _lambda_problem() -> str | None:
@@ -57,7 +57,15 @@ class Serverless:
         self.described: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
-        return aws.client(service, self.url)
+        """A client that waits for the functions the emulator runs inside a call (a put
+        into the inbox, an invoke) and never repeats such a call."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(read_timeout=900, retries={"max_attempts": 1, "mode": "standard"})
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id="testing", aws_secret_access_key="testing",
+                            config=config)  # fmt: skip
 
     def bucket(self, role: str) -> str:
         return str(self.described["buckets"][role])
@@ -176,17 +184,17 @@ def test_a_zip_dropped_into_the_inbox_runs_on_batch(flock: Serverless) -> None:
 
 def test_submit_wait_retry_and_retrieve(flock: Serverless, tmp_path: Path) -> None:
     cli = flock.cli
-    failed = cli("submit", "-j", '{"ITEM": "bad", "FAIL": "1"}', "--wait", ok=False, timeout=300)
+    failed = cli("submit", "-j", '{"ITEM": "bad", "FAIL": "1"}', "--wait", ok=False, timeout=800)
     assert failed.code == 1, failed
     (bad,) = [j for j in flock.jobs().values() if j["params"].get("ITEM") == "bad"]
     assert bad["status"] == "failed"
-    retried = cli("retry", "--failed")
+    retried = cli("retry", "--failed")  # the scheduler hands it to Batch at once
     assert bad["id"] in retried.out
-    flock.reconcile_until(lambda: flock.jobs()[bad["id"]]["status"] == "failed"
-                          and flock.jobs()[bad["id"]]["attempt"] == 2, 240,
-                          "the retried job's second attempt")  # fmt: skip
-    query = cli("query")
-    assert "failed" in query.out
+    again = flock.jobs()[bad["id"]]
+    assert again["status"] in {"queued", "running"}, again
+    assert again["placement"] and again["placement"] != bad["placement"]
+    counts = cli("query", "--json").json()["counts"]
+    assert counts["succeeded"] == 1 and counts["failed"] == 0, counts
     out = tmp_path / "retrieved"
     cli("retrieve", str(out))
     assert list(out.rglob("*.zip")), list(out.rglob("*"))

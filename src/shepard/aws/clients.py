@@ -14,6 +14,8 @@ from typing import Any
 
 from shepard.errors import ShepardError
 
+READ_TIMEOUT_S = 900
+
 
 class AwsError(ShepardError):
     """AWS refused or could not be reached; the message says what was being done."""
@@ -29,10 +31,16 @@ class Aws:
     def client(self, service: str) -> Any:
         if service not in self._clients:
             import boto3
+            from botocore.config import Config
 
             if not self._clients:
                 self._session = boto3.session.Session()
-            self._clients[service] = self._session.client(service, region_name=self.region)
+            # an emulator answers SendMessage and Invoke once the function they trigger has
+            # run (minutes on a busy machine); AWS answers at once either way
+            config = Config(read_timeout=READ_TIMEOUT_S, retries={"mode": "standard"})
+            self._clients[service] = self._session.client(
+                service, region_name=self.region, config=config
+            )
         return self._clients[service]
 
 
