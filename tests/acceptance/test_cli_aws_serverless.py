@@ -108,6 +108,18 @@ def flock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serverless]:
         yield Serverless(cli, name, url)
     finally:
         cli("aws", "destroy", name, "--region", REGION, "--yes", ok=None)
+        _remove_images(name)
+
+
+def _remove_images(name: str) -> None:
+    """The images `deploy` built and tagged for this flock (its own names only)."""
+    from tests.containers import client as engine
+
+    images = engine().images
+    for image in images.list():
+        for tag in image.tags:
+            if f"/{name}:" in tag or f"/{name}/worker:" in tag:
+                images.remove(tag, force=True)
 
 
 def test_deploy_is_idempotent_and_described(flock: Serverless) -> None:
