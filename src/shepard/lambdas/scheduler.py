@@ -35,6 +35,7 @@ from shepard.lambdas.common import KICK, deadline, open_flock, setup_logging
 from shepard.rounds import head_round
 from shepard.storage import NoSuchObject, ObjectInfo
 from shepard.triggers.object_inbox import ObjectInbox
+from shepard.triggers.scan import ScanResult
 
 log = logging.getLogger("shepard.lambdas.scheduler")
 
@@ -43,6 +44,11 @@ ROUND_LIMIT = 100.0
 has not recorded its array id by then is looked into by the reconciler)."""
 
 STAT_THREADS = 16
+TAKERS = 8
+"""Groups of objects taken at once, each by an ObjectInbox of its own: the catalog registers
+a group's idempotency keys one conditional write after another, so groups in parallel
+overlap those round trips (bench/lambda_scheduler.py: figures in docs/benchmarks.md)."""
+TAKER_GROUP = 10  # objects a group has at least
 
 
 @dataclass
@@ -132,22 +138,43 @@ def take(flock: Flock, plan: Plan) -> dict[str, int]:
     infos = [info for info in found if isinstance(info, ObjectInfo)]
     later = [key for key, info in zip(keys, found, strict=True) if info == "later"]
     gone = sum(1 for info in found if info is None)
+    groups = _groups(infos)
+    registered = recovered = rejected = 0
+    with ThreadPoolExecutor(max(1, len(groups))) as pool:
+        for group, outcome in zip(groups, pool.map(lambda g: _take_group(flock, g), groups),
+                                  strict=True):  # fmt: skip
+            if outcome is None:  # logged: the whole group goes back to the queue
+                later += [info.key for info in group]
+                continue
+            later += outcome.left
+            registered += outcome.registered
+            recovered += outcome.recovered
+            rejected += len(outcome.rejected)
+    for key in later:
+        plan.failed.update(plan.objects[key])
+    return {"registered": registered, "recovered": recovered, "rejected": rejected, "gone": gone}
+
+
+def _groups(infos: list[ObjectInfo]) -> list[list[ObjectInfo]]:
+    """`infos` in up to TAKERS groups of at least TAKER_GROUP (the last may be smaller)."""
+    if not infos:
+        return []
+    count = max(1, min(TAKERS, len(infos) // TAKER_GROUP))
+    return [infos[i::count] for i in range(count)]
+
+
+def _take_group(flock: Flock, infos: list[ObjectInfo]) -> ScanResult | None:
+    """Take one group with an ObjectInbox of its own; None when that failed as a whole."""
     try:
-        with ObjectInbox(flock) as inbox:
+        with ObjectInbox(flock, threads=4) as inbox:
             result = inbox.take(infos)
     except Exception:
         log.exception("taking %d object(s) failed: their messages go back to the queue",
                       len(infos))  # fmt: skip
-        later += [info.key for info in infos]
-        registered = recovered = rejected = 0
-    else:
-        later += result.left
-        registered, recovered, rejected = result.registered, result.recovered, len(result.rejected)
-        for rejection in result.rejected:
-            log.warning("rejected %s: %s", rejection.name, rejection.reason)
-    for key in later:
-        plan.failed.update(plan.objects[key])
-    return {"registered": registered, "recovered": recovered, "rejected": rejected, "gone": gone}
+        return None
+    for rejection in result.rejected:
+        log.warning("rejected %s: %s", rejection.name, rejection.reason)
+    return result
 
 
 def _stat(store: Any, key: str) -> ObjectInfo | str | None:
