@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.serverless import Context, stack  # noqa: E402
+from tests.serverless import Context, stack
 
 TARGET = 300.0  # bundles/s, one invocation
 
@@ -84,7 +84,7 @@ def batch_round(url: str, n: int, cli: int) -> tuple[float, float]:
     """(in-process seconds per bundle, CLI seconds per bundle)."""
     from shepard.lambdas.common import forget_flocks, open_flock
 
-    with stack(url, image="localhost/shepard-test-busybox:1") as made, \
+    with stack(url, image="localhost/shepard-test-busybox:1"), \
             tempfile.TemporaryDirectory() as tmp:  # fmt: skip
         flock = open_flock(os.environ)
         paths = []
@@ -131,7 +131,7 @@ def main() -> int:
     print(f"  take (validate + register):  {take:.3f} s  {n / take:7.0f} bundles/s")
     print(f"  whole handler (+ dispatch):  {handler:.3f} s  {n / handler:7.0f} bundles/s")
     single, by_cli = statistics.median(singles), statistics.median(clis)
-    print(f"shepard batch, one bundle at a time into the same DynamoDB:")
+    print("shepard batch, one bundle at a time into the same DynamoDB:")
     print(
         f"  in process (submit_bundle):  {single * 1000:.1f} ms each  {1 / single:7.0f} bundles/s"
     )
