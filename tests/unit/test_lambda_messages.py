@@ -15,7 +15,6 @@ import pytest
 from shepard.errors import ParamsError
 from shepard.lambdas import api, scheduler
 from shepard.lambdas.common import MARGIN, OneLineFormatter, deadline
-from shepard.storage import ObjectInfo
 
 BODIES = json.loads(
     (Path(__file__).parent.parent / "integration" / "data" / "s3_sqs_bodies.json").read_text()
@@ -54,15 +53,6 @@ def test_a_malformed_s3_record_fails_its_message_only() -> None:
     removed["Records"][0]["eventName"] = "ObjectRemoved:Delete"
     plan = scheduler.read_messages(records(broken, json.dumps(removed)), "inbox-b")
     assert plan.failed == {"m0"} and plan.objects == {} and plan.ignored == 1
-
-
-def test_objects_are_shared_among_takers() -> None:
-    infos = [ObjectInfo(f"k{n}", 1, 0.0) for n in range(95)]
-    groups = scheduler._groups(infos)
-    assert len(groups) == scheduler.TAKERS
-    assert sorted(i.key for g in groups for i in g) == sorted(i.key for i in infos)
-    assert scheduler._groups(infos[:15]) == [infos[:15]]
-    assert scheduler._groups([]) == []
 
 
 def test_api_fields_take_the_clis_range_and_a_tag() -> None:

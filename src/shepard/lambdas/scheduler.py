@@ -44,11 +44,6 @@ ROUND_LIMIT = 100.0
 has not recorded its array id by then is looked into by the reconciler)."""
 
 STAT_THREADS = 16
-TAKERS = 8
-"""Groups of objects taken at once, each by an ObjectInbox of its own: the catalog registers
-a group's idempotency keys one conditional write after another, so groups in parallel
-overlap those round trips (bench/lambda_scheduler.py: figures in docs/benchmarks.md)."""
-TAKER_GROUP = 10  # objects a group has at least
 
 
 @dataclass
@@ -138,35 +133,25 @@ def take(flock: Flock, plan: Plan) -> dict[str, int]:
     infos = [info for info in found if isinstance(info, ObjectInfo)]
     later = [key for key, info in zip(keys, found, strict=True) if info == "later"]
     gone = sum(1 for info in found if info is None)
-    groups = _groups(infos)
     registered = recovered = rejected = 0
-    with ThreadPoolExecutor(max(1, len(groups))) as pool:
-        for group, outcome in zip(groups, pool.map(lambda g: _take_group(flock, g), groups),
-                                  strict=True):  # fmt: skip
-            if outcome is None:  # logged: the whole group goes back to the queue
-                later += [info.key for info in group]
-                continue
-            later += outcome.left
-            registered += outcome.registered
-            recovered += outcome.recovered
-            rejected += len(outcome.rejected)
+    outcome = _take_all(flock, infos) if infos else ScanResult()
+    if outcome is None:  # logged: every message goes back to the queue
+        later += [info.key for info in infos]
+    else:
+        later += outcome.left
+        registered, recovered, rejected = (
+            outcome.registered, outcome.recovered, len(outcome.rejected)
+        )  # fmt: skip
     for key in later:
         plan.failed.update(plan.objects[key])
     return {"registered": registered, "recovered": recovered, "rejected": rejected, "gone": gone}
 
 
-def _groups(infos: list[ObjectInfo]) -> list[list[ObjectInfo]]:
-    """`infos` in up to TAKERS groups of at least TAKER_GROUP (the last may be smaller)."""
-    if not infos:
-        return []
-    count = max(1, min(TAKERS, len(infos) // TAKER_GROUP))
-    return [infos[i::count] for i in range(count)]
-
-
-def _take_group(flock: Flock, infos: list[ObjectInfo]) -> ScanResult | None:
-    """Take one group with an ObjectInbox of its own; None when that failed as a whole."""
+def _take_all(flock: Flock, infos: list[ObjectInfo]) -> ScanResult | None:
+    """Take the objects as the S3 inbox does (8 at once, registered a chunk of 100 at a
+    time); None when that failed as a whole (logged)."""
     try:
-        with ObjectInbox(flock, threads=4) as inbox:
+        with ObjectInbox(flock) as inbox:
             result = inbox.take(infos)
     except Exception:
         log.exception("taking %d object(s) failed: their messages go back to the queue",
