@@ -90,8 +90,11 @@ def test_a_malformed_drop_is_moved_to_rejected_with_its_reason(flock_stack: Stac
     event = made.sqs_event([made.put_event("bad.zip"), made.put_event("good.zip")])
     assert scheduler.handler(event, Context()) == {"batchItemFailures": []}
     assert inbox_keys(made) == ["rejected/bad.zip", "rejected/bad.zip.reason.txt"]
-    reason = made.client("s3").get_object(Bucket=made.bucket("inbox"),
-                                          Key="rejected/bad.zip.reason.txt")["Body"].read()
+    reason = (
+        made.client("s3")
+        .get_object(Bucket=made.bucket("inbox"), Key="rejected/bad.zip.reason.txt")["Body"]
+        .read()
+    )
     assert b"zip" in reason.lower()
     assert [j.params["ITEM"] for j in jobs(made)] == [3]
     # the rejected/ object's own event (a copy lands there) is left alone

@@ -9,8 +9,12 @@ uploads it to the quick-deploy bucket under its name, the stack's `LambdaCodeKey
   x86_64 wheels for CPython at `python` (the stack's `LambdaRuntime` must name the same
   version), binary wheels only, so nothing is compiled on this machine.
 - LEFT_OUT is not installed: the command line's libraries (typer, rich and what they pull in:
-  click, pygments, markdown-it) and alembic (SQL catalog migrations, with Mako). No function
-  imports them and they weigh about 9 MB unpacked (pygments alone 4 MB).
+  click, pygments, markdown-it) and alembic (SQL catalog migrations, with Mako), about 9 MB
+  unpacked; and cryptography (with cffi, 15 MB), which only decrypts secrets, something
+  the Batch jobs do, never the functions. No function imports them.
+- botocore's API models are kept only for the services the functions call (BOTOCORE_KEPT):
+  the other 400-odd weigh 19 MB unpacked and are never read. (Lambda unpacks every byte of
+  the zip at each cold start, and the emulator at each invocation.)
 
 The zip is deterministic (entries sorted, one fixed time stamp, fixed permissions), so the
 same inputs always make the same bytes and its name, `shepard-functions-py<X.Y>-<sha256
@@ -40,8 +44,11 @@ PYTHONS = ("3.11", "3.12", "3.13")
 
 PLATFORM = "manylinux2014_x86_64"
 EXTRAS = frozenset({"aws"})
-LEFT_OUT = frozenset({"typer", "rich", "alembic"})
+LEFT_OUT = frozenset({"typer", "rich", "alembic", "cryptography"})
 """Requirements never imported by the functions (module docstring)."""
+
+BOTOCORE_KEPT = frozenset({"s3", "sqs", "dynamodb", "batch", "logs", "sts", "secretsmanager"})
+"""The services whose botocore models the zip keeps (module docstring)."""
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -119,13 +126,14 @@ def _canonical(name: str) -> str:
 
 def _dependencies(python: str, requirements: list[str], cache: Path) -> Path:
     """The folder pip installed `requirements` into for Lambda (made once per inputs)."""
-    key = _digest([python, PLATFORM, *requirements])[:16]
+    key = _digest([python, PLATFORM, *requirements, *sorted(BOTOCORE_KEPT)])[:16]
     folder = cache / f"deps-py{python}-{key}"
     if (folder / ".complete").is_file():
         return folder
     with tempfile.TemporaryDirectory(dir=cache, prefix=".deps-") as tmp:
         target = Path(tmp) / "site"
         _pip_install(python, requirements, target)
+        _prune_botocore(target)
         (target / ".complete").write_text("\n".join(requirements) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(target, folder)
@@ -146,6 +154,16 @@ def _pip_install(python: str, requirements: list[str], target: Path) -> None:
             f"pip could not install the functions' requirements for Python {python} "
             f"({PLATFORM}):\n{tail}"
         )
+
+
+def _prune_botocore(site: Path) -> None:
+    """Remove the API models of the services not in BOTOCORE_KEPT."""
+    data = site / "botocore" / "data"
+    if not data.is_dir():
+        return
+    for entry in data.iterdir():
+        if entry.is_dir() and entry.name not in BOTOCORE_KEPT:
+            shutil.rmtree(entry)
 
 
 def _tree(folder: Path) -> Iterator[tuple[str, Path]]:

@@ -35,6 +35,7 @@ from shepard.lambdas.common import KICK, deadline, open_flock, setup_logging
 from shepard.rounds import head_round
 from shepard.storage import NoSuchObject, ObjectInfo
 from shepard.triggers.object_inbox import ObjectInbox
+from shepard.triggers.scan import ScanResult
 
 log = logging.getLogger("shepard.lambdas.scheduler")
 
@@ -132,22 +133,33 @@ def take(flock: Flock, plan: Plan) -> dict[str, int]:
     infos = [info for info in found if isinstance(info, ObjectInfo)]
     later = [key for key, info in zip(keys, found, strict=True) if info == "later"]
     gone = sum(1 for info in found if info is None)
+    registered = recovered = rejected = 0
+    outcome = _take_all(flock, infos) if infos else ScanResult()
+    if outcome is None:  # logged: every message goes back to the queue
+        later += [info.key for info in infos]
+    else:
+        later += outcome.left
+        registered, recovered, rejected = (
+            outcome.registered, outcome.recovered, len(outcome.rejected)
+        )  # fmt: skip
+    for key in later:
+        plan.failed.update(plan.objects[key])
+    return {"registered": registered, "recovered": recovered, "rejected": rejected, "gone": gone}
+
+
+def _take_all(flock: Flock, infos: list[ObjectInfo]) -> ScanResult | None:
+    """Take the objects as the S3 inbox does (8 at once, registered a chunk of 100 at a
+    time); None when that failed as a whole (logged)."""
     try:
         with ObjectInbox(flock) as inbox:
             result = inbox.take(infos)
     except Exception:
         log.exception("taking %d object(s) failed: their messages go back to the queue",
                       len(infos))  # fmt: skip
-        later += [info.key for info in infos]
-        registered = recovered = rejected = 0
-    else:
-        later += result.left
-        registered, recovered, rejected = result.registered, result.recovered, len(result.rejected)
-        for rejection in result.rejected:
-            log.warning("rejected %s: %s", rejection.name, rejection.reason)
-    for key in later:
-        plan.failed.update(plan.objects[key])
-    return {"registered": registered, "recovered": recovered, "rejected": rejected, "gone": gone}
+        return None
+    for rejection in result.rejected:
+        log.warning("rejected %s: %s", rejection.name, rejection.reason)
+    return result
 
 
 def _stat(store: Any, key: str) -> ObjectInfo | str | None:
