@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,7 @@ def _write_settings(aws: Aws, stack: StackFlock, options: Options, changes: list
     before = flockfiles.read_state(aws, stack) or {}
     table = flock_table(stack, _settings(aws, stack, before, options))
     text = flockfiles.dumps(table, source=f"flock {stack.name}")
-    if before != flockfiles_loads(text):
+    if before != tomllib.loads(text):
         flockfiles.write_state(aws, stack, text)
         changes.append(f"wrote s3://{stack.state_bucket}/flock.toml")
     folder = flockfiles.local_folder(stack.name)
@@ -171,12 +172,6 @@ def _write_settings(aws: Aws, stack: StackFlock, options: Options, changes: list
     if not path.is_file() or path.read_text() != text:
         flockfiles.write_local(folder, text)
     return folder
-
-
-def flockfiles_loads(text: str) -> dict[str, Any]:
-    import tomllib
-
-    return tomllib.loads(text)
 
 
 def _settings(

@@ -6,7 +6,7 @@ from typing import Any
 
 from shepard.aws import gaps, stackops
 from shepard.aws.clients import Aws, AwsError, aws_errors
-from shepard.aws.stackflock import StackFlock
+from shepard.aws.stackflock import StackError, StackFlock
 
 SECRET_MONTHLY = "about $0.40 a month"
 
@@ -25,9 +25,7 @@ def describe(aws: Aws, name: str) -> dict[str, Any]:
     }
     try:
         flock = StackFlock.from_outputs(name, aws.region, stack.outputs)
-    except AwsError:
-        raise
-    except Exception:  # a stack still being made: its outputs come later
+    except StackError:  # a stack being made or that failed to be: no outputs yet
         return info
     info["buckets"] = {
         "inbox": flock.inbox_bucket, "inputs": flock.inputs_bucket,

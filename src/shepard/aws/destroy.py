@@ -21,7 +21,7 @@ from typing import Any
 
 from shepard.aws import flockfiles, stackops
 from shepard.aws.clients import Aws, AwsError, aws_errors, error_code
-from shepard.aws.stackflock import StackFlock
+from shepard.aws.stackflock import StackError, StackFlock
 
 Say = Callable[[str], None]
 
@@ -53,7 +53,7 @@ def destroy(
     if found is not None:
         try:
             names = StackFlock.from_outputs(name, aws.region, found.outputs)
-        except Exception:  # a stack that failed to create has no outputs: nothing to empty
+        except StackError:  # a stack that failed to create has no outputs: nothing to empty
             names = None
         stackops.delete(cf, found, on_event)
         done.removed.append(f"stack {name}")

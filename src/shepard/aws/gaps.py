@@ -12,10 +12,8 @@ them, each check finds them in place and changes nothing.
 
 from __future__ import annotations
 
-from typing import Any
-
 from shepard.aws import stackops
-from shepard.aws.clients import Aws, aws_errors, error_code
+from shepard.aws.clients import Aws, AwsError, aws_errors, error_code
 from shepard.aws.stackflock import StackFlock
 
 INBOX_EVENTS = "s3:ObjectCreated:*"
@@ -84,7 +82,7 @@ def ensure_function_url(aws: Aws, stack_name: str) -> tuple[str, bool]:
         return str(found["FunctionUrl"]), False
     except ClientError as exc:
         if error_code(exc) != "ResourceNotFoundException":
-            raise_from(exc, f"read the URL of function {name}")
+            raise AwsError(f"cannot read the URL of function {name}: {exc}") from None
     with aws_errors(f"make the URL of function {name}"):
         made = functions.create_function_url_config(FunctionName=name, AuthType=URL_AUTH)
     return str(made["FunctionUrl"]), True
@@ -101,9 +99,3 @@ def function_url(aws: Aws, stack_name: str) -> str | None:
     except ClientError:
         return None
     return str(found["FunctionUrl"])
-
-
-def raise_from(exc: Exception, doing: str) -> Any:
-    from shepard.aws.clients import AwsError
-
-    raise AwsError(f"cannot {doing}: {exc}") from None
