@@ -3,7 +3,11 @@
 Where it comes from, first match wins:
 1. the environment variable SHEPARD_SECRET_KEY: one Fernet key, or several separated by commas
    (the first encrypts, every one decrypts: that is how keys are rotated);
-2. the file `secret.key` in the user's config folder (`platformdirs.user_config_dir("shepard")`,
+2. a serverless flock's Secrets Manager secret (`shepard aws deploy` makes it and its key):
+   the one named by SHEPARD_SECRET_NAME (set in its functions and Batch tasks), or the one
+   the CLI passes for a flock with `[aws]` (`<stack>/secrets`); its SecretString is the JSON
+   object {"shepard_secret_key": "KEY[,OLDER...]"};
+3. the file `secret.key` in the user's config folder (`platformdirs.user_config_dir("shepard")`,
    e.g. `~/.config/shepard/secret.key`), one key a line, same rules. `shepard secretify`
    creates it (mode 0600) the first time it needs a key and finds none.
 
@@ -21,7 +25,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
@@ -31,6 +35,8 @@ if TYPE_CHECKING:  # cryptography is imported where a key is loaded: most comman
     from cryptography.fernet import MultiFernet
 
 ENV_VAR = "SHEPARD_SECRET_KEY"
+SECRET_NAME_VAR = "SHEPARD_SECRET_NAME"
+SECRET_FIELD = "shepard_secret_key"
 KEY_FILE_NAME = "secret.key"
 HINT = f"set {ENV_VAR} to the key the flock's secrets were stored with"
 
@@ -62,15 +68,29 @@ def key_file_path() -> Path:
     return Path(platformdirs.user_config_dir("shepard")) / KEY_FILE_NAME
 
 
-def load_key(*, create: bool = False) -> SecretKey:
-    """The key from SHEPARD_SECRET_KEY, else from the key file.
+@dataclass(frozen=True)
+class AwsSecret:
+    """A Secrets Manager secret holding a flock's key (a serverless flock's)."""
 
-    With `create`, a missing key file is created holding a new key (mode 0600, its folder
-    0700). Raises SecretKeyError when no key is usable.
+    name: str
+    region: str | None = None
+
+
+def load_key(*, create: bool = False, secret: AwsSecret | None = None) -> SecretKey:
+    """The key from SHEPARD_SECRET_KEY, else from `secret` (or the secret SHEPARD_SECRET_NAME
+    names), else from the key file.
+
+    With `create`, a missing key file (or a secret without a key) gets a new key (a key
+    file: mode 0600, its folder 0700). Raises SecretKeyError when no key is usable.
     """
     env = os.environ.get(ENV_VAR)
     if env is not None and env.strip():
         return _parse(env, ENV_VAR, f"{ENV_VAR} does not hold a valid Fernet key")
+    named = os.environ.get(SECRET_NAME_VAR, "").strip()
+    if secret is None and named:
+        secret = AwsSecret(named)
+    if secret is not None:
+        return aws_key(secret, create=create)
     path = key_file_path()
     try:
         text = _read_key_file(path)
@@ -146,3 +166,46 @@ def _create_key_file(path: Path) -> SecretKey:
             f"set {ENV_VAR} to a key made by Fernet.generate_key() instead"
         ) from exc
     return SecretKey(MultiFernet([Fernet(key)]), str(path), fingerprint(key), created=True)
+
+
+def aws_key(
+    secret: AwsSecret, *, create: bool = False, tags: dict[str, str] | None = None
+) -> SecretKey:
+    """The key held by a Secrets Manager secret. With `create`, a missing secret is created
+    (with `tags`) and a secret without a key gets one; `created` then says so."""
+    import json
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = f"the Secrets Manager secret {secret.name!r}"
+    try:
+        client = _secrets_client(secret.region)
+        try:
+            text = client.get_secret_value(SecretId=secret.name).get("SecretString") or "{}"
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            text = None
+        value = json.loads(text).get(SECRET_FIELD) if text else None
+        if isinstance(value, str) and value.strip():
+            return _parse(value, where, f"{where} does not hold a valid Fernet key")
+        if not create:
+            raise SecretKeyError(f"{where} holds no key yet: run `shepard aws deploy` again")
+        from cryptography.fernet import Fernet, MultiFernet
+
+        key = Fernet.generate_key()
+        body = json.dumps({SECRET_FIELD: key.decode()})
+        if text is None:
+            tagged = [{"Key": k, "Value": v} for k, v in (tags or {}).items()]
+            client.create_secret(Name=secret.name, SecretString=body, Tags=tagged)
+        else:
+            client.put_secret_value(SecretId=secret.name, SecretString=body)
+    except (ClientError, BotoCoreError, ValueError) as exc:
+        raise SecretKeyError(f"cannot read {where}: {exc}") from None
+    return SecretKey(MultiFernet([Fernet(key)]), where, fingerprint(key), created=True)
+
+
+def _secrets_client(region: str | None) -> Any:
+    import boto3
+
+    return boto3.session.Session().client("secretsmanager", region_name=region)

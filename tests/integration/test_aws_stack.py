@@ -38,6 +38,16 @@ def aws() -> Iterator[dict[str, Any]]:
     # Batch resources; the names are this test's own, so nothing else is touched
     with contextlib.suppress(ClientError):
         cf.delete_stack(StackName=flock)
+    # the data is kept by the stack's DeletionPolicy (`aws destroy` deletes it)
+    s3 = client("s3")
+    for bucket in [
+        b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].startswith(f"{flock}-")
+    ]:
+        for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
+    with contextlib.suppress(ClientError):
+        client("dynamodb").delete_table(TableName=f"{flock}-catalog")
 
 
 def test_the_stack_builds_a_whole_flock_in_the_emulator(aws: dict[str, Any]) -> None:

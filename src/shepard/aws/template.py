@@ -15,6 +15,7 @@ from importlib import resources
 from shepard.errors import ShepardError
 
 COMPUTE_TYPES = ("EC2", "SPOT", "FARGATE")
+LAMBDA_PYTHONS = ("3.11", "3.12", "3.13")  # the stack's LambdaRuntime values, as X.Y
 FLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$")
 
 ENVIRONMENT = {
@@ -47,6 +48,7 @@ class Options:
     efs: bool = False
     lustre: bool = False
     worker_env: dict[str, str] = field(default_factory=dict)
+    lambda_python: str = "3.12"  # the functions' Python (LambdaRuntime): 3.11, 3.12 or 3.13
 
     def check(self) -> None:
         """ShepardError (exit code 2 in the CLI) for a combination AWS would refuse."""
@@ -62,6 +64,11 @@ class Options:
         if self.compute == "FARGATE" and (self.gpu or self.lustre):
             used = "--gpu" if self.gpu else "--lustre"
             raise ShepardError(f"{used} needs EC2 instances: it cannot go with --fargate")
+        if self.lambda_python not in LAMBDA_PYTHONS:
+            raise ShepardError(
+                f"no Lambda runtime for Python {self.lambda_python!r}: one of "
+                f"{', '.join(LAMBDA_PYTHONS)}"
+            )
         for key in self.worker_env:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
                 raise ShepardError(f"invalid --worker-env name {key!r}: use KEY=VALUE")
@@ -79,6 +86,7 @@ def render(options: Options | None = None) -> str:
         "UseGpu": _flag(options.gpu),
         "UseEfs": _flag(options.efs),
         "UseLustre": _flag(options.lustre),
+        "LambdaRuntime": _quoted(f"python{options.lambda_python}"),
     }
     for name, value in defaults.items():
         text, n = re.subn(

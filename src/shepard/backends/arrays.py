@@ -150,6 +150,10 @@ class Pacer:
     def ready(self, now: float) -> bool:
         return now >= self._next
 
+    def wait(self, now: float) -> float:
+        """Seconds from `now` until the next call may go (0 when it may go now)."""
+        return max(0.0, self._next - now)
+
     def sent(self, now: float) -> None:
         """A call was made at `now`: the next may go `interval` seconds later."""
         self._next = max(self._next, now + self.interval)

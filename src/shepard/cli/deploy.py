@@ -89,6 +89,11 @@ def _deploy_batch(
     console.print(f"deployed {worker} for AWS Batch (from {built.tag})", markup=False)
     console.print(f"  job definition {arn}", markup=False)
     console.print(f"  recorded in {path}" + ("" if no_push else "; pushed"), markup=False)
+    if f.config.aws.stack:  # serverless: the functions read the state bucket's copy
+        from shepard.aws.flockfiles import tag_definition, upload_local
+
+        tag_definition(f.dir, arn)
+        console.print(f"  and in {upload_local(f.dir)}", markup=False)
 
 
 def quick_deploy(

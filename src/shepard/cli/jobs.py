@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from shepard import workitems
-from shepard.cli import render
+from shepard.cli import render, serverless
 from shepard.cli import workitems as cli_items
 from shepard.cli.common import (
     FlockOption,
@@ -77,6 +77,7 @@ def batch(
         sub = f.submit_bundle(folder, key=zip_name)
     else:
         sub = f.batch(folder, zip_name=zip_name)
+    serverless.after_submit(f)
     if as_json:
         print_json({"id": sub.ids[0], "batch": sub.batch, "bundle": f.job(sub.ids[0]).bundle_key})
     else:
@@ -213,6 +214,7 @@ def submit(
                 itertools.chain([first], jobs), max_attempts=attempts, timeout=timeout,
                 progress=progress,
             )  # fmt: skip
+    serverless.after_submit(f)
     if ids:  # streamed from the catalog, never held in memory all at once
         listed = f.batch_ids(sub.batch)
         while chunk := list(itertools.islice(listed, 10_000)):
@@ -343,10 +345,15 @@ def _parse_range(text: str) -> tuple[str, int, int]:
 def _wait(f: Flock, sub: Submission) -> None:
     started = time.monotonic()
     with interruptible() as stop, render.job_progress(sub.count) as progress:
-        counts = f.wait(sub.batch, stop, on_progress=progress)
+        if serverless.is_serverless(f):
+            counts = serverless.wait(f, sub.batch, stop, progress)
+        else:
+            counts = f.wait(sub.batch, stop, on_progress=progress)
     render.summary(f, counts, started)
     if stop.is_set():
-        if f.config.backend.kind == "slurm":
+        if serverless.is_serverless(f):
+            err_console.print("interrupted: the flock's functions go on running the jobs")
+        elif f.config.backend.kind == "slurm":
             err_console.print(
                 "interrupted: jobs handed to Slurm keep running there (`shepard cancel` stops "
                 "them); the others stay queued and `shepard up` hands them over"
@@ -372,9 +379,17 @@ def up(
             "for S3).",
         ),
     ] = None,
-) -> None:
+    here: Annotated[
+        bool,
+        typer.Option(
+            "--here", help="Serverless flock: run a head on this machine too (its functions "
+            "run one on AWS)."
+        ),
+    ] = False,
+) -> None:  # fmt: skip
     """Run queued jobs in the foreground until Ctrl-C; bundles dropped into inbox/ become jobs."""
     f = open_flock(flock)
+    serverless.refuse_up(f, here)
     f.sweep_leftovers()  # of `batch` commands killed midway
     n = f.config.backend.workers if workers is None else workers
     if f.config.backend.kind == "slurm":
@@ -445,11 +460,13 @@ def query(
     from shepard.triggers import count_rejected
 
     rejected = count_rejected(f)
+    dead = serverless.dead_letters(f)
     if as_json:
         print_json(
             {
                 "counts": {s.value: n for s, n in counts.items()},
                 "rejected": rejected,
+                **({"dead_letters": dead} if serverless.is_serverless(f) else {}),
                 "jobs": [render.job_json(j, f) for j in jobs],
             }
         )
@@ -457,6 +474,8 @@ def query(
     table = render.counts_table(counts)
     table.add_section()
     table.add_row("[red]rejected bundles[/] (inbox/rejected)", str(rejected))
+    if dead:
+        table.add_row("[red]dead letters[/] (events no function could handle)", str(dead))
     console.print(table)
     if jobs:
         console.print(render.jobs_table(jobs))

@@ -18,7 +18,7 @@ from typing import Annotated, Protocol
 import typer
 
 from shepard import joblogs
-from shepard.cli import render
+from shepard.cli import render, serverless
 from shepard.cli.common import (
     FlockOption,
     JsonOption,
@@ -174,6 +174,8 @@ def cancel(
     f = open_flock(flock)
     running_before = JobStatus.RUNNING in statuses and f.counts()[JobStatus.RUNNING] > 0
     cancelled = f.cancel(ids or None, statuses=statuses)
+    if cancelled:
+        serverless.after_cancel(f)
     skipped = _not_changed(f, ids, cancelled)
     if as_json:
         print_json({"cancelled": cancelled, "not_cancelled": skipped})
@@ -231,12 +233,17 @@ def retry(
         ids or None, statuses=statuses, since=after, tag=tag, extra_attempts=attempts
     )
     skipped = _not_changed(f, ids, requeued, statuses)
+    if requeued:
+        serverless.after_submit(f)
     if as_json:
         print_json({"requeued": requeued, "not_requeued": skipped})
         return
     if requeued:
         _report_ids("requeued", requeued)
-        console.print("they run as new attempts when a sheep is up (`shepard up`)")
+        if serverless.is_serverless(f):
+            console.print("they run as new attempts: the flock's functions hand them to Batch")
+        else:
+            console.print("they run as new attempts when a sheep is up (`shepard up`)")
     elif not ids:
         console.print("nothing to retry")
     for why in skipped.values():

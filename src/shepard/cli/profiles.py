@@ -49,10 +49,29 @@ def configure(
             "--clear", metavar="KEY", help=f"Blank a field ({', '.join(FIELDS)}); repeatable."
         ),
     ] = None,
-) -> None:
+    aws_stack: Annotated[
+        str | None,
+        typer.Option(
+            "--aws-stack", metavar="FLOCK",
+            help="A serverless flock deployed by `shepard aws deploy FLOCK`: its settings are "
+            "copied from its state bucket into a local flock folder the profile points at.",
+        ),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="With --aws-stack: its region (default: AWS_REGION).",
+                     show_default=False),
+    ] = None,
+) -> None:  # fmt: skip
     """Create or update profile NAME. With no options, ask for its flock folder."""
     store = ProfileStore.from_env()
     validate_name(name)
+    if aws_stack is not None:
+        if flock is not None:
+            raise ProfileError("--flock and --aws-stack exclude each other: give one")
+        flock = _aws_flock(aws_stack, region)
+    elif region is not None:
+        raise ProfileError("--region goes with --aws-stack")
     if flock is None and workers is None and wait is None and not clear:
         known = store.load(name).flock if store.exists(name) else None
         flock = Path(typer.prompt("Flock folder", default=str(known) if known else "."))
@@ -71,6 +90,28 @@ def configure(
         )
     if created and _current_or_none(store) != name:
         _say(f"select it with `shepard set-profile {escape(name)}`")
+
+
+def _aws_flock(stack: str, region: str | None) -> Path:
+    """The local flock folder of serverless flock `stack`, refreshed from its state bucket."""
+    from shepard.aws.clients import Aws, AwsError
+    from shepard.aws.flockfiles import deployed, dumps, local_folder, read_state, write_local
+
+    where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not where:
+        raise ProfileError("--aws-stack needs --region (or AWS_REGION)")
+    aws = Aws(where)
+    names = deployed(aws, stack)
+    table = read_state(aws, names)
+    if table is None:
+        raise AwsError(
+            f"the state bucket of flock {stack!r} holds no flock.toml: run "
+            f"`shepard aws deploy {stack} --region {where}`"
+        )
+    folder = local_folder(stack)
+    write_local(folder, dumps(table, source=f"s3://{names.state_bucket}/flock.toml"))
+    _say(f"copied flock {escape(stack)}'s settings into {escape(str(folder))}")
+    return folder
 
 
 def set_profile(name: Annotated[str, typer.Argument(help="The profile to select.")]) -> None:

@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from shepard.cli.common import FlockOption, JsonOption, console, open_flock, print_json
-from shepard.keys import ENV_VAR, SecretKey, load_key
+from shepard.config import AwsConfig
+from shepard.keys import ENV_VAR, AwsSecret, SecretKey, load_key
 from shepard.secrets import SecretError, SecretStore, read_folder
 from shepard.storage import ObjectStore
 
@@ -54,7 +55,8 @@ def secretify(
     if as_json and not list_:
         raise SecretError("--json goes with --list")
     f = open_flock(flock)
-    store = SecretStore(f.store("secrets"))
+    secret = _aws_secret(f.config.aws)
+    store = SecretStore(f.store("secrets"), load_key(secret=secret) if secret and rotate else None)
     try:
         if list_:
             _list(store, f.config.name, as_json)
@@ -69,18 +71,25 @@ def secretify(
                 f"{escape(key.source)}; keys after the first one are no longer needed"
             )
         elif folder is not None:
-            _store(store.store, folder, f.config.name, add)
+            _store(store.store, folder, f.config.name, add, secret)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise SecretError(f"cannot complete secretify:{where}: {exc.strerror or exc}") from exc
 
 
-def _store(secrets: ObjectStore, folder: Path, flock_name: str, add: bool) -> None:
+def _aws_secret(cfg: AwsConfig) -> AwsSecret | None:
+    """A serverless flock's key is in its Secrets Manager secret (`aws deploy` made it)."""
+    return AwsSecret(f"{cfg.stack}/secrets", cfg.region) if cfg.stack else None
+
+
+def _store(
+    secrets: ObjectStore, folder: Path, flock_name: str, add: bool, secret: AwsSecret | None
+) -> None:
     scan = read_folder(folder)
     # A new key is only made when no stored secret could need another one.
-    key = load_key(create=not add or not SecretStore(secrets).names())
+    key = load_key(create=not add or not SecretStore(secrets).names(), secret=secret)
     store = SecretStore(secrets, key)
-    if key.created:
+    if key.created and secret is None:
         _announce_key(key)
     if add:
         store.add(scan.secrets)

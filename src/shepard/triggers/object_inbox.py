@@ -94,6 +94,13 @@ class _Bad:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Later:
+    """An object not taken for a passing store error: the next scan (or event) retakes it."""
+
+    info: ObjectInfo
+
+
 class ObjectInbox:
     """Turns the objects of a flock's inbox store into jobs (see the module docstring); an
     `Inbox` (shepard.triggers.scan).
@@ -165,6 +172,21 @@ class ObjectInbox:
         self._take_page(page, result, stop)
         if self.settle:
             self._seen = {key: seen for key, seen in self._seen.items() if key in listed}
+        return result
+
+    def take(self, infos: list[ObjectInfo]) -> ScanResult:
+        """Take these objects (as `stat` describes them) as a scan takes what it lists: the
+        way in for code told of new objects by events (the serverless flock's scheduler)
+        rather than by listing. Hidden keys, keys under `rejected/` and keys the store
+        cannot address are left alone. Keys not taken for a passing error are in
+        `result.left`; raises, as `scan_once` does, on failures that concern every object."""
+        result = ScanResult()
+        ready = [
+            info for info in infos
+            if not info.key.startswith(PREFIX) and not is_hidden(info.key)
+            and self._addressable(info.key)
+        ]  # fmt: skip
+        self._take_page(ready, result, None)
         return result
 
     def run(self, stop: threading.Event) -> None:
@@ -266,10 +288,13 @@ class ObjectInbox:
                     future.cancel()
         return True
 
-    def _take(self, futures: list[Future[_Taken | _Bad | None]], result: ScanResult) -> None:
+    def _take(
+        self, futures: list[Future[_Taken | _Bad | _Later | None]], result: ScanResult
+    ) -> None:
         outcomes = [future.result() for future in futures]
         taken = [o for o in outcomes if isinstance(o, _Taken)]
         bad = [o for o in outcomes if isinstance(o, _Bad)]
+        result.left.extend(o.info.key for o in outcomes if isinstance(o, _Later))
         if taken:
             self._register(taken, result)
             self.inbox.delete_many(t.info.key for t in taken)  # only once they are registered
@@ -279,8 +304,9 @@ class ObjectInbox:
                 where = self.inbox.url(dest)
                 result.rejected.append(Rejection(item.info.key, item.reason, where))
 
-    def _prepare(self, info: ObjectInfo) -> _Taken | _Bad | None:
-        """Check one object and store its bundle; None when there is nothing to do now."""
+    def _prepare(self, info: ObjectInfo) -> _Taken | _Bad | _Later | None:
+        """Check one object and store its bundle; None when there is nothing to do (it is
+        gone), _Later when it must be taken again later."""
         try:
             return self._fetch(info)
         except NoSuchObject:
@@ -289,7 +315,7 @@ class ObjectInbox:
             return _Bad(info, str(exc))
         except StorageError as exc:  # this object's trouble (or a passing one): next scan
             self._warn(info.key, f"inbox: cannot take {info.key!r} now: {exc}")
-            return None
+            return _Later(info)
         except Exception as exc:  # whatever it is, one object must not block the inbox
             return _Bad(info, f"bundle {info.key!r} could not be read: {exc}")
 

@@ -32,6 +32,7 @@ class ScanResult:
     recovered: int = 0  # bundles an interrupted watcher had taken, settled by this scan
     waiting: int = 0  # seen but not taken yet (still changing, or not a complete zip yet)
     busy: bool = False  # another watcher held the inbox lock, so nothing was claimed here
+    left: list[str] = field(default_factory=list)  # keys not taken for a passing error
 
     @property
     def registered(self) -> int:

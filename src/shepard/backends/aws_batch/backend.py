@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -413,6 +414,27 @@ class BatchBackend:
                 log.warning("could not compare with AWS Batch this time: %s", exc)
             self.arrays.reconcile(now)
         return self.arrays.hand_over(now)
+
+    def hand_over_until(
+        self, deadline: float, *, sleep: Callable[[float], None] = time.sleep
+    ) -> int:
+        """Hand queued jobs to Batch, array after array at the submit rate, until none is
+        left to hand over (or no room) or this backend's clock reaches `deadline`; nothing
+        is compared with Batch. A serverless flock's scheduler does this (its reconciler
+        does the rest); returns the jobs handed over."""
+        total = 0
+        while (now := self.clock()) < deadline:
+            pause = self.arrays.pacer.wait(now)
+            if pause > 0:
+                if now + pause >= deadline:
+                    break
+                sleep(pause)
+                continue
+            handed = self.arrays.hand_over(now)
+            total += handed
+            if handed == 0 and not self.arrays.retry and self.arrays.pacer.ready(self.clock()):
+                break  # nothing (more) to hand over, or no room
+        return total
 
     def collect(self, now: float) -> int:
         """Claim the jobs of children that started and record the outcomes of children that
