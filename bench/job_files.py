@@ -12,7 +12,10 @@ the system and wall time per job (median of the rounds, patterns alternated):
   payload's file in the slot, a result zip written in the slot and renamed into `outputs/`,
   the payload's file removed with the slot's content;
 - `logs-spares`: Shepard now: the same, but the slot's two spare log files are renamed into
-  place and back instead of being created (runtime/logsink.py).
+  place and back instead of being created (runtime/logsink.py);
+- `zip-in-place`: measured, not adopted (docs/benchmarks.md says why): spare log files, and
+  the result zip written over the payload's file, then renamed into `outputs/`: no file
+  removed, one created per job.
 """
 
 from __future__ import annotations
@@ -46,14 +49,18 @@ def replay(base: str, pattern: str, jobs: int) -> tuple[float, float]:
         logs = [f"{base}/logs/{i}.{stream}" for stream in ("stdout", "stderr")]
         spares = [f"{base}/logs/.tmp-spare.{stream}" for stream in ("stdout", "stderr")]
         for log, spare in zip(logs, spares, strict=True):
-            if pattern == "logs-spares" and os.path.exists(spare):
+            if pattern != "logs-created" and os.path.exists(spare):
                 os.rename(spare, log)
             write(log)
         write(f"{base}/slot/output/{i}.txt", b"%d\n" % i)
-        write(f"{base}/slot/.result.zip", b"PK" + b"z" * 113)
-        os.rename(f"{base}/slot/.result.zip", f"{base}/outputs/result@{i}.zip")
-        os.unlink(f"{base}/slot/output/{i}.txt")
-        if pattern == "logs-spares":
+        if pattern == "zip-in-place":  # the zip overwrites the payload's one small file
+            write(f"{base}/slot/output/{i}.txt", b"PK" + b"z" * 113)
+            os.rename(f"{base}/slot/output/{i}.txt", f"{base}/outputs/result@{i}.zip")
+        else:
+            write(f"{base}/slot/.result.zip", b"PK" + b"z" * 113)
+            os.rename(f"{base}/slot/.result.zip", f"{base}/outputs/result@{i}.zip")
+            os.unlink(f"{base}/slot/output/{i}.txt")
+        if pattern != "logs-created":
             for log, spare in zip(logs, spares, strict=True):
                 os.rename(log, spare)
     ended = os.times()
@@ -66,7 +73,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"))
     args = parser.parse_args()
-    patterns = ("xargs", "logs-created", "logs-spares")
+    patterns = ("xargs", "logs-created", "logs-spares", "zip-in-place")
     system: dict[str, list[float]] = {p: [] for p in patterns}
     wall: dict[str, list[float]] = {p: [] for p in patterns}
     for _ in range(args.rounds):

@@ -503,11 +503,14 @@ class Flock(FlockService):
     ) -> Backend | SchedulerBackend:
         """The flock's backend, ready for `run`. Open it before this process starts threads
         of its own: a local backend then starts its runner processes as forks, at once."""
-        from shepard.backends import open_backend
+        from shepard.backends import open_backend, spares
 
         be_patient(self.catalog)  # whatever runs jobs runs long (and so does an inbox beside)
         ctx = self.backend_context(workers=workers, wakeup=wakeup, worker=worker_id())
-        return open_backend(self.config.backend.kind, ctx)
+        try:
+            return open_backend(self.config.backend.kind, ctx)
+        finally:
+            spares.discard()  # the spare runners the command started and the backend left
 
     def backend_context(
         self,

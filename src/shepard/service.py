@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from shepard import config
-from shepard.catalog.base import StoredToken
+from shepard.catalog.base import PartPage, StoredToken
 from shepard.errors import JobNotFound, ShepardError, StorageError
 from shepard.joblogs import check_stream
 from shepard.model import JobSpec, JobStatus
@@ -94,8 +94,14 @@ def _list_jobs(
         after_seq=None if newest_first else last,
         newest_first=newest_first, param=param, text=text,
     )  # fmt: skip
+    stopped = rows.read_to if isinstance(rows, PartPage) else None
     more, rows = len(rows) > limit, rows[:limit]
-    following = encode_cursor(rows[-1].seq, newest_first, digest) if more else None
+    if more:
+        following: str | None = encode_cursor(rows[-1].seq, newest_first, digest)
+    elif stopped is not None:  # a short page, maybe empty, with jobs left to read after it
+        following = encode_cursor(stopped, newest_first, digest)
+    else:
+        following = None
     return JobPage(items=[job_view(job) for job in rows], next_cursor=following)
 
 
@@ -320,7 +326,10 @@ class FlockService:
         and submission time (`since`: epoch seconds, or a datetime, UTC when naive). Pass
         `next_cursor` back as `cursor`, with the same filters, for the next page: paging is
         by position, so jobs submitted meanwhile never shift a page (newest first, they
-        appear only on a new first page). Raises CursorError for a cursor made for other filters."""
+        appear only on a new first page). A page may hold fewer than `limit` jobs, even none,
+        and still have a `next_cursor`: on a DynamoDB catalog a page filtered by parameters
+        stops after reading a bounded number of jobs (docs/dynamodb.md). Raises CursorError
+        for a cursor made for other filters."""
         return _list_jobs(
             _flock(self), status=status, batch=batch, tag=tag, since=since, limit=limit,
             cursor=cursor, newest_first=newest_first, param=param, text=text,

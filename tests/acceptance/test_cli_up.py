@@ -106,3 +106,21 @@ def test_up_and_wait_start_their_runners_as_forks(cli: Cli) -> None:
     assert not any("shepard.backends.procs" in parent for parent in parents.values())
     assert " submit --range ITEM=1-2 --wait" in parents[1] and parents[1] == parents[2]
     assert parents[3].endswith(" up --no-inbox") and parents[3] == parents[4]
+
+
+def test_the_runners_of_up_and_wait_are_forked_before_the_command_line_loads(cli: Cli) -> None:
+    """Their runners are the spares forked at start-up (backends/spares.py), before pydantic
+    and the rest of the command line are imported: pydantic's compiled core, mapped by every
+    process that imported it, is not mapped in the parent of any payload."""
+    cli.init('grep -c _pydantic_core /proc/$PPID/maps > "$ROOT_OUTPUT_NAME/mapped.txt"; true')
+    cli("submit", "--range", "ITEM=1-2", "--wait")
+    sheep = cli.popen("up", "--no-inbox")
+    try:
+        cli("submit", "--range", "ITEM=3-4")
+        wait_for(cli, lambda c: c["succeeded"] == 4)
+    finally:
+        sheep.send_signal(signal.SIGINT)
+        sheep.wait(timeout=30)
+    zips = list((cli.flock / "outputs").glob("result@*_root.zip"))
+    assert len(zips) == 4
+    assert {zip_text(path, "mapped.txt").strip() for path in zips} == {"0"}

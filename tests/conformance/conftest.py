@@ -91,6 +91,52 @@ def _endpoint_in_config(endpoint: str) -> Callable[[FlockDict], None]:
     return edit
 
 
+FULL_MATRIX_ENV = "SHEPARD_TEST_FULL_MATRIX"
+"""Set to 1 to run every case on every flavour (the default runs SUBSETS below)."""
+
+SUBSETS: dict[str, tuple[str, ...]] = {
+    # sheep differ from array tasks in how a job is claimed, started, timed and cleaned up
+    "slurm-sheep": (
+        "test_environment_and_folders",
+        "test_a_range_of_jobs_each_publish_their_output",
+        "test_timeout_stops_the_payload_and_says_so",
+        "test_workspace_is_gone_after_success_and_failure",
+    ),
+    # remote tasks reaching S3 stores: what goes in (bundle, secrets) and out (outputs,
+    # error bundles, logs); the rest is the same code as slurm-array and local-s3
+    "slurm-array-s3": (
+        "test_bundle_is_copied_in_and_tag_prefixes_the_outputs",
+        "test_failure_leaves_an_error_bundle_and_no_output",
+        "test_logs_keep_the_payloads_streams",
+        "test_secrets_reach_the_payload_and_nothing_else",
+    ),
+    # the tasks runner inside an array task: its environment, failure and time limit
+    "slurm-array-tasks": (
+        "test_environment_and_folders",
+        "test_failure_leaves_an_error_bundle_and_no_output",
+        "test_timeout_stops_the_payload_and_says_so",
+    ),
+}
+"""The cases each slow flavour runs by default, chosen for what that flavour changes against
+a flavour that runs every case (local, container, slurm-array, local-s3, tasks). Seconds of a
+Slurm round-trip each: running every case everywhere made the suite too long for CI."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(FULL_MATRIX_ENV) == "1":
+        return
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        flavour = spec.params.get("target") if spec is not None else None
+        cases = SUBSETS.get(flavour.name) if isinstance(flavour, Flavour) else None
+        name = getattr(item, "originalname", item.name)
+        (keep if cases is None or name in cases else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(params=FLAVOURS, ids=[f.name for f in FLAVOURS])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     flavour: Flavour = request.param

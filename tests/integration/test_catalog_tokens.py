@@ -9,8 +9,6 @@ from shepard.catalog.base import StoredToken
 from shepard.catalog.tokens import TOUCH_EVERY
 from shepard.errors import ShepardError
 
-pytestmark = pytest.mark.sql_catalog  # the DynamoDB catalog keeps no tokens yet
-
 T0 = 1_700_000_000.0
 
 

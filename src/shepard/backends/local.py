@@ -66,8 +66,9 @@ class LocalBackend:
         self.lease, self.worker_id, self.clock = lease, worker_id, clock
         self.wakeup = wakeup or threading.Event()  # set when a slot goes idle
         self._closing = False
+        level = logging.getLogger().getEffectiveLevel()
         setups = [
-            RunnerSetup(ctx, catalog_url, policy, lease, self._slot_folder(n))
+            RunnerSetup(ctx, catalog_url, policy, lease, self._slot_folder(n), level)
             for n in range(workers)
         ]
         self._slots = [

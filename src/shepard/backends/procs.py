@@ -10,7 +10,8 @@ records outcomes and claims its next jobs in one transaction (`sheep.Recorder`; 
 at a time while they are short), and tells the parent only when it has run out of work.
 
 The child is a fork of the parent when the parent has a single thread (`start_runners`, called
-as the backend opens: no imports to wait for), else `python -m shepard.backends.procs
+as the backend opens: no imports to wait for; it first adopts the spares the `shepard` command
+forked as it started, smaller: backends/spares.py), else `python -m shepard.backends.procs
 PARENT_PID`; either way it talks over its stdin/stdout with length-prefixed pickles. Parent
 to child: a RunnerSetup, then ("run", job) for a job the dispatcher claimed, ("stop", job_ids)
 to cancel attempts, ("close", kill) to finish. Child to parent: IDLE when no job is left to
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from shepard.backends import spares
 from shepard.backends.forked import Forked, single_threaded
 from shepard.catalog import open_catalog
 from shepard.catalog.base import Catalog
@@ -67,6 +69,7 @@ class RunnerSetup:
     policy: RetryPolicy
     lease: float
     slot: Path  # the slot's folder: the root folder of each of its jobs
+    log_level: int = logging.WARNING  # for a runner forked before logging was configured
 
 
 def send(stream: IO[bytes], message: Any) -> None:
@@ -186,7 +189,7 @@ class RunnerProcess:
         start_runners)."""
         proc: _Child
         if fork:
-            proc = Forked(_serve, close_fds)
+            proc = spares.take() or Forked(_serve, close_fds)
         else:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "shepard.backends.procs", str(os.getpid())],
@@ -267,6 +270,7 @@ def start_runners(
     has open, and a child that inherits it fails on the same database ("locking protocol").
     """
     if not single_threaded():
+        spares.discard()
         return False
     before_fork()
     idle = [runner for runner in runners if runner._proc is None]
@@ -278,9 +282,16 @@ def start_runners(
             pipes = [f.fileno() for _, proc in started for f in (proc.stdin, proc.stdout) if f]
             started.append((runner, runner._spawn(fork=True, close_fds=pipes)))
     finally:
+        spares.discard()  # those not adopted
         for runner, proc in started:
             runner._follow(proc)
     return True
+
+
+def prefork_spares(count: int) -> None:
+    """Fork `count` spare runners now, for `start_runners` to adopt (backends/spares.py).
+    Only a process's entry point calls it, while it runs a single thread."""
+    spares.prefork(count, _serve)
 
 
 # -- the child's side -------------------------------------------------------------------------
@@ -289,9 +300,13 @@ def start_runners(
 class _Runner:
     """The child: a reader thread takes the parent's messages, the main thread runs jobs."""
 
-    def __init__(self, inbox: IO[bytes], outbox: IO[bytes]) -> None:
-        self.inbox, self.outbox = inbox, outbox
-        self.setup: RunnerSetup = receive(inbox)
+    def __init__(self, inbox: IO[bytes], outbox: IO[bytes], setup: RunnerSetup) -> None:
+        self.inbox, self.outbox, self.setup = inbox, outbox, setup
+        if not logging.getLogger().handlers:  # forked as a spare, or a new interpreter
+            logging.basicConfig(
+                level=setup.log_level,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
         os.makedirs(self.setup.slot, exist_ok=True)
         work_in(self.setup.slot)  # its payloads start the cheap way (see runtime/process.py)
         self.worker = runner_worker_id(os.getpid())
@@ -389,7 +404,11 @@ def _serve(inbox: IO[bytes]) -> None:
     become_runner_process()  # its working directory is its slot (see runtime/process.py)
     outbox = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the channel
-    runner = _Runner(inbox, outbox)
+    try:
+        setup = receive(inbox)
+    except (EOFError, OSError, pickle.UnpicklingError):
+        os._exit(0)  # a spare never adopted (backends/spares.py), or a parent gone already
+    runner = _Runner(inbox, outbox, setup)
     threading.Thread(target=runner.read, name="runner-inbox", daemon=True).start()
     gc.freeze()  # what is loaded by now lives as long as the runner: keep the collector off it
     runner.serve()

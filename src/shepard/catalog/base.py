@@ -31,6 +31,17 @@ class IdempotencyConflict(ShepardError):
     """An idempotency key was used again with a different request (a 409-style error)."""
 
 
+class PartPage(list[Job]):
+    """What `JobStore.page` may return when it stopped reading before its page was full (a
+    catalog that bounds what one filtered page reads): the jobs found, maybe none, and
+    `read_to`, the seq of the last job it read. The next page goes on from there
+    (`before_seq=read_to` newest first, `after_seq=read_to` oldest first)."""
+
+    def __init__(self, jobs: Iterable[Job], read_to: int) -> None:
+        super().__init__(jobs)
+        self.read_to = read_to
+
+
 @dataclass(frozen=True)
 class Registered:
     """What a keyed submission registered; `replayed`: by an earlier request with the key."""
@@ -240,7 +251,11 @@ class JobStore(Protocol):
         case whose value equals `tag` ignoring case), by any parameter (`param`: (key, value),
         compared as the tag is), by text anywhere in the parameters (`text`, any case) and by
         submission time (`since`: epoch seconds, submitted at or after). Filters combine
-        with AND."""
+        with AND.
+
+        A catalog that bounds the jobs one page may read and reject (the DynamoDB catalog,
+        for the filters on parameters) may stop short of `limit` jobs before it reached the
+        end: it then returns a `PartPage` saying where it stopped."""
         ...
 
     def ended_per_minute(self, *, since: float) -> dict[int, dict[JobStatus, int]]:
@@ -372,6 +387,10 @@ class PlacementStore(Protocol):
         attempt, or FAILED once the job has lost MAX_LOST workers. Fenced: None if `attempt`
         is not the job's current running attempt."""
         ...
+
+
+TOUCH_EVERY = 60.0
+"""Seconds between two writes of a token's last use (`TokenStore.find_token`)."""
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,11 @@ import contextlib
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from shepard.catalog.base import StoredToken
+from shepard.catalog.base import TOUCH_EVERY, StoredToken
 from shepard.catalog.schema import api_tokens
 from shepard.errors import ShepardError
 
-TOUCH_EVERY = 60.0
-"""Seconds between two writes of a token's last use."""
+__all__ = ["TOUCH_EVERY", "SqlTokens"]
 
 
 class SqlTokens:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -45,7 +45,9 @@ from shepard.flock import Flock, Submission
 from shepard.model import JobStatus, ParamValue
 from shepard.params import json_file_params, parse_params_json
 from shepard.remote import server_url
-from shepard.triggers import ScanResult, count_rejected, watching
+
+if TYPE_CHECKING:
+    from shepard.triggers import ScanResult
 
 WaitOption = Annotated[
     bool,
@@ -391,6 +393,8 @@ def up(
         console.print(
             f"turning bundles dropped into {f.store('inbox').location} into jobs", markup=False
         )
+        from shepard.triggers import watching  # `up` alone needs the inbox's modules
+
         inbox = watching(f, wakeup=wakeup, interval=inbox_interval, on_result=_report_inbox)
     backend = f.open_backend(workers=n, wakeup=wakeup)  # before the inbox's thread starts
     with interruptible() as stop:
@@ -438,6 +442,8 @@ def query(
         return
     counts = f.counts()
     jobs = f.recent(limit, status)
+    from shepard.triggers import count_rejected
+
     rejected = count_rejected(f)
     if as_json:
         print_json(

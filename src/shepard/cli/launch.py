@@ -5,25 +5,45 @@ The cyclic garbage collector is paused while the command's modules are imported 
 create many objects and no garbage), and what they made is then left out of its passes for
 good. Once the command is over, the interpreter's teardown is skipped: open flocks are
 closed, exit handlers run and output is flushed, then the process leaves with os._exit.
+
+A command that runs jobs here (`submit --wait`, `up`) forks its spare runner processes
+between the runner's own imports and the command line's (backends/spares.py): each runner
+then holds a copy of the first only.
 """
 
 import gc
+import sys
 
 gc.disable()
 try:
     # the embedded default catalog too: the catalog registry imports it on first use, which
     # would otherwise be after this window, with the collector running through SQLAlchemy
-    import shepard.catalog.sql  # noqa: F401
-    from shepard.cli.main import app_main
+    import shepard.catalog.sql
+    from shepard.backends import spares
+
+    if spares_wanted := spares.wanted(sys.argv[1:]):
+        # what a runner needs, and its setup names (payload kind, store), imported first
+        import shepard.payloads.command
+        import shepard.storage.local  # noqa: F401
+        from shepard.backends import procs
 finally:
     # What the imports made lives as long as the process: set it aside for good instead of
     # having the collector go through all of it at its next pass (some 40 ms).
     gc.freeze()
     gc.enable()
 
+if spares_wanted:
+    procs.prefork_spares(spares_wanted)
+
+gc.disable()
+try:
+    from shepard.cli.main import app_main
+finally:
+    gc.freeze()
+    gc.enable()
+
 import atexit  # noqa: E402
 import os  # noqa: E402
-import sys  # noqa: E402
 import threading  # noqa: E402
 
 

@@ -15,7 +15,6 @@ docs/dynamodb.md. How it keeps the contract:
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -24,15 +23,17 @@ from typing import Any
 
 from shepard.catalog import states
 from shepard.catalog.dynamodb import items, table
-from shepard.catalog.dynamodb.core import COUNTER_SHARDS, Row
-from shepard.catalog.dynamodb.pending import Pending, refuse
+from shepard.catalog.dynamodb.core import JOBS_PER_TRANSACTION, Row
+from shepard.catalog.dynamodb.figures import Figures
+from shepard.catalog.dynamodb.listing import Listing
+from shepard.catalog.dynamodb.tokens import DynamoTokens
 from shepard.catalog.dynamodb.writing import Submissions
 from shepard.model import Ended, Job, JobEvent, JobStatus, Outcome
 
 _QUEUED, _RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
 
 
-class DynamoCatalog(Submissions, Pending):
+class DynamoCatalog(Submissions, Listing, Figures, DynamoTokens):
     """A Catalog stored in one DynamoDB table (see `shepard.catalog.open_catalog`)."""
 
     def __init__(self, url: str, *, create: bool = True, patient: bool = False) -> None:
@@ -139,7 +140,8 @@ class DynamoCatalog(Submissions, Pending):
                 candidates += [r for r in more if r.get("sub") not in hidden and claimable(r)]
             if not candidates:
                 break
-            part, candidates = candidates[:want], candidates[want:]
+            part = candidates[: min(want, JOBS_PER_TRANSACTION)]
+            candidates = candidates[len(part) :]
             planned = [(r, c) for r in part if (c := decide(items.to_facts(r))) is not None]
             written, _lost = self._write_changes(planned, now=now, record=record)
             taken.extend((r, items.changed(r, c), c) for r, c in written)
@@ -338,19 +340,6 @@ class DynamoCatalog(Submissions, Pending):
                 return self._counters()
             return {s: self._count_in_batch(batch, s) for s in JobStatus}
 
-    def _counters(self) -> dict[JobStatus, int]:
-        keys = [{"pk": {"S": f"c#{n}"}} for n in range(COUNTER_SHARDS)]
-        total: Counter[str] = Counter()
-        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-        while request:
-            answer = self._db.batch_get_item(RequestItems=request)
-            for item in answer["Responses"].get(self._table, []):
-                for status in JobStatus:
-                    if status.value in item:
-                        total[status.value] += int(item[status.value]["N"])
-            request = answer.get("UnprocessedKeys") or {}
-        return {status: total[status.value] for status in JobStatus}
-
     def _count_in_batch(self, batch: str, status: JobStatus) -> int:
         """The batch's jobs in `status`: a read of their index entries (id and submission
         only), not of the table."""
@@ -362,90 +351,6 @@ class DynamoCatalog(Submissions, Pending):
         ))  # fmt: skip
         hidden = self._hidden(rows)  # a submission being written is not counted yet
         return sum(1 for r in rows if r.get("sub") not in hidden)
-
-    def page(
-        self,
-        *,
-        status: JobStatus | None = None,
-        worker: str | None = None,
-        batch: str | None = None,
-        tag: str | None = None,
-        since: float | None = None,
-        limit: int = 50,
-        before_seq: int | None = None,
-        after_seq: int | None = None,
-        newest_first: bool = True,
-        param: tuple[str, str] | None = None,
-        text: str | None = None,
-    ) -> list[Job]:
-        """See Catalog.page. Each filter chooses an index read in seq order: `by_batch` (a
-        status range of one batch; a batch without a status is read one status at a time and
-        merged), `by_status`, or `by_seq`. Worker and time filters are applied by DynamoDB
-        while it reads; the tag (inside the JSON params) is checked here."""
-        if param is not None or text is not None:
-            raise refuse("filters by parameter or text")
-        if limit < 1:
-            return []
-        lo = 0 if after_seq is None else after_seq + 1
-        hi = 10**items.SEQ_WIDTH - 1 if before_seq is None else before_seq - 1
-        if lo > hi:
-            return []
-        filters: list[str] = []
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        if worker is not None:
-            filters.append("#w = :w")
-            names["#w"], values[":w"] = "worker", {"S": worker}
-        if since is not None:
-            filters.append("submitted_at >= :since")
-            values[":since"] = {"N": repr(float(since))}
-        base: dict[str, Any] = {"ScanIndexForward": not newest_first}
-        if filters:
-            base["FilterExpression"] = " AND ".join(filters)
-
-        def read(index: str, key: str, key_values: dict[str, Any], key_names: dict[str, str]
-                 ) -> Iterator[Row]:  # fmt: skip
-            request = {**base, "IndexName": index, "KeyConditionExpression": key,
-                       "ExpressionAttributeValues": {**values, **key_values},
-                       "Limit": min(1000, max(limit * 2, 50))}  # fmt: skip
-            if names or key_names:
-                request["ExpressionAttributeNames"] = {**names, **key_names}
-            return self._query(**request)
-
-        def in_batch(s: JobStatus) -> Iterator[Row]:
-            return read(
-                "by_batch", "gb = :b AND gbs BETWEEN :lo AND :hi",
-                {":b": {"S": f"b#{batch}"}, ":lo": {"S": items.batch_sort(s.value, lo)},
-                 ":hi": {"S": items.batch_sort(s.value, hi)}}, {},
-            )  # fmt: skip
-
-        seq_range = {":lo": {"N": str(lo)}, ":hi": {"N": str(hi)}}
-        with self._errors():
-            if batch is not None:
-                chosen = [status] if status is not None else list(JobStatus)
-                streams = [in_batch(s) for s in chosen]
-                sign = -1 if newest_first else 1
-                rows: Iterator[Row] = heapq.merge(*streams, key=lambda r: sign * r["seq"])
-            elif status is not None:
-                key = "#st = :st AND seq BETWEEN :lo AND :hi"
-                rows = read("by_status", key, {":st": {"S": status.value}, **seq_range},
-                            {"#st": "status"})  # fmt: skip
-            else:
-                rows = read("by_seq", "kind = :k AND seq BETWEEN :lo AND :hi",
-                            {":k": {"S": "job"}, **seq_range}, {})  # fmt: skip
-            kept: list[Row] = []
-            while len(kept) < limit:
-                chunk = []
-                for row in rows:
-                    if tag is None or items.tag_matches(row, tag):
-                        chunk.append(row)
-                        if len(chunk) >= limit - len(kept):
-                            break
-                if not chunk:
-                    break
-                hidden = self._hidden(chunk)  # after the jobs were read (see Core._hidden)
-                kept += [r for r in chunk if r.get("sub") not in hidden]
-        return [items.to_job(r) for r in kept[:limit]]
 
     # -- placements -------------------------------------------------------------------------
 

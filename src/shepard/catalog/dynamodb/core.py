@@ -18,12 +18,17 @@ from shepard.catalog import states
 from shepard.catalog.dynamodb import items
 from shepard.catalog.dynamodb.table import Address, aws_errors
 from shepard.errors import CatalogError
+from shepard.model import JobStatus
 
 COUNTER_SHARDS = 16
 """Status counters are split over this many items, summed by `counts`."""
 
 MAX_TRANSACTION = 100
 """DynamoDB's limit of items per TransactWriteItems."""
+
+JOBS_PER_TRANSACTION = MAX_TRANSACTION - 2
+"""Jobs changed by one transaction, which also writes a counter shard and an hour's item
+of ended attempts (`items.ended_update`)."""
 
 RESERVATION_S = 60.0
 """A job reserved for a transaction longer than this is taken over (its writer died)."""
@@ -78,6 +83,27 @@ class Core:
                 request = answer.get("UnprocessedKeys") or {}
         self._committed.update(subs - found)
         return found
+
+    def _shards(self, *, consistent: bool = True) -> list[dict[str, Any]]:
+        """The counter shards' items (typed): 16 small reads (8 read units when not
+        `consistent`, which may miss the changes of the last second or so)."""
+        keys = [{"pk": {"S": f"c#{n}"}} for n in range(COUNTER_SHARDS)]
+        found: list[dict[str, Any]] = []
+        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": consistent}}
+        while request:
+            answer = self._db.batch_get_item(RequestItems=request)
+            found += answer["Responses"].get(self._table, [])
+            request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def _counters(self, *, consistent: bool = True) -> dict[JobStatus, int]:
+        """Jobs per status: the sum of the counter shards."""
+        total: Counter[str] = Counter()
+        for item in self._shards(consistent=consistent):
+            for status in JobStatus:
+                if status.value in item:
+                    total[status.value] += int(item[status.value]["N"])
+        return {status: total[status.value] for status in JobStatus}
 
     def _get_row(self, job_id: str) -> Row | None:
         found = self._db.get_item(TableName=self._table, Key=items.job_key(job_id),
@@ -160,7 +186,7 @@ class Core:
         record: bool = True,
     ) -> list[tuple[Row, Row, states.Change]]:
         """Ask `decide` what happens to each of `rows` and write the answers, with their
-        history entries and counters (`_write`), up to 99 jobs at a time; return (row
+        history entries and counters (`_write`), up to 98 jobs at a time; return (row
         before, row after, change) of each job changed. A job changed or held by someone
         else since it was read is read again, checked with `still` (does it still belong to
         the change?) and decided again."""
@@ -168,7 +194,7 @@ class Core:
         todo = [r for r in rows if still(r)]
         rounds = 0
         while todo:
-            part, todo = todo[: MAX_TRANSACTION - 1], todo[MAX_TRANSACTION - 1 :]
+            part, todo = todo[:JOBS_PER_TRANSACTION], todo[JOBS_PER_TRANSACTION:]
             while part:
                 rounds += 1
                 if rounds > ROUNDS * 10:
@@ -189,12 +215,14 @@ class Core:
     def _write_changes(
         self, planned: Sequence[tuple[Row, states.Change]], *, now: float, record: bool
     ) -> tuple[list[tuple[Row, states.Change]], list[Row]]:
-        """Write `planned` changes (at most 99); return those written and the rows of the
-        jobs that changed (or were held by another writer) since they were read.
+        """Write `planned` changes (at most JOBS_PER_TRANSACTION); return those written and
+        the rows of the jobs that changed (or were held by another writer) since they were
+        read.
 
         A change within a status is one conditional UpdateItem. Changes of status move the
-        counters too, so they go in one TransactWriteItems with a counter shard; first each
-        job is reserved by a single conditional write (`items.reserve`), so the transaction
+        counters too, so they go in one TransactWriteItems with a counter shard (and, for
+        attempts that ended, an hour's item of ended attempts: `_counting`); first each job
+        is reserved by a single conditional write (`items.reserve`), so the transaction
         itself never fails on a condition: under contention only the cheap single writes
         fail (a failed transaction is billed for every item in it), and DynamoDB emulators
         whose failed transactions are not isolated from concurrent ones stay correct."""
@@ -226,19 +254,35 @@ class Core:
                 lost.append(row)
         if not held:
             return written, lost
-        deltas: Counter[str] = Counter()
-        for row, change in held:
-            deltas[row["status"]] -= 1
-            deltas[change.status.value] += 1
         ops = [{"Update": items.update(r, c, now=now, record=record, token=token)} for r, c in held]
-        counter = items.counter_update(self._rng.randrange(COUNTER_SHARDS), deltas)
-        if counter is not None:
-            ops.append({"Update": counter})
+        ops += self._counting(held, now=now, record=record)
         if self._transact(ops) is None:
             return written + held, lost
         for row, _change in held:  # a reservation was taken over: give back the others
             self._release(row["id"], token)
         return written, lost + [r for r, _c in held]
+
+    def _counting(
+        self, held: Sequence[tuple[Row, states.Change]], *, now: float, record: bool
+    ) -> list[dict[str, Any]]:
+        """The counter updates of a transaction moving `held` jobs to other statuses: a
+        random counter shard and, for the attempts that ended (recorded in the history),
+        the same shard of their hour's item, the shard noting that hour."""
+        deltas: Counter[str] = Counter()
+        ended: Counter[str] = Counter()
+        for row, change in held:
+            deltas[row["status"]] -= 1
+            deltas[change.status.value] += 1
+            if record and change.status.value in items.ENDED:
+                ended[change.status.value] += 1
+        shard = self._rng.randrange(COUNTER_SHARDS)
+        hour = int(now // 3600) if ended else None
+        ops = []
+        if (counter := items.counter_update(shard, deltas, ended_hour=hour)) is not None:
+            ops.append({"Update": counter})
+        if (minute := items.ended_update(shard, now, ended)) is not None:
+            ops.append({"Update": minute})
+        return ops
 
     def _release(self, job_id: str, token: str) -> None:
         self._update_one({

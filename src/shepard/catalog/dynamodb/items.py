@@ -243,32 +243,77 @@ def reserve(row: Mapping[str, Any], token: str, *, clock: float, stale: float) -
     }
 
 
-def counter_update(shard: int, deltas: Mapping[str, int]) -> dict[str, Any] | None:
-    """ADD the status `deltas` to counter shard `shard` (None when they are all zero)."""
+def counter_update(
+    shard: int, deltas: Mapping[str, int], *, ended_hour: int | None = None
+) -> dict[str, Any] | None:
+    """ADD the status `deltas` to counter shard `shard` (None when they are all zero), noting
+    `ended_hour` as the hour of the shard's latest ended attempt when given."""
     deltas = {s: d for s, d in deltas.items() if d}
     if not deltas:
         return None
     names = {f"#c{i}": s for i, s in enumerate(deltas)}
     values = {f":c{i}": {"N": str(d)} for i, d in enumerate(deltas.values())}
+    expression = "ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(deltas)))
+    if ended_hour is not None:
+        names["#h"], values[":h"] = "ended_hour", {"N": str(ended_hour)}
+        expression += " SET #h = :h"
     return {
         "Key": {"pk": {"S": f"c#{shard}"}},
-        "UpdateExpression": "ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(deltas))),
+        "UpdateExpression": expression,
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
     }
 
 
+ENDED = {JobStatus.SUCCEEDED.value: "s", JobStatus.FAILED.value: "f"}
+"""The statuses of ended attempts that `Catalog.ended_per_minute` counts, and the letter
+of their per-minute attributes in an hour's item."""
+
+
+def hour_key(hour: int, shard: int) -> dict[str, Any]:
+    """The item counting the attempts ended in `hour` (hours since the epoch), one shard."""
+    return {"pk": {"S": f"e#{hour}#{shard}"}}
+
+
+def ended_update(shard: int, at: float, ended: Mapping[str, int]) -> dict[str, Any] | None:
+    """ADD `ended` (status -> attempts ended at `at`) to the minute of `at` in its hour's item
+    (attributes `s07`, `f07`: succeeded and failed in minute 7 of the hour)."""
+    minute = int(at // 60)
+    hour, of_hour = divmod(minute, 60)
+    counted = {ENDED[s]: n for s, n in ended.items() if s in ENDED and n}
+    if not counted:
+        return None
+    return {
+        "Key": hour_key(hour, shard),
+        "UpdateExpression": "ADD " + ", ".join(f"#{c} :{c}" for c in counted),
+        "ExpressionAttributeNames": {f"#{c}": f"{c}{of_hour:02d}" for c in counted},
+        "ExpressionAttributeValues": {f":{c}": {"N": str(n)} for c, n in counted.items()},
+    }
+
+
+def _param_text(v: Any) -> str:
+    """A parameter's value as a payload sees it (booleans as true/false), lower-cased."""
+    return (("true" if v else "false") if isinstance(v, bool) else str(v)).lower()
+
+
+def param_matches(row: Mapping[str, Any], key: str, wanted: str) -> bool:
+    """The parameter filter of `Catalog.page`: a parameter named `key` (any case) whose text
+    equals `wanted` (any case)."""
+    key, wanted = key.upper(), wanted.lower()
+    return any(
+        k.upper() == key and _param_text(v) == wanted for k, v in json.loads(row["params"]).items()
+    )
+
+
 def tag_matches(row: Mapping[str, Any], tag: str) -> bool:
-    """The tag filter of `Catalog.page`: a parameter named TAG (any case) whose text equals
-    `tag` (any case); booleans read as true/false, as a payload sees them."""
-    wanted = tag.lower()
-    for key, v in json.loads(row["params"]).items():
-        if key.upper() != "TAG":
-            continue
-        text = ("true" if v else "false") if isinstance(v, bool) else str(v)
-        if text.lower() == wanted:
-            return True
-    return False
+    """The tag filter of `Catalog.page`: a parameter named TAG (see `param_matches`)."""
+    return param_matches(row, "TAG", tag)
+
+
+def text_in(row: Mapping[str, Any], text: str) -> bool:
+    """The text filter of `Catalog.page`: `text` anywhere in the parameters as stored (their
+    JSON text), in any case."""
+    return text.lower() in row["params"].lower()
 
 
 def ids_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
