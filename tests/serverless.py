@@ -6,8 +6,11 @@ catalog itself. Shared by the function tests and bench/lambda_scheduler.py."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import json
 import os
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +67,33 @@ class Stack:
         body = json.loads(self.s3_body("put"))
         body["Records"][0]["s3"]["object"]["key"] = quote_plus(key)
         return json.dumps(body)
+
+
+@functools.cache
+def exiting_image() -> str:
+    """The test busybox image with a worker command that exits at once (status 3): Batch
+    children run and end (an image without the command leaves moto's containers behind,
+    created but never started). Built once per machine."""
+    from tests.containers import BUSYBOX, client
+
+    tag = "localhost/shepard-test-exiting-worker:1"
+    engine = client()
+    if any(tag in (image.tags or []) for image in engine.images.list()):
+        return tag
+    recipe = (
+        f"FROM {BUSYBOX}\n"
+        "RUN mkdir -p /opt/shepard-worker/bin && printf '#!/bin/sh\\nexit 3\\n' > "
+        "/opt/shepard-worker/bin/shepard-batch-task && "
+        "chmod 755 /opt/shepard-worker/bin/shepard-batch-task\n"
+    )
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(recipe)
+        tar.addfile(info, io.BytesIO(recipe.encode()))
+    context.seek(0)
+    engine.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    return tag
 
 
 @contextlib.contextmanager

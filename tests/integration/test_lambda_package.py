@@ -18,8 +18,7 @@ import pytest
 from shepard.aws.package import build_code_zip
 from shepard.lambdas.common import forget_flocks
 from tests import aws
-from tests.containers import BUSYBOX
-from tests.serverless import Stack, stack
+from tests.serverless import Stack, exiting_image, stack
 from tests.services import require_service
 
 LAMBDA_ENV = "SHEPARD_TEST_AWS_LAMBDA"
@@ -33,7 +32,7 @@ def flock_stack() -> Iterator[Stack]:
         None if os.environ.get(LAMBDA_ENV) else
         f'{LAMBDA_ENV} is not set: eval "$(scripts/services-aws)" on a server it started',
     )  # fmt: skip
-    with stack(url, image=BUSYBOX) as made:
+    with stack(url, image=exiting_image()) as made:
         yield made
     forget_flocks()
 

@@ -1,7 +1,7 @@
 """The serverless flock's functions, their handlers called in-process with the events Lambda
 gives them (the S3 -> SQS bodies captured from moto: data/s3_sqs_bodies.json), against the
 AWS test server (env SHEPARD_TEST_AWS): S3 stores, the DynamoDB catalog, SQS, Batch. Batch
-children run the busybox image here: they fail at once, so nothing heavy runs."""
+children run an image whose worker exits at once (tests/serverless.py), so nothing heavy runs."""
 
 from __future__ import annotations
 
@@ -18,14 +18,13 @@ from shepard.lambdas import api, reconciler, scheduler
 from shepard.lambdas.common import forget_flocks, open_flock
 from shepard.model import JobStatus
 from tests import aws
-from tests.containers import BUSYBOX
-from tests.serverless import Context, Stack, stack
+from tests.serverless import Context, Stack, exiting_image, stack
 
 
 @pytest.fixture
 def flock_stack() -> Iterator[Stack]:
     url = aws.endpoint()
-    with stack(url, image=BUSYBOX) as made:
+    with stack(url, image=exiting_image()) as made:
         yield made
     forget_flocks()
 

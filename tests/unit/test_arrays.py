@@ -156,6 +156,48 @@ def test_queued_jobs_become_arrays_of_the_room_the_scheduler_has(
     assert listed == ids, "every job handed over once, in order"
 
 
+class ScriptedClock:
+    """A clock that moves only when slept on."""
+
+    def __init__(self, now: float) -> None:
+        self.now, self.slept = now, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_round_hands_over_array_after_array_at_the_pacers_rate(
+    tmp_path: Path, catalog: Catalog, scheduler: FakeScheduler
+) -> None:
+    add(catalog, 10)
+    scheduler.space = 3
+    arr = template(scheduler, catalog, tmp_path)
+    arr.pacer = Pacer(2.0)  # one submission every 0.5 s
+    clock = ScriptedClock(T0)
+    assert arr.hand_over_until(T0 + 60, clock, clock.sleep) == 10
+    assert [len(states) for states in scheduler.states.values()] == [3, 3, 3, 1]
+    assert clock.slept == [0.5] * 4, "paced (the last wait finds nothing left)"
+
+
+def test_a_round_stops_at_its_deadline_and_retries_a_busy_scheduler_within_it(
+    tmp_path: Path, catalog: Catalog, scheduler: FakeScheduler
+) -> None:
+    add(catalog, 10)
+    scheduler.space = 3
+    arr = template(scheduler, catalog, tmp_path)
+    arr.pacer = Pacer(2.0)
+    clock = ScriptedClock(T0)
+    assert arr.hand_over_until(T0 + 0.9, clock, clock.sleep) == 6
+    assert catalog.ready(now=clock.now) == 4, "the rest waits for the next round"
+    scheduler.failures = [SchedulerBusy("busy")]
+    assert arr.hand_over_until(clock.now + 60, clock, clock.sleep) == 4
+    assert scheduler.submits == 5 and arr.retry == []  # 2, then a busy one and its retry, 1
+
+
 def test_a_submission_that_went_through_despite_its_error_is_adopted(
     tmp_path: Path, catalog: Catalog, scheduler: FakeScheduler
 ) -> None:

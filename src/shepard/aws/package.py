@@ -79,7 +79,22 @@ def build_code_zip(python: str = "3.12", *, cache: Path | None = None) -> Path:
             return found
     built = _write_zip(cache, python, [(package, "shepard"), (deps, "")])
     _write_atomically(pointer, built.name.encode())
+    _prune_zips(cache, keep=built)
     return built
+
+
+KEEP_ZIPS = 5
+"""Zips kept in the cache (the newest); older ones are removed when a new one is built."""
+
+
+def _prune_zips(cache: Path, keep: Path) -> None:
+    zips = sorted(cache.glob("shepard-functions-py*.zip"), key=lambda p: p.stat().st_mtime)
+    old = {p.name for p in zips[:-KEEP_ZIPS] if p != keep}
+    for pointer in cache.glob("inputs-*.txt"):
+        if pointer.read_text().strip() in old:
+            pointer.unlink(missing_ok=True)
+    for name in old:
+        (cache / name).unlink(missing_ok=True)
 
 
 def default_cache() -> Path:

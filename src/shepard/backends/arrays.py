@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +215,28 @@ class Arrays:
             pending = PendingArray(token, ids)
             self._write_manifest(pending, now)
         return len(pending.job_ids) if self._submit(pending, now) else 0
+
+    def hand_over_until(
+        self, deadline: float, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> int:
+        """Hand over array after array, at the pacer's rate, until nothing is left to hand
+        over (or the scheduler has no room) or `clock()` reaches `deadline`; a submission
+        the scheduler was too busy for is tried again after its back-off while time is left
+        (else `abandon` gives it back). For heads that run one round at a time (a serverless
+        flock's functions); returns the jobs handed over."""
+        total = 0
+        while (now := clock()) < deadline:
+            pause = self.pacer.wait(now)
+            if pause > 0:
+                if now + pause >= deadline:
+                    break
+                sleep(pause)
+                continue
+            handed = self.hand_over(now)
+            total += handed
+            if handed == 0 and not self.retry and self.pacer.ready(clock()):
+                break  # nothing (more) to hand over, or no room
+        return total
 
     def _write_manifest(self, pending: PendingArray, now: float) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -129,11 +130,13 @@ _logging_set = False
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Send every log record to stdout as one line (OneLineFormatter), once per process.
-    Called by the handlers: a function's process is theirs (its entry point)."""
+    """Inside Lambda (AWS_LAMBDA_FUNCTION_NAME set), send every log record to stdout as one
+    line (OneLineFormatter), once per process: a function's process is its handler's (the
+    entry point). Called by a handler elsewhere (tests, a call by hand), it leaves the
+    caller's logging alone."""
     global _logging_set
     with _lock:
-        if _logging_set:
+        if _logging_set or not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
             return
         root = logging.getLogger()
         for handler in list(root.handlers):  # Lambda's runtime adds its own

@@ -418,23 +418,10 @@ class BatchBackend:
     def hand_over_until(
         self, deadline: float, *, sleep: Callable[[float], None] = time.sleep
     ) -> int:
-        """Hand queued jobs to Batch, array after array at the submit rate, until none is
-        left to hand over (or no room) or this backend's clock reaches `deadline`; nothing
-        is compared with Batch. A serverless flock's scheduler does this (its reconciler
-        does the rest); returns the jobs handed over."""
-        total = 0
-        while (now := self.clock()) < deadline:
-            pause = self.arrays.pacer.wait(now)
-            if pause > 0:
-                if now + pause >= deadline:
-                    break
-                sleep(pause)
-                continue
-            handed = self.arrays.hand_over(now)
-            total += handed
-            if handed == 0 and not self.arrays.retry and self.arrays.pacer.ready(self.clock()):
-                break  # nothing (more) to hand over, or no room
-        return total
+        """Hand queued jobs to Batch until none is left (or no room) or this backend's clock
+        reaches `deadline`, comparing nothing with Batch (Arrays.hand_over_until): a
+        serverless flock's scheduler does this, its reconciler the rest."""
+        return self.arrays.hand_over_until(deadline, self.clock, sleep)
 
     def collect(self, now: float) -> int:
         """Claim the jobs of children that started and record the outcomes of children that
