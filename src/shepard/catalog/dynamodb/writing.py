@@ -481,28 +481,10 @@ class Submissions(Core):
         """Take the keys of `group` that nobody holds, register their jobs in one
         submission; return what they registered (keys taken meanwhile by others are left
         out, to be waited for)."""
-        from botocore.exceptions import ClientError
-
         sub = uuid.uuid4().hex
-        mine: list[tuple[str, str, str, Sequence[JobSpec]]] = []
         self._begin(sub, now, None, owned=[r[0] for r in group])
         try:
-            for request in group:
-                key, request_hash, batch, _specs = request
-                try:
-                    self._db.put_item(
-                        TableName=self._table,
-                        Item={"pk": {"S": f"k#{key}"}, "hash": {"S": request_hash},
-                              "state": {"S": "pending"}, "owner": {"S": sub},
-                              "batch": {"S": batch}, "created_at": {"N": repr(now)}},
-                        ConditionExpression="attribute_not_exists(pk)",
-                    )  # fmt: skip
-                    mine.append(request)
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") != (
-                        "ConditionalCheckFailedException"
-                    ):
-                        raise
+            mine = self._take_keys(group, sub, now)
             ids: list[str] = []
             specs = [spec for r in mine for spec in r[3]]
             written = self._write(specs, sub, now=now, default_attempts=default_attempts,
@@ -521,6 +503,37 @@ class Submissions(Core):
                 self._roll_back(sub)
             raise
         return done
+
+    def _take_keys(
+        self, group: Sequence[tuple[str, str, str, Sequence[JobSpec]]], sub: str, now: float
+    ) -> list[tuple[str, str, str, Sequence[JobSpec]]]:
+        """Take, for submission `sub`, the keys of `group` nobody holds: one transaction of
+        conditional puts (at most KEYS_PER_COMMIT), again without the keys it found taken
+        until one goes through; return the requests whose keys are now `sub`'s."""
+        from botocore.exceptions import ClientError
+
+        wanted = list(group)
+        while wanted:
+            puts = [{"Put": {
+                "TableName": self._table,
+                "Item": {"pk": {"S": f"k#{key}"}, "hash": {"S": request_hash},
+                         "state": {"S": "pending"}, "owner": {"S": sub},
+                         "batch": {"S": batch}, "created_at": {"N": repr(now)}},
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }} for key, request_hash, batch, _specs in wanted]  # fmt: skip
+            try:
+                self._db.transact_write_items(TransactItems=puts)
+                return wanted
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                reasons = exc.response.get("CancellationReasons") or []
+                if error.get("Code") != "TransactionCanceledException" or not reasons:
+                    raise
+                taken = [r.get("Code") == "ConditionalCheckFailed" for r in reasons]
+                if not any(taken):
+                    raise  # cancelled for another reason (throttling, a conflict): said as is
+                wanted = [request for request, lost in zip(wanted, taken, strict=False) if not lost]
+        return []
 
     def _release_key(self, key: str, sub: str) -> None:
         """Delete key `key` if `sub` still holds it (its submission is rolled back)."""
