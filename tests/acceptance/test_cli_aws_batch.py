@@ -168,6 +168,12 @@ def test_up_cancel_lost_child_and_timeout(batch: Batch, batch_image: str) -> Non
     cli("init", str(cli.flock), "--payload-command", f"python3 -c {shlex.quote(JOB_PY)}",
         "--image", batch_image, *batch.options)  # fmt: skip
 
+    def quick(data: dict[str, Any]) -> None:  # look at Batch every second, re-run at once
+        data["backend"]["aws-batch"]["reconcile"] = 1.0
+        data.setdefault("retry", {})["backoff"] = 0
+
+    cli.configure(quick)
+
     def submit(item: str, *extra: str) -> str:
         params = f'{{"ITEM": "{item}", "NAP": 300, "RELEASE": "{batch.release_url(item)}"}}'
         return cli("submit", "-j", params, "--ids", *extra).out.strip()
