@@ -193,7 +193,7 @@ def test_up_cancel_lost_child_and_timeout(batch: Batch, batch_image: str) -> Non
         _until(lambda: batch_api.describe_jobs(jobs=[cancelled])["jobs"][0]["status"] == "FAILED",
                60, f"Batch to stop the cancelled child ({said.out} {said.err})")  # fmt: skip
         assert not _container_runs(cancelled)
-        _until(lambda: _jobs(cli)[lost]["attempt"] == 2, 120, "the lost job to be re-run")
+        _until(lambda: _jobs(cli)[lost]["attempt"] >= 2, 120, "the lost job to be re-run")
         batch.release("lost")
         _until(lambda: _jobs(cli)[lost]["status"] == "succeeded", 180, "the lost job's re-run")
         _until(lambda: _jobs(cli)[slow]["status"] == "failed", 60, "the timeout")
@@ -207,5 +207,7 @@ def test_up_cancel_lost_child_and_timeout(batch: Batch, batch_image: str) -> Non
     history = cli("show", lost, "--json").json()
     details = " ".join(str(e.get("detail")) for e in history["history"])
     assert "without an outcome" in details, details
-    assert jobs[lost]["attempt"] == 2 and jobs[lost]["max_attempts"] == 2  # not spent
+    # not spent: each lost child gives one more attempt (a loaded machine may lose the re-run's
+    # container start too: the emulator's, docs/aws-batch.md)
+    assert jobs[lost]["attempt"] >= 2 and jobs[lost]["max_attempts"] == jobs[lost]["attempt"]
     assert cli("logs", lost).out == "done lost\n"
