@@ -72,7 +72,12 @@ def batch_image() -> str:
 
 @pytest.fixture
 def batch(tmp_path: Path) -> Iterator[Batch]:
-    url = aws.endpoint()
+    user = _user(tmp_path, aws.endpoint())
+    yield user
+    user.cli.kill_leftovers()
+
+
+def _user(tmp_path: Path, url: str) -> Batch:
     cli = Cli(tmp_path / "myflock", tmp_path)
     cli.env.update(aws.FAKE)
     cli.env["AWS_ENDPOINT_URL"] = url
@@ -83,8 +88,7 @@ def batch(tmp_path: Path) -> Iterator[Batch]:
         f"{k}={v}" for k, v in aws.FAKE.items()
     ]:
         options += ["--worker-env", item]
-    yield Batch(cli, options, url, bucket)
-    cli.kill_leftovers()
+    return Batch(cli, options, url, bucket)
 
 
 def _jobs(cli: Cli) -> dict[str, dict[str, Any]]:
@@ -211,3 +215,45 @@ def test_up_cancel_lost_child_and_timeout(batch: Batch, batch_image: str) -> Non
     # container start too: the emulator's, docs/aws-batch.md)
     assert jobs[lost]["attempt"] >= 2 and jobs[lost]["max_attempts"] == jobs[lost]["attempt"]
     assert cli("logs", lost).out == "done lost\n"
+
+
+@pytest.mark.timeout(300)
+def test_cancel_of_children_still_waiting_in_batch(tmp_path: Path, batch_image: str) -> None:
+    """On a moto server of its own whose jobs wait seconds in each state (the shared one's
+    pass at once): a job whose child still waits is cancelled through CancelJob, and never
+    runs; its array's other child runs its job as usual."""
+    with aws.private_server() as url:
+        aws.slow_states(url, 3)
+        user = _user(tmp_path, url)
+        cli = user.cli
+        cli("init", str(cli.flock), "--payload-command", f"python3 -c {shlex.quote(JOB_PY)}",
+            "--image", batch_image, *user.options)  # fmt: skip
+        cli.configure(lambda d: d["backend"]["aws-batch"].update(reconcile=1.0))
+        cli.env["SHEPARD_LOG_LEVEL"] = "INFO"
+        kept, dropped = cli("submit", "--range", "ITEM=1-2", "--ids").out.split()
+        up = cli.popen("up")
+        try:
+            _until(lambda: all(_jobs(cli)[j]["placement"] for j in (kept, dropped)), 60,
+                   "the array's hand-over")  # fmt: skip
+            array_id = _jobs(cli)[dropped]["placement"].rpartition("@")[2]
+            batch_api = aws.client("batch", url)
+            children = [f"{array_id}:0", f"{array_id}:1"]
+
+            def described() -> list[dict[str, Any]]:
+                return list(batch_api.describe_jobs(jobs=children)["jobs"])
+
+            waiting = [c["status"] for c in described()]
+            said = cli("cancel", dropped)
+            assert set(waiting) <= {"SUBMITTED", "PENDING", "RUNNABLE"}, waiting
+            assert "stopping 1 of 2 children" in said.err, said.err
+            _until(lambda: any(c["status"] == "FAILED" for c in described()), 60,
+                   "Batch to fail the cancelled child")  # fmt: skip
+            [ended] = [c for c in described() if c["status"] == "FAILED"]
+            assert ended["statusReason"] == "cancelled with shepard cancel"
+            _until(lambda: _jobs(cli)[kept]["status"] == "succeeded", 120, "the other child")
+        finally:
+            up.terminate()
+            up.wait(30)
+        jobs = _jobs(cli)
+        assert jobs[dropped]["status"] == "cancelled" and jobs[dropped]["attempt"] == 0
+        assert jobs[dropped]["outputs"] == []
