@@ -223,7 +223,7 @@ def test_cancel_of_children_still_waiting_in_batch(tmp_path: Path, batch_image: 
     pass at once): a job whose child still waits is cancelled through CancelJob, and never
     runs; its array's other child runs its job as usual."""
     with aws.private_server() as url:
-        aws.slow_states(url, 3)
+        aws.slow_states(url, 2)
         user = _user(tmp_path, url)
         cli = user.cli
         cli("init", str(cli.flock), "--payload-command", f"python3 -c {shlex.quote(JOB_PY)}",
