@@ -8,11 +8,13 @@ tasks with `--worker-env AWS_ENDPOINT_URL=...`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -106,3 +108,72 @@ def worker_image(base: str) -> str:
     from tests.containers import client as engine
 
     return derive(engine(), base)
+
+
+def moto_server() -> str:
+    """The moto_server executable scripts/services-aws installs (SHEPARD_MOTO_VENV, else its
+    default for this user); skips (locally) or fails (CI) when it is missing."""
+    import shutil
+    from pathlib import Path
+
+    default = "/opt/shepard-moto" if os.geteuid() == 0 else str(Path.home() / ".cache/shepard-moto")
+    venv = Path(os.environ.get("SHEPARD_MOTO_VENV", default))
+    found = venv / "bin" / "moto_server"
+    if not found.exists():
+        found = Path(shutil.which("moto_server") or found)
+    require_service("moto_server", None if found.exists() else
+                    f"no moto_server in {venv} (run scripts/services-aws)")  # fmt: skip
+    return str(found)
+
+
+@contextlib.contextmanager
+def private_server() -> Iterator[str]:
+    """A moto server of this test's own, started as scripts/services-aws starts the shared
+    one (0.0.0.0, Podman's socket, path-style buckets), for what would disturb other tests
+    of the shared one (its state manager); its endpoint for the head."""
+    import socket
+    import subprocess
+    import time
+
+    endpoint()  # the shared server answers, and Podman holds the images
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    docker_host = os.environ.get("SHEPARD_TEST_DOCKER_HOST",
+                                 "unix:///run/shepard-podman/podman.sock")  # fmt: skip
+    env = {**os.environ, "DOCKER_HOST": docker_host, "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
+    proc = subprocess.Popen([moto_server(), "-H", "0.0.0.0", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def slow_states(url: str, seconds: float) -> None:
+    """Make the Batch jobs of the server at `url` pass SUBMITTED, PENDING, RUNNABLE and
+    STARTING in `seconds` each (moto's state manager; by default they pass at once)."""
+    import json
+
+    body = {"model_name": "batch::job", "transition": {"progression": "time", "seconds": seconds}}
+    request = urllib.request.Request(
+        f"{url}/moto-api/state-manager/set-transition", data=json.dumps(body).encode(),
+        method="POST", headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10):
+        pass

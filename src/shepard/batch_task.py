@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             storage = cfg.storage.model_copy(update={"endpoint_url": endpoint})
             cfg = cfg.model_copy(update={"storage": storage})
         if cfg.payload.image:  # this container is the image: run its command in it
+            # a command payload in this container (model_copy does not infer the kind)
+            command = image_command(cfg.payload.command)
             payload = cfg.payload.model_copy(
-                update={"image": None, "kind": "", "command": image_command(cfg.payload.command)}
+                update={"image": None, "kind": "command", "command": command}
             )
             cfg = cfg.model_copy(update={"payload": payload})
         flock = Flock(config.Flockdir(folder, cfg))

@@ -12,7 +12,7 @@ import pytest
 from shepard.flock import Flock
 from shepard.storage import ObjectStore
 from tests.acceptance.conftest import Cli
-from tests.conformance.flavours import FLAVOURS, Flavour, FlockDict
+from tests.conformance.flavours import BATCH_SUBSETS, FLAVOURS, Flavour, FlockDict
 from tests.services import require_service
 
 
@@ -119,7 +119,11 @@ SUBSETS: dict[str, tuple[str, ...]] = {
 }
 """The cases each slow flavour runs by default, chosen for what that flavour changes against
 a flavour that runs every case (local, container, slurm-array, local-s3, tasks). Seconds of a
-Slurm round-trip each: running every case everywhere made the suite too long for CI."""
+Slurm round-trip each: running every case everywhere made the suite too long for CI. The
+aws-batch flavours' subsets (BATCH_SUBSETS, flavours.py) say what each case proves on Batch;
+SHEPARD_TEST_BATCH_CONFORMANCE=1 runs every case on those two only."""
+if os.environ.get("SHEPARD_TEST_BATCH_CONFORMANCE") != "1":
+    SUBSETS.update(BATCH_SUBSETS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

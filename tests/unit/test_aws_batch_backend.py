@@ -86,6 +86,17 @@ def test_failed_children_are_told_apart_by_reason() -> None:
     assert _state({"status": "FAILED", "statusReason": "Host EC2 terminated"}) == "FAILED"
 
 
+def test_a_child_stopped_at_its_time_limit_without_a_reason_timed_out() -> None:
+    # the emulator gives no reason: a child that ran its whole attemptDurationSeconds timed out
+    ran = {"status": "FAILED", "startedAt": 1_000_000, "stoppedAt": 1_064_500}
+    assert _state(ran, 64) == "TIMEOUT"
+    assert _state(ran, 65) == "FAILED"  # stopped before its limit: lost
+    assert _state(ran) == "FAILED"  # no limit known
+    assert _state({**ran, "statusReason": "Host EC2 terminated"}, 64) == "FAILED"
+    assert _state({**ran, "container": {"exitCode": 1}}, 64) == "FAILED"  # the worker ended it
+    assert _state({"status": "FAILED", "stoppedAt": 1_064_500}, 64) == "FAILED"  # never started
+
+
 def test_job_definition_carries_the_resources() -> None:
     cfg = BatchConfig(queue="q", image="repo:1", vcpus=2, memory=4096, gpus=1, fargate=True,
                       job_role="arn:aws:iam::1:role/r", efs={"/mnt/efs": "fs-123"},

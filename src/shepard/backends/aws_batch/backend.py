@@ -81,8 +81,12 @@ def job_name(flock: str, token: str) -> str:
     return f"shepard-{_NAME.sub('-', flock)}-{token}"[:128]
 
 
-def _state(summary: Mapping[str, Any]) -> str:
-    """The state of a job summary, FAILED refined by its reason (TIMEOUT, OUT_OF_MEMORY)."""
+def _state(summary: Mapping[str, Any], duration: float | None = None) -> str:
+    """The state of a job summary, FAILED refined by its reason (TIMEOUT, OUT_OF_MEMORY).
+
+    A child that FAILED with no reason and no exit code after running at least `duration`
+    seconds (its array's attemptDurationSeconds) reached its time limit: AWS gives a reason,
+    the emulator none, and a lost host does not keep a child exactly that long."""
     status = str(summary.get("status", ""))
     if status != "FAILED":
         return status
@@ -93,7 +97,17 @@ def _state(summary: Mapping[str, Any]) -> str:
         return "TIMEOUT"
     if "outofmemory" in reason or "out of memory" in reason:
         return "OUT_OF_MEMORY"
+    if duration and not reason.strip() and container.get("exitCode") is None:
+        started, stopped = summary.get("startedAt"), summary.get("stoppedAt")
+        if started and stopped and (float(stopped) - float(started)) / 1000 >= duration:
+            return "TIMEOUT"
     return status
+
+
+def _duration(job: Mapping[str, Any]) -> float | None:
+    """The attemptDurationSeconds a described job was submitted with, if any."""
+    found = (job.get("timeout") or {}).get("attemptDurationSeconds")
+    return float(found) if found else None
 
 
 @dataclass
@@ -220,9 +234,10 @@ class BatchScheduler:
         array_id = str(parent["jobId"])
         tasks.names[array_id] = str(parent.get("jobName", ""))
         size = int((parent.get("arrayProperties") or {}).get("size") or 0)
+        duration = _duration(parent)
         if not size:  # a job of one: child 0 is the job itself
             tasks.sizes[array_id] = 1
-            tasks.states[(array_id, 0)] = _state(parent)
+            tasks.states[(array_id, 0)] = _state(parent, duration)
             return
         tasks.sizes[array_id] = size
         # every status is asked (ListJobs without one lists only RUNNING children): the
@@ -231,7 +246,7 @@ class BatchScheduler:
             for child in self.api.list_jobs(arrayJobId=array_id, jobStatus=status):
                 index = _child_index(child, array_id)
                 if index is not None:
-                    tasks.states[(array_id, index)] = _state(child)
+                    tasks.states[(array_id, index)] = _state(child, duration)
 
     def cancel_tasks(self, tasks: Mapping[str, AbstractSet[int]]) -> None:
         """Whole arrays with one CancelJob and one TerminateJob of the parent; single children
@@ -262,7 +277,7 @@ class BatchScheduler:
         found = self.api.describe([target])
         if not found and index == 0:  # a job of one
             found = self.api.describe([array_id])
-        return _state(found[0]) if found else None
+        return _state(found[0], _duration(found[0])) if found else None
 
     def alive(self, state: str) -> bool:
         return state in ALIVE
