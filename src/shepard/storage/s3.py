@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 MIN_PART = 5 << 20  # S3 refuses smaller parts (except the last)
+SMALL_PUT = 1 << 20  # files up to this size are read and sent as bytes by put_file
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
@@ -160,7 +161,14 @@ class S3Store:
     def put_file(self, key: str, path: Path) -> None:
         with self._errors("write", key):
             with open(path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size < self._transfer.multipart_threshold:
+                size = os.fstat(fh.fileno()).st_size
+                if size <= SMALL_PUT:
+                    # the bytes, not the file: botocore sends a file body with `Expect:
+                    # 100-continue`, one more round trip to the server per object
+                    body = fh.read()
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+                    return
+                if size < self._transfer.multipart_threshold:
                     # one PutObject: a transfer manager costs about 1 ms of CPU more per
                     # file (bench/e2e_s3.py: a job stores its result zip and its logs)
                     self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=fh)
