@@ -195,22 +195,3 @@ def test_one_thread_uploads_the_logs_of_every_running_attempt(tmp_path: Path) ->
 
 def uploaders() -> int:
     return [t.name for t in threading.enumerate()].count("log-upload")
-
-
-def test_empty_spool_files_are_kept_as_the_next_attempts(tmp_path: Path) -> None:
-    """As a folder store's empty logs: a trivial S3 job creates no spool file."""
-    store = CountingStore()
-    first = AttemptLogs(store, "j1", 1, tmp_path, spare="slot-0")
-    first.start()
-    first.paths[0].write_bytes(b"")
-    first.paths[1].write_bytes(b"oops")
-    first.close()
-    assert store.puts == [log_key("j1", 1, "stderr")]
-    assert not any(path.exists() for path in first.paths)
-    assert first.spares is not None and first.spares[0].exists()  # the empty stdout
-    assert not first.spares[1].exists()  # a written stream is not kept
-    second = AttemptLogs(store, "j2", 1, tmp_path, spare="slot-0")
-    second.start()
-    assert second.paths[0].exists() and not first.spares[0].exists()  # moved into place
-    second.close()
-    assert store.puts == [log_key("j1", 1, "stderr")]
