@@ -149,14 +149,16 @@ class _Uploads:
         self._cond = threading.Condition()
         self._due: dict[AttemptLogs, float] = {}  # attempt -> when its next upload is due
         self._thread: threading.Thread | None = None
+        self._wake = 0.0  # when the thread wakes up next by itself
 
     def add(self, logs: AttemptLogs) -> None:
         with self._cond:
-            self._due[logs] = time.monotonic() + logs.every
+            due = self._due[logs] = time.monotonic() + logs.every
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="log-upload", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif due < self._wake:  # else no need to wake it (and switch to it) per attempt
+                self._cond.notify()
 
     def remove(self, logs: AttemptLogs) -> None:
         with self._cond:
@@ -168,13 +170,15 @@ class _Uploads:
                 now = time.monotonic()
                 ready = [logs for logs, due in self._due.items() if due <= now]
                 if not self._due:
+                    self._wake = now + IDLE
                     self._cond.wait(IDLE)
                     if not self._due:
                         self._thread = None
                         return
                     continue
                 if not ready:
-                    self._cond.wait(min(self._due.values()) - now)
+                    self._wake = min(self._due.values())
+                    self._cond.wait(self._wake - now)
                     continue
                 for logs in ready:
                     self._due[logs] = now + logs.every
