@@ -374,31 +374,6 @@ def test_s3_large_uploads_are_multipart(endpoint: str, tmp_path: Path) -> None:
     assert head["ETag"].strip('"').endswith("-4")  # a multipart ETag: md5-of-md5s "-" parts
 
 
-def test_s3_a_small_file_goes_up_in_one_request_with_no_continue(
-    endpoint: str, tmp_path: Path
-) -> None:
-    """A job's result zip: one PutObject, sent whole (botocore waits for a `100 Continue`
-    from the server before the body of a file-like body: one more round trip per job)."""
-    from shepard.storage.s3 import S3Store
-
-    store = open_store(f"s3://{new_bucket(endpoint)}/p", options=s3_options(endpoint))
-    assert isinstance(store, S3Store)
-    sent: list[tuple[str, str | None]] = []
-
-    def record(request: Any, event_name: str, **_: Any) -> None:
-        sent.append((event_name.rsplit(".", 1)[-1], request.headers.get("Expect")))
-
-    small = tmp_path / "result.zip"
-    small.write_bytes(b"PK" * 150)
-    store.client.meta.events.register("before-send.s3", record)
-    try:
-        store.put_file("result.zip", small)
-    finally:
-        store.client.meta.events.unregister("before-send.s3", record)
-    assert sent == [("PutObject", None)]
-    assert store.get_bytes("result.zip") == b"PK" * 150
-
-
 def test_s3_missing_bucket_is_an_actionable_error(endpoint: str) -> None:
     store = open_store("s3://no-such-bucket-here/x", options=s3_options(endpoint))
     for action in (store.ensure, lambda: store.put_bytes("k", b"x"), lambda: list(store.list())):

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 MIN_PART = 5 << 20  # S3 refuses smaller parts (except the last)
-SMALL_PUT = 1 << 20  # PutObjects up to this size are sent without `Expect: 100-continue`
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
@@ -87,23 +86,10 @@ def client_for(options: StoreOptions) -> Any:
             session = _sessions.get(chain)
             if session is None:
                 session = _sessions[chain] = boto3.session.Session()
-            client = session.client(
+            _clients[ident] = session.client(
                 "s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config
             )
-            client.meta.events.register("before-send.s3.PutObject", _no_continue_when_small)
-            _clients[ident] = client
         return _clients[ident]
-
-
-def _no_continue_when_small(request: Any, **_: Any) -> None:
-    """Send a small PutObject whole (a job's result zip, a bundle, a log): botocore asks every
-    PutObject to wait for the server's `100 Continue` before the body, which for a body of a
-    few kilobytes is one more round trip and 5-10 % more client CPU per request (bench/e2e_s3.py
-    makes one per job). `Expect` is not a signed header, so the signature stays valid; a large
-    body keeps it (the server may refuse it before it is sent)."""
-    length = request.headers.get("Content-Length")
-    if length is not None and int(length) <= SMALL_PUT and "Expect" in request.headers:
-        del request.headers["Expect"]
 
 
 class S3Store:
