@@ -5,10 +5,10 @@
 Both sides run `shepard submit --range ITEM=1-N --wait` with the trivial payload of
 bench/e2e_local.py (`echo "$ITEM" > <output>/o.txt`), alternating round by round: one flock
 keeps its stores in folders, the other in a bucket of the S3 server at `--endpoint` (default
-$SHEPARD_TEST_S3, else $AWS_ENDPOINT_URL; scripts/services-s3 starts moto's). Each S3 job
-uploads its result zip (an empty log is not stored; the secrets store is listed at most every
-2 s per worker). The figure that matters is the ratio of the two rates (target: S3 at least
-0.5 of folders).
+$SHEPARD_TEST_S3, else $AWS_ENDPOINT_URL; scripts/services-s3 starts moto's, bench/s3-server
+a faster one: `--endpoint "$(bench/s3-server)"`). Each S3 job uploads its result zip (an
+empty log is not stored; the secrets store is listed at most every 2 s per worker). The figure
+that matters is the ratio of the two rates (target: S3 at least 0.5 of folders).
 
 Where the time goes: what the S3 server alone allows in the same run (bench/s3ceiling.py: raw
 boto3 PUT, GET, COPY+DELETE and LIST rates from 1 and from --workers threads); then `--profile`

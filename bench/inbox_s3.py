@@ -1,7 +1,7 @@
 """S3 inbox throughput: N small bundles put into inbox/ of a flock kept in S3 while the inbox
 watches, beside the folder inbox's figure in the same run.
 
-    eval "$(scripts/services-s3)"        # moto's S3 server (or point --endpoint at another S3)
+    eval "$(scripts/services-s3)"        # moto's S3 server, or --endpoint "$(bench/s3-server)"
     .venv/bin/python bench/inbox_s3.py [--bundles 2000] [--rounds 3] [--threads 8] [--check]
 
 Each round makes a fresh bucket and a flock with `storage.root = s3://BUCKET/flocks/bench`

@@ -7,6 +7,7 @@ the secrets store and decrypted.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -167,3 +168,30 @@ def test_a_growing_log_is_uploaded_while_the_attempt_runs(tmp_path: Path) -> Non
     sink.paths[0].write_bytes(b"early, then late")
     sink.close()
     assert store.get_bytes(key) == b"early, then late"
+
+
+def test_one_thread_uploads_the_logs_of_every_running_attempt(tmp_path: Path) -> None:
+    """No thread started and joined per attempt (a trivial S3 job paid for it in time)."""
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a measurement
+    while uploaders() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the thread of attempts run before this test ends when idle
+    assert uploaders() == 0
+    store = CountingStore()
+    sinks = [AttemptLogs(store, f"j{i}", 1, tmp_path, every=0.01) for i in range(5)]
+    for sink in sinks:
+        sink.paths[0].write_bytes(b"early")
+        sink.start()
+    assert uploaders() == 1
+    keys = [log_key(f"j{i}", 1, "stdout") for i in range(5)]
+    while not all(store.exists(key) for key in keys) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(store.get_bytes(key) == b"early" for key in keys)  # each one while it runs
+    for sink in sinks:
+        sink.close()
+    while uploaders() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uploaders() == 0  # idle, it ends: the process can fork runners again
+
+
+def uploaders() -> int:
+    return [t.name for t in threading.enumerate()].count("log-upload")
