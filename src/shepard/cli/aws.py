@@ -23,19 +23,28 @@ aws_app = typer.Typer(
 )
 
 
+# the stack's options, shared by `aws template` and `aws deploy`
+EfsOption = Annotated[bool, typer.Option("--efs", help="An EFS file system in every job.")]
+LustreOption = Annotated[
+    bool, typer.Option("--lustre", help="An FSx for Lustre file system in every job.")
+]
+GpuOption = Annotated[bool, typer.Option("--gpu", help="GPU instances for the jobs.")]
+SpotOption = Annotated[bool, typer.Option("--spot", help="Spot instances for the jobs.")]
+FargateOption = Annotated[bool, typer.Option("--fargate", help="Fargate for the jobs.")]
+MaxVcpusOption = Annotated[int, typer.Option("--max-vcpus", help="Most vCPUs in use at once.")]
+
+
 @aws_app.command("template")
 def template(
     name: Annotated[
         str, typer.Option("--name", help="The flock's name (a default; deploy sets it).")
     ] = "myflock",
-    efs: Annotated[bool, typer.Option("--efs", help="An EFS file system in every job.")] = False,
-    lustre: Annotated[
-        bool, typer.Option("--lustre", help="An FSx for Lustre file system in every job.")
-    ] = False,
-    gpu: Annotated[bool, typer.Option("--gpu", help="GPU instances for the jobs.")] = False,
-    spot: Annotated[bool, typer.Option("--spot", help="Spot instances for the jobs.")] = False,
-    fargate: Annotated[bool, typer.Option("--fargate", help="Fargate for the jobs.")] = False,
-    max_vcpus: Annotated[int, typer.Option("--max-vcpus", help="Most vCPUs in use at once.")] = 256,
+    efs: EfsOption = False,
+    lustre: LustreOption = False,
+    gpu: GpuOption = False,
+    spot: SpotOption = False,
+    fargate: FargateOption = False,
+    max_vcpus: MaxVcpusOption = 256,
 ) -> None:
     """Print the flock's CloudFormation template (YAML), its options as parameter defaults."""
     from shepard.aws.template import render
@@ -87,14 +96,12 @@ def _region(region: str | None) -> str:
 def deploy(
     name: Annotated[str, typer.Argument(help="The flock's name (3-32 of a-z, 0-9, '-').")],
     region: RegionOption = None,
-    efs: Annotated[bool, typer.Option("--efs", help="An EFS file system in every job.")] = False,
-    lustre: Annotated[
-        bool, typer.Option("--lustre", help="An FSx for Lustre file system in every job.")
-    ] = False,
-    gpu: Annotated[bool, typer.Option("--gpu", help="GPU instances for the jobs.")] = False,
-    spot: Annotated[bool, typer.Option("--spot", help="Spot instances for the jobs.")] = False,
-    fargate: Annotated[bool, typer.Option("--fargate", help="Fargate for the jobs.")] = False,
-    max_vcpus: Annotated[int, typer.Option("--max-vcpus", help="Most vCPUs in use at once.")] = 256,
+    efs: EfsOption = False,
+    lustre: LustreOption = False,
+    gpu: GpuOption = False,
+    spot: SpotOption = False,
+    fargate: FargateOption = False,
+    max_vcpus: MaxVcpusOption = 256,
     worker_env: Annotated[
         list[str] | None,
         typer.Option(
