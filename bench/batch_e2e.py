@@ -9,7 +9,8 @@ The emulator starts every child of every array at once, whatever the compute env
 vCPUs; on a small machine hundreds of containers starting together time out and end FAILED
 without a log. So both sides keep at most `--in-flight` children with Batch, in arrays of at
 most `--array-size`: the plain side submits the next array when one has ended, the Shepard
-side is given the same numbers (`array_size`, `max_in_flight` in flock.toml).
+side is given the same numbers (`array_size`, `max_in_flight` in flock.toml) and looks at
+Batch as often (`reconcile = 1.0`: every second, where the default is 5 s).
 
 Both sides use the same worker image (derived from the test Python image) and queue. The
 plain side runs `echo $AWS_BATCH_JOB_ID` in each child and waits until every child has ended
@@ -92,7 +93,10 @@ def shepard(url: str, queue: str, image: str, jobs: int, size: int, in_flight: i
     subprocess.run(init, check=True, env=env, capture_output=True)
     toml = flock / "flock.toml"
     text = toml.read_text().replace(
-        "[backend.aws-batch]\n", f"[backend.aws-batch]\nmax_in_flight = {in_flight}\n", 1
+        "[backend.aws-batch]\n",
+        # the head looks at Batch as often as the plain side does (ListJobs every second)
+        f"[backend.aws-batch]\nmax_in_flight = {in_flight}\nreconcile = 1.0\n",
+        1,
     )
     toml.write_text(text)
     began = time.perf_counter()
