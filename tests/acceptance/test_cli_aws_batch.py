@@ -257,3 +257,20 @@ def test_cancel_of_children_still_waiting_in_batch(tmp_path: Path, batch_image: 
         jobs = _jobs(cli)
         assert jobs[dropped]["status"] == "cancelled" and jobs[dropped]["attempt"] == 0
         assert jobs[dropped]["outputs"] == []
+
+
+def test_the_worker_image_imports_from_its_compiled_files(batch_image: str) -> None:
+    """A child starts on the bundle's compiled files: none of the modules it imports is stale
+    and compiled again at each start (an image build rounds the sources' times)."""
+    from tests.containers import client
+
+    python = (
+        "cd /opt/shepard-worker/lib && PYTHONHOME=/opt/shepard-worker "
+        "./ld-linux-*.so.* --library-path /opt/shepard-worker/lib "
+        '/opt/shepard-worker/bin/python3 -s -v -c "import shepard.batch_task, shepard.config, '
+        'shepard.flock, shepard.runtime, shepard.storage.s3, boto3" 2>&1'
+    )
+    out = client().containers.run(batch_image, ["sh", "-c", python], remove=True).decode()
+    assert "code object from" in out  # -v said what it loaded
+    stale = [line for line in out.splitlines() if "stale" in line or "bad mtime" in line]
+    assert not stale, stale[:5]

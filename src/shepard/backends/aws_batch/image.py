@@ -132,10 +132,16 @@ def build_bundle(dest: Path) -> Path:
     shutil.copytree(Path(shepard.__file__).parent, site / "shepard",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     # compiled once here: a child that compiled boto3 and pydantic at each start would spend
-    # seconds on it (the sources keep their times, so the compiled files stay valid)
+    # about a second of CPU on it. Unchecked hash-based files: an image build may round the
+    # sources' times (which time-stamped files are checked against), and the folder never
+    # changes once built, so its compiled files are used as they are
     import compileall
+    import py_compile
 
-    compileall.compile_dir(dest / "lib" / version, quiet=2, workers=0)
+    unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
+    compileall.compile_dir(
+        dest / "lib" / version, quiet=2, workers=0, force=True, invalidation_mode=unchecked
+    )
     libdir = dest / "lib"
     loader = None
     for lib in _needed(_elf_files(dest)):
