@@ -1,10 +1,12 @@
 """What a Batch child runs: `python -m shepard.batch_task --store URL --token T`
 (in the worker image, `/opt/shepard-worker/bin/shepard-batch-task ...`).
 
-The child learns its index from its environment (backend.batch_identity), reads its job and
-the flock's settings from the store (assign.py), runs the attempt through the same runtime as
-every backend (environment, folders, bundle, secrets, result zips, error bundles, logs in the
-flock's store, the job's timeout) and writes the outcome to the store for the head to record.
+The child learns its index from its environment (backend.batch_identity), reads its job (or
+its pack of jobs, when the array's token says `-pK`) and the flock's settings from the store
+(assign.py), runs each attempt in turn through the same runtime as every backend (environment,
+folders, bundle, secrets, result zips, error bundles, logs in the flock's store, the job's
+timeout) and writes each outcome to the store for the head to record; a job of a pack that the
+head marked as cancelled is skipped.
 It never opens the catalog. Inside the task, `AWS_ENDPOINT_URL` (from `worker_env`) replaces
 the stores' endpoint of flock.toml: the tasks may reach the stores by another address than
 the head. SIGTERM (TerminateJob, Batch's time limit) stops the payload and reports nothing:
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     from shepard import config
+    from shepard.backends.arraytasks import token_pack
     from shepard.backends.aws_batch import assign
     from shepard.backends.aws_batch.backend import batch_identity
     from shepard.errors import ShepardError
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     try:
         store = open_store(args.store, options=StoreOptions(endpoint_url=endpoint, region=region))
-        job = assign.read_assignment(store, args.token, index)
+        pack = token_pack(args.token)
+        jobs = assign.read_assignments(store, args.token, range(index * pack, (index + 1) * pack))
         folder = _folder(args.folder)
         (folder / config.CONFIG_NAME).write_bytes(store.get_bytes(assign.toml_key(args.token)))
         loaded = config.load(folder)
@@ -79,15 +83,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             cfg = cfg.model_copy(update={"payload": payload})
         flock = Flock(config.Flockdir(folder, cfg))
-        outcome = run_attempt(job, flock.runtime_context(), control)
-        if terminated.is_set() and outcome.status is not JobStatus.SUCCEEDED:
-            print(f"job {job.id}: stopped by AWS Batch", file=sys.stderr)
-            return 143
-        assign.write_outcome(store, array_id, index, job, outcome)
+        for line, job in zip(range(index * pack, index * pack + len(jobs)), jobs, strict=True):
+            if pack > 1 and store.exists(assign.cancelled_key(job.id)):
+                print(f"job {job.id}: cancelled, skipped")
+                continue
+            outcome = run_attempt(job, flock.runtime_context(), control)
+            if terminated.is_set() and outcome.status is not JobStatus.SUCCEEDED:
+                print(f"job {job.id}: stopped by AWS Batch", file=sys.stderr)
+                return 143
+            assign.write_outcome(store, array_id, line, job, outcome)
+            print(f"job {job.id} attempt {job.attempt}: {outcome.status.value}", flush=True)
     except ShepardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"job {job.id} attempt {job.attempt}: {outcome.status.value}")
     return 0
 
 

@@ -169,6 +169,11 @@ def _batch_edit(data: FlockDict) -> None:
     data.setdefault("backend", {}).setdefault("aws-batch", {})["reconcile"] = 1.0
 
 
+def _batch_packed_edit(data: FlockDict) -> None:
+    _batch_edit(data)
+    data["backend"]["aws-batch"]["jobs_per_child"] = 4
+
+
 # The aws-batch backend on moto's Batch emulation (containers through Podman), stores in S3 on
 # the same server: a command payload in the worker image derived from the test image, and an
 # image payload (the image's own command, in its container).
@@ -198,9 +203,18 @@ BATCH_IMAGE_CASES: dict[str, str] = {
     # the rest is the command flavour's: in the child, an image payload becomes a command
     "test_environment_and_folders": "the payload runs in the child's own container",
 }
+# jobs_per_child = 4: each child runs a pack of jobs in turn (the head claims and records
+# them one by one)
+BATCH_PACKED_CASES: dict[str, str] = {
+    "test_a_range_of_jobs_each_publish_their_output": "six jobs in two children (packs of "
+    "four and two): each job's outcome recorded as its child goes on",
+    "test_failure_leaves_an_error_bundle_and_no_output": "a failed job's outcome in a pack",
+    "test_timeout_stops_the_payload_and_says_so": "a job of a pack stopped at its own timeout",
+}
 BATCH_SUBSETS: dict[str, tuple[str, ...]] = {
     "aws-batch": tuple(BATCH_CASES),
     "aws-batch-image": tuple(BATCH_IMAGE_CASES),
+    "aws-batch-packed": tuple(BATCH_PACKED_CASES),
 }
 
 BATCH_FLAVOURS: list[Flavour] = [
@@ -210,6 +224,10 @@ BATCH_FLAVOURS: list[Flavour] = [
     Flavour(
         "aws-batch-image", problem=_aws_problem, init_args=_on_batch(True), edit=_batch_edit,
         aws=True,
+    ),
+    Flavour(
+        "aws-batch-packed", problem=_aws_problem, init_args=_on_batch(False),
+        edit=_batch_packed_edit, aws=True,
     ),
 ]  # fmt: skip
 FLAVOURS += BATCH_FLAVOURS

@@ -8,8 +8,15 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
+from shepard.backends.arraytasks import new_token, pack_lines, tasks_for, token_age, token_pack
 from shepard.backends.aws_batch import assign
-from shepard.backends.aws_batch.backend import _state, batch_identity, definition_request, job_name
+from shepard.backends.aws_batch.backend import (
+    _state,
+    batch_identity,
+    definition_request,
+    job_name,
+    token_in_name,
+)
 from shepard.backends.aws_batch.config import BatchConfig
 from shepard.errors import ConfigError, ShepardError
 from shepard.model import Job, JobStatus, Outcome
@@ -29,7 +36,22 @@ def test_identity_from_array_index_or_job_id_suffix() -> None:
 def test_job_names_follow_batch_pattern() -> None:
     name = job_name("my flock.v2", "20261202-101010-abcdef")
     assert name == "shepard-my-flock-v2-20261202-101010-abcdef"
-    assert len(job_name("x" * 300, "t")) == 128
+    long = job_name("x" * 300, "20261202-101010-abcdef-p25")
+    assert len(long) <= 128
+    assert token_in_name(long) == "20261202-101010-abcdef-p25"  # a long flock name is cut
+    assert token_in_name(name) == "20261202-101010-abcdef"
+    assert token_in_name("shepard-other-job") is None
+
+
+def test_tokens_say_the_pack_and_packs_split_the_manifest() -> None:
+    plain, packed = new_token(1.8e9), new_token(1.8e9, 4)
+    assert token_pack(plain) == 1 and token_pack(packed) == 4
+    assert packed.startswith(plain[:15]) and packed.endswith("-p4")
+    assert token_age(packed, 1.8e9 + 30) == pytest.approx(30, abs=1)  # still dated
+    assert tasks_for(10, 4) == 3 and tasks_for(8, 4) == 2 and tasks_for(3, 1) == 3
+    assert [list(pack_lines(4, c, 10)) for c in range(3)] == [
+        [0, 1, 2, 3], [4, 5, 6, 7], [8, 9],
+    ]  # fmt: skip
 
 
 def _job(n: int) -> Job:
@@ -50,9 +72,33 @@ def test_each_child_reads_its_own_job() -> None:
         assert job.attempt == jobs[index].attempt + 1  # the attempt the head will record
         assert job.timeout == jobs[index].timeout
         assert job.started_at == 100
-    with pytest.raises(ShepardError, match="no job for child 40"):
+    with pytest.raises(ShepardError, match="no job on line 40"):
         assign.read_assignment(store, "tok", 40)
     assert store.get_bytes(assign.toml_key("tok")) == b'name = "f"\n'
+
+
+def test_a_child_reads_its_pack_and_the_last_pack_may_be_short() -> None:
+    store = MemoryStore("test-aws-assign-pack")
+    jobs = [_job(n) for n in range(10)]
+    assign.write_assignment(store, "tok", jobs, "", 100.0)
+    for lines in (range(0, 4), range(4, 8), range(8, 12)):
+        found = assign.read_assignments(store, "tok", lines)
+        assert [j.id for j in found] == [j.id for j in jobs[lines.start : lines.stop]]
+    assert [j.params for j in assign.read_assignments(store, "tok", range(9, 13))] == [
+        jobs[9].params
+    ]
+    with pytest.raises(ShepardError, match="no job on lines 12-15"):
+        assign.read_assignments(store, "tok", range(12, 16))
+
+
+def test_outcome_lines_are_listed_once() -> None:
+    store = MemoryStore("test-aws-outcome-lines")
+    job = assign.read_assignment(_one(store), "t", 0)
+    for line in (0, 3, 11):
+        assign.write_outcome(store, "arr", line, job, Outcome(JobStatus.SUCCEEDED))
+    assign.write_outcome(store, "arr-2", 5, job, Outcome(JobStatus.SUCCEEDED))
+    assert assign.outcome_lines(store, "arr") == {0, 3, 11}
+    assert assign.outcome_lines(store, "none") == set()
 
 
 def test_start_time_is_the_catalogs() -> None:

@@ -8,7 +8,8 @@ task this process is); `Arrays` does the rest, the same way for every scheduler:
   scheduler has room for (`ArrayScheduler.room`);
 - *manifest*: the chunk's job ids are written, in task order, to `TOKEN.jobs` in the
   scheduler's store, one fixed-width line each, so task N reads its job id with one range read;
-- *submit*: one array of that many tasks; the placement becomes `TOKEN@ARRAYID`;
+- *submit*: one array of that many tasks (or, with `pack` K > 1, of one task per K jobs, task
+  N running lines N*K to N*K+K-1 in turn); the placement becomes `TOKEN@ARRAYID`;
 - *adopt*: a submission that may have gone through despite an error is found by its token
   before it is submitted again (nothing runs twice);
 - *give back*: jobs whose submission is abandoned, or whose task ended without claiming them,
@@ -39,9 +40,12 @@ from shepard.backends.arraytasks import (
     manifest_ids,
     manifest_key,
     new_token,
+    pack_lines,
     split_placement,
     task_of,
+    tasks_for,
     token_age,
+    token_pack,
     write_manifest,
 )
 from shepard.catalog.base import Catalog
@@ -98,7 +102,8 @@ class ArrayScheduler(Protocol):
     endings: Mapping[str, str]  # end state -> words (`ran out of memory`)
 
     def room(self, now: float) -> int:
-        """How many tasks the next array may have (0: none now)."""
+        """How many tasks the next array may have (0: none now); with a pack of K, each
+        task takes K jobs."""
         ...
 
     def submit_array(self, token: str, size: int) -> str:
@@ -175,7 +180,9 @@ class Arrays:
 
     `manifests` is the store of the manifests (readable by the tasks); `logs` and `errors`
     are the flock's stores (for the error bundle of a job that ended its task); `sheep_kind`
-    names the scheduler's long-lived tasks in worker ids, if it has any.
+    names the scheduler's long-lived tasks in worker ids, if it has any; `pack` is how many
+    jobs each task of a new array runs in turn (arrays keep the pack they were made with: it
+    is in their token).
     """
 
     scheduler: ArrayScheduler
@@ -186,6 +193,7 @@ class Arrays:
     policy: RetryPolicy
     pacer: Pacer
     sheep_kind: str | None = None
+    pack: int = 1
     retry: list[PendingArray] = field(init=False, default_factory=list)  # to submit again
     _manifests: dict[str, list[str]] = field(init=False, default_factory=dict)  # token -> ids
     _settled: dict[str, set[int]] = field(init=False, default_factory=dict)  # placement -> done
@@ -208,8 +216,8 @@ class Arrays:
                 return 0
             if room <= 0:
                 return 0
-            token = new_token(now)
-            ids = self.catalog.place(token, now=now, limit=room)
+            token = new_token(now, self.pack)
+            ids = self.catalog.place(token, now=now, limit=room * self.pack)
             if not ids:
                 return 0
             pending = PendingArray(token, ids)
@@ -255,7 +263,8 @@ class Arrays:
             if pending.tries and self._adopt(pending):  # an earlier try may have gone through
                 return True
             self.pacer.sent(now)
-            array_id = self.scheduler.submit_array(pending.token, len(pending.job_ids))
+            size = tasks_for(len(pending.job_ids), token_pack(pending.token))
+            array_id = self.scheduler.submit_array(pending.token, size)
         except SchedulerRefused:
             self.give_back(pending, now, f"{self.scheduler.title} refused its submission")
             raise
@@ -299,12 +308,13 @@ class Arrays:
 
     def tasks_of(self, tasks: TaskList, array_id: str, token: str, indexes: Iterable[int],
                  wanted: AbstractSet[str]) -> set[int]:  # fmt: skip
-        """Those alive `indexes` of array `array_id` (submitted as `token`) whose job is one
-        of `wanted`."""
-        ids = manifest_ids(self.manifests, token)
+        """Those alive task `indexes` of array `array_id` (submitted as `token`) that run a
+        job of `wanted`."""
+        ids, pack = manifest_ids(self.manifests, token), token_pack(token)
         return {
             i for i in indexes
-            if i < len(ids) and ids[i] in wanted and tasks.alive(array_id, i)
+            if tasks.alive(array_id, i)
+            and any(ids[line] in wanted for line in pack_lines(pack, i, len(ids)))
         }  # fmt: skip
 
     # -- reconciling --------------------------------------------------------------------------
@@ -354,11 +364,13 @@ class Arrays:
             return
         if array_id not in tasks.arrays() and not self._gone(array_id):
             return  # not listed, but the scheduler knows it: look again next time
-        settled = self._settled.setdefault(placement, set())
-        ended: dict[str | None, list[tuple[int, str]]] = {}  # the scheduler's state -> tasks
-        for index, job_id in enumerate(ids):
-            if index not in settled and not tasks.alive(array_id, index):
-                ended.setdefault(tasks.state(array_id, index), []).append((index, job_id))
+        settled = self._settled.setdefault(placement, set())  # manifest lines
+        pack = token_pack(token)
+        ended: dict[str | None, list[tuple[int, str]]] = {}  # the scheduler's state -> lines
+        for line, job_id in enumerate(ids):
+            task = line // pack
+            if line not in settled and not tasks.alive(array_id, task):
+                ended.setdefault(tasks.state(array_id, task), []).append((line, job_id))
         for state, ended_tasks in ended.items():
             # fenced: only jobs still placed there, which their task never claimed
             detail = self.ended_unstarted(array_id, state)

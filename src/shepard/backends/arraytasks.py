@@ -2,10 +2,11 @@
 (arrays.py) and the tasks themselves (shepard.scheduler_task).
 
 - A *token* names one submission (one array): `YYYYMMDD-HHMMSS-xxxxxx` (UTC, then random), so
-  its age can be read from it. Jobs handed over in that array carry the placement `TOKEN`
-  while the submission runs, then `TOKEN@ARRAYID`.
+  its age can be read from it, then `-pK` when each task of the array runs K jobs in turn (a
+  *pack*: task N runs lines N*K to N*K+K-1 of the manifest). Jobs handed over in that array
+  carry the placement `TOKEN` while the submission runs, then `TOKEN@ARRAYID`.
 - A *manifest*, `TOKEN.jobs` in the scheduler's store, lists the array's job ids in task
-  order, one fixed-width line each, so task N reads its job id with one range read.
+  order, one fixed-width line each, so a task reads its job id with one range read.
 - A task's *worker id* (recorded with each claim) ends with ` KIND ARRAYID_INDEX`, KIND being
   the scheduler's name for one-job tasks (`slurm`) or for its sheep (`slurm-sheep`).
 """
@@ -27,16 +28,34 @@ from shepard.storage import ObjectStore
 
 _ID_WIDTH = 36  # job ids are UUIDs in text form
 _LINE = _ID_WIDTH + 1
-_TOKEN = re.compile(r"^(\d{8}-\d{6})-[0-9a-f]{6}$")
+_TOKEN = re.compile(r"^(\d{8}-\d{6})-[0-9a-f]{6}(?:-p([1-9][0-9]*))?$")
 _WORKER = re.compile(r" ([a-z][a-z0-9-]*) (\S+)_(\d+)$")
 
 
 # -- tokens and placements ------------------------------------------------------------------
 
 
-def new_token(now: float) -> str:
-    """A new submission token: `YYYYMMDD-HHMMSS-xxxxxx` (UTC, then random)."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
+def new_token(now: float, pack: int = 1) -> str:
+    """A new submission token: `YYYYMMDD-HHMMSS-xxxxxx` (UTC, then random), then `-pK` when
+    each task runs `pack` (K > 1) jobs in turn."""
+    token = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
+    return token if pack <= 1 else f"{token}-p{pack}"
+
+
+def token_pack(token: str) -> int:
+    """How many jobs each task of `token`'s array runs in turn (1 unless the token says)."""
+    match = _TOKEN.match(token)
+    return int(match.group(2)) if match is not None and match.group(2) else 1
+
+
+def pack_lines(pack: int, task: int, total: int) -> range:
+    """The manifest lines task `task` runs, of an array of `total` jobs in packs of `pack`."""
+    return range(task * pack, min(total, (task + 1) * pack))
+
+
+def tasks_for(jobs: int, pack: int) -> int:
+    """The number of tasks an array of `jobs` jobs in packs of `pack` has."""
+    return -(-jobs // pack)
 
 
 def token_age(token: str, now: float) -> float:

@@ -149,6 +149,14 @@ def init(
         int | None,
         typer.Option(callback=between(1, 10_000), help="aws-batch: children per array job."),
     ] = None,
+    jobs_per_child: Annotated[
+        int | None,
+        typer.Option(
+            callback=between(1, 10_000),
+            help="aws-batch: jobs each Batch child runs in turn (short jobs share one "
+            "container start; default 1).",
+        ),
+    ] = None,
     repair: Annotated[
         bool,
         typer.Option(
@@ -170,7 +178,9 @@ def init(
             )
         _repair(folder)
         return
-    batch = _batch_section(backend_kind, batch_queue, region, image, worker_env, array_size)
+    batch = _batch_section(
+        backend_kind, batch_queue, region, image, worker_env, array_size, jobs_per_child
+    )
     tasks_doc = None
     if payload_tasks is not None:
         from shepard.payloads.tasks import check_document
@@ -226,9 +236,11 @@ def _batch_section(
     image: str | None,
     worker_env: list[str] | None,
     array_size: int | None,
+    jobs_per_child: int | None,
 ) -> dict[str, object]:
     """`[backend.aws-batch]` from init's options; they need `--backend aws-batch`."""
-    given = {"queue": queue, "region": region, "image": image, "array_size": array_size}
+    given = {"queue": queue, "region": region, "image": image, "array_size": array_size,
+             "jobs_per_child": jobs_per_child}  # fmt: skip
     section: dict[str, object] = {k: v for k, v in given.items() if v is not None}
     env: dict[str, str] = {}
     for item in worker_env or []:
@@ -240,8 +252,8 @@ def _batch_section(
         section["worker_env"] = env
     if section and kind != "aws-batch":
         raise ShepardError(
-            "--batch-queue, --region, --image, --worker-env and --array-size are for "
-            "`--backend aws-batch`"
+            "--batch-queue, --region, --image, --worker-env, --array-size and "
+            "--jobs-per-child are for `--backend aws-batch`"
         )
     if kind == "aws-batch" and not queue:
         raise ShepardError("--backend aws-batch needs --batch-queue QUEUE (the Batch job queue)")

@@ -3,13 +3,17 @@
 Batch tasks never open the catalog (it may be a SQLite file on the user's machine), so the
 head writes, next to the array template's manifest `TOKEN.jobs`:
 - `TOKEN.toml`: the flock's flock.toml as the head had it (the task's settings);
-- `TOKEN.assign`: one JSON line per child, the job as the child runs it (id, parameters,
-  bundle, timeout, and the attempt number the head will record it under);
-- `TOKEN.offsets`: one fixed-width line per child, `OFFSET LENGTH` of its line in
-  `TOKEN.assign`, so child N reads its job with two range reads whatever the array's size;
+- `TOKEN.assign`: one JSON line per manifest line, the job as a child runs it (id,
+  parameters, bundle, timeout, and the attempt number the head will record it under);
+- `TOKEN.offsets`: one fixed-width line per manifest line, `OFFSET LENGTH` of its line in
+  `TOKEN.assign`, so a child reads its job (or its pack of jobs: consecutive lines) with two
+  range reads whatever the array's size;
 - `TOKEN.batch`: the Batch job id of the array and the time of its hand-over (found by other
   processes of the head);
-and each child writes its outcome to `outcomes/ARRAYID/INDEX.json`, which the head records.
+and a child writes the outcome of the job on manifest line N to `outcomes/ARRAYID/N.json`
+(N is the child's index unless the array runs packs), which the head records. The head
+writes `cancelled/JOBID` for a job cancelled while it waits in a pack, so that its child
+skips it.
 """
 
 from __future__ import annotations
@@ -43,8 +47,23 @@ def array_key(token: str) -> str:
     return f"{token}.batch"
 
 
-def outcome_key(array_id: str, index: int) -> str:
-    return f"outcomes/{array_id}/{index}.json"
+def outcome_key(array_id: str, line: int) -> str:
+    return f"outcomes/{array_id}/{line}.json"
+
+
+def outcome_lines(store: ObjectStore, array_id: str) -> set[int]:
+    """The manifest lines of `array_id` whose outcome a child has written (one listing)."""
+    prefix = f"outcomes/{array_id}/"
+    found = set()
+    for key in store.list(prefix):
+        name = key[len(prefix) :].removesuffix(".json")
+        if name.isdigit():
+            found.add(int(name))
+    return found
+
+
+def cancelled_key(job_id: str) -> str:
+    return f"cancelled/{job_id}"
 
 
 def start_time(job: Job, at: float) -> int:
@@ -89,13 +108,34 @@ def write_assignment(
 
 
 def read_assignment(store: ObjectStore, token: str, index: int) -> Job:
-    """The job child `index` of `token`'s array runs (ShepardError when there is none)."""
+    """The job on manifest line `index` of `token`'s array (ShepardError when none)."""
+    return read_assignments(store, token, range(index, index + 1))[0]
+
+
+def read_assignments(store: ObjectStore, token: str, lines: range) -> list[Job]:
+    """The jobs on manifest `lines` (consecutive: a child's pack, the last of which may have
+    fewer lines than asked) of `token`'s array, with two range reads (ShepardError when the
+    first line has no job)."""
+    where = f"lines {lines.start}-{lines.stop - 1}" if len(lines) > 1 else f"line {lines.start}"
     try:
-        line = store.read_range(offsets_key(token), index * _OFFSET_LINE, _OFFSET_LINE)
-        offset, length = (int(word) for word in line.split())
-        record = json.loads(store.read_range(assign_key(token), offset, length))
+        if not lines or lines.start < 0:
+            raise ValueError("no such line")
+        size = len(lines) * _OFFSET_LINE
+        table = store.read_range(offsets_key(token), lines.start * _OFFSET_LINE, size)
+        if not table or len(table) % _OFFSET_LINE:  # the last pack may be shorter
+            raise ValueError("the array has fewer jobs")
+        size = len(table)
+        spans = [tuple(int(w) for w in table[i : i + _OFFSET_LINE].split())
+                 for i in range(0, size, _OFFSET_LINE)]  # fmt: skip
+        first, end = spans[0][0], spans[-1][0] + spans[-1][1]
+        data = store.read_range(assign_key(token), first, end - first)
+        records = [json.loads(data[off - first : off - first + n]) for off, n in spans]
     except (OSError, ShepardError, ValueError) as exc:
-        raise ShepardError(f"no job for child {index} of {token} in {store}: {exc}") from None
+        raise ShepardError(f"no job on {where} of {token} in {store}: {exc}") from None
+    return [_job(record) for record in records]
+
+
+def _job(record: dict[str, Any]) -> Job:
     return Job(
         id=record["id"], seq=0, status=JobStatus.RUNNING, params=record["params"],
         bundle_key=record["bundle_key"], attempt=record["attempt"],
@@ -104,19 +144,17 @@ def read_assignment(store: ObjectStore, token: str, index: int) -> Job:
     )  # fmt: skip
 
 
-def write_outcome(
-    store: ObjectStore, array_id: str, index: int, job: Job, outcome: Outcome
-) -> None:
+def write_outcome(store: ObjectStore, array_id: str, line: int, job: Job, outcome: Outcome) -> None:
     data = {"job": job.id, "attempt": job.attempt, **asdict(outcome)}
     data["status"] = outcome.status.value
     data["outputs"] = list(outcome.outputs)
-    store.put_bytes(outcome_key(array_id, index), json.dumps(data).encode())
+    store.put_bytes(outcome_key(array_id, line), json.dumps(data).encode())
 
 
-def read_outcome(store: ObjectStore, array_id: str, index: int) -> tuple[str, int, Outcome] | None:
-    """(job id, attempt, outcome) child `index` left, or None when it left none."""
+def read_outcome(store: ObjectStore, array_id: str, line: int) -> tuple[str, int, Outcome] | None:
+    """(job id, attempt, outcome) a child left for manifest line `line`, or None."""
     try:
-        data = json.loads(store.get_bytes(outcome_key(array_id, index)))
+        data = json.loads(store.get_bytes(outcome_key(array_id, line)))
     except (OSError, ShepardError, ValueError):
         return None
     outcome = Outcome(
@@ -141,9 +179,10 @@ def read_array(store: ObjectStore, token: str) -> tuple[str, float] | None:
         return None
 
 
-def remove(store: ObjectStore, token: str, array_id: str, size: int) -> None:
-    """Drop everything of `token`'s array but its manifest (the template sweeps that)."""
+def remove(store: ObjectStore, token: str, array_id: str, jobs: int) -> None:
+    """Drop everything of `token`'s array of `jobs` jobs but its manifest (the template
+    sweeps that)."""
     keys = [toml_key(token), assign_key(token), offsets_key(token), array_key(token)]
-    keys += [outcome_key(array_id, i) for i in range(size)]
+    keys += [outcome_key(array_id, i) for i in range(jobs)]
     with contextlib.suppress(OSError, ShepardError):
         store.delete_many(keys)

@@ -11,6 +11,10 @@ and writes its outcome to the store; the head (`up`, `submit --wait`) then
 - claims the job under the child's name when it sees the child start (so `show` says RUNNING),
 - records the child's outcome once the child has ended (`collect`), with the flock's retry
   policy (a retry is placed in a new array; Batch's own retryStrategy is not used),
+- with `jobs_per_child` K > 1, each child runs a *pack* of K jobs in turn (short jobs share
+  one container start): the head claims the pack's first job when the child starts, and each
+  next one when the outcome of the one before appears (one listing of the array's outcomes
+  per look), so one job per child is RUNNING at a time, as without packs,
 - and leaves to the template what ended without an outcome: a child that vanished (Spot
   reclaim, a host failure, terminated behind the flock's back) is a lost worker, re-run
   without spending an attempt; a child Batch stopped at its time limit spent one.
@@ -29,12 +33,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shepard.backends.arrays import Arrays, Pacer
-from shepard.backends.arraytasks import manifest_ids, split_placement, task_of, task_worker_id
+from shepard.backends.arraytasks import (
+    manifest_ids,
+    pack_lines,
+    split_placement,
+    task_of,
+    task_worker_id,
+    tasks_for,
+    token_pack,
+)
 from shepard.backends.aws_batch import assign
 from shepard.backends.aws_batch.api import BatchApi, BatchError, RateLimiter, clients
 from shepard.backends.aws_batch.config import BatchConfig
 from shepard.backends.base import BackendContext, LogRef, payload_logs
-from shepard.errors import ConfigError
+from shepard.errors import ConfigError, ShepardError
 from shepard.model import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -59,6 +71,7 @@ TIMEOUT_MARGIN = 60  # seconds Batch allows beyond the worker's own timeout
 MIN_ATTEMPT_DURATION = 60  # Batch's smallest attemptDurationSeconds
 CLAIM_LEASE = 7 * 86400.0  # a child's claim: the head's reconciler is its liveness check
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
+_TOKEN_AT_END = re.compile(r"-(\d{8}-\d{6}-[0-9a-f]{6}(?:-p[1-9][0-9]*)?)$")
 
 
 def batch_identity(env: Mapping[str, str]) -> tuple[str, int] | None:
@@ -77,8 +90,14 @@ def batch_identity(env: Mapping[str, str]) -> tuple[str, int] | None:
 
 def job_name(flock: str, token: str) -> str:
     """The Batch job name of the array submitted as `token` (Batch's pattern: letters,
-    digits, - and _, at most 128)."""
-    return f"shepard-{_NAME.sub('-', flock)}-{token}"[:128]
+    digits, - and _, at most 128): a long flock name is cut, never the token."""
+    return f"shepard-{_NAME.sub('-', flock)[: 119 - len(token)]}-{token}"
+
+
+def token_in_name(name: str) -> str | None:
+    """The submission token a Batch job name made by `job_name` ends with."""
+    match = _TOKEN_AT_END.search(name)
+    return match.group(1) if match else None
 
 
 def _state(summary: Mapping[str, Any], duration: float | None = None) -> str:
@@ -156,10 +175,12 @@ class BatchScheduler:
         return self.cfg.queue
 
     def room(self, now: float) -> int:
-        """Children the next array may have: `array_size`, and what `max_in_flight` leaves."""
+        """Children the next array may have: `array_size`, and what `max_in_flight` leaves
+        (the children in flight counted as the jobs handed over, in packs)."""
         placed = sum(self.ctx.catalog.placements().values())
         running = self.ctx.catalog.counts().get(JobStatus.RUNNING, 0)
-        return max(0, min(self.cfg.array_size, self.cfg.max_in_flight - placed - running))
+        children = tasks_for(placed + running, self.cfg.jobs_per_child)
+        return max(0, min(self.cfg.array_size, self.cfg.max_in_flight - children))
 
     def submit_array(self, token: str, size: int) -> str:
         jobs = self.ctx.catalog.placed_in([token])
@@ -176,7 +197,7 @@ class BatchScheduler:
         }
         if size > 1:
             request["arrayProperties"] = {"size": size}
-        duration = self.attempt_duration(jobs)
+        duration = self.attempt_duration(jobs, token_pack(token))
         if duration is not None:
             request["timeout"] = {"attemptDurationSeconds": duration}
         array_id = self.api.submit(**request)
@@ -193,16 +214,20 @@ class BatchScheduler:
             self.handed[token] = found[1]
         return self.handed[token]
 
-    def attempt_duration(self, jobs: Sequence[Job]) -> int | None:
-        """Batch's time limit for the array: the longest job timeout plus a margin (the
-        worker enforces each job's own first); None when a job has none."""
+    def attempt_duration(self, jobs: Sequence[Job], pack: int = 1) -> int | None:
+        """Batch's time limit for the array's children: the longest pack's timeouts added up
+        (one job's, without packs), plus a margin (the worker enforces each job's own first);
+        None when a job has none."""
         flock_timeout = self.ctx.runtime().timeout
         longest = 0.0
-        for job in jobs:
-            limit = job.timeout or flock_timeout
-            if not limit:
-                return None
-            longest = max(longest, limit)
+        for child in range(tasks_for(len(jobs), pack)):
+            total = 0.0
+            for line in pack_lines(pack, child, len(jobs)):
+                limit = jobs[line].timeout or flock_timeout
+                if not limit:
+                    return None
+                total += limit
+            longest = max(longest, total)
         return max(MIN_ATTEMPT_DURATION, int(longest) + TIMEOUT_MARGIN)
 
     def list_tasks(self, array_ids: Sequence[str], *, all_arrays: bool) -> BatchTasks:
@@ -392,10 +417,10 @@ class BatchBackend:
         self.manifests = self.batch.manifests
         self.arrays = Arrays(
             self.batch, ctx.catalog, self.manifests, ctx.store("logs"), ctx.store("errors"),
-            ctx.policy, Pacer(self.cfg.submit_rate),
+            ctx.policy, Pacer(self.cfg.submit_rate), pack=self.cfg.jobs_per_child,
         )  # fmt: skip
         self._next_reconcile = float("-inf")
-        self._started: set[tuple[str, int]] = set()  # children whose job the head claimed
+        self._settled: set[tuple[str, int]] = set()  # (array id, line): claimed or not ours
         self._me = task_worker_id(ARRAY_TASK, None).split(" ")[0]
 
     @classmethod
@@ -439,67 +464,102 @@ class BatchBackend:
         return self.arrays.hand_over_until(deadline, self.clock, sleep)
 
     def collect(self, now: float) -> int:
-        """Claim the jobs of children that started and record the outcomes of children that
-        ended (read from the store); returns the outcomes recorded. What ended without an
-        outcome is left to the template's reconcile (a lost child, or Batch's time limit)."""
+        """Claim the jobs of children that started and record the outcomes children left
+        (read from the store); returns the outcomes recorded. What ended without an outcome
+        is left to the template's reconcile (a lost child, or Batch's time limit)."""
         placed: dict[str, tuple[str, str]] = {}  # array id -> (token, placement)
         for placement in self.catalog.placements():
             token, array_id = split_placement(placement)
             if array_id is not None:
                 placed[array_id] = (token, placement)
-        running = [(job, task) for job, task in self.arrays._running() if task is not None]
-        ids = set(placed) | {task.array_id for _, task in running}
+        holding: dict[tuple[str, int], Job] = {}  # (array id, child) -> the job it runs
+        for job, task in self.arrays._running():
+            if task is not None and task.kind == ARRAY_TASK:
+                holding[(task.array_id, task.index)] = job
+        ids = set(placed) | {array_id for array_id, _ in holding}
+        self._settled = {(a, line) for a, line in self._settled if a in ids}
         if not ids:
             return 0
         tasks = self.batch.list_for_round(sorted(ids))
         recorded = 0
-        for array_id, (token, placement) in placed.items():
-            at = self.batch.handed_at(token)
-            if at is None:  # submitted by a head that stopped before recording the time
-                continue
-            for index, job_id in enumerate(self.arrays._manifest(token)):
-                state = tasks.state(array_id, index)
-                if state is None or (state in ALIVE and state not in STARTED):
-                    continue
-                if (array_id, index) in self._started and state in ALIVE:
-                    continue
-                # claimed as of the hand-over: the START_TIME the child already uses
-                job = self.catalog.claim_placed(
-                    self._worker(array_id, index), job_id, [placement], now=at,
-                    lease=max(self.ctx.lease, CLAIM_LEASE) + max(0.0, now - at),
-                )  # fmt: skip
-                self._started.add((array_id, index))
-                if job is not None and state not in ALIVE:
-                    recorded += self._record(job, array_id, index, now)
-        for job, task in running:
-            state = tasks.state(task.array_id, task.index)
-            if state is not None and state not in ALIVE:
-                recorded += self._record(job, task.array_id, task.index, now)
+        for array_id in sorted(ids):
+            known = placed.get(array_id)
+            of_array = known[0] if known else token_in_name(tasks.names.get(array_id, ""))
+            if of_array is not None:
+                recorded += self._collect_array(array_id, of_array, known and known[1], tasks,
+                                                holding, now)  # fmt: skip
         return recorded
+
+    def _collect_array(
+        self, array_id: str, token: str, placement: str | None, tasks: BatchTasks,
+        holding: Mapping[tuple[str, int], Job], now: float,
+    ) -> int:  # fmt: skip
+        """`collect` for one array: each started child's pack, line by line, until the line
+        the child runs now (the one without an outcome)."""
+        ids, pack = self.arrays._manifest(token), token_pack(token)
+        at = self.batch.handed_at(token) if placement is not None else None
+        written: set[int] | None = None  # lines with an outcome (packs: listed once)
+        recorded = 0
+        for child in range(tasks_for(len(ids), pack)):
+            state = tasks.state(array_id, child)
+            if state is None or (state in ALIVE and state not in STARTED):
+                continue
+            ended = state not in ALIVE
+            if pack > 1 and written is None:
+                written = assign.outcome_lines(self.manifests, array_id)
+            for line in pack_lines(pack, child, len(ids)):
+                job = holding.get((array_id, child))
+                if job is None or job.id != ids[line]:
+                    job = self._claim(array_id, child, line, ids[line], placement, at, now)
+                    if job is None:
+                        continue  # recorded already, cancelled, given back: not ours now
+                has_outcome = ended if written is None else line in written
+                if not (has_outcome and self._record(job, array_id, line, now)):
+                    break  # the line the child runs now, or one it left no outcome for
+                recorded += 1
+        return recorded
+
+    def _claim(self, array_id: str, child: int, line: int, job_id: str, placement: str | None,
+               at: float | None, now: float) -> Job | None:  # fmt: skip
+        """Claim the job on `line` under the child's name, as of the hand-over (the
+        START_TIME the child already uses); once per line."""
+        if placement is None or at is None or (array_id, line) in self._settled:
+            return None
+        self._settled.add((array_id, line))
+        return self.catalog.claim_placed(
+            self._worker(array_id, child), job_id, [placement], now=at,
+            lease=max(self.ctx.lease, CLAIM_LEASE) + max(0.0, now - at),
+        )  # fmt: skip
 
     def _worker(self, array_id: str, index: int) -> str:
         return f"{self._me} {ARRAY_TASK} {array_id}_{index}"
 
-    def _record(self, job: Job, array_id: str, index: int, now: float) -> int:
+    def _record(self, job: Job, array_id: str, line: int, now: float) -> int:
         from shepard.sheep import report
 
-        found = assign.read_outcome(self.manifests, array_id, index)
+        found = assign.read_outcome(self.manifests, array_id, line)
         if found is None:
             return 0
         job_id, attempt, outcome = found
         if job_id != job.id or attempt != job.attempt:
-            log.warning("child %s:%d left an outcome for job %s attempt %d, not for job %s "
-                        "attempt %d: ignored", array_id, index, job_id, attempt, job.id,
-                        job.attempt)  # fmt: skip
+            log.warning("Batch array %s left an outcome for job %s attempt %d on line %d, not "
+                        "for job %s attempt %d: ignored", array_id, job_id, attempt, line,
+                        job.id, job.attempt)  # fmt: skip
             return 0
         report(self.catalog, job, outcome, self.ctx.policy, now, self.ctx.store("outputs"))
-        self._started.discard((array_id, index))
         return 1
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        """Stop the Batch children of these (cancelled) jobs: a handful of calls per array."""
-        targets: dict[str, set[int]] = {}
-        manifests: dict[str, list[str]] = {}
+        """Stop the Batch children of these (cancelled) jobs: a handful of calls per array.
+
+        In packs, a child is stopped when it runs one of them now or when every job of its
+        pack is cancelled (the rest of a stopped pack is handed over again); a cancelled job
+        still waiting in a pack whose child goes on is marked (`cancelled/JOBID`) for the
+        child to skip."""
+        targets: dict[str, set[int]] = {}  # array id -> children to stop
+        packed: dict[tuple[str, str, int], set[int]] = {}  # (array, token, child) -> lines
+        manifests: dict[str, list[str]] = {}  # token -> job ids in manifest order
+        lines: dict[str, dict[str, int]] = {}  # token -> job id -> manifest line
         for job_id in job_ids:
             job = self.catalog.get(job_id)
             if job is None:
@@ -508,13 +568,32 @@ class BatchBackend:
                 token, array_id = split_placement(job.placement)
                 if array_id is None:
                     continue
-                ids = manifests.setdefault(token, manifest_ids(self.manifests, token))
-                if job_id in ids:
-                    targets.setdefault(array_id, set()).add(ids.index(job_id))
+                if token not in lines:
+                    manifests[token] = ids = manifest_ids(self.manifests, token)
+                    lines[token] = {found: line for line, found in enumerate(ids)}
+                line = lines[token].get(job_id)
+                if line is None:
+                    continue
+                pack = token_pack(token)
+                if pack == 1:
+                    targets.setdefault(array_id, set()).add(line)
+                else:
+                    packed.setdefault((array_id, token, line // pack), set()).add(line)
                 continue
             task = task_of(job.worker, {ARRAY_TASK})
             if task is not None:
                 targets.setdefault(task.array_id, set()).add(task.index)
+        for (array_id, token, child), wanted in packed.items():
+            ids = manifests[token]
+            if len(wanted) == len(pack_lines(token_pack(token), child, len(ids))):
+                targets.setdefault(array_id, set()).add(child)
+                continue
+            for job_id in (ids[line] for line in sorted(wanted)):
+                try:
+                    self.manifests.put_bytes(assign.cancelled_key(job_id), b"")
+                except (OSError, ShepardError) as exc:
+                    log.warning("could not mark job %s as cancelled for its Batch child: %s",
+                                job_id, exc)  # fmt: skip
         if not targets:
             return
         try:

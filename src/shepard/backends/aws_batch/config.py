@@ -25,7 +25,9 @@ class BatchConfig(BaseModel):
     worker_env: dict[str, str] = Field(default_factory=dict)  # passed to every Batch task
     array_size: int = Field(default=MAX_ARRAY, ge=1, le=MAX_ARRAY)  # children per array
     submit_rate: float = Field(default=10.0, gt=0, le=50)  # Batch API calls per second
-    max_in_flight: int = Field(default=900_000, ge=1, le=1_000_000)  # jobs handed over at once
+    # jobs each Batch child runs in turn (a pack): short jobs share one container start
+    jobs_per_child: int = Field(default=1, ge=1, le=MAX_ARRAY)
+    max_in_flight: int = Field(default=900_000, ge=1, le=1_000_000)  # children handed over at once
     vcpus: float = Field(default=1.0, gt=0)
     memory: int = Field(default=2048, ge=4)  # MiB
     gpus: int = Field(default=0, ge=0)
