@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give --index: this process is not a Batch child", file=sys.stderr)
         return 2
     endpoint = env.get("AWS_ENDPOINT_URL") or None
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     try:
-        store = open_store(args.store, options=StoreOptions(endpoint_url=endpoint, region=region))
+        # the region is boto3's (AWS_REGION, which Batch sets): with the same options as the
+        # flock's stores (unless flock.toml names a region), one S3 client serves them all
+        store = open_store(args.store, options=StoreOptions(endpoint_url=endpoint))
         pack = token_pack(args.token)
         jobs = assign.read_assignments(store, args.token, range(index * pack, (index + 1) * pack))
         folder = _folder(args.folder)

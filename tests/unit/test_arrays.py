@@ -160,7 +160,8 @@ class ScriptedClock:
     """A clock that moves only when slept on."""
 
     def __init__(self, now: float) -> None:
-        self.now, self.slept = now, []
+        self.now = now
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
@@ -329,6 +330,48 @@ def test_tasks_of_cancelled_jobs_are_found_through_the_manifest(
     ((array_id, token),) = scheduler.tokens.items()
     listing = scheduler.list_tasks([array_id], all_arrays=False)
     assert arr.tasks_of(listing, array_id, token, range(4), {ids[1], ids[3]}) == {1, 3}
+
+
+def test_packs_make_one_task_per_pack_and_give_back_what_an_ended_task_left(
+    tmp_path: Path, catalog: Catalog, scheduler: FakeScheduler
+) -> None:
+    ids = add(catalog, 10)
+    scheduler.space = 2  # tasks: two packs of four
+    arr = template(scheduler, catalog, tmp_path)
+    arr.pack = 4
+    assert arr.hand_over(T0) == 8 and arr.hand_over(T0 + 1) == 2
+    (first, states), _ = scheduler.states.items()
+    assert [len(s) for s in scheduler.states.values()] == [2, 1]  # 8 jobs in 2 tasks, 2 in 1
+    token = scheduler.tokens[first]
+    assert arraytasks.token_pack(token) == 4
+    assert arraytasks.manifest_ids(arr.manifests, token) == ids[:8]
+    listing = scheduler.list_tasks([first], all_arrays=False)
+    assert arr.tasks_of(listing, first, token, range(2), {ids[5]}) == {1}
+    # task 1 (lines 4-7) ended after it claimed line 4: lines 5-7 go back, task 0's stay
+    worker = arraytasks.task_worker_id("fake", (first, 1))
+    assert catalog.claim_placed(worker, ids[4], [f"{token}@{first}"], now=T0, lease=60)
+    states[1] = "FAILED"
+    arr.reconcile(T0 + 10)
+    assert [j.id for j in catalog.placed_in([f"{token}@{first}"])] == ids[:4]
+    assert [j.id for j in catalog.placed()] == ids[:4] + ids[8:], "5-7 back in the queue"
+
+
+def test_a_swept_manifest_lets_the_scheduler_forget_its_array(
+    tmp_path: Path, catalog: Catalog, scheduler: FakeScheduler
+) -> None:
+    ids = add(catalog, 2)
+    arr = template(scheduler, catalog, tmp_path)
+    forgotten: list[str] = []
+    arr.forget = forgotten.append
+    arr.hand_over(T0)
+    ((_, token),) = scheduler.tokens.items()
+    for job_id in ids:
+        claim(arr, catalog, job_id)
+    arr.reconcile(T0 + 1)  # still within a day: kept
+    assert forgotten == [] and arr.manifests.exists(arraytasks.manifest_key(token))
+    arr._next_sweep = float("-inf")
+    arr.reconcile(T0 + arrays.KEEP_MANIFESTS + 60)
+    assert forgotten == [token] and not arr.manifests.exists(arraytasks.manifest_key(token))
 
 
 # -- manifests, tokens, worker ids ----------------------------------------------------------

@@ -118,6 +118,20 @@ def test_outcomes_round_trip() -> None:
     assert assign.read_outcome(store, "arr", 0) == (job.id, job.attempt, outcome)
 
 
+def test_what_an_array_left_is_removed_but_its_manifest() -> None:
+    store = MemoryStore("test-aws-remove")
+    jobs = [_job(n) for n in range(3)]
+    assign.write_assignment(store, "tok", jobs, "", 5.0)
+    assign.write_array(store, "tok", "arr-1", 5.0)
+    store.put_bytes("tok.jobs", b"manifest")
+    for line, job in enumerate(jobs):
+        assign.write_outcome(store, "arr-1", line, job, Outcome(JobStatus.SUCCEEDED))
+    store.put_bytes(assign.cancelled_key(jobs[1].id), b"")
+    store.put_bytes(assign.outcome_key("arr-2", 0), b"{}")  # another array's
+    assign.remove(store, "tok", [j.id for j in jobs])
+    assert sorted(store.list()) == ["outcomes/arr-2/0.json", "tok.jobs"]
+
+
 def _one(store: MemoryStore) -> MemoryStore:
     assign.write_assignment(store, "t", [_job(1)], "", 5.0)
     return store

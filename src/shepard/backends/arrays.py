@@ -182,7 +182,8 @@ class Arrays:
     are the flock's stores (for the error bundle of a job that ended its task); `sheep_kind`
     names the scheduler's long-lived tasks in worker ids, if it has any; `pack` is how many
     jobs each task of a new array runs in turn (arrays keep the pack they were made with: it
-    is in their token).
+    is in their token); `forget` is called with each token whose manifest is swept, before
+    the manifest goes, for a scheduler that keeps more per array.
     """
 
     scheduler: ArrayScheduler
@@ -194,6 +195,7 @@ class Arrays:
     pacer: Pacer
     sheep_kind: str | None = None
     pack: int = 1
+    forget: Callable[[str], None] | None = None  # drops what else a swept token left
     retry: list[PendingArray] = field(init=False, default_factory=list)  # to submit again
     _manifests: dict[str, list[str]] = field(init=False, default_factory=dict)  # token -> ids
     _settled: dict[str, set[int]] = field(init=False, default_factory=dict)  # placement -> done
@@ -480,6 +482,8 @@ class Arrays:
             if key.endswith(".jobs") and "/" not in key and token not in in_use and \
                     token_age(token, now) >= KEEP_MANIFESTS:  # fmt: skip
                 with contextlib.suppress(OSError, ShepardError):
+                    if self.forget is not None:
+                        self.forget(token)
                     self.manifests.delete(key)
 
     # -- words ----------------------------------------------------------------------------------

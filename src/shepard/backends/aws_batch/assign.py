@@ -18,7 +18,6 @@ skips it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -179,10 +178,14 @@ def read_array(store: ObjectStore, token: str) -> tuple[str, float] | None:
         return None
 
 
-def remove(store: ObjectStore, token: str, array_id: str, jobs: int) -> None:
-    """Drop everything of `token`'s array of `jobs` jobs but its manifest (the template
-    sweeps that)."""
-    keys = [toml_key(token), assign_key(token), offsets_key(token), array_key(token)]
-    keys += [outcome_key(array_id, i) for i in range(jobs)]
-    with contextlib.suppress(OSError, ShepardError):
-        store.delete_many(keys)
+def remove(store: ObjectStore, token: str, job_ids: Sequence[str]) -> None:
+    """Drop everything of `token`'s array (of `job_ids`, in manifest order) but its manifest,
+    which the array template sweeps: the files the head wrote, the children's outcomes and the
+    cancel marks of its jobs."""
+    keys = [toml_key(token), assign_key(token), offsets_key(token)]
+    found = read_array(store, token)
+    keys.append(array_key(token))
+    if found is not None:
+        keys += [outcome_key(found[0], line) for line in range(len(job_ids))]
+    keys += [cancelled_key(job_id) for job_id in job_ids]
+    store.delete_many(keys)

@@ -418,6 +418,7 @@ class BatchBackend:
         self.arrays = Arrays(
             self.batch, ctx.catalog, self.manifests, ctx.store("logs"), ctx.store("errors"),
             ctx.policy, Pacer(self.cfg.submit_rate), pack=self.cfg.jobs_per_child,
+            forget=self._forget,
         )  # fmt: skip
         self._next_reconcile = float("-inf")
         self._settled: set[tuple[str, int]] = set()  # (array id, line): claimed or not ours
@@ -530,6 +531,10 @@ class BatchBackend:
             self._worker(array_id, child), job_id, [placement], now=at,
             lease=max(self.ctx.lease, CLAIM_LEASE) + max(0.0, now - at),
         )  # fmt: skip
+
+    def _forget(self, token: str) -> None:
+        """What an array left in the store, dropped when the template sweeps its manifest."""
+        assign.remove(self.manifests, token, manifest_ids(self.manifests, token))
 
     def _worker(self, array_id: str, index: int) -> str:
         return f"{self._me} {ARRAY_TASK} {array_id}_{index}"
