@@ -55,7 +55,8 @@ def plain(url: str, queue: str, image: str, jobs: int, size: int, in_flight: int
                              "command": ["sh", "-c", "echo $AWS_BATCH_JOB_ID"]},
     )["jobDefinitionArn"]  # fmt: skip
     began = time.perf_counter()
-    left, arrays, done, failed, calls = jobs, {}, 0, 0, 0
+    arrays: dict[str, int] = {}  # array id -> children
+    left, done, failed, calls = jobs, 0, 0, 0
     while left or arrays:
         waiting = sum(arrays.values())
         while left and waiting + min(size, left) <= in_flight:

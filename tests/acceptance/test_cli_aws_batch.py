@@ -259,6 +259,49 @@ def test_cancel_of_children_still_waiting_in_batch(tmp_path: Path, batch_image: 
         assert jobs[dropped]["outputs"] == []
 
 
+@pytest.mark.timeout(600)
+def test_a_pack_runs_its_jobs_in_turn_and_skips_one_cancelled_while_it_waits(
+    batch: Batch, batch_image: str
+) -> None:
+    """`--jobs-per-child 3`: one child runs three jobs in turn. The head shows one of them
+    running at a time; a job cancelled while it waits in the pack is skipped by the child,
+    which goes on with the next."""
+    cli = batch.cli
+    cli("init", str(cli.flock), "--payload-command", f"python3 -c {shlex.quote(JOB_PY)}",
+        "--image", batch_image, "--jobs-per-child", "3", *batch.options)  # fmt: skip
+    cli.configure(lambda d: d["backend"]["aws-batch"].update(reconcile=1.0))
+
+    def submit(item: str, nap: int) -> str:
+        params = f'{{"ITEM": "{item}", "NAP": {nap}, "RELEASE": "{batch.release_url(item)}"}}'
+        return cli("submit", "-j", params, "--ids").out.strip()
+
+    first, dropped, last = submit("first", 300), submit("dropped", 0), submit("last", 0)
+    up = cli.popen("up")
+    try:
+        _until(lambda: _jobs(cli)[first]["status"] == "running", 180, "the child to start")
+        jobs = _jobs(cli)
+        assert jobs[dropped]["status"] == jobs[last]["status"] == "queued"  # waiting in the pack
+        token = jobs[dropped]["placement"].partition("@")[0]
+        assert token.endswith("-p3") and jobs[last]["placement"] == jobs[dropped]["placement"]
+        said = cli("cancel", dropped)
+        assert "stopping" not in said.err, said.err  # the child goes on with its pack
+        mark = f"flocks/myflock/manifests/cancelled/{dropped}"
+        aws.client("s3", batch.url).head_object(Bucket=batch.bucket, Key=mark)
+        batch.release("first")
+        _until(lambda: _jobs(cli)[last]["status"] == "succeeded", 180, "the pack's last job")
+    finally:
+        up.terminate()
+        up.wait(30)
+    jobs = _jobs(cli)
+    assert jobs[first]["status"] == "succeeded" and jobs[first]["attempt"] == 1
+    assert jobs[dropped]["status"] == "cancelled" and jobs[dropped]["attempt"] == 0
+    assert jobs[dropped]["outputs"] == [] and len(jobs[last]["outputs"]) == 1
+    assert _child(jobs[first]["worker"]) == _child(jobs[last]["worker"])  # one child ran both
+    assert cli("logs", last).out == "done last\n"
+    engine = cli("logs", last, "--engine").out
+    assert f"job {dropped}: cancelled, skipped" in engine, engine
+
+
 def test_the_worker_image_imports_from_its_compiled_files(batch_image: str) -> None:
     """A child starts on the bundle's compiled files: none of the modules it imports is stale
     and compiled again at each start (an image build rounds the sources' times)."""
