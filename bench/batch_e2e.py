@@ -22,9 +22,10 @@ plain side runs `echo $AWS_BATCH_JOB_ID` in each child and waits until every chi
 `shepard submit --range ITEM=1-N --wait` on an aws-batch flock with stores in a bucket of the
 same server (each child reads its job, runs the payload, uploads its logs and result, writes
 its outcome; the head records them); children that ended without an outcome are lost workers,
-re-run by the head, and counted. Printed: seconds of each, the ratio plain/shepard (target
->= 0.7), the failures and re-runs, and the machine's load average before and after. The
-machine is shared: compare figures of one run only.
+re-run by the head, and counted. Each side starts once the load average has fallen under
+1.5 (at most 90 s of waiting), so that none runs in the wake of the one before. Printed:
+seconds of each, the ratios plain/shepard (target >= 0.7), the failures and re-runs, and the
+machine's load average. The machine is shared: compare figures of one run only.
 """
 
 from __future__ import annotations
@@ -125,6 +126,16 @@ def shepard(url: str, queue: str, image: str, jobs: int, size: int, in_flight: i
     }
 
 
+def settle(limit: float = 1.5, longest: float = 90.0) -> float:
+    """Wait (up to `longest` seconds) for the 1-minute load average to fall under `limit`, so
+    that a side does not start in the wake of the one before (its containers still being
+    removed); returns the load average it starts with."""
+    deadline = time.monotonic() + longest
+    while os.getloadavg()[0] >= limit and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=200)
@@ -141,8 +152,11 @@ def main() -> None:
     url = aws.endpoint()
     queue, image = aws.queue(url), aws.worker_image(PYTHON_IMAGE)
     load = os.getloadavg()
+    starts = [settle()]
     base = plain(url, queue, image, args.jobs, args.array_size, args.in_flight)
+    starts.append(settle())
     ours = shepard(url, queue, image, args.jobs, args.array_size, args.in_flight, args.timeout)
+    starts.append(settle())
     packed = shepard(url, queue, image, args.jobs, args.array_size, args.in_flight, args.timeout,
                      args.jobs_per_child)  # fmt: skip
     after = os.getloadavg()
@@ -161,7 +175,8 @@ def main() -> None:
           f"{args.jobs_per_child} jobs per child: {base['seconds'] / packed['seconds']:.2f} "
           "(target >= 0.7)")  # fmt: skip
     print(f"load average (1, 5, 15 min): before {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
-          f"after {after[0]:.1f} {after[1]:.1f} {after[2]:.1f}")  # fmt: skip
+          f"after {after[0]:.1f} {after[1]:.1f} {after[2]:.1f}; 1 min at each side's start "
+          f"(plain, one per child, packs): {' '.join(f'{x:.1f}' for x in starts)}")  # fmt: skip
 
 
 if __name__ == "__main__":
