@@ -120,8 +120,12 @@ def main() -> None:
         help="where both sides write (default /dev/shm: measures bookkeeping, not the disk)",
     )
     args = parser.parse_args()
-    xargs_times, pool_times, shepard_times = [], [], []
-    xargs_cpu, pool_cpu, shepard_cpu = [], [], []
+    xargs_times: list[float] = []
+    pool_times: list[float] = []
+    shepard_times: list[float] = []
+    xargs_cpu: list[float] = []
+    pool_cpu: list[float] = []
+    shepard_cpu: list[float] = []
     steady: list[float] = []
     for _ in range(args.rounds):
         for runner, times, cpu, running in (

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 
@@ -21,7 +23,11 @@ app.conf.result_expires = 600
 app.conf.worker_hijack_root_logger = False
 
 
-@app.task(name="peers.run")
+# Celery has no type hints: its task decorator, typed here, returns the Celery task.
+task: Callable[[Callable[[int, str], int]], Any] = app.task(name="peers.run")
+
+
+@task
 def run(item: int, out: str) -> int:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ITEM": str(item), "OUT": out}
     return subprocess.run(["/bin/sh", "-c", COMMAND], env=env, check=True).returncode

@@ -31,8 +31,8 @@ from shepard.runtime.process import become_runner_process, work_in
 
 SHEPARD = str(Path(sys.executable).with_name("shepard"))
 PAYLOAD = 'echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"'
-cpu: collections.Counter[str] = collections.Counter()
-wall: collections.Counter[str] = collections.Counter()
+cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
+wall: collections.defaultdict[str, float] = collections.defaultdict(float)
 
 
 def measured(owner: Any, name: str, label: str) -> None:

@@ -57,7 +57,10 @@ class Stack:
     def s3_body(self, kind: str) -> Any:
         """A captured message body (data/s3_sqs_bodies.json) for this stack's inbox."""
         found = json.loads(EVENTS.read_text())[kind]
-        swap = lambda text: text.replace("BUCKET", self.bucket("inbox"))  # noqa: E731
+
+        def swap(text: str) -> str:
+            return text.replace("BUCKET", self.bucket("inbox"))
+
         return [swap(t) for t in found] if isinstance(found, list) else swap(found)
 
     def put_event(self, key: str) -> str:

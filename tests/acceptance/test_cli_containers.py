@@ -92,10 +92,10 @@ def test_image_and_command_payloads_share_the_contract(cli: Cli) -> None:
         }
 
     assert contract(image["env"]) == contract(process["env"])
-    for mode in (process, image):
-        root = mode["pwd"].strip()
-        assert mode["env"]["ROOT_INPUT_NAME"] == f"{root}/input"
-        assert mode["env"]["ROOT_OUTPUT_NAME"] == f"{root}/output"
+    for ran in (process, image):
+        root = ran["pwd"].strip()
+        assert ran["env"]["ROOT_INPUT_NAME"] == f"{root}/input"
+        assert ran["env"]["ROOT_OUTPUT_NAME"] == f"{root}/output"
         assert Path(root).parent == cli.flock / "work"
     for key in (
         "input",

@@ -146,7 +146,12 @@ def test_an_image_payload_runs_in_its_container_on_the_node(cli: Cli) -> None:
 
     require_engine(BUSYBOX)
     cli.init('echo "in $ITEM"; echo "$ITEM" > "$ROOT_OUTPUT_NAME/o.txt"', "--backend", "slurm")
-    cli.configure(lambda data: (use_slurm(data), use_test_engine(data)))
+
+    def on_slurm_with_test_engine(data: dict[str, Any]) -> None:
+        use_slurm(data)
+        use_test_engine(data)
+
+    cli.configure(on_slurm_with_test_engine)
     cli.configure(lambda data: data["payload"].update(kind="image", image=BUSYBOX))
     cli("submit", "--json", '{"ITEM": 7}', "--wait")
     (job,) = jobs(cli)

@@ -111,7 +111,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def token(cli: Cli, name: str, *extra: str) -> str:
     out = cli("token", "create", name, *extra).out
-    found = re.findall(r"shp_[A-Za-z0-9_-]{43}", out)
+    found: list[str] = re.findall(r"shp_[A-Za-z0-9_-]{43}", out)
     assert found, out
     return found[-1]
 

@@ -129,7 +129,8 @@ if os.environ.get("SHEPARD_TEST_BATCH_CONFORMANCE") != "1":
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get(FULL_MATRIX_ENV) == "1":
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         spec = getattr(item, "callspec", None)
         flavour = spec.params.get("target") if spec is not None else None

@@ -6,6 +6,7 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -91,7 +92,7 @@ def test_a_patient_catalog_waits_on_the_hot_path_too(
 
 
 def test_a_heartbeat_makes_its_catalog_patient(tmp_path: Path) -> None:
-    catalog = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog = cast(SqlCatalog, open_catalog(f"sqlite:///{tmp_path / 'c.db'}"))
     assert not catalog.patient  # short commands keep the clear error
     Heartbeat(catalog, 60.0)
     assert catalog.patient

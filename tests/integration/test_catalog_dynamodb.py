@@ -72,11 +72,13 @@ def test_a_filtered_page_stops_at_its_budget_and_says_where(catalog: DynamoCatal
     found = catalog.page(param=("item", "29"), limit=5)  # the newest, then 10 rejected
     assert isinstance(found, PartPage) and [j.id for j in found] == [ids[29]]
     assert found.read_to == 20  # ids[19]: seq 20, the tenth rejected
-    reads, after = [], None
+    reads: list[int] = []
+    after: int | None = None
     while isinstance(part := catalog.page(text="nowhere", limit=5, after_seq=after,
                                           newest_first=False), PartPage):  # fmt: skip
+        read_to = part.read_to  # before `== []`, after which mypy takes it for a plain list
         assert part == []
-        reads.append(after := part.read_to)
+        reads.append(after := read_to)
     assert part == [] and reads == [10, 20, 30]  # the last reached the end unawares
     catalog.filter_budget = 30
     assert [j.id for j in catalog.page(param=("ITEM", "0"), limit=5)] == [ids[0]]

@@ -10,7 +10,7 @@ import pytest
 
 from shepard.catalog import Catalog
 from shepard.catalog.base import IdempotencyConflict, Registered
-from shepard.model import JobSpec
+from shepard.model import Job, JobSpec
 from tests.integration.conftest import CatalogFactory
 
 T0 = 1_700_000_000.0
@@ -32,7 +32,10 @@ def test_each_key_registers_once_and_replays_in_request_order(catalog: Catalog) 
     assert [r.replayed for r in again] == [False, True, True]
     assert again[1] == Registered("batch-a", first[1].ids, replayed=True)
     assert again[2] == Registered("batch-b", first[0].ids, replayed=True)
-    jobs = {j.batch: j for j in catalog.page(limit=10)}
+    jobs: dict[str, Job] = {}
+    for j in catalog.page(limit=10):
+        assert j.batch is not None
+        jobs[j.batch] = j
     assert sorted(jobs) == ["batch-a", "batch-b", "batch-c"]
     assert jobs["batch-a"].params == {"ITEM": 2} and jobs["batch-a"].id == first[1].ids[0]
     # one key, as `add_jobs_once` would see it

@@ -122,9 +122,9 @@ def test_a_lost_running_attempt_is_requeued_without_spending_an_attempt(
     (job_id,) = add(catalog, 1, attempts=1)
     reason = "slurm task 9_0 was cancelled outside shepard (CANCELLED)"
     for n in range(1, MAX_LOST + 1):
-        (job,) = catalog.claim("w", now=T0 + n, lease=LEASE)
-        assert catalog.lose(job_id, job.attempt + 1, now=T0 + n, reason=reason) is None
-        status = catalog.lose(job_id, job.attempt, now=T0 + n, reason=reason, retry_at=T0 + n)
+        (claimed,) = catalog.claim("w", now=T0 + n, lease=LEASE)
+        assert catalog.lose(job_id, claimed.attempt + 1, now=T0 + n, reason=reason) is None
+        status = catalog.lose(job_id, claimed.attempt, now=T0 + n, reason=reason, retry_at=T0 + n)
         assert status is (JobStatus.QUEUED if n < MAX_LOST else JobStatus.FAILED)
     job = catalog.get(job_id)
     assert job is not None and job.attempt == MAX_LOST

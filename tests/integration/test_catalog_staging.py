@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
 
 from shepard.catalog import Catalog, bulk
 from shepard.catalog.schema import jobs, submissions
+from shepard.catalog.sql import SqlCatalog
 from shepard.catalog.staging import STALE_AFTER_S, Staging
 from shepard.dispatcher import Dispatcher
 from shepard.errors import CatalogError, ParamsError
@@ -32,7 +34,7 @@ def specs(n: int) -> Iterator[JobSpec]:
 
 
 def rows(catalog: Catalog, table: sa.Table = jobs) -> int:
-    with catalog._transaction(read_only=True) as conn:
+    with cast(SqlCatalog, catalog)._transaction(read_only=True) as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
@@ -65,7 +67,7 @@ def test_nothing_is_visible_while_a_submission_is_written(
 
     try:
         writer.submit_jobs(watched(), batch="b", now=T0, default_attempts=1)
-        assert looked[0] >= 20  # the rows are there...
+        assert cast(int, looked[0]) >= 20  # the rows are there...
         assert looked[1:] == [0, [], []]  # ...but not counted, listed nor claimable
         assert sum(other.counts().values()) == 50
     finally:
@@ -143,7 +145,7 @@ def test_a_submission_whose_process_died_is_swept_at_once(
     _killed(catalog, monkeypatch, committed=False)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid no live process has (reaped)
-    with catalog._transaction() as conn:
+    with cast(SqlCatalog, catalog)._transaction() as conn:
         conn.execute(submissions.update().values(pid=gone.pid))
     assert catalog.sweep_submissions(now=T0) == 40  # proven dead: no waiting for staleness
     assert rows(catalog) == 0

@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -25,6 +25,7 @@ from shepard.payloads.container_options import ContainerSpec
 from shepard.payloads.image import ImagePayload
 from shepard.runtime import AttemptControl, RuntimeContext, log_key, run_attempt
 from shepard.runtime.contract import RUNTIME_NAMES
+from shepard.storage import LocalStore
 from tests.containers import (
     BUSYBOX,
     ENGINE,
@@ -146,12 +147,13 @@ def test_the_job_history_is_told_which_image_ran(tmp_path: Path) -> None:
 def test_logs_are_written_while_the_container_runs(tmp_path: Path) -> None:
     ctx = in_image(make_ctx(tmp_path, command="echo first; sleep 2; echo second; echo e >&2"))
     job = make_job()
-    stdout = ctx.logs.path(log_key(job.id, job.attempt, "stdout"))
+    logs = cast(LocalStore, ctx.logs)
+    stdout = logs.path(log_key(job.id, job.attempt, "stdout"))
     with _running(job, ctx) as result:
         _until(lambda: stdout.is_file() and stdout.read_text() == "first\n", 10)
     assert result[0].status is JobStatus.SUCCEEDED
     assert stdout.read_text() == "first\nsecond\n"
-    assert ctx.logs.path(log_key(job.id, job.attempt, "stderr")).read_text() == "e\n"
+    assert logs.path(log_key(job.id, job.attempt, "stderr")).read_text() == "e\n"
 
 
 def test_logs_are_complete_however_short_the_container(tmp_path: Path) -> None:
@@ -159,11 +161,12 @@ def test_logs_are_complete_however_short_the_container(tmp_path: Path) -> None:
     lines = 'i=0; while [ $i -lt 3000 ]; do echo "line $i"; i=$((i+1)); done; echo bye >&2'
     ctx = in_image(make_ctx(tmp_path, command=lines))
     expected = "".join(f"line {i}\n" for i in range(3000))
+    logs = cast(LocalStore, ctx.logs)
     for _ in range(8):
         job = make_job()
         assert run(job, ctx).status is JobStatus.SUCCEEDED
         assert _log(ctx, job) == expected
-        assert ctx.logs.path(log_key(job.id, job.attempt, "stderr")).read_text() == "bye\n"
+        assert logs.path(log_key(job.id, job.attempt, "stderr")).read_text() == "bye\n"
 
 
 def test_a_stop_kills_the_container_and_removes_it(tmp_path: Path) -> None:
@@ -355,7 +358,7 @@ def _zip(files: dict[str, str]) -> bytes:
 
 
 def _log(ctx: RuntimeContext, job: Job) -> str:
-    path = ctx.logs.path(log_key(job.id, job.attempt, "stdout"))
+    path = cast(LocalStore, ctx.logs).path(log_key(job.id, job.attempt, "stdout"))
     return path.read_text() if path.is_file() else ""
 
 

@@ -7,6 +7,7 @@ by hand. The real thing is exercised by the slurm test tier.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class FakeSlurm:
         """Forget an array, as slurmctld does MinJobAge seconds after it ended."""
         del self.arrays[array_id]
 
-    def alive(self) -> dict[str, set[int]]:
+    def alive(self) -> dict[str, builtins.set[int]]:
         return {
             a.id: {i for i, s in a.states.items() if s in ALIVE}
             for a in self.arrays.values()

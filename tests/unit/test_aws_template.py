@@ -21,8 +21,9 @@ from tests.services import require_service
 
 
 def combinations() -> list[Options]:
-    found = []
-    for compute, gpu, efs, lustre in itertools.product(COMPUTE_TYPES, *[(False, True)] * 3):
+    found: list[Options] = []
+    both = (False, True)
+    for compute, gpu, efs, lustre in itertools.product(COMPUTE_TYPES, both, both, both):
         if compute == "FARGATE" and (gpu or lustre):
             continue  # refused (see below)
         found.append(Options(flock="lint", compute=compute, gpu=gpu, efs=efs, lustre=lustre))

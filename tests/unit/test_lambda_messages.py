@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ BODIES = json.loads(
 )
 
 
-def records(*bodies: str) -> list[dict[str, Any]]:
+def records(*bodies: str) -> list[Mapping[str, Any]]:
     return [{"messageId": f"m{n}", "body": body} for n, body in enumerate(bodies)]
 
 

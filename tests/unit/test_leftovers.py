@@ -6,11 +6,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import cast
 
 from shepard import leftovers
 from shepard.bundle import make_bundle
 from shepard.config import FlockConfig, PayloadConfig
 from shepard.flock import Flock
+from shepard.storage import LocalStore
 
 HOUR = 3600.0
 
@@ -28,7 +30,7 @@ def _flock(tmp_path: Path) -> Flock:
 
 def test_batch_removes_what_killed_batches_left_and_only_that(tmp_path: Path) -> None:
     flock = _flock(tmp_path)
-    work, inputs = flock.dir.store_path("work"), flock.store("inputs")
+    work, inputs = flock.dir.store_path("work"), cast(LocalStore, flock.store("inputs"))
     dead = work / ".batch-dead"  # its process died: its lock can be taken
     dead.mkdir()
     (dead / leftovers.LOCK_NAME).touch()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from shepard.catalog import SqlCatalog, engine
+from shepard.catalog import engine
+from shepard.catalog.sql import SqlCatalog
 from shepard.cli import main as cli_main
 from shepard.cli.ops import parse_since
 from shepard.config import FlockConfig, PayloadConfig

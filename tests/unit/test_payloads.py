@@ -8,7 +8,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pytest
 
@@ -25,6 +25,7 @@ from shepard.runtime import AttemptControl, RuntimeContext, log_key, run_attempt
 from shepard.runtime.contract import build_env
 from shepard.runtime.process import Ending, ProcessResult
 from shepard.runtime.workspace import Workspace
+from shepard.storage import LocalStore
 from tests.unit.test_runtime_worker import make_ctx, make_job
 
 if TYPE_CHECKING:
@@ -177,7 +178,8 @@ def test_a_registered_kind_is_chosen_by_the_config_and_run_by_the_runtime(
     outcome = run_attempt(job, ctx, AttemptControl())
     assert outcome.status is JobStatus.SUCCEEDED and outcome.detail == "recorded"
     assert len(outcome.outputs) == 1
-    stdout = ctx.logs.path(log_key(job.id, job.attempt, "stdout")).read_text()
+    logs = cast(LocalStore, ctx.logs)  # the flock's stores are folders
+    stdout = logs.path(log_key(job.id, job.attempt, "stdout")).read_text()
     assert stdout == "recorded in input\n"
     with pytest.raises(ConfigError, match='kind "recording" needs command = "record"'):
         parse(kind="recording", command="other")

@@ -29,7 +29,7 @@ FINISHED = {
 }  # fmt: skip
 EVENT = {"job_id": "j1", "attempt": 1, "status": "failed", "at": 5.0, "detail": "x"}
 EVENT_KEYS = tuple(EVENT)
-STATEMENTS: list[tuple[sa.ClauseElement, dict[str, Any]]] = [
+STATEMENTS: list[tuple[sa.Update | sa.Select[Any] | sa.Insert, dict[str, Any]]] = [
     (CLAIM, claim_params("w", now=2.0, lease=60, limit=1)),
     (FINISH_FACTS, {"b_id": "j1"}),
     (FINISH, FINISHED),
@@ -88,7 +88,11 @@ def test_prepared_statements_do_what_sqlalchemy_does(tmp_path: Path) -> None:
     assert _state(ours) == _state(theirs)
 
 
-@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.psycopg.dialect()])
+# SQLAlchemy leaves PGDialect_psycopg.__init__ unannotated, hence the ignore
+@pytest.mark.parametrize(
+    "dialect",
+    [sqlite.dialect(), postgresql.psycopg.dialect()],  # type: ignore[no-untyped-call]
+)
 def test_prepared_arguments_match_the_compilers_public_parameters(dialect: Any) -> None:
     for stmt, params in STATEMENTS:
         keys = EVENT_KEYS if stmt is INSERT_EVENT else None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shepard.catalog import SqlCatalog, open_catalog
+from shepard.catalog import Catalog, open_catalog
 from shepard.errors import CatalogError
 from shepard.model import Job, JobSpec, JobStatus, Outcome, RetryPolicy
 from shepard.sheep import RECORD_WITHIN, Heartbeat, Recorder
@@ -21,7 +21,7 @@ BROKEN = Outcome(JobStatus.FAILED, reason="exit code 3", exit_code=3)
 
 class Parts:
     def __init__(self, tmp_path: Path) -> None:
-        self.catalog: SqlCatalog = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
+        self.catalog: Catalog = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
         self.outputs = LocalStore(tmp_path / "outputs")
         self.heartbeat = Heartbeat(self.catalog, LEASE)
         policy = RetryPolicy(attempts=2, backoff=30.0)

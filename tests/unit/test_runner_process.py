@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -21,10 +22,11 @@ from shepard.backends.procs import (
     runner_worker_id,
     start_runners,
 )
-from shepard.catalog import SqlCatalog, open_catalog
+from shepard.catalog import Catalog, open_catalog
 from shepard.model import Job, JobSpec, JobStatus, RetryPolicy
 from shepard.runtime import RuntimeContext, log_key
 from shepard.runtime.process import is_runner_process
+from shepard.storage import LocalStore
 from tests.unit.test_runtime_worker import make_ctx, members, with_command
 
 LEASE = 60.0
@@ -35,7 +37,7 @@ class Slot:
 
     def __init__(self, tmp_path: Path, command: str, *, attempts: int = 1, fork: bool) -> None:
         self.url = f"sqlite:///{tmp_path / 'catalog.db'}"
-        self.catalog: SqlCatalog = open_catalog(self.url)
+        self.catalog: Catalog = open_catalog(self.url)
         self.attempts = attempts
         self.ctx: RuntimeContext = make_ctx(tmp_path, command=command)
         self.idle = threading.Event()
@@ -64,7 +66,7 @@ class Slot:
 
     def started(self, job_id: str) -> bool:
         """True once the payload of the job's first attempt has been started."""
-        return self.ctx.logs.path(log_key(job_id, 1, "stdout")).exists()
+        return cast(LocalStore, self.ctx.logs).path(log_key(job_id, 1, "stdout")).exists()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -22,6 +23,7 @@ from shepard.runtime.workspace import (
     create_workspace,
     remove_workspace,
 )
+from shepard.storage import LocalStore
 from tests.unit.test_runtime_worker import make_ctx, make_job, run, with_command
 
 # -- starting payloads -----------------------------------------------------------------------
@@ -181,17 +183,16 @@ def test_empty_logs_become_the_slots_spares_and_are_reused(tmp_path: Path) -> No
     first, second = make_job(params={"ITEM": "1"}), make_job(params={"ITEM": "2"})
     assert run(first, quiet, slot=slot).status is JobStatus.SUCCEEDED
     assert list(quiet.logs.list()) == []  # nothing printed, nothing kept
-    spares = sorted(
-        p.name for p in quiet.logs.path(log_key(first.id, 1, "stdout")).parent.iterdir()
-    )
+    logs = cast(LocalStore, quiet.logs)
+    spares = sorted(p.name for p in logs.path(log_key(first.id, 1, "stdout")).parent.iterdir())
     assert spares == [".tmp-spare-slot.stderr", ".tmp-spare-slot.stdout"]
-    spare = quiet.logs.path(log_key(first.id, 1, "stdout")).with_name(spares[1])
+    spare = logs.path(log_key(first.id, 1, "stdout")).with_name(spares[1])
     inode = spare.stat().st_ino
     loud = with_command(quiet, "echo out; echo err >&2")
     assert run(second, loud, slot=slot).status is JobStatus.SUCCEEDED
-    out = quiet.logs.path(log_key(second.id, 1, "stdout"))
+    out = logs.path(log_key(second.id, 1, "stdout"))
     assert out.read_text() == "out\n" and out.stat().st_ino == inode  # the spare, in place
-    assert quiet.logs.path(log_key(second.id, 1, "stderr")).read_text() == "err\n"
+    assert logs.path(log_key(second.id, 1, "stderr")).read_text() == "err\n"
     assert sorted(quiet.logs.list()) == sorted(
         [log_key(second.id, 1, "stdout"), log_key(second.id, 1, "stderr")]
     )

@@ -11,7 +11,7 @@ import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cryptography.fernet import Fernet
@@ -512,7 +512,7 @@ def test_logs_are_kept_per_attempt(ctx: RuntimeContext) -> None:
     )
 
     def log(attempt: int, stream: str) -> str:
-        return ctx.logs.path(log_key(job.id, attempt, stream)).read_text()
+        return cast(LocalStore, ctx.logs).path(log_key(job.id, attempt, stream)).read_text()
 
     assert log(1, "stdout") == "one\n"
     assert log(1, "stderr") == "e1\n"

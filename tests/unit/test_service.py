@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from shepard.views import (
     CursorError,
     EventView,
     JobView,
+    RangeSpec,
     SubmitRequest,
     job_view,
 )
@@ -41,7 +42,7 @@ class Clock:
     def __init__(self, now: float = T0) -> None:
         self.now = now
         self.slept: list[float] = []
-        self.on_sleep = lambda: None
+        self.on_sleep: Callable[[], None] = lambda: None
 
     def __call__(self) -> float:
         return self.now
@@ -139,7 +140,7 @@ def test_cursor_for_other_filters_or_garbage_is_refused(flock: Flock) -> None:
 
 
 def test_same_idempotency_key_registers_once(flock: Flock) -> None:
-    request = SubmitRequest(params={"X": "a"}, range={"name": "I", "start": 1, "end": 3},
+    request = SubmitRequest(params={"X": "a"}, range=RangeSpec(name="I", start=1, end=3),
                             idempotency_key="k1")  # fmt: skip
     first = flock.submit_request(request)
     again = flock.submit_request(request)

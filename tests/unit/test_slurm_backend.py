@@ -6,7 +6,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -20,6 +20,7 @@ from shepard.config import FlockConfig
 from shepard.errors import ShepardError
 from shepard.flock import Flock
 from shepard.model import Job, JobStatus, Outcome
+from shepard.storage import LocalStore
 from tests.unit.fakeslurm import FakeSlurm
 
 T0 = 1_795_000_000.0
@@ -382,7 +383,7 @@ def test_a_task_killed_for_its_own_limits_spends_an_attempt(
     backend = backend_for(flock, slurm, clock)
     backend.dispatch(clock())
     job = start(flock, slurm, job_id)
-    log = flock.store("logs").path(f"{job_id[:8]}/{job_id}.1.stdout")
+    log = cast(LocalStore, flock.store("logs")).path(f"{job_id[:8]}/{job_id}.1.stdout")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("working...\n")
     array_id, index = task_of(flock, job_id)
@@ -392,7 +393,8 @@ def test_a_task_killed_for_its_own_limits_spends_an_attempt(
     assert after is not None and after.status is JobStatus.QUEUED and after.max_attempts == 2
     assert after.reason == ended(f"{array_id}_{index}", state, flock, slurm, clock)
     assert after.error_bundle == f"log@{job_id}_{job.started_at}.zip"
-    with zipfile.ZipFile(flock.store("errors").path(after.error_bundle)) as bundle:
+    errors = cast(LocalStore, flock.store("errors"))
+    with zipfile.ZipFile(errors.path(after.error_bundle)) as bundle:
         assert bundle.read("stdout.txt").decode().endswith("working...\n")
         assert state in bundle.read("exit_status.txt").decode()
     # the second (last) attempt ends the same way: the job fails
@@ -547,6 +549,7 @@ def test_logs_name_the_payloads_streams_and_slurms_own_output(
     logs.put_bytes(f"{job_id[:8]}/{job_id}.1.stdout", b"payload\n")
     array_id, index = task_of(flock, job_id)
     token = token_of(slurm.arrays[array_id].comment)
+    assert token is not None
     output = flock.dir.folder / "slurm-output" / token
     output.mkdir(parents=True, exist_ok=True)  # where sbatch writes it, beside flock.toml
     (output / f"{index}.log").write_bytes(b"task 0 of the array\n")

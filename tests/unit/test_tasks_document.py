@@ -32,7 +32,7 @@ GOOD: dict[str, Any] = {
 
 def with_(path: str, value: Any) -> dict[str, Any]:
     """GOOD with `value` at `path` (e.g. "tasks.1" appends a second task)."""
-    doc = json.loads(json.dumps(GOOD))
+    doc: dict[str, Any] = json.loads(json.dumps(GOOD))
     *parents, last = path.split(".")
     node: Any = doc
     for part in parents:
